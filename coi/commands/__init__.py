@@ -1,0 +1,1 @@
+"""One module per command group; each function takes the parsed args, returns an exit code."""

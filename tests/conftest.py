@@ -1,0 +1,34 @@
+"""Shared fixtures: every test runs with a private, empty HOME and no COI_* settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Let pytest-benchmark say it is off under xdist (`-n 2`) without failing the run."""
+    # pyproject turns warnings into errors, and pytest-benchmark warns at configure time
+    # whenever xdist is active, which would abort the whole session before any test runs.
+    config.addinivalue_line("filterwarnings", "ignore:Benchmarks are automatically disabled")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point HOME, XDG_* and COI_HOME at a temporary folder; drop every COI_* variable."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith("COI_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("COI_HOME", str(home / ".coi"))
+    # Without this a load() in a test would read the machine's real /etc/coi/config.toml.
+    monkeypatch.setenv("COI_SYSTEM_CONFIG", str(tmp_path / "etc" / "coi" / "config.toml"))
+    return home

@@ -1,0 +1,113 @@
+"""Integration fixtures: a real Incus daemon, a throwaway project per run and worker.
+
+Each project shares the default project's images (so the base image is imported
+once) and has its own profiles (so profile application is exercised). Everything a
+test creates is named per test and removed, even after failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from coi import launch
+from coi.errors import CoiError
+from coi.incus import Incus, connect
+
+POOL, NETWORK = "coi", "coibr0"
+BASE = os.environ.get("COI_TEST_BASE", "debian/12")
+RUN_ID = uuid.uuid4().hex[:6]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+def _project_name(worker: str) -> str:
+    return f"coitest-{RUN_ID}-{worker}"
+
+
+def _drop_project(admin: Incus, name: str) -> None:
+    scoped = connect(project=name)
+    for inst in scoped.instance_names():
+        with contextlib.suppress(CoiError):
+            scoped.delete_instance(inst, force=True)
+    for url in scoped.get("profiles", "listing profiles"):
+        profile = url.rsplit("/", 1)[-1].split("?", 1)[0]
+        if profile != "default":
+            scoped.delete_profile(profile)
+    admin.call("DELETE", f"projects/{name}", what=f"deleting project {name}")
+
+
+@pytest.fixture(scope="session")
+def project(worker_id: str) -> Iterator[str]:
+    """A throwaway Incus project for this run and xdist worker."""
+    admin = connect()
+    name = _project_name(worker_id)
+    admin.call(
+        "POST",
+        "projects",
+        {
+            "name": name,
+            "description": "coi integration tests (throwaway)",
+            "config": {
+                "features.images": "false",
+                "features.profiles": "true",
+                "features.storage.volumes": "false",
+                "features.networks": "false",
+            },
+        },
+    )
+    try:
+        yield name
+    finally:
+        _drop_project(admin, name)
+
+
+@pytest.fixture(scope="session")
+def pool_and_network() -> tuple[str, str]:
+    return POOL, NETWORK
+
+
+@pytest.fixture(scope="session")
+def session_incus(project: str) -> Incus:
+    incus = connect(project=project)
+    launch.prepare(incus, POOL, NETWORK)
+    return incus
+
+
+@pytest.fixture
+def incus(session_incus: Incus, project: str, monkeypatch: pytest.MonkeyPatch) -> Incus:
+    """The project's connection; coi subprocesses of this test use the same project."""
+    monkeypatch.setenv("COI_INCUS_PROJECT", project)
+    return session_incus
+
+
+@pytest.fixture(scope="session")
+def base_image(session_incus: Incus) -> str:
+    """The local Debian base image alias (built once, shared through the default project)."""
+    from coi.baseimage import ensure_base
+
+    return ensure_base(session_incus, BASE, log=lambda line: None)
+
+
+@pytest.fixture
+def name(request: pytest.FixtureRequest) -> str:
+    """A unique instance name for this test."""
+    stem = request.node.name.replace("_", "-").replace("[", "-").replace("]", "")[:30]
+    return f"t-{stem.strip('-')}-{uuid.uuid4().hex[:5]}".lower()
+
+
+@pytest.fixture
+def cleanup(session_incus: Incus) -> Iterator[list[str]]:
+    """Instance names to delete after the test, whatever happened."""
+    names: list[str] = []
+    yield names
+    for n in names:
+        with contextlib.suppress(CoiError):
+            session_incus.delete_instance(n, force=True)

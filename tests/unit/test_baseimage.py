@@ -1,0 +1,255 @@
+"""The base image step's pure parts: parsing, hashing, naming, metadata; no Incus."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+
+from coi import baseimage as b
+from coi.errors import CoiError, UsageError
+from coi.incus import Incus
+
+AMD64 = b.BaseSpec(release="12", arch="amd64")
+
+
+@pytest.mark.parametrize(
+    ("ref", "release", "suite"),
+    [
+        ("debian/12", "12", "bookworm"),
+        ("debian/13", "13", "trixie"),
+        (" debian/12\n", "12", "bookworm"),
+    ],
+)
+def test_parse_local_debian(ref: str, release: str, suite: str) -> None:
+    spec = b.parse_base(ref)
+    assert spec == b.BaseSpec(release=release)
+    assert isinstance(spec, b.BaseSpec)
+    assert spec.suite == suite
+    assert spec.mirror == "http://deb.debian.org/debian"
+    assert spec.arch == ""  # parse_base is pure: the host's arch is filled in by resolve
+
+
+@pytest.mark.parametrize(
+    ("ref", "remote", "name"),
+    [
+        ("images:debian/12", "images", "debian/12"),
+        ("images:debian/13/cloud", "images", "debian/13/cloud"),
+        ("my-server:coi_base", "my-server", "coi_base"),
+        ("local:abc.def", "local", "abc.def"),
+    ],
+)
+def test_parse_remote(ref: str, remote: str, name: str) -> None:
+    base = b.parse_base(ref)
+    assert base == b.RemoteBase(remote, name)
+    assert isinstance(base, b.RemoteBase)
+    assert base.source == ref
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        "debian",
+        "debian/11",
+        "debian/bookworm",
+        "debian/12/extra",
+        "ubuntu/24.04",
+        "images:",
+        ":debian/12",
+        "https://example.invalid/debian",
+        "images: debian/12",
+    ],
+)
+def test_parse_rejects(ref: str) -> None:
+    with pytest.raises(UsageError) as info:
+        b.parse_base(ref)
+    message = str(info.value)
+    assert "debian/12" in message and "debian/13" in message and "REMOTE:NAME" in message
+    assert info.value.exit_code == 2
+
+
+def test_base_alias() -> None:
+    assert b.base_alias(b.BaseSpec(release="12")) == "coi-base-debian-12"
+    assert b.base_alias(b.BaseSpec(release="13", arch="arm64")) == "coi-base-debian-13"
+
+
+def test_default_packages_cover_boot_and_network() -> None:
+    for package in ("systemd-sysv", "dbus", "ifupdown", "isc-dhcp-client", "iproute2", "sudo"):
+        assert package in b.DEFAULT_PACKAGES
+
+
+def test_inputs_hash_is_stable() -> None:
+    first = b.inputs_hash(b.BaseSpec(release="12", arch="amd64"))
+    again = b.inputs_hash(b.BaseSpec(release="12", arch="amd64", packages=b.DEFAULT_PACKAGES))
+    assert first == again
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        b.BaseSpec(release="13", arch="amd64"),
+        b.BaseSpec(release="12", arch="arm64"),
+        b.BaseSpec(release="12", arch="amd64", mirror="http://mirror.example/debian"),
+        b.BaseSpec(release="12", arch="amd64", packages=(*b.DEFAULT_PACKAGES, "less")),
+        b.BaseSpec(release="12", arch="amd64", security_mirror=""),
+    ],
+)
+def test_inputs_hash_follows_the_spec(changed: b.BaseSpec) -> None:
+    assert b.inputs_hash(changed) != b.inputs_hash(AMD64)
+
+
+def test_inputs_hash_follows_script_and_templates(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = b.inputs_hash(AMD64)
+    monkeypatch.setattr(b, "CUSTOMISE_SCRIPT", b.CUSTOMISE_SCRIPT + "\ntrue\n")
+    after_script = b.inputs_hash(AMD64)
+    monkeypatch.setattr(b, "TEMPLATES", {**b.TEMPLATES, "hosts.tpl": "127.0.0.1 localhost\n"})
+    after_template = b.inputs_hash(AMD64)
+    assert len({before, after_script, after_template}) == 3
+
+
+def test_inputs_hash_follows_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = b.inputs_hash(AMD64)
+    props = b.image_properties
+    monkeypatch.setattr(b, "image_properties", lambda s: {**props(s), "variant": "other"})
+    assert b.inputs_hash(AMD64) != before
+
+
+@pytest.mark.parametrize(
+    ("dpkg", "incus"),
+    [("amd64", "x86_64"), ("arm64", "aarch64"), ("armhf", "armv7l"), ("i386", "i686"),
+     ("ppc64el", "ppc64le"), ("s390x", "s390x"), ("riscv64", "riscv64")],
+)  # fmt: skip
+def test_incus_arch(dpkg: str, incus: str) -> None:
+    assert b.incus_arch(dpkg) == incus
+    assert b.metadata(b.BaseSpec(release="12", arch=dpkg), 0)["architecture"] == incus
+
+
+def test_incus_arch_unknown() -> None:
+    with pytest.raises(CoiError, match="pdp11"):
+        b.incus_arch("pdp11")
+
+
+def test_metadata_shape() -> None:
+    meta = b.metadata(b.BaseSpec(release="13", arch="arm64"), 1700000000)
+    assert meta["architecture"] == "aarch64"
+    assert meta["creation_date"] == 1700000000
+    props = meta["properties"]
+    assert props["os"] == "Debian" and props["release"] == "trixie"
+    assert "13" in props["description"]
+    assert set(meta["templates"]) == {"/etc/hostname", "/etc/hosts"}
+    for entry in meta["templates"].values():
+        assert entry["template"] in b.TEMPLATES
+        assert "create" in entry["when"]
+    assert "{{ instance.name }}" in b.TEMPLATES["hostname.tpl"]
+    text = yaml.safe_dump(meta)
+    assert "&id" not in text  # no YAML anchors: every template entry is its own dict
+    assert yaml.safe_load(text) == meta
+
+
+def test_resolve_fills_the_host_arch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(b, "host_arch", lambda: "riscv64")
+    assert b.resolve(b.BaseSpec(release="12")).arch == "riscv64"
+    assert b.resolve(AMD64).arch == "amd64"
+
+
+def test_debootstrap_argv() -> None:
+    argv = b.debootstrap_argv(AMD64, Path("/var/tmp/x/rootfs"))
+    assert argv[0] == "debootstrap"
+    assert "--variant=minbase" in argv and "--arch=amd64" in argv
+    assert f"--include={','.join(b.DEFAULT_PACKAGES)}" in argv
+    assert argv[-3:] == ["bookworm", "/var/tmp/x/rootfs", "http://deb.debian.org/debian"]
+
+
+def test_customise_script_parses() -> None:
+    done = subprocess.run(["sh", "-n", "-c", b.CUSTOMISE_SCRIPT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_mounts_below() -> None:
+    info = "\n".join(
+        [
+            "22 27 0:21 / /proc rw - proc proc rw",
+            "44 27 0:44 / /var/tmp/coi-base-x/rootfs/proc rw - proc proc rw",
+            "45 27 0:45 / /var/tmp/coi-base-x/rootfs/dev/pts rw - devpts devpts rw",
+            "46 27 0:46 / /var/tmp/coi-base-x/rootfs/dev rw - devtmpfs udev rw",
+            "47 27 0:47 / /var/tmp/coi-base-x/with\\040space rw - tmpfs t rw",
+            "48 27 0:48 / /var/tmp/coi-base-xy/rootfs/proc rw - proc proc rw",
+            "49 27 0:49 / /var/tmp/coi-base-x rw - tmpfs t rw",
+        ]
+    )
+    points = b.mounts_below(Path("/var/tmp/coi-base-x"), info)
+    assert points[0] == "/var/tmp/coi-base-x/rootfs/dev/pts"
+    assert set(points) == {
+        "/var/tmp/coi-base-x/rootfs/proc",
+        "/var/tmp/coi-base-x/rootfs/dev/pts",
+        "/var/tmp/coi-base-x/rootfs/dev",
+        "/var/tmp/coi-base-x/with space",
+    }
+
+
+# -- ensure_base against a stand-in for Incus -----------------------------------------
+
+
+class FakeIncus:
+    """Answers the two requests of the cache check."""
+
+    def __init__(self, properties: dict[str, str] | None) -> None:
+        self.properties = properties
+
+    def image_alias(self, alias: str) -> dict[str, Any] | None:
+        return None if self.properties is None else {"name": alias, "target": "f" * 64}
+
+    def image(self, fingerprint: str) -> dict[str, Any]:
+        return {"fingerprint": fingerprint, "properties": self.properties}
+
+
+def no_build(*args: object, **kwargs: object) -> str:
+    raise AssertionError("ensure_base must not build here")
+
+
+def test_ensure_remote_is_passed_through() -> None:
+    assert b.ensure_base(cast(Incus, None), "images:debian/12") == "images:debian/12"
+
+
+def test_ensure_cache_hit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(b, "host_arch", lambda: "amd64")
+    monkeypatch.setattr(b, "build_base", no_build)
+    fake = FakeIncus({b.INPUTS_PROPERTY: b.inputs_hash(AMD64)})
+    assert b.ensure_base(cast(Incus, fake), "debian/12") == "coi-base-debian-12"
+
+
+@pytest.mark.parametrize("properties", [None, {}, {b.INPUTS_PROPERTY: "stale"}])
+def test_ensure_needs_root_to_build(
+    monkeypatch: pytest.MonkeyPatch, properties: dict[str, str] | None
+) -> None:
+    monkeypatch.setattr(b, "host_arch", lambda: "amd64")
+    monkeypatch.setattr(b, "build_base", no_build)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(CoiError, match="sudo coi setup"):
+        b.ensure_base(cast(Incus, FakeIncus(properties)), "debian/12")
+
+
+# -- streaming a command ----------------------------------------------------------------
+
+
+def test_stream_passes_lines_as_they_come() -> None:
+    lines: list[str] = []
+    b.stream(["sh", "-c", "echo one; echo two >&2; echo three"], lines.append, 10)
+    assert lines == ["one", "two", "three"]
+
+
+def test_stream_failure_carries_the_tail() -> None:
+    with pytest.raises(CoiError, match=r"exited 3: .*E: no network"):
+        b.stream(["sh", "-c", "echo I: start; echo E: no network; exit 3"], lambda _: None, 10)
+
+
+def test_stream_timeout_kills() -> None:
+    with pytest.raises(CoiError, match="did not finish within 1 s"):
+        b.stream(["sh", "-c", "echo started; sleep 30"], lambda _: None, 1)

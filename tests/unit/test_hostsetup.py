@@ -1,0 +1,72 @@
+"""Setup planning: pure decisions over surveyed facts."""
+
+from __future__ import annotations
+
+import pytest
+
+from coi import hostsetup as hs
+from coi.errors import CoiError
+
+FRESH = hs.HostFacts("debian", "12", hs.PACKAGES, systemd=False, daemon_ready=False, is_root=True)
+READY = hs.HostFacts("debian", "12", (), systemd=False, daemon_ready=True, is_root=True)
+
+
+def test_fresh_debian_12_installs_from_backports_and_starts() -> None:
+    kinds = [s.kind for s in hs.plan_host(FRESH)]
+    assert kinds == ["backports", "install", "start"]
+    install = hs.plan_host(FRESH)[1]
+    assert install.params["backports"] is True
+
+
+def test_ready_host_plans_nothing() -> None:
+    assert hs.plan_host(READY) == []
+
+
+def test_other_distributions_are_told_what_to_install() -> None:
+    with pytest.raises(CoiError, match="Debian and Ubuntu only"):
+        hs.plan_host(hs.HostFacts("fedora", "40", ("incus-base",), True, False, True))
+
+
+def _incus(**kw: object) -> hs.IncusFacts:
+    base: dict[str, object] = dict(
+        pool_driver="btrfs",
+        network_exists=True,
+        used_subnets=(),
+        btrfs_available=True,
+        subid_lines=(hs.SUBID_RANGE,),
+        needed_subid_lines=(hs.SUBID_RANGE,),
+        sudo_user=None,
+        sudo_user_in_group=False,
+    )
+    base.update(kw)
+    return hs.IncusFacts(**base)  # type: ignore[arg-type]
+
+
+def test_complete_incus_plans_nothing() -> None:
+    assert hs.plan_incus(_incus(), "coi", "coibr0") == []
+
+
+def test_missing_pool_prefers_btrfs_then_dir() -> None:
+    assert hs.plan_incus(_incus(pool_driver=None), "coi", "b")[0].params["driver"] == "btrfs"
+    step = hs.plan_incus(_incus(pool_driver=None, btrfs_available=False), "coi", "b")[0]
+    assert step.params["driver"] == "dir"
+
+
+def test_bridge_subnet_avoids_used_ones() -> None:
+    steps = hs.plan_incus(
+        _incus(network_exists=False, used_subnets=("10.171.0.0/16",)), "coi", "coibr0"
+    )
+    assert steps[0].params["address"] == "10.172.0.1/24"
+
+
+def test_sudo_user_joins_group_and_gets_idmap_line() -> None:
+    lines = hs.needed_subid_lines(1234, 1000)
+    assert lines == (hs.SUBID_RANGE, "root:1234:1")
+    steps = hs.plan_incus(_incus(needed_subid_lines=lines, sudo_user="u"), "coi", "b")
+    assert [s.kind for s in steps] == ["subid", "group"]
+    assert steps[0].params["lines"] == ["root:1234:1"]
+
+
+def test_pick_subnet_exhausted() -> None:
+    with pytest.raises(CoiError, match="no free private"):
+        hs.pick_subnet(["10.0.0.0/8"])

@@ -1,0 +1,51 @@
+"""The pure instance-config builder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coi import launch
+from coi.errors import UsageError
+
+
+def _spec(**kw: object) -> launch.LaunchSpec:
+    base: dict[str, object] = {"name": "coi-12345678-1", "image": "coi"}
+    base.update(kw)
+    return launch.LaunchSpec(**base)  # type: ignore[arg-type]
+
+
+def test_owner_1000_gets_a_shifted_mount() -> None:
+    body = launch.instance_config(_spec(workspace=Path("/w"), workspace_uid=1000))
+    assert body["devices"]["workspace"]["shift"] == "true"
+    assert "raw.idmap" not in body["config"]
+
+
+def test_other_owner_gets_raw_idmap_not_shift() -> None:
+    body = launch.instance_config(_spec(workspace=Path("/w"), workspace_uid=1234))
+    assert body["config"]["raw.idmap"] == "both 1234 1000"
+    assert "shift" not in body["devices"]["workspace"]
+
+
+def test_host_root_is_never_mapped_in() -> None:
+    body = launch.instance_config(_spec(workspace=Path("/w"), workspace_uid=0))
+    assert "raw.idmap" not in body["config"]
+    assert body["devices"]["workspace"]["shift"] == "true"
+
+
+def test_labels_and_profiles_and_never_privileged() -> None:
+    body = launch.instance_config(
+        _spec(slot=2, tool="claude", session="abc", environment={"K": "v,w"})
+    )
+    assert body["profiles"] == ["coi-base"]
+    assert body["config"]["user.coi.slot"] == "2"
+    assert body["config"]["environment.K"] == "v,w"
+    assert not any(k.startswith("security.privileged") for k in body["config"])
+
+
+def test_remote_image_source() -> None:
+    assert launch.image_source("images:debian/12")["server"].startswith("https://")
+    assert launch.image_source("coi") == {"type": "image", "alias": "coi"}
+    with pytest.raises(UsageError):
+        launch.image_source("nowhere:debian/12")
