@@ -178,8 +178,22 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser(commands: dict[str, Command] = COMMANDS) -> Parser:
+# Each area's commands live in a small table module of its own (cheap to import: it
+# names `module:function` targets, never imports them).
+AREAS = ("coi.commands.images_cli", "coi.commands.sessions_cli", "coi.commands.network_cli")
+
+
+def all_commands() -> dict[str, Command]:
+    """The core table plus every area's table."""
+    table = dict(COMMANDS)
+    for area in AREAS:
+        table.update(importlib.import_module(area).COMMANDS)
+    return table
+
+
+def build_parser(commands: dict[str, Command] | None = None) -> Parser:
     """The whole argument parser; builds no command module, imports nothing heavy."""
+    commands = all_commands() if commands is None else commands
     root = Parser(prog="coi", description="Run AI coding assistants in Incus containers.")
     root.add_argument("--version", action="version", version=f"coi {__version__}")
     root.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -230,7 +244,7 @@ def dispatch(argv: Sequence[str]) -> int:
     if target is None and group is not None:
         raise UsageError(f"`{group}` needs a command: {args._choices}")
     if target is None:
-        default = COMMANDS.get("shell")
+        default = all_commands().get("shell")
         if default is None or args.command is not None:
             parser.print_help(sys.stderr if args.command else sys.stdout)
             return 2 if args.command else 0
