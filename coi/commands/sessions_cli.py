@@ -1,4 +1,4 @@
-"""CLI table of the sessions: shell, run, attach, list, ... (targets are imported only when chosen)."""
+"""CLI table of the session commands (targets are imported only when chosen)."""
 
 from __future__ import annotations
 
