@@ -180,7 +180,12 @@ COMMANDS: dict[str, Command] = {
 
 # Each area's commands live in a small table module of its own (cheap to import: it
 # names `module:function` targets, never imports them).
-AREAS = ("coi.commands.images_cli", "coi.commands.sessions_cli", "coi.commands.network_cli")
+AREAS = (
+    "coi.commands.images_cli",
+    "coi.commands.sessions_cli",
+    "coi.commands.network_cli",
+    "coi.commands.trust_cli",
+)
 
 
 def all_commands() -> dict[str, Command]:

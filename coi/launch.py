@@ -98,6 +98,11 @@ def labels(spec: LaunchSpec) -> dict[str, str]:
     return {LABEL + k: v for k, v in values.items() if v is not None}
 
 
+def network_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
+    """Per-instance NIC settings for the network mode (owned by the network issue)."""
+    return {}
+
+
 def instance_config(spec: LaunchSpec) -> dict[str, Any]:
     """The complete instance body for POST /1.0/instances."""
     config: dict[str, str] = {**labels(spec), **spec.extra_config}
@@ -117,6 +122,7 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
             config["raw.idmap"] = mapping
         else:
             devices["workspace"]["shift"] = "true"
+    devices.update(network_devices(spec))
     for dev, (source, path) in spec.disks.items():
         devices[dev] = {"type": "disk", "source": str(source), "path": path, "shift": "true"}
     return {
@@ -185,13 +191,24 @@ def create(
             ) from exc
         raise
     if start:
-        start_or_discard(incus, spec.name)
+        start_or_discard(incus, spec.name, spec)
     return spec.name
 
 
-def start_or_discard(incus: Incus, name: str) -> None:
+def before_start(incus: Incus, spec: LaunchSpec) -> None:
+    """Put the network rules in place before the first packet (owned by the network issue)."""
+
+
+def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
+    """Delete an instance coi made and everything coi holds for it (network rules...)."""
+    _discard(incus, name) if force else incus.delete_instance(name)
+
+
+def start_or_discard(incus: Incus, name: str, spec: LaunchSpec | None = None) -> None:
     """Start a fresh instance; delete it when starting fails or is interrupted."""
     try:
+        if spec is not None:
+            before_start(incus, spec)
         faults.point("start")
         incus.set_state(name, "start")
     except BaseException:
@@ -233,5 +250,5 @@ def create_in_slot(
         spec = make_spec(slots.container_name(workspace, slot, pre), slot)
         create(incus, spec, start=False)
     if start:
-        start_or_discard(incus, spec.name)
+        start_or_discard(incus, spec.name, spec)
     return spec
