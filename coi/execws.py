@@ -13,12 +13,12 @@ import hashlib
 import ssl
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
-Sink = Callable[[bytes], None]
+Sink = Callable[[bytes], object]
 T = TypeVar("T")
 
 
@@ -135,3 +135,64 @@ def mirror(
         for thread in threads[:2]:
             thread.join()
         return wait()
+
+
+def interactive(
+    channel: Channel,
+    operation_id: str,
+    fds: dict[str, str],
+    project: str,
+    stdin_fd: int,
+    stdout: BinaryIO,
+    wait: Callable[[], T],
+    size: Callable[[], tuple[int, int]] | None = None,
+) -> T:
+    """Bridge a local terminal to an interactive exec (one pty websocket plus control).
+
+    The caller puts the terminal in raw mode. Window size changes are forwarded when
+    `size` is given and SIGWINCH arrives.
+    """
+    import json
+    import os
+    import select
+    import signal
+
+    with ExitStack() as stack:
+        pty = stack.enter_context(channel.open(ws_path(operation_id, fds["0"], project)))
+        control = stack.enter_context(channel.open(ws_path(operation_id, fds["control"], project)))
+
+        def resize(*_: object) -> None:
+            if size is not None:
+                cols, rows = size()
+                message = {
+                    "command": "window-resize",
+                    "args": {"width": str(cols), "height": str(rows)},
+                }
+                with suppress(Exception):  # the session may be closing
+                    control.send(json.dumps(message))
+
+        previous = signal.signal(signal.SIGWINCH, resize) if size is not None else None
+        stack.callback(lambda: previous is not None and signal.signal(signal.SIGWINCH, previous))
+        resize()
+        reader = threading.Thread(target=_pump_out, args=(pty, _file_sink(stdout)), daemon=True)
+        reader.start()
+        while reader.is_alive():
+            ready, _, _ = select.select([stdin_fd], [], [], 0.2)
+            if ready:
+                data = os.read(stdin_fd, 65536)
+                if not data:
+                    break
+                try:
+                    pty.send(data)
+                except Exception:  # the remote side closed
+                    break
+        reader.join(timeout=5)
+        return wait()
+
+
+def _file_sink(stream: BinaryIO) -> Sink:
+    def write(data: bytes) -> None:
+        stream.write(data)
+        stream.flush()
+
+    return write

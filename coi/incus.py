@@ -228,8 +228,8 @@ class Incus:
         stdin: BinaryIO | bytes | None = None,
         on_stdout: Callable[[str], None] | None = None,
         on_stderr: Callable[[str], None] | None = None,
-        raw_stdout: Callable[[bytes], None] | None = None,
-        raw_stderr: Callable[[bytes], None] | None = None,
+        raw_stdout: Callable[[bytes], object] | None = None,
+        raw_stderr: Callable[[bytes], object] | None = None,
     ) -> ExecResult:
         """Run argv inside; stream output as it comes; return the exit code and output.
 
@@ -263,6 +263,59 @@ class Incus:
         )
         code = int((result.get("metadata") or {}).get("return", -1))
         return ExecResult(code, out.text(), err.text())
+
+    def execute_interactive(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        user: int | None = None,
+        group: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        """Run argv on a pty bridged to this process's terminal; return its exit code."""
+        import shutil
+        import sys
+        import termios
+        import tty
+
+        from coi import execws
+
+        cols, rows = shutil.get_terminal_size()
+        body: Json = {
+            "command": list(argv),
+            "environment": {"TERM": os.environ.get("TERM", "xterm-256color"), **dict(env or {})},
+            "interactive": True,
+            "wait-for-websocket": True,
+            "width": cols,
+            "height": rows,
+        }
+        body.update(
+            {k: v for k, v in (("user", user), ("group", group), ("cwd", cwd)) if v is not None}
+        )
+        with self._errors(f"exec in {name}"):
+            payload = self._node(f"instances/{name}/exec").post(json=body).json()
+        operation = payload["metadata"]
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+        try:
+            if saved is not None:
+                tty.setraw(fd)
+            result = execws.interactive(
+                self.channel(),
+                operation["id"],
+                operation["metadata"]["fds"],
+                self.project,
+                fd,
+                sys.stdout.buffer,
+                lambda: self._wait(payload["operation"]),
+                size=lambda: (shutil.get_terminal_size().columns, shutil.get_terminal_size().lines),
+            )
+        finally:
+            if saved is not None:
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        return int((result.get("metadata") or {}).get("return", -1))
 
     def channel(self) -> Any:
         """How execws reaches this daemon."""

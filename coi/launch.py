@@ -40,6 +40,7 @@ class LaunchSpec:
     session: str | None = None
     network_mode: str = "restricted"
     persistent: bool = False
+    profile: str | None = None
     ephemeral: bool = False
     profiles: tuple[str, ...] = (profiles.BASE_PROFILE,)
     environment: Mapping[str, str] = field(default_factory=dict)
@@ -94,6 +95,7 @@ def labels(spec: LaunchSpec) -> dict[str, str]:
         "network_mode": spec.network_mode,
         "persistent": "true" if spec.persistent else "false",
         "image": spec.image,
+        "profile": spec.profile,
     }
     return {LABEL + k: v for k, v in values.items() if v is not None}
 

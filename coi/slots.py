@@ -84,3 +84,27 @@ def allocate(taken: Iterable[int], limit: int = DEFAULT_LIMIT, preferred: int = 
         f"all {limit} slots of this workspace are in use: "
         "stop one with `coi shutdown NAME` or raise [defaults] max_slots"
     )
+
+
+@dataclass(frozen=True)
+class Occupant:
+    """A container holding a slot: whether it runs and whether it is persistent."""
+
+    slot: int
+    running: bool
+    persistent: bool
+
+
+def choose(
+    occupants: Iterable[Occupant], limit: int, preferred: int = 0, persistent: bool = False
+) -> tuple[int, bool]:
+    """(slot, reuse): a persistent session reuses a stopped persistent container of the
+    workspace (the preferred slot's, else the lowest); otherwise the lowest free slot."""
+    held = {o.slot: o for o in occupants}
+    if persistent:
+        idle = sorted(s for s, o in held.items() if o.persistent and not o.running)
+        if preferred and preferred in idle:
+            return preferred, True
+        if not preferred and idle:
+            return idle[0], True
+    return allocate(held, limit, preferred), False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -111,3 +112,43 @@ def cleanup(session_incus: Incus) -> Iterator[list[str]]:
     for n in names:
         with contextlib.suppress(CoiError):
             session_incus.delete_instance(n, force=True)
+
+
+SESSION_IMAGE_SCRIPT = """set -e
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends tmux >/dev/null
+useradd --create-home --uid 1000 --shell /bin/bash code
+echo 'code ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/code
+chmod 0440 /etc/sudoers.d/code
+"""
+
+
+@pytest.fixture(scope="session")
+def session_image(session_incus: Incus, base_image: str, worker_id: str) -> Iterator[str]:
+    """A small image with the `code` user and tmux: enough for session tests, fast to build."""
+    alias = f"coitest-sess-{RUN_ID}-{worker_id}"
+    builder = f"build-{RUN_ID}"
+    launch.create(session_incus, launch.LaunchSpec(name=builder, image=base_image,
+                                                   network_mode="open"))
+    try:
+        for _ in range(100):  # wait (bounded) for the DHCP lease
+            net = session_incus.state(builder).get("network", {}).get("eth0", {})
+            if any(a.get("family") == "inet" for a in net.get("addresses", [])):
+                break
+            time.sleep(0.2)
+        result = session_incus.execute(builder, ["sh", "-c", SESSION_IMAGE_SCRIPT])
+        assert result.exit_code == 0, result.stderr
+        session_incus.set_state(builder, "stop", timeout=30)
+        op = session_incus.call("POST", "images", {
+            "source": {"type": "instance", "name": builder},
+            "aliases": [{"name": alias}],
+            "properties": {"description": "coi session test image"},
+        })
+        fingerprint = op["metadata"]["fingerprint"]
+    finally:
+        session_incus.delete_instance(builder, force=True)
+    try:
+        yield alias
+    finally:
+        session_incus.delete_image(fingerprint)

@@ -81,3 +81,24 @@ class SlotMachine(RuleBasedStateMachine):
 
 
 TestSlotMachine = SlotMachine.TestCase
+
+
+@given(st.data(), slot_limits, st.booleans())
+def test_choose_reuses_only_idle_persistent_containers(
+    data: st.DataObject, limit: int, persistent: bool
+) -> None:
+    taken = data.draw(taken_slots(limit))
+    occupants = [
+        slots.Occupant(s, data.draw(st.booleans()), data.draw(st.booleans())) for s in taken
+    ]
+    by_slot = {o.slot: o for o in occupants}
+    try:
+        slot, reuse = slots.choose(occupants, limit, persistent=persistent)
+    except slots.SlotsExhausted:
+        assert all(s in by_slot for s in range(1, limit + 1))
+        return
+    if reuse:
+        assert persistent and by_slot[slot].persistent and not by_slot[slot].running
+        assert slot == min(o.slot for o in occupants if o.persistent and not o.running)
+    else:
+        assert slot not in by_slot

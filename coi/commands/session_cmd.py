@@ -1,0 +1,171 @@
+"""`coi shell`, `coi run` and `coi attach`: one launch path, one cleanup, every exit."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO
+
+from coi import faults, output, runtime, signals
+from coi.commands.common import connect, load_config, workspace_of
+from coi.errors import UsageError
+
+if TYPE_CHECKING:
+    from coi.incus import Incus
+
+WORKSPACE = "/workspace"
+
+
+def _writer(stream: BinaryIO) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        stream.write(data)
+        stream.flush()
+
+    return write
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one command in a fresh session container; exit with its exit code."""
+    if not args.cmd:
+        raise UsageError("no command given: coi run [--] CMD ...")
+    undo: list[Callable[[], None]] = []
+    session = None
+    with signals.raising():
+        try:
+            session = runtime.open_session(args, undo)
+            faults.point("exec")
+            with runtime.watching(session.name):
+                result = session.incus.execute(
+                    session.name,
+                    args.cmd,
+                    user=runtime.CODE_UID,
+                    group=runtime.CODE_UID,
+                    env=runtime.code_env(),
+                    cwd=WORKSPACE,
+                    stdin=None if sys.stdin.isatty() else sys.stdin.buffer,
+                    raw_stdout=_writer(sys.stdout.buffer),
+                    raw_stderr=_writer(sys.stderr.buffer),
+                )
+        finally:
+            runtime.close(session, undo)
+    return result.exit_code
+
+
+def tmux_name(container: str) -> str:
+    """The tmux session coi starts in a container."""
+    return f"coi-{container}"
+
+
+def tool_shell(argv: list[str]) -> str:
+    """bash runs the tool, then stays: when the tool exits the user is in bash."""
+    return f"{shlex.join(argv)}; exec bash -l"
+
+
+def shell(args: argparse.Namespace) -> int:
+    """Open a session: tmux as `code` running bash running the tool, then attach."""
+    undo: list[Callable[[], None]] = []
+    session = None
+    detached = False
+    with signals.raising():
+        try:
+            session = runtime.open_session(args, undo)
+            resume = getattr(args, "resume", None) is not None
+            command = tool_shell(session.tool.command(resume=resume))
+            _start_tmux(session, command)
+            if getattr(args, "background", False):
+                detached = True
+                _say_detached(session.name)
+                return 0
+            with runtime.watching(session.name):
+                _attach(session.incus, session.name, bash=False)
+            if session.incus.state(session.name).get("status") == "Running":
+                detached = True
+                _save_snapshot(session)
+                _say_detached(session.name)
+        finally:
+            if not detached:
+                runtime.close(session, undo)
+    return 0
+
+
+def _start_tmux(session: runtime.Session, command: str) -> None:
+    argv = ["tmux", "new-session", "-d", "-s", tmux_name(session.name), "-c", WORKSPACE, command]
+    result = session.incus.execute(
+        session.name,
+        argv,
+        user=runtime.CODE_UID,
+        group=runtime.CODE_UID,
+        env=runtime.code_env(),
+        cwd=WORKSPACE,
+    )
+    if result.exit_code != 0:
+        raise UsageError(
+            f"could not start tmux in {session.name}: {result.stderr.strip()} "
+            "(is this a coi image? build one with `coi build`)"
+        )
+
+
+def _attach(incus: Incus, name: str, *, bash: bool) -> int:
+    argv = (
+        ["bash", "-l"]
+        if bash
+        else ["tmux", "new-session", "-A", "-s", tmux_name(name), "-c", WORKSPACE]
+    )
+    return incus.execute_interactive(
+        name,
+        argv,
+        user=runtime.CODE_UID,
+        group=runtime.CODE_UID,
+        env=runtime.code_env(),
+        cwd=WORKSPACE,
+    )
+
+
+def _save_snapshot(session: runtime.Session) -> None:
+    from coi import sessions
+
+    meta = runtime.metadata(session)
+    sessions.save(session.incus, session.name, meta, session.tool.state_dir, running=True)
+
+
+def _say_detached(name: str) -> None:
+    output.info(
+        f"{name} keeps running. Attach: coi attach {name} | "
+        f"stop and save: coi shutdown {name} | delete now: coi kill {name}"
+    )
+
+
+def attach(args: argparse.Namespace) -> int:
+    """Attach to a running session container (by name, --slot, or the only one)."""
+    cfg = load_config(args)
+    incus = connect(cfg)
+    name = args.name or _pick(incus, args)
+    if incus.state(name).get("status") != "Running":
+        raise UsageError(f"{name} is not running: start a session with coi shell")
+    with runtime.watching(name):
+        return _attach(incus, name, bash=args.bash)
+
+
+def _pick(incus: Incus, args: argparse.Namespace) -> str:
+    from coi import slots
+
+    workspace = workspace_of(args)
+    prefix = slots.prefix()
+    if getattr(args, "slot", 0):
+        return slots.container_name(workspace, args.slot, prefix)
+    wanted = slots.workspace_id(workspace)
+    running = []
+    for inst in incus.get("instances", "listing instances", recursion=1):
+        parsed = slots.parse_name(inst["name"], prefix)
+        if parsed and parsed.workspace_id == wanted and inst.get("status") == "Running":
+            running.append(inst["name"])
+    if len(running) == 1:
+        return running[0]
+    if not running:
+        raise UsageError(f"no running coi container for {workspace}: start one with coi shell")
+    raise UsageError(
+        f"several containers run for this workspace ({', '.join(running)}): "
+        "name one or pass --slot N"
+    )

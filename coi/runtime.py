@@ -1,0 +1,422 @@
+"""A coi session in a container: open it (slot, launch or reuse, CAs, credentials,
+restored state), then finish it (save, tear down unless persistent) exactly once.
+
+`coi shell` and `coi run` share this; only what they do in between differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coi import faults, launch, output, paths, sessions, slots
+from coi.commands.common import connect, load_config, workspace_of
+from coi.errors import CoiError, NotFound, UsageError
+from coi.lock import LockBusy, file_lock
+
+if TYPE_CHECKING:
+    from coi.config import Config
+    from coi.incus import Incus
+    from coi.tools import Tool
+
+HOME = sessions.HOME
+CODE_UID = 1000
+WAIT_NETWORK = 20.0
+SAVE_SCRIPT = f"""#!/bin/sh
+# coi: keep the AI tool's state for the host before the container stops.
+. /etc/coi/session.env 2>/dev/null || exit 0
+mkdir -p /var/lib/coi
+tar -C {HOME} -cf /var/lib/coi/state.tar.new --ignore-failed-read "$COI_STATE_DIR" 2>/dev/null
+mv -f /var/lib/coi/state.tar.new {sessions.STOPPED_STATE}
+sync
+"""
+WRAPPER = """#!/bin/sh
+# coi: save the session, then {verb} for real.
+/usr/local/lib/coi/save-state
+exec /usr/sbin/{verb} "$@"
+"""
+
+
+@dataclass
+class Session:
+    """An open session: its container and everything needed to finish it."""
+
+    incus: Incus
+    cfg: Config
+    tool: Tool
+    workspace: Path
+    name: str
+    slot: int
+    session_id: str
+    persistent: bool
+    profile: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
+
+
+def code_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the `code` user's processes (nothing from the host)."""
+    base = {
+        "HOME": HOME,
+        "USER": "code",
+        "LOGNAME": "code",
+        "SHELL": "/bin/bash",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/ca-certificates.crt",
+    }
+    return {**base, **(extra or {})}
+
+
+def _occupants(incus: Incus, workspace: Path, prefix: str) -> list[slots.Occupant]:
+    wanted = slots.workspace_id(workspace)
+    found = []
+    for inst in incus.get("instances", "listing instances", recursion=1):
+        parsed = slots.parse_name(inst["name"], prefix)
+        if parsed and parsed.workspace_id == wanted:
+            persistent = (inst.get("config") or {}).get("user.coi.persistent") == "true"
+            found.append(slots.Occupant(parsed.slot, inst.get("status") != "Stopped", persistent))
+    return found
+
+
+def _resume_target(args: argparse.Namespace, workspace: Path, tool: str) -> Any:
+    resume = getattr(args, "resume", None)
+    if resume is None:
+        return None
+    if resume == "":
+        found = sessions.latest_for(workspace, tool)
+        if found is None:
+            raise UsageError(f"no saved {tool} session for {workspace}: start one with coi shell")
+        return found
+    return sessions.find(resume, workspace, tool)
+
+
+def open_session(
+    args: argparse.Namespace,
+    undo: list[Callable[[], None]],
+    log: Callable[[str], None] = output.info,
+) -> Session:
+    """Take a slot, launch or reuse its container and make it ready for the tool.
+
+    The removal of a container is added to `undo` before it is made, so the caller's
+    cleanup can remove it whatever step fails or is interrupted.
+    """
+    from coi import tools
+
+    cfg = load_config(args)
+    workspace = workspace_of(args)
+    tool = tools.resolve(cfg, getattr(args, "tool", None))
+    resumed = _resume_target(args, workspace, tool.name)
+    incus = connect(cfg)
+    launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
+    reap(incus, cfg)
+    session_id = resumed[0].session_id if resumed else sessions.new_id()
+    preferred = getattr(args, "slot", 0) or (resumed[0].slot if resumed else 0) or 0
+    profile = getattr(args, "profile", None) or (resumed[0].profile if resumed else None)
+    mounts = disks(cfg, tool, storage_path(getattr(args, "storage", None), cfg), log)
+    name, slot = _claim(
+        incus, cfg, workspace, tool.name, session_id, preferred, mounts, profile, undo, log
+    )
+    session = Session(
+        incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
+    )
+    _prepare(session, resumed[1] if resumed else None, log)
+    return session
+
+
+def _claim(
+    incus: Incus,
+    cfg: Config,
+    workspace: Path,
+    tool: str,
+    session_id: str,
+    preferred: int,
+    mounts: dict[str, tuple[Path, str]],
+    profile: str | None,
+    undo: list[Callable[[], None]],
+    log: Callable[[str], None],
+) -> tuple[str, int]:
+    """Reuse an idle persistent container or create one in a free slot, under the lock."""
+    prefix = slots.prefix()
+    limit = cfg.defaults.max_slots
+    lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
+    with file_lock(lock, what=f"the slot lock of {workspace}"):
+        occupants = _occupants(incus, workspace, prefix)
+        slot, reuse = slots.choose(occupants, limit, preferred, cfg.defaults.persistent)
+        if preferred and slot != preferred:
+            log(f"slot {preferred} is busy: using slot {slot}")
+        name = slots.container_name(workspace, slot, prefix)
+        if reuse:
+            log(f"reusing persistent container {name}")
+            incus.set_state(name, "start")
+            return name, slot
+        spec = launch.LaunchSpec(
+            name=name,
+            image=cfg.defaults.image,
+            workspace=workspace,
+            workspace_uid=launch.owner_uid(workspace),
+            container_uid=cfg.incus.claude_uid,
+            slot=slot,
+            tool=tool,
+            session=session_id,
+            network_mode=cfg.network.mode,
+            persistent=cfg.defaults.persistent,
+            environment=dict(cfg.defaults.environment),
+            limits=_limits(cfg),
+            disks=mounts,
+            profile=profile,
+        )
+        undo.append(lambda: launch.teardown(incus, name))
+        launch.create(incus, spec, start=False)
+    launch.start_or_discard(incus, name, spec)
+    return name, slot
+
+
+def _limits(cfg: Config) -> dict[str, str]:
+    values = {"cpu": cfg.limits.cpu, "memory": cfg.limits.memory, "processes": cfg.limits.processes}
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def storage_path(raw: str | None, cfg: Config) -> Path | None:
+    """--storage: a bare name lives under [paths] storage_dir; a path is used as given."""
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if "/" not in raw and not raw.startswith("."):
+        path = Path(cfg.paths.storage_dir) / raw
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def disks(
+    cfg: Config, tool: Tool, storage: Path | None, log: Callable[[str], None]
+) -> dict[str, tuple[Path, str]]:
+    """Extra mounts: persistent storage, and the host's tool folder when config asks."""
+    mounts: dict[str, tuple[Path, str]] = {}
+    if storage is not None:
+        mounts["storage"] = (storage, "/storage")
+    if cfg.defaults.mount_claude_config and tool.state_dir not in ("", "."):
+        host = Path.home() / tool.state_dir
+        host.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log(f"mounting the host's {host} into the container (mount_claude_config), not a copy")
+        mounts["tool-config"] = (host, f"{HOME}/{tool.state_dir}")
+    return mounts
+
+
+def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None]) -> None:
+    incus, name = session.incus, session.name
+    faults.point("prepare")
+    _wait_network(incus, name, log)
+    _trust_cas(session, log)
+    faults.point("credentials")
+    incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=_setup_tar(session, resumed))
+    faults.point("restore")
+
+
+_SETUP_SH = "tar -C / -xf - --no-same-permissions --no-overwrite-dir"
+
+
+def _setup_tar(session: Session, resumed: Path | None) -> bytes:
+    """One tar stream: save/poweroff wrappers, the session env, restored state, credentials."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        _add(archive, "usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755)
+        for verb in ("poweroff", "shutdown"):
+            _add(archive, f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
+        env = f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
+        _add(archive, "etc/coi/session.env", env.encode(), 0o644)
+        if resumed is not None and (resumed / session.tool.state_dir).is_dir():
+            archive.add(
+                resumed / session.tool.state_dir,
+                arcname=f"home/code/{session.tool.state_dir}",
+                filter=_as_code,
+            )
+        for rel, data in credentials(session.tool).items():
+            _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
+    return buffer.getvalue()
+
+
+def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int = 0) -> None:
+    for parent in reversed(Path(path).parents[:-1]):
+        if parent.as_posix().startswith("home/code"):
+            info = tarfile.TarInfo(parent.as_posix())
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o700, uid, uid
+            archive.addfile(info)
+    info = tarfile.TarInfo(path)
+    info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, time.time()
+    archive.addfile(info, io.BytesIO(data))
+
+
+def _as_code(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if not (info.isfile() or info.isdir()):
+        return None
+    info.uid = info.gid = CODE_UID
+    info.uname = info.gname = ""
+    return info
+
+
+def credentials(tool: Tool, home: Path | None = None) -> dict[str, bytes]:
+    """The tool's credential files, read fresh from the host (only those it lists)."""
+    root = home or Path.home()
+    found = {}
+    for rel in tool.credential_files:
+        path = root / rel
+        if path.is_file() and not path.is_symlink():
+            found[rel] = merge_settings(rel, path.read_bytes())
+    return found
+
+
+def merge_settings(rel: str, data: bytes) -> bytes:
+    """Host-side settings merge: a fresh container should not ask first-run questions."""
+    if rel != ".claude.json":
+        return data
+    try:
+        settings = json.loads(data or b"{}")
+    except ValueError:
+        return data
+    settings.setdefault("hasCompletedOnboarding", True)
+    project = settings.setdefault("projects", {}).setdefault("/workspace", {})
+    project.setdefault("hasTrustDialogAccepted", True)
+    return json.dumps(settings, indent=2).encode()
+
+
+def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
+    """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API."""
+    deadline = time.monotonic() + WAIT_NETWORK
+    while time.monotonic() < deadline:
+        nets = (incus.state(name).get("network") or {}).get("eth0", {})
+        if any(a.get("family") == "inet" for a in nets.get("addresses", [])):
+            return
+        time.sleep(0.1)
+    log(f"{name} has no IPv4 address after {WAIT_NETWORK:.0f} s: going on without network")
+
+
+def _trust_cas(session: Session, log: Callable[[str], None]) -> None:
+    try:
+        from coi import certs
+    except ImportError:  # the image pipeline brings CA trust
+        return
+    certs.trust_extra_cas(session.incus, session.name, session.cfg, log)
+
+
+def finish(session: Session, *, log: Callable[[str], None] = output.info) -> None:
+    """Save the session, then delete the container unless it is persistent. Runs once."""
+    if session.finished:
+        return
+    session.finished = True
+    incus, name = session.incus, session.name
+    try:
+        running = incus.state(name).get("status") == "Running"
+    except NotFound:
+        return
+    meta = metadata(session)
+    try:
+        saved = sessions.save(incus, name, meta, session.tool.state_dir, running=running)
+        if saved:
+            log(f"session {session.session_id} saved to {saved}")
+    finally:
+        if session.persistent:
+            if running:
+                log(f"{name} keeps running (persistent)")
+        else:
+            launch.teardown(incus, name)
+
+
+def metadata(session: Session) -> sessions.Metadata:
+    """The metadata a save of this session records."""
+    return sessions.Metadata(
+        session_id=session.session_id,
+        container_name=session.name,
+        slot=session.slot,
+        workspace=str(session.workspace),
+        tool=session.tool.name,
+        persistent=session.persistent,
+        profile=session.profile,
+        saved_at=sessions.now(),
+    )
+
+
+@contextmanager
+def watching(name: str) -> Iterator[None]:
+    """Mark a container as watched by this process (others then leave it alone)."""
+    with file_lock(
+        paths.locks_dir() / f"watch-{name}.lock", timeout=0.1, what=f"the watch of {name}"
+    ):
+        yield
+
+
+def is_watched(name: str) -> bool:
+    """True when a live coi process holds the watch lock of this container."""
+    try:
+        with file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=0):
+            return False
+    except LockBusy:
+        return True
+
+
+def reap(incus: Incus, cfg: Config, log: Callable[[str], None] = output.info) -> list[str]:
+    """Save and remove stopped ephemeral coi containers that nobody watches."""
+    reaped = []
+    for inst in incus.get("instances", "listing instances", recursion=1):
+        config = inst.get("config") or {}
+        if (
+            inst.get("status") != "Stopped"
+            or "user.coi.session" not in config
+            or config.get("user.coi.persistent") == "true"
+            or is_watched(inst["name"])
+        ):
+            continue
+        try:
+            _reap_one(incus, cfg, inst["name"], config, log)
+            reaped.append(inst["name"])
+        except CoiError as exc:
+            output.warn(f"could not clean up {inst['name']}: {exc}")
+    return reaped
+
+
+def _reap_one(
+    incus: Incus, cfg: Config, name: str, config: dict[str, str], log: Callable[[str], None]
+) -> None:
+    from coi import tools
+
+    try:
+        tool: Tool | None = tools.resolve(cfg, config.get("user.coi.tool"))
+    except UsageError:
+        tool = None
+    slot = config.get("user.coi.slot", "")
+    meta = sessions.Metadata(
+        session_id=config["user.coi.session"],
+        container_name=name,
+        slot=int(slot) if slot.isdigit() else None,
+        workspace=config.get("user.coi.workspace", ""),
+        tool=config.get("user.coi.tool", ""),
+        persistent=False,
+        profile=config.get("user.coi.profile"),
+        saved_at=sessions.now(),
+    )
+    with ExitStack() as stack:
+        stack.callback(launch.teardown, incus, name)
+        if tool is not None:
+            sessions.save(incus, name, meta, tool.state_dir, running=False)
+    log(f"saved and removed {name}, which was stopped while detached")
+
+
+def close(session: Session | None, undo: list[Callable[[], None]]) -> None:
+    """The one cleanup of a session command: finish the session, or undo what was made."""
+    from coi import signals
+
+    with signals.shielded():
+        if session is not None:
+            finish(session)
+            return
+        for step in undo:
+            step()

@@ -1,0 +1,219 @@
+"""Saved sessions on the host: `COI_HOME/sessions-<tool>/<id>/` holds metadata.json
+beside a copy of the tool's state folder.
+
+A save writes a temporary folder and renames it into place, so an interrupted save
+(even `kill -9`) never damages the previous one. The state travels as one tar stream
+through Incus's exec API; on the way back to the host, links and special files are
+dropped and nothing may land outside the session folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coi import faults, paths, tarsafe
+from coi.errors import CoiError, UsageError
+
+if TYPE_CHECKING:
+    from coi.incus import Incus
+
+SCHEMA_VERSION = 1
+METADATA = "metadata.json"
+HOME = "/home/code"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a saved session records (schema version 1)."""
+
+    session_id: str
+    container_name: str
+    slot: int | None
+    workspace: str
+    tool: str
+    persistent: bool
+    profile: str | None
+    saved_at: str
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Metadata:
+        """Read a metadata.json document; unknown fields are ignored."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def new_id() -> str:
+    """A fresh session id."""
+    return str(uuid.uuid4())
+
+
+def store(tool: str) -> Path:
+    """The folder of one tool's saved sessions."""
+    return paths.sessions_dir(tool)
+
+
+def session_dir(tool: str, session_id: str) -> Path:
+    """Where one session lives; refuses ids that are not a plain name."""
+    if not session_id or "/" in session_id or session_id.startswith("."):
+        raise UsageError(f"{session_id!r} is not a session id: see `coi list --all`")
+    return store(tool) / session_id
+
+
+def read(folder: Path) -> Metadata | None:
+    """The metadata of a saved session folder, or None when absent or unreadable."""
+    try:
+        return Metadata.from_json(json.loads((folder / METADATA).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def all_sessions(tool: str | None = None) -> list[tuple[Metadata, Path]]:
+    """Every readable saved session (of one tool, or all), newest first."""
+    root = paths.coi_home()
+    stores = [store(tool)] if tool else sorted(root.glob("sessions-*")) if root.exists() else []
+    found = []
+    for folder in stores:
+        recover(folder.name.removeprefix("sessions-"))
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            meta = read(entry) if entry.is_dir() and "." not in entry.name else None
+            if meta is not None:
+                found.append((meta, entry))
+    return sorted(found, key=lambda item: item[0].saved_at, reverse=True)
+
+
+def latest_for(workspace: Path, tool: str) -> tuple[Metadata, Path] | None:
+    """The newest session of this workspace only."""
+    for meta, folder in all_sessions(tool):
+        if meta.workspace == str(workspace):
+            return meta, folder
+    return None
+
+
+def find(session_id: str, workspace: Path, tool: str) -> tuple[Metadata, Path]:
+    """A session by id, refused when it belongs to another workspace."""
+    recover(tool)
+    folder = session_dir(tool, session_id)
+    meta = read(folder)
+    if meta is None:
+        raise UsageError(f"no saved {tool} session {session_id}: see `coi list --all`")
+    if meta.workspace != str(workspace):
+        raise UsageError(
+            f"session {session_id} belongs to {meta.workspace}, not {workspace}: "
+            "run coi from that workspace to resume it"
+        )
+    return meta, folder
+
+
+# -- save -----------------------------------------------------------------------------
+
+
+STOPPED_STATE = "/var/lib/coi/state.tar"
+
+
+def save(incus: Incus, name: str, meta: Metadata, state_dir: str, *, running: bool) -> Path | None:
+    """Bring the tool's state folder to the host as one tar stream and store it.
+
+    A running container streams it through exec; a stopped one hands over the tar its
+    poweroff wrapper wrote on the way down (one file request). None when nothing was
+    there to save.
+    """
+    final = session_dir(meta.tool, meta.session_id)
+    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work = Path(tempfile.mkdtemp(prefix=f".{meta.session_id}.", dir=final.parent))
+    try:
+        if not _fetch(incus, name, state_dir, work / "state.tar", running):
+            shutil.rmtree(work)
+            return None
+        faults.point("save")
+        tarsafe.extract(work / "state.tar", work, top=state_dir)
+        (work / "state.tar").unlink()
+        (work / METADATA).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
+        _replace_dir(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return final
+
+
+def _fetch(incus: Incus, name: str, state_dir: str, target: Path, running: bool) -> bool:
+    """Write the state tar to target; False when the container holds none."""
+    from coi.errors import NotFound
+
+    if not running:
+        try:
+            target.write_bytes(incus.pull_file(name, STOPPED_STATE))
+        except NotFound:
+            return False
+        return True
+    argv = ["tar", "-C", HOME, "-cf", "-", "--ignore-failed-read", state_dir]
+    with open(target, "wb") as sink:
+        result = incus.execute(name, argv, raw_stdout=sink.write)
+    if result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
+        raise CoiError(f"saving the session from {name} failed: {result.stderr.strip()}")
+    return True
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move a complete folder into place; the old one survives until the new one is there."""
+    if not final.exists():
+        os.rename(new, final)
+        return
+    trash = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(final, trash)
+    os.rename(new, final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover(tool: str) -> None:
+    """Put back a session whose replacement was interrupted between the two renames."""
+    folder = store(tool)
+    if not folder.is_dir():
+        return
+    for trash in folder.glob(".*.old-*"):
+        final = folder / trash.name[1:].split(".old-", 1)[0]
+        if not final.exists():
+            os.rename(trash, final)
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 1000) -> None:
+    """Push a saved state folder into the container's home as one tar stream."""
+    source = folder / state_dir
+    if not source.is_dir():
+        return
+    with tempfile.TemporaryFile() as buffer:
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.add(source, arcname=state_dir, filter=_owned_by(uid))
+        buffer.seek(0)
+        result = incus.execute(
+            name, ["tar", "-C", HOME, "-xf", "-", "--no-same-permissions"], stdin=buffer.read()
+        )
+    if result.exit_code != 0:
+        raise CoiError(f"restoring the session into {name} failed: {result.stderr.strip()}")
+
+
+def _owned_by(uid: int) -> Any:
+    def fix(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if not (info.isfile() or info.isdir()):
+            return None
+        info.uid = info.gid = uid
+        info.uname = info.gname = ""
+        return info
+
+    return fix
+
+
+def now() -> str:
+    """An ISO-8601 UTC timestamp, sortable as text."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
