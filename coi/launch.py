@@ -101,8 +101,11 @@ def labels(spec: LaunchSpec) -> dict[str, str]:
 
 
 def network_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
-    """Per-instance NIC settings for the network mode (owned by the network issue)."""
-    return {}
+    """Per-instance NIC settings for the network mode: restricted and allowlist instances
+    are created without a NIC; before_start gives them a filtered one (coi/network.py)."""
+    from coi import network
+
+    return network.devices(spec)
 
 
 def instance_config(spec: LaunchSpec) -> dict[str, Any]:
@@ -198,12 +201,19 @@ def create(
 
 
 def before_start(incus: Incus, spec: LaunchSpec) -> None:
-    """Put the network rules in place before the first packet (owned by the network issue)."""
+    """Put the network rules in place before the first packet; raise (fail closed) if not."""
+    from coi import network
+
+    network.before_start(incus, spec)
 
 
 def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
     """Delete an instance coi made and everything coi holds for it (network rules...)."""
+    from coi import network
+
+    mode = network.mode_of(incus, name)
     _discard(incus, name) if force else incus.delete_instance(name)
+    network.forget(incus, name, mode)
 
 
 def start_or_discard(incus: Incus, name: str, spec: LaunchSpec | None = None) -> None:
@@ -214,7 +224,7 @@ def start_or_discard(incus: Incus, name: str, spec: LaunchSpec | None = None) ->
         faults.point("start")
         incus.set_state(name, "start")
     except BaseException:
-        _discard(incus, name)
+        teardown(incus, name)
         raise
 
 

@@ -1,0 +1,385 @@
+"""Network isolation: carry out the modes open, restricted and allowlist for one container.
+
+The decisions are pure (coi/nft.py: the rules; coi/network_policy.py: the address, the
+allowlist, /etc/hosts). Here they are carried out, in this order, before the first start:
+
+1. the instance is created with its NIC withheld (an `eth0` device of type none), so it
+   cannot send a packet whatever starts it;
+2. `before_start` picks a free static address on the bridge (under a lock; Incus itself
+   refuses a duplicate), resolves the allowlist on the host, and gives the instance its
+   real NIC with address, MAC, IPv4/IPv6/MAC filtering and port isolation;
+3. the privileged side (coi/nft_helper.py: in-process as root, else the root-owned copy
+   `coi setup` installs, through sudo) writes the rules from the instance's own record.
+
+If any step fails, the launch fails (fail closed) and the launch path deletes the instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coi import faults, network_policy, nft, nft_helper, output, proc
+from coi.errors import CoiError, IncusError, NotFound, UsageError
+from coi.network_dns import ResolveError, resolve
+
+if TYPE_CHECKING:
+    from coi.config import Network
+    from coi.doctor import Check
+    from coi.incus import Incus
+    from coi.launch import LaunchSpec
+
+HELPER = Path("/usr/local/sbin/coi-netrules")
+MODE_KEY = nft_helper.MODE_KEY
+FILTERS = {
+    "security.ipv4_filtering": "true",
+    # With no IPv6 on the bridge this drops all IPv6 from the NIC at the bridge (measured:
+    # Incus adds `ether type ip6 drop`); coi's table drops it again on the host's hooks.
+    "security.ipv6_filtering": "true",
+    "security.port_isolation": "true",
+}
+ATTACH_TRIES = 4
+
+
+def check_mode(mode: str) -> str:
+    """The mode, or a UsageError naming the valid ones."""
+    if mode not in nft.MODES:
+        raise UsageError(f"network mode {mode!r} is not one of {', '.join(nft.MODES)}")
+    return mode
+
+
+def devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
+    """Instance devices for the mode: restricted and allowlist start with no NIC at all."""
+    if check_mode(spec.network_mode) == "open":
+        return {}
+    # `none` hides the profile's eth0. before_start adds the real NIC once the address is
+    # chosen and the rules are in place; an instance started any other way stays offline.
+    return {"eth0": {"type": "none"}}
+
+
+def policy_config(section: Network) -> dict[str, str]:
+    """Instance keys carrying [network]'s allowlist settings (give them as extra_config)."""
+    return network_policy.policy_keys(
+        section.allowed_domains, section.resolver, section.refresh_interval_minutes
+    )
+
+
+# -- before the first start ---------------------------------------------------------------
+
+
+def before_start(incus: Incus, spec: LaunchSpec) -> None:
+    """Give a new instance its filtered NIC and put its rules in place (fail closed)."""
+    mode = check_mode(spec.network_mode)
+    if mode == "open":
+        return
+    inst = incus.instance(spec.name)
+    config = dict(inst.get("config") or {})
+    keys = _policy(config, spec.workspace) if mode == "allowlist" else {}
+    resolved: dict[str, list[str]] = {}
+    if mode == "allowlist":
+        resolved, allows = _resolve({**config, **keys}, {})
+        keys.update(network_policy.state_keys(resolved, allows))
+    attach(incus, spec.name, inst, keys)
+    try:
+        faults.point("network-rules")
+        apply_rules(incus, spec.name)
+        if mode == "allowlist":
+            pin_hosts(incus, spec.name, resolved, running=False)
+    except BaseException:
+        _quietly_remove(incus, spec.name)
+        raise
+
+
+def _policy(config: Mapping[str, str], workspace: Path | None) -> dict[str, str]:
+    """The allowlist settings: the instance's own keys when the caller set them, else config."""
+    if network_policy.ENTRIES_KEY in config:
+        return {}
+    from coi import config as coi_config
+
+    section = coi_config.load(workspace or Path.cwd()).network
+    return policy_config(section)
+
+
+def _resolve(
+    config: Mapping[str, str], last: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, list[str]], tuple[nft.Allow, ...]]:
+    """Resolve the allowlist's names on the host; keep the last good answer of a failed one."""
+    entries = [
+        network_policy.parse_entry(e) for e in config.get(network_policy.ENTRIES_KEY, "").split()
+    ]
+    server = config.get(network_policy.RESOLVER_KEY, "")
+    fresh: dict[str, Sequence[str] | None] = {}
+    for name in network_policy.names(entries):
+        try:
+            fresh[name] = resolve(name, server)
+        except ResolveError as exc:
+            kept = "keeping its last addresses" if last.get(name) else "it stays blocked"
+            output.warn(f"allowlist: {exc}; {kept}")
+            fresh[name] = None
+    resolved = network_policy.merge_resolved(last, fresh)
+    result = network_policy.allowed(entries, resolved)
+    for reason in result.refused:
+        output.warn(f"allowlist: not opening {reason}")
+    if not result.allows:
+        output.warn("allowlist: nothing is allowed: the container reaches no address")
+    return resolved, result.allows
+
+
+def profile_nic(incus: Incus, profiles: Sequence[str]) -> dict[str, str]:
+    """The eth0 NIC the instance's profiles define (the last profile wins, as in Incus)."""
+    nic: dict[str, str] | None = None
+    for name in profiles:
+        device = ((incus.profile(name) or {}).get("devices") or {}).get("eth0")
+        if device:
+            nic = dict(device)
+    if not nic or nic.get("type") != "nic" or not nic.get("network"):
+        raise CoiError(
+            f"profiles {', '.join(profiles)} give no eth0 NIC on a managed bridge: "
+            "restricted and allowlist modes need one (run `coi setup`)"
+        )
+    return nic
+
+
+def attach(incus: Incus, name: str, inst: Mapping[str, Any], keys: Mapping[str, str]) -> str:
+    """Give the instance its real eth0 with a free static address; that address."""
+    from coi import paths
+    from coi.lock import file_lock
+
+    nic = profile_nic(incus, inst.get("profiles") or [])
+    bridge = nic["network"]
+    gateway = (incus.get(f"networks/{bridge}").get("config") or {}).get("ipv4.address", "")
+    if gateway in ("", "none"):
+        raise CoiError(f"bridge {bridge} has no IPv4 address: rules need one (see `coi doctor`)")
+    lock = paths.locks_dir() / f"network-{bridge}.lock"
+    with file_lock(lock, what=f"the address lock of {bridge}"):
+        for _ in range(ATTACH_TRIES):
+            address = network_policy.choose_address(gateway, addresses_in_use(incus, bridge))
+            device = {**nic, **FILTERS, "ipv4.address": address, "hwaddr": _new_mac()}
+            patch = {"devices": {"eth0": device}, "config": dict(keys)}
+            try:
+                incus.update_instance(name, patch)
+            except IncusError as exc:
+                if "already defined" in str(exc):
+                    continue  # another user's coi took it between our look and our write
+                raise
+            return address
+    raise CoiError(f"could not reserve an address on {bridge}: try again")
+
+
+def _new_mac() -> str:
+    return network_policy.mac_from(os.urandom(3))
+
+
+def addresses_in_use(incus: Incus, bridge: str) -> set[str]:
+    """IPv4 addresses held on the bridge in every project: static, leased and live."""
+    sock = _socket(incus)
+    used: set[str] = set()
+    instances = nft_helper.incus_get("instances", sock, recursion="2", **{"all-projects": "true"})
+    for inst in instances or []:
+        for dev in (inst.get("expanded_devices") or {}).values():
+            if dev.get("type") == "nic" and dev.get("network") == bridge:
+                used.add(dev.get("ipv4.address", ""))
+        for nic in ((inst.get("state") or {}).get("network") or {}).values():
+            used.update(a["address"] for a in nic.get("addresses", []) if a["family"] == "inet")
+    for lease in incus.get(f"networks/{bridge}/leases") or []:
+        used.add(lease.get("address", ""))
+    used.discard("")
+    return used
+
+
+def _socket(incus: Incus | None) -> str:
+    if incus is not None and incus.endpoint.is_local:
+        return incus.endpoint.url
+    return nft_helper.SOCKET
+
+
+# -- the privileged side ------------------------------------------------------------------
+
+
+def can_apply() -> bool:
+    """True when this process can change rules (root, or the helper is installed)."""
+    return os.geteuid() == 0 or HELPER.exists()
+
+
+def privileged(incus: Incus | None, *args: str) -> Any:
+    """Run one helper command: in-process as root, else through sudo and the helper."""
+    if os.geteuid() == 0:
+        try:
+            return nft_helper.run(list(args), socket_path=_socket(incus))
+        except (nft_helper.HelperError, ValueError) as exc:
+            raise CoiError(f"network rules: {exc}") from exc
+    if not HELPER.exists():
+        raise CoiError(
+            "network rules need root: run `sudo coi setup` once to install coi's network "
+            "helper, or choose --network open"
+        )
+    argv = ["sudo", "-n", str(HELPER), "--expect", nft_helper.fingerprint(), *args]
+    done = proc.run(argv, check=False, timeout=60)
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise CoiError(f"network rules: {detail.removeprefix('coi-netrules: ')}")
+    return json.loads(done.stdout or "{}")
+
+
+def apply_rules(incus: Incus, name: str) -> list[str]:
+    """Write the rules the instance's record calls for; the rules as nft text."""
+    rules: list[str] = privileged(incus, "apply", incus.project, name)["rules"]
+    return rules
+
+
+def ensure_rules(incus: Incus, name: str) -> None:
+    """Re-apply a stopped coi container's rules before starting it again (after a reboot
+    the host has none); a no-op for open mode."""
+    config = incus.instance(name).get("config") or {}
+    if config.get(MODE_KEY, "open") != "open":
+        apply_rules(incus, name)
+
+
+def pin_hosts(
+    incus: Incus, name: str, resolved: Mapping[str, Sequence[str]], *, running: bool
+) -> None:
+    """Write the allowlist's names into the container's /etc/hosts."""
+    text = network_policy.hosts_file(name, resolved).encode()
+    if not running:
+        # A fresh instance renders /etc/hosts from its image template at first start, so
+        # the template itself is what to replace.
+        templates = (incus.get(f"instances/{name}/metadata") or {}).get("templates") or {}
+        template = (templates.get("/etc/hosts") or {}).get("template")
+        if template:
+            incus.call(
+                "POST",
+                f"instances/{name}/metadata/templates",
+                what=f"pinning /etc/hosts of {name}",
+                params={"path": template},
+                data=text,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            return
+    incus.push_file(name, "/etc/hosts", text)
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+def mode_of(incus: Incus, name: str) -> str | None:
+    """The instance's network mode label, or None when it is gone or not coi's."""
+    try:
+        return (incus.instance(name).get("config") or {}).get(MODE_KEY)
+    except NotFound:
+        return None
+
+
+def forget(incus: Incus, name: str, mode: str | None) -> None:
+    """After a delete: remove the instance's rules (kept while the instance still exists)."""
+    if mode == "open" or not can_apply() or incus.exists(f"instances/{name}"):
+        return
+    try:
+        privileged(incus, "remove", incus.project, name)
+    except CoiError as exc:
+        output.warn(f"{exc}: run `coi clean --orphans` to remove what is left")
+
+
+def _quietly_remove(incus: Incus, name: str) -> None:
+    # The instance is being discarded: orphan cleanup catches anything left.
+    with contextlib.suppress(CoiError):
+        privileged(incus, "remove", incus.project, name)
+
+
+def remove_orphans(incus: Incus) -> list[str]:
+    """Remove the rules of containers that are gone (every project); `project/name` each."""
+    if not can_apply():
+        return []
+    removed: list[str] = privileged(incus, "orphans")["removed"]
+    return removed
+
+
+def rules(incus: Incus | None = None) -> dict[str, list[str]]:
+    """coi's rules now in place, grouped by container comment."""
+    found: dict[str, list[str]] = privileged(incus, "list")["rules"]
+    return found
+
+
+# -- allowlist refresh ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What a refresh did."""
+
+    resolved: dict[str, list[str]]
+    allows: tuple[str, ...]
+    changed: bool
+
+
+def refresh(incus: Incus, name: str) -> Refreshed:
+    """Resolve an allowlist container's names again and replace its rules and /etc/hosts."""
+    inst = incus.instance(name)
+    config = inst.get("config") or {}
+    if config.get(MODE_KEY) != "allowlist":
+        raise UsageError(f"{name} is not in allowlist mode: there is nothing to refresh")
+    last = network_policy.read_resolved(config)
+    resolved, allows = _resolve(config, last)
+    keys = network_policy.state_keys(resolved, allows)
+    changed = any(config.get(k) != v for k, v in keys.items())
+    if changed:
+        incus.update_instance(name, {"config": keys})
+        apply_rules(incus, name)
+    if inst.get("status") == "Running":
+        pin_hosts(incus, name, resolved, running=True)
+    return Refreshed(resolved, tuple(str(a) for a in allows), changed)
+
+
+def watch(incus: Incus, name: str, stop: threading.Event, interval: float | None = None) -> None:
+    """Refresh an allowlist container every refresh_interval_minutes until stop is set.
+
+    Meant for a daemon thread of the coi process that runs the session; returns at once
+    for other modes or an interval of 0, and when the container is gone.
+    """
+    config = incus.instance(name).get("config") or {}
+    if config.get(MODE_KEY) != "allowlist":
+        return
+    if interval is None:
+        interval = 60.0 * int(config.get(network_policy.REFRESH_KEY) or 0)
+    if interval <= 0:
+        return
+    while not stop.wait(interval):
+        try:
+            refresh(incus, name)
+        except NotFound:
+            return
+        except CoiError as exc:
+            output.warn(f"network refresh of {name}: {exc}")
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+
+def doctor_check() -> Check:
+    """Which enforcement this host uses: Incus ACLs, or coi's nftables table."""
+    from coi.doctor import FAIL, OK, WARN, Check
+
+    name = "network isolation"
+    try:
+        report = privileged(None, "probe")
+    except CoiError as exc:
+        return Check(name, WARN, str(exc), "run `sudo coi setup` to install coi's network helper")
+    if not report.get("nftables"):
+        return Check(
+            name,
+            FAIL,
+            f"no usable nftables: {report.get('nftables_reason')}",
+            "install nftables (`sudo coi setup`): restricted and allowlist launches fail",
+        )
+    acl = (
+        "Incus network ACLs would work here, coi uses its own table everywhere"
+        if report.get("acl")
+        else "Incus network ACLs unsupported here (no bridge conntrack/reject)"
+    )
+    how = "as root" if os.geteuid() == 0 else f"through {HELPER}"
+    return Check(name, OK, f"nftables fallback: table inet {nft.TABLE}, {how}; {acl}")

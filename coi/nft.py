@@ -1,0 +1,395 @@
+"""coi's firewall rules as data: pure generation, rendering to nft text, and a small evaluator.
+
+Every rule is about one container, keyed by the bridge it enters on plus its IPv4 source
+address (IPv4 rules) or its MAC address (the IPv6 rules). The NIC options
+`security.ipv4_filtering` / `security.mac_filtering` make both unspoofable, and routed
+traffic carries the bridge as its input interface (DESIGN, "Facts about this machine
+kind"). Rules live in coi's own table `inet coi`, on the forward hook (traffic that leaves
+through the host) and the input hook (traffic to the host itself), each commented
+`coi:<project>/<name>` so it is removed by handle, never by substring.
+
+Stdlib only, with no coi imports: the privileged helper runs a root-owned copy of this file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+TABLE = "coi"
+FAMILY = "inet"
+CHAINS = ("forward", "input")
+# Before Incus's own chains (priority filter): a reject here is final whatever they accept.
+PRIORITY = "filter - 10"
+COMMENT_PREFIX = "coi:"
+COMMENT_MAX = 127  # nft refuses comments longer than 128 bytes
+
+# Addresses a restricted container never reaches: "this" network, RFC1918, CGNAT, loopback,
+# link-local (cloud metadata 169.254.169.254 included), IETF protocol assignments,
+# benchmarking, multicast, reserved and broadcast. The bridge's own subnet is added per
+# container. IPv6 is dropped entirely (see `ipv6_drop`).
+BLOCKED_V4 = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+# Addresses that no allowlist entry can open, even written out explicitly.
+NEVER_V4 = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+DHCP_PORT = 67
+DNS_PORT = 53
+MODES = ("restricted", "allowlist", "open")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The container a set of rules is about, and the bridge it sits on."""
+
+    project: str
+    name: str
+    bridge: str
+    address: str
+    mac: str
+    gateway: str
+    subnet: str
+
+    @property
+    def comment(self) -> str:
+        return comment(self.project, self.name)
+
+
+@dataclass(frozen=True)
+class Allow:
+    """One allowlist entry after resolution: an IPv4 address and an optional port."""
+
+    address: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return self.address if self.port is None else f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One nft rule about one container (see the module docstring for the key)."""
+
+    chain: str
+    bridge: str
+    verdict: str  # accept, reject or drop
+    comment: str
+    saddr: str | None = None  # IPv4 rules: the container's source address
+    mac: str | None = None  # IPv6 rules: the container's MAC address
+    daddr: tuple[str, ...] = ()  # IPv4 networks; empty means any
+    protos: tuple[str, ...] = ()  # tcp/udp; empty means any
+    dport: int | None = None
+
+
+@dataclass(frozen=True)
+class Packet:
+    """What the evaluator needs to know about a packet."""
+
+    chain: str
+    bridge: str
+    family: str  # ip or ip6
+    saddr: str | None
+    mac: str
+    daddr: str | None = None
+    proto: str = "tcp"
+    dport: int = 80
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def valid_name(text: str) -> bool:
+    """An Incus project or instance name coi accepts (no slash, space or quote)."""
+    return bool(_NAME.fullmatch(text))
+
+
+def comment(project: str, name: str) -> str:
+    """The exact comment every rule of one container carries."""
+    if not (valid_name(project) and valid_name(name)):
+        raise ValueError(f"invalid project or instance name: {project!r}/{name!r}")
+    text = f"{COMMENT_PREFIX}{project}/{name}"
+    if len(text) > COMMENT_MAX:
+        raise ValueError(f"{project}/{name} is too long for an nft comment")
+    return text
+
+
+def owner(text: str) -> tuple[str, str] | None:
+    """(project, name) from a coi rule comment, or None for anything else."""
+    if not text.startswith(COMMENT_PREFIX):
+        return None
+    project, sep, name = text[len(COMMENT_PREFIX) :].partition("/")
+    return (project, name) if sep and valid_name(project) and valid_name(name) else None
+
+
+def check_target(target: Target) -> None:
+    """Raise ValueError unless every field is safe to put into an nft rule."""
+    comment(target.project, target.name)
+    if not _IFNAME.fullmatch(target.bridge):
+        raise ValueError(f"invalid bridge name {target.bridge!r}")
+    if not _MAC.fullmatch(target.mac):
+        raise ValueError(f"invalid MAC address {target.mac!r}")
+    subnet = ipaddress.IPv4Network(target.subnet)
+    for addr in (target.address, target.gateway):
+        if ipaddress.IPv4Address(addr) not in subnet:
+            raise ValueError(f"{addr} is outside {subnet}")
+    if target.address == target.gateway:
+        raise ValueError("the container address is the bridge's own")
+
+
+def parse_allow(text: str) -> Allow:
+    """`1.2.3.4` or `1.2.3.4:443` into an Allow; ValueError for anything else."""
+    host, sep, port = text.partition(":")
+    address = str(ipaddress.IPv4Address(host))
+    if not sep:
+        return Allow(address)
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"invalid port in {text!r}")
+    return Allow(address, int(port))
+
+
+def never_allowed(address: str) -> bool:
+    """True for addresses no allowlist entry may open (loopback, link-local, metadata...)."""
+    ip = ipaddress.IPv4Address(address)
+    return any(ip in ipaddress.IPv4Network(net) for net in NEVER_V4)
+
+
+def blocked(address: str) -> bool:
+    """True for addresses in the ranges a restricted container never reaches."""
+    ip = ipaddress.IPv4Address(address)
+    return any(ip in ipaddress.IPv4Network(net) for net in BLOCKED_V4)
+
+
+# -- generation ---------------------------------------------------------------------------
+
+
+def plan(target: Target, mode: str, allows: Sequence[Allow] = ()) -> list[Rule]:
+    """Every rule for one container in one mode (none for open)."""
+    check_target(target)
+    if mode == "open":
+        return []
+    if mode == "restricted":
+        return restricted(target)
+    if mode == "allowlist":
+        return allowlist(target, allows)
+    raise ValueError(f"unknown network mode {mode!r}")
+
+
+def _v4(
+    target: Target,
+    chain: str,
+    verdict: str,
+    daddr: tuple[str, ...] = (),
+    protos: tuple[str, ...] = (),
+    dport: int | None = None,
+) -> Rule:
+    return Rule(
+        chain, target.bridge, verdict, target.comment, target.address, None, daddr, protos, dport
+    )
+
+
+def ipv6_drop(target: Target) -> list[Rule]:
+    """IPv6 from the container is dropped on both hooks (the NIC also filters it)."""
+    return [Rule(c, target.bridge, "drop", target.comment, mac=target.mac) for c in CHAINS]
+
+
+def host_input(target: Target, resolvers: Iterable[str]) -> list[Rule]:
+    """To the host: DHCP, and DNS to the given resolvers; everything else rejected."""
+    rules = [_v4(target, "input", "accept", protos=("udp",), dport=DHCP_PORT)]
+    dns = tuple(sorted(set(resolvers), key=ipaddress.IPv4Address))
+    if dns:
+        rules.append(_v4(target, "input", "accept", daddr=dns, protos=("tcp", "udp"), dport=53))
+    rules.append(_v4(target, "input", "reject"))
+    return rules
+
+
+def restricted(target: Target) -> list[Rule]:
+    """Public internet yes; private, local, metadata, neighbours and host services no."""
+    subnet = ipaddress.IPv4Network(target.subnet)
+    covered = any(subnet.subnet_of(ipaddress.IPv4Network(n)) for n in BLOCKED_V4)
+    ranges = BLOCKED_V4 if covered else (*BLOCKED_V4, str(subnet))
+    return [
+        _v4(target, "forward", "reject", daddr=ranges),
+        *host_input(target, [target.gateway]),
+        *ipv6_drop(target),
+    ]
+
+
+def allowlist(target: Target, allows: Sequence[Allow]) -> list[Rule]:
+    """Only the allowed addresses (and ports); DNS only to allowed addresses."""
+    for allow in allows:
+        if never_allowed(allow.address):
+            raise ValueError(f"{allow.address} can never be allowed")
+    whole = tuple(_sorted_set(a.address for a in allows if a.port is None))
+    rules = [_v4(target, "forward", "accept", daddr=whole)] if whole else []
+    for port in sorted({a.port for a in allows if a.port is not None}):
+        addrs = tuple(_sorted_set(a.address for a in allows if a.port == port))
+        rules.append(
+            _v4(target, "forward", "accept", daddr=addrs, protos=("tcp", "udp"), dport=port)
+        )
+    rules.append(_v4(target, "forward", "reject"))
+    resolvers = [a.address for a in allows if a.port in (None, DNS_PORT)]
+    return [*rules, *host_input(target, resolvers), *ipv6_drop(target)]
+
+
+def _sorted_set(addresses: Iterable[str]) -> list[str]:
+    return sorted(set(addresses), key=ipaddress.IPv4Address)
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def _set(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+
+
+def render(rule: Rule) -> str:
+    """The rule as nft text, without the `add rule inet coi CHAIN` prefix."""
+    parts = [f'iifname "{rule.bridge}"']
+    if rule.mac is not None:
+        parts.append(f"ether saddr {rule.mac} meta nfproto ipv6")
+    else:
+        parts.append(f"ip saddr {rule.saddr}")
+    if rule.daddr:
+        parts.append(f"ip daddr {_set(rule.daddr)}")
+    if rule.protos and rule.dport is not None:
+        if len(rule.protos) == 1:
+            parts.append(f"{rule.protos[0]} dport {rule.dport}")
+        else:
+            parts.append(f"meta l4proto {_set(rule.protos)} th dport {rule.dport}")
+    verdict = (
+        "reject with icmpx type admin-prohibited" if rule.verdict == "reject" else rule.verdict
+    )
+    parts.append(verdict)
+    parts.append(f'comment "{rule.comment}"')
+    return " ".join(parts)
+
+
+def table_script() -> str:
+    """Create coi's table and its two base chains (a no-op when they exist)."""
+    hooks = "\n".join(
+        f"add chain {FAMILY} {TABLE} {c} {{ type filter hook {c} priority {PRIORITY}; "
+        "policy accept; }"
+        for c in CHAINS
+    )
+    return f"add table {FAMILY} {TABLE}\n{hooks}\n"
+
+
+def delete_script(handles: Iterable[tuple[str, int]]) -> str:
+    """Delete rules by (chain, handle)."""
+    return "".join(f"delete rule {FAMILY} {TABLE} {c} handle {h}\n" for c, h in handles)
+
+
+def add_script(rules: Iterable[Rule]) -> str:
+    """Append rules in order."""
+    return "".join(f"add rule {FAMILY} {TABLE} {r.chain} {render(r)}\n" for r in rules)
+
+
+# -- reading back -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A rule found in coi's table: where it is and whom it is about."""
+
+    chain: str
+    handle: int
+    comment: str
+    bridge: str | None
+    saddr: str | None
+    mac: str | None
+
+
+def installed(listing: dict[str, object]) -> list[Installed]:
+    """The rules of `nft -j list table inet coi` output."""
+    found = []
+    items = listing.get("nftables", [])
+    for item in items if isinstance(items, list) else []:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(rule, dict) or rule.get("table") != TABLE:
+            continue
+        keys = _keys(rule.get("expr") or [])
+        found.append(
+            Installed(
+                str(rule.get("chain")),
+                int(rule["handle"]),
+                str(rule.get("comment") or ""),
+                keys.get("iifname"),
+                keys.get("saddr"),
+                keys.get("ether"),
+            )
+        )
+    return found
+
+
+def _keys(exprs: list[dict[str, object]]) -> dict[str, str]:
+    keys = {}
+    for expr in exprs:
+        match = expr.get("match") if isinstance(expr, dict) else None
+        if not isinstance(match, dict) or match.get("op") not in ("==", None):
+            continue
+        left, right = match.get("left"), match.get("right")
+        if not isinstance(left, dict) or not isinstance(right, str):
+            continue
+        meta, payload = left.get("meta"), left.get("payload")
+        if isinstance(meta, dict) and meta.get("key") == "iifname":
+            keys["iifname"] = right
+        elif isinstance(payload, dict) and payload.get("field") == "saddr":
+            keys["saddr" if payload.get("protocol") == "ip" else "ether"] = right
+    return keys
+
+
+def stale(rules: Iterable[Installed], target: Target) -> list[tuple[str, int]]:
+    """Rules to replace when (re)applying target's: its own, and any other rule keyed on
+    its bridge and address or its MAC (left by a container that held them before)."""
+    return [
+        (r.chain, r.handle)
+        for r in rules
+        if r.comment == target.comment
+        or (r.bridge == target.bridge and r.saddr == target.address)
+        or (r.mac is not None and r.mac == target.mac)
+    ]
+
+
+def owned_by(rules: Iterable[Installed], project: str, name: str) -> list[tuple[str, int]]:
+    """(chain, handle) of every rule whose comment is exactly this container's."""
+    wanted = comment(project, name)
+    return [(r.chain, r.handle) for r in rules if r.comment == wanted]
+
+
+# -- evaluation (what the rules do to a packet; used by the property tests) ---------------
+
+
+def matches(rule: Rule, packet: Packet) -> bool:
+    """True when the rule matches the packet."""
+    if rule.chain != packet.chain or rule.bridge != packet.bridge:
+        return False
+    if rule.mac is not None:
+        return packet.family == "ip6" and packet.mac == rule.mac
+    if packet.family != "ip" or packet.saddr != rule.saddr or packet.daddr is None:
+        return False
+    if rule.daddr and not any(
+        ipaddress.IPv4Address(packet.daddr) in ipaddress.IPv4Network(n) for n in rule.daddr
+    ):
+        return False
+    return rule.dport is None or (packet.proto in rule.protos and packet.dport == rule.dport)
+
+
+def verdict(rules: Iterable[Rule], packet: Packet) -> str:
+    """What coi's chain does with the packet: the first match's verdict, else accept."""
+    return next((r.verdict for r in rules if matches(r, packet)), "accept")

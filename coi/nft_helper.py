@@ -1,0 +1,341 @@
+"""The privileged side of coi's network isolation: the only code that changes coi's table.
+
+coi calls it in-process when it runs as root. For members of the Incus admin group,
+`coi setup` installs a root-owned copy of this file and of `nft.py` under
+/usr/local/lib/coi-netrules and one sudoers rule for /usr/local/sbin/coi-netrules, which
+runs it. It trusts no caller: it takes a project and an instance name, checks both, and
+derives every rule from what Incus says about that instance (its coi labels, its NIC's
+static address, MAC and filtering options, its bridge). So the rule can only add or remove
+rules about coi's own containers, in coi's own table.
+
+Stdlib only and no coi imports (see the installed copy); it talks to Incus over the local
+unix socket with http.client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import http.client
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import nft
+
+SOCKET = "/var/lib/incus/unix.socket"
+LOCK_DIRS = ("/run/lock", "/run")
+NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
+MODE_KEY = "user.coi.network_mode"
+ALLOW_KEY = "user.coi.network.allow"
+USAGE = (
+    "usage: coi-netrules [--expect FINGERPRINT] "
+    "apply PROJECT NAME | remove PROJECT NAME | orphans | list | probe | fingerprint"
+)
+
+
+class HelperError(Exception):
+    """A refusal or failure, printed as one line."""
+
+
+class Missing(HelperError):
+    """Incus says the object does not exist."""
+
+
+def fingerprint() -> str:
+    """sha256 of this file and nft.py: coi refuses a helper copy that differs from itself."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("nft.py", "nft_helper.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# -- Incus over the unix socket ---------------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 15) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def incus_get(path: str, socket_path: str = SOCKET, **params: str) -> Any:
+    """GET /1.0/<path> from the local daemon; the response metadata."""
+    query = urllib.parse.urlencode(params)
+    conn = _UnixConnection(socket_path)
+    try:
+        conn.request("GET", f"/1.0/{path}" + (f"?{query}" if query else ""))
+        response = conn.getresponse()
+        body = json.loads(response.read() or b"{}")
+    except OSError as exc:
+        raise HelperError(f"cannot reach Incus at {socket_path}: {exc}") from exc
+    finally:
+        conn.close()
+    if response.status == 404:
+        raise Missing(f"{path} not found")
+    if response.status >= 400 or body.get("type") == "error":
+        raise HelperError(f"Incus refused GET {path}: {body.get('error') or response.status}")
+    return body.get("metadata")
+
+
+def target_of(
+    project: str, name: str, socket_path: str = SOCKET
+) -> tuple[nft.Target | None, str, list[nft.Allow]]:
+    """Where the rules of a coi instance come from: Incus's own record of it."""
+    if not (nft.valid_name(project) and nft.valid_name(name)):
+        raise HelperError(f"refusing invalid project or instance name {project!r}/{name!r}")
+    try:
+        inst = incus_get(f"instances/{name}", socket_path, project=project)
+    except Missing:
+        raise HelperError(f"no instance {name} in project {project}") from None
+    config = inst.get("expanded_config") or {}
+    mode = config.get(MODE_KEY)
+    if mode not in nft.MODES:
+        raise HelperError(f"{name} is not a coi container (no valid {MODE_KEY} label)")
+    if mode == "open":
+        return None, mode, []
+    nic = (inst.get("expanded_devices") or {}).get("eth0") or {}
+    _check_nic(name, nic)
+    network = incus_get(f"networks/{nic['network']}", socket_path, project=project)
+    iface = ipaddress.IPv4Interface((network.get("config") or {}).get("ipv4.address", ""))
+    mac = (nic.get("hwaddr") or config.get("volatile.eth0.hwaddr") or "").lower()
+    target = nft.Target(
+        project, name, nic["network"], nic["ipv4.address"], mac, str(iface.ip), str(iface.network)
+    )
+    try:
+        nft.check_target(target)
+        allows = [nft.parse_allow(item) for item in config.get(ALLOW_KEY, "").split()]
+    except ValueError as exc:
+        raise HelperError(f"refusing rules for {name}: {exc}") from exc
+    return target, mode, allows
+
+
+def _check_nic(name: str, nic: dict[str, str]) -> None:
+    needs = {
+        "type": "nic",
+        "security.ipv4_filtering": "true",
+        "security.port_isolation": "true",
+    }
+    wrong = [k for k, v in needs.items() if nic.get(k) != v]
+    if wrong or not nic.get("network") or not nic.get("ipv4.address"):
+        raise HelperError(
+            f"{name}'s eth0 is not a filtered NIC with a static address on a managed bridge "
+            f"({', '.join(wrong) or 'network/ipv4.address'} missing): rules keyed on its "
+            "address would not hold"
+        )
+
+
+# -- nft ----------------------------------------------------------------------------------
+
+
+def _nft_binary() -> str:
+    for path in NFT_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    raise HelperError("nft is not installed: install the nftables package (coi setup does)")
+
+
+def run_nft(args: Sequence[str], script: str | None = None) -> str:
+    """Run nft with a script on stdin; its stdout, or HelperError with its stderr."""
+    try:
+        done = subprocess.run(
+            [_nft_binary(), *args],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise HelperError("nft did not answer within 30 s") from exc
+    if done.returncode != 0:
+        detail = "; ".join(done.stderr.strip().splitlines()[:3]) or f"exit {done.returncode}"
+        raise HelperError(f"nft failed: {detail}")
+    return done.stdout
+
+
+def current() -> list[nft.Installed]:
+    """The rules now in coi's table (none when the table or nft does not exist)."""
+    if not any(os.access(p, os.X_OK) for p in NFT_PATHS):
+        return []
+    try:
+        text = run_nft(["-j", "list", "table", nft.FAMILY, nft.TABLE])
+    except HelperError as exc:
+        if "No such file or directory" in str(exc):
+            return []
+        raise
+    return nft.installed(json.loads(text or "{}"))
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """One rule change at a time on this host (list, then delete by handle, then add)."""
+    folder = next((d for d in LOCK_DIRS if os.path.isdir(d)), "/tmp")
+    fd = os.open(os.path.join(folder, "coi-netrules.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _commit(rules: list[nft.Installed], delete: list[tuple[str, int]], add: list[nft.Rule]) -> None:
+    """One atomic nft transaction; the table goes when its last rule does."""
+    if not (delete or add):
+        return
+    script = nft.table_script() + nft.delete_script(delete) + nft.add_script(add)
+    if not add and len(set(delete)) == len(rules):
+        script = f"delete table {nft.FAMILY} {nft.TABLE}\n"
+    run_nft(["-f", "-"], script)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
+    """Replace the container's rules by those its Incus record calls for; the rules as text."""
+    target, mode, allows = target_of(project, name, socket_path)
+    with locked():
+        rules = current()
+        if target is None:  # open: no rules of its own
+            _commit(rules, nft.owned_by(rules, project, name), [])
+            return []
+        planned = nft.plan(target, mode, allows)
+        _commit(rules, nft.stale(rules, target), planned)
+    return [nft.render(r) for r in planned]
+
+
+def remove(project: str, name: str) -> int:
+    """Delete every rule whose comment is exactly this container's; how many went."""
+    nft.comment(project, name)  # validates
+    with locked():
+        rules = current()
+        handles = nft.owned_by(rules, project, name)
+        _commit(rules, handles, [])
+    return len(handles)
+
+
+def exists(project: str, name: str, socket_path: str) -> bool:
+    """True when the instance is still there (errors other than 404 count as present)."""
+    try:
+        incus_get(f"instances/{name}", socket_path, project=project)
+    except Missing:
+        return False
+    return True
+
+
+def orphans(
+    socket_path: str = SOCKET, alive: Callable[[str, str], bool] | None = None
+) -> list[str]:
+    """Remove the rules of containers that no longer exist; `project/name` of each."""
+    alive = alive or (lambda p, n: exists(p, n, socket_path))
+    with locked():
+        rules = current()
+        gone = sorted(
+            {
+                owner
+                for r in rules
+                if (owner := nft.owner(r.comment)) is not None and not alive(*owner)
+            }
+        )
+        handles = [h for p, n in gone for h in nft.owned_by(rules, p, n)]
+        _commit(rules, handles, [])
+    return [f"{p}/{n}" for p, n in gone]
+
+
+def listing() -> dict[str, list[str]]:
+    """coi's rules grouped by their comment, as `chain handle` strings."""
+    grouped: dict[str, list[str]] = {}
+    for r in current():
+        grouped.setdefault(r.comment, []).append(f"{r.chain} {r.handle}")
+    return grouped
+
+
+PROBE_ACL = """table bridge coi_probe {
+  chain c { type filter hook forward priority 0; policy accept;
+    ct state established accept
+    reject
+  }
+}
+"""
+PROBE_INET = """table inet coi_probe {
+  chain c { type filter hook forward priority filter - 10; policy accept;
+    iifname "lo" ether saddr 00:00:00:00:00:01 meta nfproto ipv6 drop
+    iifname "lo" ip saddr 192.0.2.1 ip daddr { 10.0.0.0/8 }
+      reject with icmpx type admin-prohibited
+  }
+}
+"""
+
+
+def probe() -> dict[str, Any]:
+    """What the kernel supports, checked with `nft -c` (nothing is changed).
+
+    Incus network ACLs on a bridge need bridge-family conntrack and reject; coi's own
+    table needs inet-family reject and ether matching.
+    """
+    report: dict[str, Any] = {}
+    for key, script in (("acl", PROBE_ACL), ("nftables", PROBE_INET)):
+        try:
+            run_nft(["-c", "-f", "-"], script)
+            report[key], report[f"{key}_reason"] = True, ""
+        except HelperError as exc:
+            report[key], report[f"{key}_reason"] = False, str(exc)
+    return report
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def run(argv: Sequence[str], socket_path: str = SOCKET) -> Any:
+    """Carry out one command line; returns what to print as JSON."""
+    args = list(argv)
+    if len(args) >= 2 and args[0] == "--expect":
+        if args[1] != fingerprint():
+            raise HelperError(
+                f"the installed coi network helper ({fingerprint()}) is not this coi's "
+                f"({args[1]}): run `sudo coi setup` to update it"
+            )
+        args = args[2:]
+    if len(args) == 3 and args[0] in ("apply", "remove"):
+        if args[0] == "apply":
+            return {"rules": apply(args[1], args[2], socket_path)}
+        return {"removed": remove(args[1], args[2])}
+    if len(args) == 1 and args[0] in ("orphans", "list", "probe", "fingerprint"):
+        commands: dict[str, Callable[[], Any]] = {
+            "orphans": lambda: {"removed": orphans(socket_path)},
+            "list": lambda: {"rules": listing()},
+            "probe": probe,
+            "fingerprint": lambda: {"fingerprint": fingerprint()},
+        }
+        return commands[args[0]]()
+    raise HelperError(USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The installed helper's entry point: one JSON line on stdout, or one error line."""
+    if os.geteuid() != 0:
+        print("coi-netrules: must run as root (through sudo)", file=sys.stderr)
+        return 1
+    try:
+        result = run(sys.argv[1:] if argv is None else argv)
+    except (HelperError, ValueError) as exc:
+        print(f"coi-netrules: {exc}", file=sys.stderr)
+        return 2 if str(exc) == USAGE else 1
+    print(json.dumps(result))
+    return 0
