@@ -5,11 +5,13 @@ Layers, lowest to highest precedence; a layer that omits a key leaves it as it w
 1. built-in defaults
 2. /etc/coi/config.toml (COI_SYSTEM_CONFIG names another file, for tests)
 3. $XDG_CONFIG_HOME/coi/config.toml, else ~/.config/coi/config.toml
-4. <workspace>/.coi.toml
+4. <workspace>/.coi.toml, untrusted until `coi trust`: see coi/trust.py for what it may set
 5. the file named by COI_CONFIG (it must exist; a missing file of layers 2-4 is skipped)
 6. COI_<SECTION>_<KEY> environment variables, e.g. COI_NETWORK_MODE
 7. the profile chosen with --profile NAME, looked up in the merge of layers 1-6
 8. command-line flags
+
+The dataclasses and the step that builds them live in coi/config_model.py.
 """
 
 from __future__ import annotations
@@ -17,19 +19,35 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from coi import trust
+from coi.config_model import (
+    DEFAULTS_LABEL,
+    Build,
+    Certificates,
+    Config,
+    Defaults,
+    Incus,
+    Layer,
+    Limits,
+    Network,
+    Paths,
+    Profile,
+    ToolChoice,
+    ToolDef,
+    build,
+    expand,
+    leaves,
+    limits_config,
+)
 from coi.config_schema import (
-    BUILTIN_TOOLS,
-    LIMIT_KEYS,
     NAMED,
-    PROFILE_KEYS,
     SECTION_ORDER,
     SECTIONS,
-    TOOL_KEYS,
     Key,
     config_error,
     parse_env_value,
@@ -40,24 +58,47 @@ from coi.errors import ConfigError, UsageError
 from coi.paths import coi_home
 
 __all__ = [
+    "DEFAULTS_LABEL",
+    "LAYER_ORDER",
+    "Build",
+    "Certificates",
     "Config",
+    "Defaults",
+    "Incus",
     "Layer",
+    "Limits",
+    "Network",
+    "Paths",
+    "Profile",
+    "ToolChoice",
+    "ToolDef",
     "default_layer",
     "env_layer",
     "flags_layer_from",
     "leaves",
+    "limits_config",
     "load",
     "load_file",
     "merge",
     "merge_with_origins",
     "profile_layer",
+    "resume_profile",
     "validate",
 ]
 
-DEFAULTS_LABEL = "built-in defaults"
 ENV_LABEL = "environment"
 FLAGS_LABEL = "command line"
-_HIDDEN = {"hidden": True}  # fields that to_dict() leaves out: the name is already the key
+# The documented order of the layers (module docstring, README, DESIGN), lowest first.
+LAYER_ORDER = (
+    "defaults",
+    "system",
+    "user",
+    "project",
+    "COI_CONFIG",
+    "environment",
+    "profile",
+    "flags",
+)
 _RESERVED = frozenset({"COI_CONFIG", "COI_HOME", "COI_CONTAINER_PREFIX", "COI_SYSTEM_CONFIG"})
 # flag dest -> (section, key); --env is handled apart: it is a list of KEY=VALUE
 _FLAG_KEYS = {
@@ -74,166 +115,6 @@ _PROFILE_TARGETS = {
     "tool": ("tool", "name"),
     "network": ("network", "mode"),
 }
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One source of settings: a label saying where it came from and its nested data."""
-
-    source: str
-    data: Mapping[str, Any]
-    path: Path | None = None
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """[defaults]: what a session uses unless told otherwise."""
-
-    image: str
-    persistent: bool
-    mount_claude_config: bool
-    environment: Mapping[str, str]
-    max_slots: int
-
-
-@dataclass(frozen=True)
-class ToolChoice:
-    """[tool]: which AI tool runs, and an optional binary override."""
-
-    name: str
-    binary: str | None
-
-
-@dataclass(frozen=True)
-class ToolDef:
-    """[tools.NAME]: a user-defined tool."""
-
-    name: str = field(metadata=_HIDDEN)
-    binary: str = ""
-    state_dir: str = ""
-    credential_files: tuple[str, ...] = ()
-    args: tuple[str, ...] = ()
-    resume_args: tuple[str, ...] = ()
-    version_command: tuple[str, ...] = ()
-    install: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Paths:
-    """[paths]: host folders; sessions_dir is deprecated and unused."""
-
-    sessions_dir: Path | None
-    storage_dir: Path
-
-
-@dataclass(frozen=True)
-class Incus:
-    """[incus]: how to reach Incus and which of its resources coi uses."""
-
-    project: str
-    group: str
-    claude_uid: int
-    remote: str | None
-    client_cert: Path | None
-    client_key: Path | None
-    server_cert: Path | None
-    storage_pool: str
-    network: str
-
-
-@dataclass(frozen=True)
-class Network:
-    """[network]: the container's network mode and allowlist."""
-
-    mode: str
-    allowed_domains: tuple[str, ...]
-    refresh_interval_minutes: int
-    resolver: str
-
-
-@dataclass(frozen=True)
-class Limits:
-    """[limits]: Incus resource limits; None leaves the limit unset."""
-
-    cpu: int | str | None = None
-    memory: str | None = None
-    processes: int | None = None
-
-
-@dataclass(frozen=True)
-class Build:
-    """[build]: how `coi build` makes the image."""
-
-    base: str
-    tools: tuple[str, ...]
-    dns_resolvers: tuple[str, ...]
-    connectivity_probe: str
-    keep_dns_fix: bool
-
-
-@dataclass(frozen=True)
-class Certificates:
-    """[certificates]: CA certificates to trust inside the container."""
-
-    trust_host: bool
-    files: tuple[Path, ...]
-
-
-@dataclass(frozen=True)
-class Profile:
-    """[profiles.NAME]: a named set of overrides; None means the profile leaves it alone."""
-
-    name: str = field(metadata=_HIDDEN)
-    image: str | None = None
-    environment: Mapping[str, str] | None = None
-    persistent: bool | None = None
-    tool: str | None = None
-    network: str | None = None
-    limits: Limits | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    """The merged, validated configuration, with where each value came from."""
-
-    defaults: Defaults
-    tool: ToolChoice
-    tools: Mapping[str, ToolDef]
-    paths: Paths
-    incus: Incus
-    network: Network
-    limits: Limits
-    build: Build
-    certificates: Certificates
-    profiles: Mapping[str, Profile]
-    origins: dict[str, str] = field(default_factory=dict)
-    layers: tuple[Layer, ...] = ()
-    warnings: tuple[str, ...] = ()
-    profile: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready nested dict in schema order; paths as strings."""
-        return {name: _plain(getattr(self, name)) for name in SECTION_ORDER}
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        shown = (f for f in fields(value) if not f.metadata.get("hidden"))
-        return {f.name: _plain(getattr(value, f.name)) for f in shown}
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
-    return str(value) if isinstance(value, Path) else value
-
-
-def leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Each (dotted.path, value) of a nested dict; an empty table is a leaf of its own."""
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            yield from leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 # --- merging ------------------------------------------------------------------------------------
@@ -308,7 +189,8 @@ def load_file(path: Path) -> Layer | None:
     import tomllib  # lazy: only a load needs the parser
 
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeError) as exc:
@@ -320,7 +202,8 @@ def load_file(path: Path) -> Layer | None:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_toml_problem(path, text, str(exc))) from None
     validate(data, str(path), text)
-    return Layer(str(path), data, path)
+    # The digest is of the very bytes parsed here, so trust pins what is used.
+    return Layer(str(path), data, path, trust.digest(raw))
 
 
 def _toml_problem(path: Path, text: str, message: str) -> str:
@@ -430,144 +313,77 @@ def load(
     """Read every layer for workspace, merge them in order and build a validated Config.
 
     flags holds parsed flag values as flags_layer_from() takes them; environ defaults to
-    os.environ.
+    os.environ. An untrusted .coi.toml is screened first (Config.ignored says what was left
+    out); its warning is among Config.warnings.
     """
     env = os.environ if environ is None else environ
-    layers = [default_layer(env), *_file_layers(Path(workspace), env), env_layer(env)]
+    home = _home(env)
+    lower = [default_layer(env), *_trusted_files(env)]
+    project, ignored = _project_layer(Path(workspace), lower, env)
+    layers = [*lower, *project, *_named_file(env), env_layer(env)]
     if profile is not None:
-        layers.append(profile_layer(merge(*(layer.data for layer in layers)), profile))
+        layers.append(_chosen_profile(layers, profile, ignored))
     if flags:
         layers.append(flags_layer_from(flags))
     data, origins = merge_with_origins(layers)
-    return _build(data, origins, tuple(layers), profile, _home(env))
+    notes = _warnings(layers)
+    if ignored:
+        notes += (trust.warning(ignored, Path(workspace).resolve()),)
+    return build(
+        data, origins, tuple(layers), home, profile=profile, warnings=notes, ignored=ignored
+    )
+
+
+def resume_profile(requested: str | None, saved: str | None) -> str | None:
+    """The profile a resumed session loads: --profile when given, else the one it was saved with."""
+    return requested if requested is not None else saved
 
 
 def _home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("HOME") or Path.home())
 
 
-def _file_layers(workspace: Path, env: Mapping[str, str]) -> list[Layer]:
+def _trusted_files(env: Mapping[str, str]) -> list[Layer]:
     xdg = env.get("XDG_CONFIG_HOME", "")
     # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
     user_dir = Path(xdg) if os.path.isabs(xdg) else _home(env) / ".config"
     system = Path(env.get("COI_SYSTEM_CONFIG") or "/etc/coi/config.toml")
-    found = [load_file(p) for p in (system, user_dir / "coi/config.toml", workspace / ".coi.toml")]
-    layers = [layer for layer in found if layer is not None]
+    found = [load_file(path) for path in (system, user_dir / "coi/config.toml")]
+    return [layer for layer in found if layer is not None]
+
+
+def _project_layer(
+    workspace: Path, lower: Sequence[Layer], env: Mapping[str, str]
+) -> tuple[list[Layer], tuple[trust.Ignored, ...]]:
+    layer = load_file(workspace / trust.PROJECT_FILE)
+    if layer is None:
+        return [], ()
+    if layer.path is not None and trust.is_trusted(layer.path, layer.digest, env):
+        return [layer], ()
+    below = merge(*(item.data for item in lower))
+    kept, ignored = trust.screen(layer.data, below, layer.source)
+    return [replace(layer, data=kept)], ignored
+
+
+def _named_file(env: Mapping[str, str]) -> list[Layer]:
     named = env.get("COI_CONFIG")
-    if named:
-        layer = load_file(_expand(named, _home(env)))
-        if layer is None:
-            fix = "point COI_CONFIG at an existing file or unset it"
-            raise ConfigError(f"environment variable COI_CONFIG: {named}: no such file; {fix}")
-        layers.append(layer)
-    return layers
+    if not named:
+        return []
+    layer = load_file(expand(named, _home(env)))
+    if layer is None:
+        fix = "point COI_CONFIG at an existing file or unset it"
+        raise ConfigError(f"environment variable COI_CONFIG: {named}: no such file; {fix}")
+    return [layer]
 
 
-def _expand(raw: str, home: Path) -> Path:
-    # `~` means the HOME of the environ given to load(), not the process's, so tests stay pure.
-    return home / raw[2:] if raw == "~" or raw.startswith("~/") else Path(raw)
-
-
-def _build(
-    data: Mapping[str, Any],
-    origins: Mapping[str, str],
-    layers: tuple[Layer, ...],
-    profile: str | None,
-    home: Path,
-) -> Config:
-    _check_tools(data, origins, layers)
-
-    def section(name: str) -> dict[str, Any]:
-        return _convert_keys(data.get(name, {}), SECTIONS[name], home)
-
-    config = Config(
-        defaults=Defaults(**section("defaults")),
-        tool=ToolChoice(**section("tool")),
-        tools={n: _tool(n, body, home) for n, body in sorted(data.get("tools", {}).items())},
-        paths=Paths(**section("paths")),
-        incus=Incus(**section("incus")),
-        network=Network(**section("network")),
-        limits=Limits(**section("limits")),
-        build=Build(**section("build")),
-        certificates=Certificates(**section("certificates")),
-        profiles={
-            n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
-            for n, body in sorted(data.get("profiles", {}).items())
-        },
-        layers=layers,
-        warnings=_warnings(layers),
-        profile=profile,
-    )
-    # Unset keys (None) have no origin; every other leaf, even false or empty, has one. Values
-    # no layer names (a tool's state_dir derived from its name) count as built-in defaults.
-    shown = leaves(config.to_dict())
-    filled = {path: origins.get(path, DEFAULTS_LABEL) for path, v in shown if v is not None}
-    return replace(config, origins=filled)
-
-
-def _convert_keys(raw: Mapping[str, Any], keys: Mapping[str, Key], home: Path) -> dict[str, Any]:
-    return {name: _convert(key, raw.get(name, key.default), home) for name, key in keys.items()}
-
-
-def _convert(key: Key, value: Any, home: Path) -> Any:
-    if value is None:
-        return None
-    if key.kind == "limits":
-        return Limits(**_convert_keys(value, LIMIT_KEYS, home))
-    if key.kind == "table":
-        return dict(value)
-    if key.kind == "list":
-        return tuple(_expand(item, home) if key.path else item for item in value)
-    return _expand(value, home) if key.path else value
-
-
-def _tool(name: str, body: Mapping[str, Any], home: Path) -> ToolDef:
-    values = _convert_keys(body, TOOL_KEYS, home)
-    values["state_dir"] = values["state_dir"] or f".{name}"
-    values["version_command"] = values["version_command"] or (values["binary"], "--version")
-    return ToolDef(name, **values)
-
-
-def _check_tools(
-    data: Mapping[str, Any], origins: Mapping[str, str], layers: Sequence[Layer]
-) -> None:
-    tools = data.get("tools", {})
-    for name, body in tools.items():
-        if "binary" not in body:
-            source = next(
-                lay.source for lay in reversed(layers) if name in lay.data.get("tools", {})
-            )
-            fix = f'add binary = "{name}" to [tools.{name}]'
-            raise _error_at(layers, source, ("tools", name, "binary"), f"is missing; {fix}")
-    known = (*BUILTIN_TOOLS, *sorted(set(tools) - set(BUILTIN_TOOLS)))
-    refs = [("tool", "name"), *(("profiles", p, "tool") for p in data.get("profiles", {}))]
-    refs += [("build", "tools")]
-    for path in refs:
-        value = _get(data, path)
-        for tool in [value] if isinstance(value, str) else value or []:
-            if tool not in known:
-                problem = (
-                    f"unknown tool {tool!r}; use one of {', '.join(known)} or add [tools.{tool}]"
-                )
-                raise _error_at(layers, origins[".".join(path)], path, problem)
-
-
-def _get(data: Mapping[str, Any], path: Sequence[str]) -> Any:
-    for part in path:
-        data = data.get(part, {})
-    return data or None
-
-
-def _error_at(
-    layers: Sequence[Layer], source: str, path: Sequence[str], problem: str
-) -> ConfigError:
-    # Re-read the file that set the key so the message can carry its line number.
-    files = [lay.path for lay in layers if lay.source == source and lay.path is not None]
-    try:
-        text = files[0].read_text(encoding="utf-8") if files else None
-    except (OSError, UnicodeError):
-        text = None
-    return config_error(source, path, problem, text)
+def _chosen_profile(layers: Sequence[Layer], name: str, ignored: Sequence[trust.Ignored]) -> Layer:
+    merged = merge(*(layer.data for layer in layers))
+    held = [i for i in ignored if f"{i.key}.".startswith(f"profiles.{name}.")]
+    if name not in merged.get("profiles", {}) and held:
+        fix = "review that file, then run `coi trust` in its workspace to use it"
+        problem = f"profile {name!r} is defined only in the untrusted {held[0].source}"
+        raise ConfigError(f"{FLAGS_LABEL}: --profile: {problem}; {fix}")
+    return profile_layer(merged, name)
 
 
 def _warnings(layers: Sequence[Layer]) -> tuple[str, ...]:

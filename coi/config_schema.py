@@ -177,19 +177,61 @@ def _allowed_entry(value: Any) -> str | None:
     )
 
 
-_CPU_SET = _matches(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*", 'a count like 2 or CPUs like "0-1,3"')
+_CPU_SET = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
+_SIZE = re.compile(r"([0-9]+)(B|bytes|[kMGTPE]B|[KMGTPE]iB)?")
+# Incus's byte suffixes: https://linuxcontainers.org/incus/docs/main/reference/instance_units/
+_UNITS = {"": 1, "B": 1, "bytes": 1, **{f"{p}B": 1000 ** (i + 1) for i, p in enumerate("kMGTPE")}}
+_UNITS.update({f"{p}iB": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")})
+_MIN_MEMORY = 1024**2
+
+
+def cpu_amount(value: Any) -> int | frozenset[int] | None:
+    """A limits.cpu value as a count or a set of CPU numbers; None when malformed."""
+    if _is_int(value):
+        return int(value)
+    if not isinstance(value, str) or not _CPU_SET.fullmatch(value):
+        return None
+    if value.isdigit():
+        return int(value)
+    chosen: set[int] = set()
+    for part in value.split(","):
+        low, _, high = part.partition("-")
+        if int(high or low) < int(low):
+            return None
+        chosen.update(range(int(low), int(high or low) + 1))
+    return frozenset(chosen)
+
+
+def memory_amount(value: Any) -> tuple[str, int] | None:
+    """A limits.memory value as ("%", percent) or ("B", bytes); None when malformed."""
+    if not isinstance(value, str):
+        return None
+    if value.endswith("%") and value[:-1].isdigit() and not value.startswith("0"):
+        return ("%", int(value[:-1])) if int(value[:-1]) <= 100 else None
+    found = _SIZE.fullmatch(value)
+    return ("B", int(found[1]) * _UNITS[found[2] or ""]) if found else None
 
 
 def _cpu(value: Any) -> str | None:
-    return _within(1)(value) if _is_int(value) else _CPU_SET(value)
+    amount = cpu_amount(value)
+    if amount is None or (isinstance(amount, int) and amount < 1):
+        return f'{value!r} is not valid; use a count like 2 or CPUs like "0-1,3" (low-high)'
+    return None
+
+
+def _memory(value: Any) -> str | None:
+    amount = memory_amount(value)
+    if amount is None:
+        return f'{value!r} is not valid; use a size like "2GiB" or "512MiB", or "50%"'
+    if amount[0] == "B" and amount[1] < _MIN_MEMORY:
+        return f'{value!r} is too small for a container; use at least "1MiB", e.g. "512MiB"'
+    return None
 
 
 def _non_empty(value: Any) -> str | None:
     return None if value.strip() else "is empty; give a value or remove the key"
 
 
-_SIZE = r"[0-9]+(\.[0-9]+)?([kMGTPE]B|[KMGTPE]iB|B)?|([1-9][0-9]?|100)%"
-_MEMORY = _matches(_SIZE, 'a size like "2GiB" or "512MiB", or "50%"')
 _INCUS_NAME = _matches(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "letters, digits, '_', '.' or '-'")
 # Incus caps network names at 15 characters: they become Linux interface names.
 _NETWORK_NAME = _matches(r"[a-z][a-z0-9-]{0,14}", "1-15 lowercase letters, digits or '-'")
@@ -203,7 +245,7 @@ _RESOLVERS = ("8.8.8.8", "8.8.4.4", "1.1.1.1")
 
 LIMIT_KEYS: dict[str, Key] = {
     "cpu": Key("cpu", check=_cpu),
-    "memory": Key("str", check=_MEMORY),
+    "memory": Key("str", check=_memory),
     "processes": Key("int", check=_within(1)),
 }
 

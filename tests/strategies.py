@@ -7,7 +7,15 @@ from typing import Any
 from hypothesis import strategies as st
 
 from coi.config import Layer
-from coi.config_schema import LIMIT_KEYS, PROFILE_KEYS, SECTIONS, TOOL_KEYS, Key
+from coi.config_schema import (
+    BUILTIN_TOOLS,
+    LIMIT_KEYS,
+    NETWORK_MODES,
+    PROFILE_KEYS,
+    SECTIONS,
+    TOOL_KEYS,
+    Key,
+)
 
 # --- config -------------------------------------------------------------------------------------
 
@@ -26,28 +34,58 @@ _BY_KIND: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-def _value(key: Key) -> st.SearchStrategy[Any]:
+memory_limits = st.one_of(
+    st.integers(min_value=1, max_value=4096).map(lambda n: f"{n}MiB"),
+    st.integers(min_value=1, max_value=8).map(lambda n: f"{n}GB"),
+    st.integers(min_value=1, max_value=100).map(lambda n: f"{n}%"),
+)
+cpu_limits = st.one_of(
+    st.integers(min_value=1, max_value=16),
+    st.tuples(st.integers(0, 7), st.integers(0, 7)).map(lambda t: f"{min(t)}-{max(t)}"),
+)
+# Keys whose security meaning depends on the value: drawn from values that mean something
+# (plus a wrong one), so the trust properties see real stricter/looser pairs.
+_MEANINGFUL: dict[str, st.SearchStrategy[Any]] = {
+    "network.mode": st.sampled_from([*NETWORK_MODES, "strict"]),
+    "tool.name": st.sampled_from([*BUILTIN_TOOLS, "t1", "ghost"]),
+    "build.tools": st.lists(st.sampled_from(["claude", "aider", "t1", "ghost"]), max_size=2),
+    "limits.memory": memory_limits,
+    "limits.cpu": cpu_limits,
+    "limits.processes": st.integers(min_value=1, max_value=1000),
+}
+
+
+def _value(key: Key, where: str, meaningful: bool) -> st.SearchStrategy[Any]:
     if key.kind == "limits":
-        return table_of(LIMIT_KEYS)
+        return table_of(LIMIT_KEYS, "limits", meaningful)
+    if meaningful and where in _MEANINGFUL:
+        return _MEANINGFUL[where]
     return _BY_KIND[key.kind]
 
 
-def table_of(keys: dict[str, Key]) -> st.SearchStrategy[dict[str, Any]]:
+def table_of(
+    keys: dict[str, Key], section: str = "", meaningful: bool = False
+) -> st.SearchStrategy[dict[str, Any]]:
     """Some of keys, each with a value of the key's kind (not always a valid value)."""
-    return st.fixed_dictionaries({}, optional={name: _value(key) for name, key in keys.items()})
+    optional = {name: _value(key, f"{section}.{name}", meaningful) for name, key in keys.items()}
+    return st.fixed_dictionaries({}, optional=optional)
 
 
-def config_dicts() -> st.SearchStrategy[dict[str, Any]]:
+def config_dicts(meaningful: bool = False) -> st.SearchStrategy[dict[str, Any]]:
     """Config-shaped nested dicts: known sections and keys, every key always of one kind.
 
     The shape is fixed by the schema, so two of these never put a table where the other has a
-    value: merging them never raises.
+    value: merging them never raises. meaningful draws security-relevant keys (network mode,
+    limits, tool names) from values that compare, as a project file and a user file would.
     """
     sections: dict[str, st.SearchStrategy[Any]] = {
-        name: table_of(keys) for name, keys in SECTIONS.items()
+        name: table_of(keys, name, meaningful) for name, keys in SECTIONS.items()
     }
-    sections["tools"] = st.dictionaries(tool_names, table_of(TOOL_KEYS), max_size=2)
-    sections["profiles"] = st.dictionaries(profile_names, table_of(PROFILE_KEYS), max_size=2)
+    names = st.sampled_from(["t1", "t2"]) if meaningful else tool_names
+    sections["tools"] = st.dictionaries(names, table_of(TOOL_KEYS), max_size=2)
+    sections["profiles"] = st.dictionaries(
+        profile_names, table_of(PROFILE_KEYS, "profile", meaningful), max_size=2
+    )
     return st.fixed_dictionaries({}, optional=sections)
 
 

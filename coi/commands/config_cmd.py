@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from coi import output
+from coi.commands.common import workspace_of
 from coi.config import DEFAULTS_LABEL, leaves, load
 
 FLAG_NAMES = ("image", "persistent", "env", "network", "tool")
 
 
 def show(args: argparse.Namespace) -> int:
-    """Print the config as TOML-ish lines or JSON; warnings go to stderr."""
-    workspace = Path(getattr(args, "workspace", None) or os.getcwd())
+    """Print the config as it will be used, as TOML-ish lines or JSON; warnings go to stderr.
+
+    With --origin, each value says where it came from, and the keys of an untrusted
+    project file that were ignored are listed with the reason.
+    """
+    workspace = workspace_of(args)
     flags = {name: getattr(args, name, None) for name in FLAG_NAMES}
     config = load(workspace, profile=getattr(args, "profile", None), flags=flags)
     for warning in config.warnings:
@@ -24,7 +28,9 @@ def show(args: argparse.Namespace) -> int:
     tree = config.to_dict()
     with_origin = bool(getattr(args, "origin", False))
     if getattr(args, "format", "text") == "json":
-        output.emit_json({"config": tree, "origins": config.origins} if with_origin else tree)
+        ignored = [asdict(item) for item in config.ignored]
+        shown = {"config": tree, "origins": config.origins, "ignored": ignored}
+        output.emit_json(shown if with_origin else tree)
         return 0
     for path, value in leaves(tree):
         if value is None:
@@ -33,6 +39,10 @@ def show(args: argparse.Namespace) -> int:
         if with_origin:
             line += f"  # {config.origins.get(path, DEFAULTS_LABEL)}"
         output.data(line)
+    if with_origin:
+        for item in config.ignored:
+            where = f"{item.source}, not trusted: {item.reason}"
+            output.data(f"# ignored: {item.key} = {render(item.value)}  # {where}")
     return 0
 
 

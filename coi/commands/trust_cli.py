@@ -2,6 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
+
 from coi.cli import Command
 
-COMMANDS: dict[str, Command] = {}
+
+def _workspace(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workspace",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the workspace whose .coi.toml is meant (default: cwd)",
+    )
+
+
+def _trust(p: argparse.ArgumentParser) -> None:
+    _workspace(p)
+    p.add_argument("--list", action="store_true", help="list the approved files and their state")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="for --list")
+
+
+COMMANDS: dict[str, Command] = {
+    "trust": Command(
+        "coi.commands.trust_cmd:trust_",
+        "approve this workspace's .coi.toml as it is now (any change asks again)",
+        _trust,
+    ),
+    "untrust": Command(
+        "coi.commands.trust_cmd:untrust",
+        "withdraw the approval of this workspace's .coi.toml",
+        _workspace,
+    ),
+}

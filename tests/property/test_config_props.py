@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coi.config import env_layer, flags_layer_from, merge, merge_with_origins
+from coi.config import (
+    LAYER_ORDER,
+    env_layer,
+    flags_layer_from,
+    load,
+    merge,
+    merge_with_origins,
+    profile_layer,
+)
 from tests.strategies import config_dicts, distinct_label_layers, env_names
 
 
@@ -105,3 +115,59 @@ def test_env_booleans_accept_any_case(word: str, upper: list[bool], pad: str) ->
     spelled = "".join(c.upper() if up else c for c, up in zip(word, upper, strict=False))
     layer = env_layer({"COI_DEFAULTS_PERSISTENT": f"{pad}{spelled}{pad}"})
     assert layer.data["defaults"]["persistent"] is (word in ("1", "true", "yes", "on"))
+
+
+# --- profiles and the layer order ---------------------------------------------------------------
+
+
+@given(
+    st.sets(st.sampled_from(LAYER_ORDER[1:])),
+    st.sampled_from(["system", "user", "COI_CONFIG"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_highest_documented_layer_that_sets_a_key_wins(
+    setters: set[str], profile_home: str
+) -> None:
+    """Every subset of layers sets defaults.image; the profile is defined in one trusted file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        files = {
+            "system": root / "etc.toml",
+            "user": root / "home" / ".config" / "coi" / "config.toml",
+            "project": root / "ws" / ".coi.toml",
+            "COI_CONFIG": root / "named.toml",
+        }
+        (root / "ws").mkdir()
+        for name, path in files.items():
+            body = f'[defaults]\nimage = "from-{name}"\n' if name in setters else ""
+            if name == profile_home:
+                body += '[profiles.p]\nimage = "from-profile"\n'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
+        environ = {
+            "HOME": str(root / "home"),
+            "COI_HOME": str(root / "coi"),
+            "COI_SYSTEM_CONFIG": str(files["system"]),
+            "COI_CONFIG": str(files["COI_CONFIG"]),
+        }
+        if "environment" in setters:
+            environ["COI_DEFAULTS_IMAGE"] = "from-environment"
+        flags = {"image": "from-flags"} if "flags" in setters else None
+        cfg = load(
+            root / "ws", environ=environ, profile="p" if "profile" in setters else None, flags=flags
+        )
+        winner = max(setters, key=LAYER_ORDER.index, default="defaults")
+        assert cfg.defaults.image == {"defaults": "coi"}.get(winner, f"from-{winner}")
+
+
+@given(
+    config_dicts(),
+    st.dictionaries(st.sampled_from(["image", "tool", "network"]), st.text(max_size=4)),
+)
+def test_applying_a_profile_twice_is_applying_it_once(
+    lower: dict[str, Any], body: dict[str, Any]
+) -> None:
+    merged = merge(lower, {"profiles": {"p": body}})
+    layer = profile_layer(merged, "p").data
+    assert merge(merged, layer, layer) == merge(merged, layer)
+    assert profile_layer(merge(merged, layer), "p").data == layer

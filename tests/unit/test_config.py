@@ -328,10 +328,12 @@ def test_environment_tables_merge_per_variable(user_file: Path, workspace: Path)
     assert config.origins["defaults.environment.C"] == "command line"
 
 
-def test_lists_are_replaced_not_appended(user_file: Path, workspace: Path) -> None:
+def test_lists_are_replaced_not_appended(user_file: Path, workspace: Path, tmp_path: Path) -> None:
     user_file.write_text('[network]\nallowed_domains = ["a.com", "b.com"]\n')
-    (workspace / ".coi.toml").write_text('[network]\nallowed_domains = ["c.com"]\n')
-    assert load_here(workspace).network.allowed_domains == ("c.com",)
+    named = tmp_path / "named.toml"
+    named.write_text('[network]\nallowed_domains = ["c.com"]\n')
+    environ = {**os.environ, "COI_CONFIG": str(named)}
+    assert load(workspace, environ=environ).network.allowed_domains == ("c.com",)
 
 
 def test_xdg_config_home_is_honoured(isolated_home: Path, workspace: Path, tmp_path: Path) -> None:
@@ -587,7 +589,8 @@ def test_show_json(
 def test_show_json_with_origin(show_args: ShowArgs, capsys: pytest.CaptureFixture[str]) -> None:
     show(show_args(format="json", origin=True, tool="codex"))
     shown = json.loads(capsys.readouterr().out)
-    assert set(shown) == {"config", "origins"}
+    assert set(shown) == {"config", "origins", "ignored"}
+    assert shown["ignored"] == []
     assert shown["config"]["tool"]["name"] == "codex"
     assert shown["origins"]["tool.name"] == "command line"
 
@@ -620,10 +623,11 @@ def test_show_defaults_the_workspace_to_the_current_folder(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    (workspace / ".coi.toml").write_text('[network]\nmode = "open"\n')
+    (workspace / ".coi.toml").write_text("[defaults]\nmax_slots = 4\n")
     monkeypatch.chdir(workspace)
     show(argparse.Namespace(origin=True, format="text"))
-    assert f'network.mode = "open"  # {workspace / ".coi.toml"}' in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert f"defaults.max_slots = 4  # {workspace / '.coi.toml'}" in lines
 
 
 def test_importing_config_stays_cheap() -> None:
