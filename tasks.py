@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke import Collection, Context, Exit, task
 
 
@@ -25,34 +27,35 @@ def doctor(c: Context, format: str = "text") -> None:
     _coi("doctor", "--format", format)
 
 
-@task(name="diff")
-def profiles_diff(c: Context) -> None:
-    """Show differences between profiles/*.yaml and the live Incus profiles."""
+def _profile_target() -> tuple[Any, dict[str, str]]:
     import argparse
 
     from coi.commands.common import connect, load_config
-    from coi.profiles import diff, load_all, render
 
     cfg = load_config(argparse.Namespace())
-    incus = connect(cfg)
-    values = {"pool": cfg.incus.storage_pool, "network": cfg.incus.network}
-    for spec in load_all():
-        changes = diff(render(spec, values), incus.profile(spec.name))
-        print(f"{spec.name}: " + ("up to date" if not changes else "; ".join(changes)))
+    return connect(cfg), {"pool": cfg.incus.storage_pool, "network": cfg.incus.network}
+
+
+@task(name="diff", help={"check": "exit 1 when any live profile differs from its file"})
+def profiles_diff(c: Context, check: bool = False) -> None:
+    """Show drift between profiles/*.yaml and the live Incus profiles, key by key."""
+    from coi.profiles import survey
+
+    found = survey(*_profile_target())
+    for item in found:
+        print(f"{item.name}: " + ("in sync" if item.in_sync else item.describe()))
+    drifted = [item.name for item in found if not item.in_sync]
+    if check and drifted:
+        raise Exit(f"profiles differ from their files: {', '.join(drifted)}", code=1)
 
 
 @task(name="apply")
 def profiles_apply(c: Context) -> None:
-    """Create missing and upgrade older live profiles from profiles/*.yaml."""
-    import argparse
-
-    from coi.commands.common import connect, load_config
+    """Create missing and upgrade older live profiles; a newer live one is left alone."""
     from coi.output import warn
     from coi.profiles import apply
 
-    cfg = load_config(argparse.Namespace())
-    values = {"pool": cfg.incus.storage_pool, "network": cfg.incus.network}
-    for name, action in apply(connect(cfg), values, log=warn).items():
+    for name, action in apply(*_profile_target(), log=warn).items():
         print(f"{name}: {action.value}")
 
 

@@ -6,7 +6,7 @@ import grp
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from coi.errors import CoiError
 if TYPE_CHECKING:
     from coi.config import Config
     from coi.incus import Incus
+    from coi.profiles import ProfileSpec
 
 OK, WARN, FAIL = "ok", "degraded", "fail"
 MIN_VERSION = (6, 0)
@@ -163,21 +164,31 @@ def check_image(incus: Incus, alias: str) -> Check:
     return Check("coi image", OK, f"image {alias!r} present")
 
 
-def check_profiles(incus: Incus, pool: str, network: str) -> Check:
+def check_profiles(
+    incus: Incus, pool: str, network: str, specs: Sequence[ProfileSpec] | None = None
+) -> Check:
+    """Compare each profile file (the shipped ones by default) with its live profile.
+
+    Drift is degraded, never a failure: each differing key is listed; a live profile newer
+    than its file, or edited by hand at the same version, is one that apply leaves alone.
+    """
     from coi import profiles
 
-    notes, status = [], OK
-    for spec in profiles.load_all():
-        live = incus.profile(spec.name)
-        action = profiles.decide(spec, live)
-        changes = profiles.diff(profiles.render(spec, {"pool": pool, "network": network}), live)
-        if action is profiles.Action.CURRENT and not changes:
-            notes.append(f"{spec.name} v{spec.version}")
-            continue
-        status = WARN
-        notes.append(f"{spec.name}: {action.value}" + (f" ({changes[0]})" if changes else ""))
-    fix = "" if status == OK else "run `coi setup` (a newer live profile is left alone)"
-    return Check("profiles", status, ", ".join(notes) or "no profile files", fix)
+    found = profiles.survey(incus, {"pool": pool, "network": network}, specs)
+    notes = "; ".join(d.describe() for d in found) or "no profile files"
+    drifted = [d for d in found if not d.in_sync]
+    if not drifted:
+        return Check("profiles", OK, notes)
+    stuck = [
+        d.name for d in drifted if d.action in (profiles.Action.NEWER, profiles.Action.CURRENT)
+    ]
+    fix = "run `coi setup` or `invoke profiles.apply`"
+    if stuck:
+        fix = (
+            f"apply leaves {', '.join(stuck)} alone: to replace it, raise `version` in its file "
+            "above the live one, then run `invoke profiles.apply`"
+        )
+    return Check("profiles", WARN, notes, fix)
 
 
 def run_checks(cfg: Config) -> list[Check]:

@@ -7,6 +7,7 @@ missing profile, upgrades an older one, and never downgrades a newer one.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,24 @@ if TYPE_CHECKING:
 VERSION_KEY = "user.coi.version"
 KNOWN_KEYS = {"name", "version", "description", "config", "devices"}
 BASE_PROFILE = "coi-base"
+PLACEHOLDERS = ("pool", "network")
+# https://linuxcontainers.org/incus/docs/main/reference/devices/
+DEVICE_TYPES = (
+    "disk",
+    "gpu",
+    "infiniband",
+    "none",
+    "nic",
+    "pci",
+    "proxy",
+    "tpm",
+    "unix-block",
+    "unix-char",
+    "unix-hotplug",
+    "usb",
+)
+_NAME = re.compile(r"coi[A-Za-z0-9_.-]*")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,37 @@ class Action(Enum):
     NEWER = "newer"  # the live profile is ahead of the file: left alone, with a warning
 
 
+@dataclass(frozen=True)
+class Drift:
+    """How a live profile compares with its file: what apply does, and each key that differs."""
+
+    name: str
+    source: str
+    action: Action
+    file_version: int
+    live_version: int | None
+    changes: tuple[str, ...] = ()
+
+    @property
+    def in_sync(self) -> bool:
+        """True when the live profile is the file's current version, unchanged."""
+        return self.action is Action.CURRENT and not self.changes
+
+    def describe(self) -> str:
+        """One line: the state, then every differing key."""
+        state = {
+            Action.CREATE: f"missing (file v{self.file_version})",
+            Action.UPGRADE: f"live v{self.live_version} older than file v{self.file_version}",
+            Action.NEWER: f"live v{self.live_version} newer than file v{self.file_version}, "
+            "left alone",
+            Action.CURRENT: f"v{self.file_version}" + (", edited live" if self.changes else ""),
+        }[self.action]
+        keys = (
+            f": {', '.join(self.changes)}" if self.changes and self.action != Action.CREATE else ""
+        )
+        return f"{self.name} {state}{keys}"
+
+
 def profiles_dir() -> Path:
     """The profile files shipped inside the package."""
     return Path(str(resources.files("coi") / "assets" / "profiles"))
@@ -60,36 +110,62 @@ def _str_map(value: Any, source: str, key: str) -> dict[str, str]:
         raise _fail(source, key, f"expected a mapping, got {type(value).__name__}")
     out: dict[str, str] = {}
     for k, v in value.items():
-        if not isinstance(v, str | int | bool) or isinstance(v, float):
-            raise _fail(source, f"{key}.{k}", f"expected a string, got {type(v).__name__}")
-        out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+        if not isinstance(k, str) or not _KEY.fullmatch(k):
+            fix = "use letters, digits, '.', '_' or '-'"
+            raise _fail(source, f"{key}.{k}", f"{k!r} is not a valid key; {fix}")
+        if not isinstance(v, str | int | bool):
+            fix = 'quote it, e.g. "true" or "100"'
+            raise _fail(source, f"{key}.{k}", f"expected a string, got {type(v).__name__}; {fix}")
+        text = str(v).lower() if isinstance(v, bool) else str(v)
+        _check_placeholders(text, source, f"{key}.{k}")
+        out[k] = text
     return out
+
+
+def _check_placeholders(text: str, source: str, key: str) -> None:
+    template = string.Template(text)
+    unknown = sorted(set(template.get_identifiers()) - set(PLACEHOLDERS))
+    if not template.is_valid() or unknown:
+        what = f"unknown placeholder ${{{unknown[0]}}}" if unknown else "a stray '$'"
+        fix = f"use {', '.join('${' + p + '}' for p in PLACEHOLDERS)}, or $$ for a dollar sign"
+        raise _fail(source, key, f"{what}; {fix}")
 
 
 def parse(data: Any, source: str) -> ProfileSpec:
     """Validate one decoded profile file; errors name the file and the key."""
     if not isinstance(data, Mapping):
         raise _fail(source, "(top)", "expected a mapping with name, version, config, devices")
-    unknown = sorted(set(data) - KNOWN_KEYS)
+    unknown = sorted(set(map(str, data)) - KNOWN_KEYS)
     if unknown:
         raise _fail(source, unknown[0], f"unknown key; known keys: {', '.join(sorted(KNOWN_KEYS))}")
     name, version = data.get("name"), data.get("version")
-    if not isinstance(name, str) or not name.startswith("coi"):
-        raise _fail(source, "name", "expected a string beginning with 'coi'")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise _fail(source, "name", "expected a name beginning with 'coi' (letters, digits, -_.)")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise _fail(source, "version", "expected a whole number of 1 or more")
-    devices_raw = data.get("devices") or {}
-    if not isinstance(devices_raw, Mapping):
-        raise _fail(source, "devices", "expected a mapping of device name to options")
-    devices = {str(d): _str_map(opts, source, f"devices.{d}") for d, opts in devices_raw.items()}
-    for dev, opts in devices.items():
-        if "type" not in opts:
-            raise _fail(source, f"devices.{dev}.type", "missing; every device needs a type")
+        raise _fail(source, "version", f"expected a whole number of 1 or more, got {version!r}")
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise _fail(source, "description", "expected a string")
     config = _str_map(data.get("config") or {}, source, "config")
-    return ProfileSpec(name, version, description, config, devices, source)
+    if VERSION_KEY in config:
+        raise _fail(source, f"config.{VERSION_KEY}", "set by coi from `version`; remove it")
+    return ProfileSpec(name, version, description, config, _devices(data, source), source)
+
+
+def _devices(data: Mapping[str, Any], source: str) -> dict[str, dict[str, str]]:
+    raw = data.get("devices") or {}
+    if not isinstance(raw, Mapping):
+        raise _fail(source, "devices", "expected a mapping of device name to options")
+    devices = {}
+    for dev, opts in raw.items():
+        options = _str_map(opts, source, f"devices.{dev}")
+        kind = options.get("type")
+        if kind not in DEVICE_TYPES:
+            problem = "missing" if kind is None else f"{kind!r} is not a device type"
+            fix = f"every device needs a type: {', '.join(DEVICE_TYPES)}"
+            raise _fail(source, f"devices.{dev}.type", f"{problem}; {fix}")
+        devices[str(dev)] = options
+    return devices
 
 
 def load_all(directory: Path | None = None) -> list[ProfileSpec]:
@@ -97,13 +173,17 @@ def load_all(directory: Path | None = None) -> list[ProfileSpec]:
     import yaml
 
     folder = directory or profiles_dir()
-    specs = []
+    specs: list[ProfileSpec] = []
     for path in sorted(folder.glob("*.yaml")):
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML ({exc}); fix the syntax") from exc
-        specs.append(parse(data, str(path)))
+        spec = parse(data, str(path))
+        twin = next((s.source for s in specs if s.name == spec.name), None)
+        if twin:
+            raise _fail(str(path), "name", f"{spec.name!r} is also defined in {twin}; rename one")
+        specs.append(spec)
     return specs
 
 
@@ -143,16 +223,47 @@ def decide(spec: ProfileSpec, live: Mapping[str, Any] | None) -> Action:
 
 
 def diff(body: Mapping[str, Any], live: Mapping[str, Any] | None) -> list[str]:
-    """Human-readable differences between a rendered body and the live profile."""
+    """Each key where the live profile differs from a rendered body (the version aside)."""
     if live is None:
         return ["profile is missing"]
     lines = []
-    for section in ("config", "devices"):
-        want, have = body.get(section) or {}, live.get(section) or {}
-        for key in sorted(set(want) | set(have)):
-            if want.get(key) != have.get(key):
-                lines.append(f"{section}.{key}: live {have.get(key)!r}, file {want.get(key)!r}")
+    if (body.get("description") or "") != (live.get("description") or ""):
+        lines.append(_change("description", live.get("description"), body.get("description")))
+    want, have = dict(body.get("config") or {}), dict(live.get("config") or {})
+    for key in sorted((set(want) | set(have)) - {VERSION_KEY}):
+        if want.get(key) != have.get(key):
+            lines.append(_change(f"config.{key}", have.get(key), want.get(key)))
+    want, have = body.get("devices") or {}, live.get("devices") or {}
+    for dev in sorted(set(want) | set(have)):
+        if dev not in want or dev not in have:
+            lines.append(_change(f"devices.{dev}", have.get(dev), want.get(dev)))
+            continue
+        for key in sorted(set(want[dev]) | set(have[dev])):
+            if want[dev].get(key) != have[dev].get(key):
+                lines.append(
+                    _change(f"devices.{dev}.{key}", have[dev].get(key), want[dev].get(key))
+                )
     return lines
+
+
+def _change(key: str, live: Any, file: Any) -> str:
+    return f"{key} (live {live!r}, file {file!r})"
+
+
+def drift(spec: ProfileSpec, live: Mapping[str, Any] | None, values: Mapping[str, str]) -> Drift:
+    """How the live profile compares with its file rendered with values."""
+    changes = () if live is None else tuple(diff(render(spec, values), live))
+    return Drift(
+        spec.name, spec.source, decide(spec, live), spec.version, live_version(live), changes
+    )
+
+
+def survey(
+    incus: Incus, values: Mapping[str, str], specs: Sequence[ProfileSpec] | None = None
+) -> list[Drift]:
+    """The drift of every profile file (the shipped ones by default) against Incus."""
+    chosen = specs if specs is not None else load_all()
+    return [drift(spec, incus.profile(spec.name), values) for spec in chosen]
 
 
 def apply(
