@@ -147,6 +147,13 @@ def check_forward() -> Check:
     return Check("forward policy", OK, "no forward chain drops by policy")
 
 
+def check_network() -> Check:
+    """Whether Incus network ACLs or coi's nftables fallback enforce the network modes."""
+    from coi import network
+
+    return network.doctor_check()
+
+
 def check_subid() -> Check:
     from coi.hostsetup import SUBID_RANGE, subid_lines
 
@@ -209,6 +216,7 @@ def run_checks(cfg: Config) -> list[Check]:
         lambda: check_pool(incus, cfg.incus.storage_pool),
         lambda: check_bridge(incus, cfg.incus.network),
         check_forward,
+        check_network,
         check_subid,
         lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
         lambda: check_image(incus, cfg.defaults.image),

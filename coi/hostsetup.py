@@ -375,6 +375,7 @@ def setup(opts: SetupOptions) -> list[Step]:
         raise CoiError("coi setup must change host files: run it as root (sudo coi setup)")
     _run(more, opts, lambda s: _incus_step(incus, s, opts))
     steps += more
+    steps += _network_helper(opts, host)
     values = {"pool": opts.pool, "network": opts.network}
     for spec in profiles.load_all():
         action = profiles.decide(spec, incus.profile(spec.name))
@@ -386,6 +387,19 @@ def setup(opts: SetupOptions) -> list[Step]:
             output.warn(f"profile {spec.name} is newer than {spec.source}: left as it is")
     base = None if opts.dry_run else _ensure_base(incus, opts)
     return steps + ([base] if base else [])
+
+
+def _network_helper(opts: SetupOptions, host: HostFacts) -> list[Step]:
+    """sudo and coi's network helper, so non-root users can launch restricted containers."""
+    from coi import network_setup
+
+    steps = network_setup.plan(opts.group)
+    if steps and not host.is_root and not opts.dry_run:
+        raise CoiError(
+            "coi setup must install coi's network helper: run it as root (sudo coi setup)"
+        )
+    _run(steps, opts, network_setup.execute)
+    return steps
 
 
 def _apply_profile(incus: Any, values: dict[str, str], spec: Any, step: Step) -> None:

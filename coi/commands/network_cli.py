@@ -2,6 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
+
 from coi.cli import Command
 
-COMMANDS: dict[str, Command] = {}
+N = "coi.commands.network_cmd:"
+
+
+def _name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def _fmt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+
+COMMANDS: dict[str, Command] = {
+    "network": Command(
+        help="network isolation: allowlist refresh, coi's firewall rules",
+        sub={
+            "refresh": Command(
+                N + "refresh", "resolve an allowlist container's names again now", _name
+            ),
+            "rules": Command(N + "rules", "list coi's firewall rules by container", _fmt),
+            "clean-orphans": Command(
+                N + "clean_orphans", "remove rules whose container is gone", _fmt
+            ),
+        },
+    )
+}
