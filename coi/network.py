@@ -77,6 +77,7 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
     """Give a new instance its filtered NIC and put its rules in place (fail closed)."""
     mode = check_mode(spec.network_mode)
     if mode == "open":
+        _sweep(incus, spec.name)
         return
     inst = incus.instance(spec.name)
     config = dict(inst.get("config") or {})
@@ -94,6 +95,16 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
     except BaseException:
         _quietly_remove(incus, spec.name)
         raise
+
+
+def _sweep(incus: Incus, name: str) -> None:
+    """Open mode has no rules, but rules left by a gone container could hold its DHCP
+    address: remove those (and any of its own) when this process can."""
+    if can_apply():
+        try:
+            privileged(incus, "apply", incus.project, name)
+        except CoiError as exc:
+            output.warn(f"could not sweep stale network rules: {exc}")
 
 
 def _policy(config: Mapping[str, str], workspace: Path | None) -> dict[str, str]:

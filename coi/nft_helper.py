@@ -212,12 +212,24 @@ def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
     target, mode, allows = target_of(project, name, socket_path)
     with locked():
         rules = current()
-        if target is None:  # open: no rules of its own
-            _commit(rules, nft.owned_by(rules, project, name), [])
-            return []
-        planned = nft.plan(target, mode, allows)
-        _commit(rules, nft.stale(rules, target), planned)
+        # Rules of containers that are gone would hold whoever gets their address next
+        # (an open container's DHCP lease included): every apply sweeps them away.
+        delete = set(nft.owned_by(rules, project, name)) | set(_dead(rules, socket_path))
+        planned = [] if target is None else nft.plan(target, mode, allows)
+        if target is not None:
+            delete.update(nft.stale(rules, target))
+        _commit(rules, sorted(delete), planned)
     return [nft.render(r) for r in planned]
+
+
+def _dead(
+    rules: list[nft.Installed], socket_path: str, alive: Callable[[str, str], bool] | None = None
+) -> list[tuple[str, int]]:
+    """(chain, handle) of the rules whose container no longer exists."""
+    alive = alive or (lambda p, n: exists(p, n, socket_path))
+    owners = {o for r in rules if (o := nft.owner(r.comment)) is not None}
+    gone = {o for o in owners if not alive(*o)}
+    return [(r.chain, r.handle) for r in rules if nft.owner(r.comment) in gone]
 
 
 def remove(project: str, name: str) -> int:
@@ -243,19 +255,14 @@ def orphans(
     socket_path: str = SOCKET, alive: Callable[[str, str], bool] | None = None
 ) -> list[str]:
     """Remove the rules of containers that no longer exist; `project/name` of each."""
-    alive = alive or (lambda p, n: exists(p, n, socket_path))
     with locked():
         rules = current()
-        gone = sorted(
-            {
-                owner
-                for r in rules
-                if (owner := nft.owner(r.comment)) is not None and not alive(*owner)
-            }
-        )
-        handles = [h for p, n in gone for h in nft.owned_by(rules, p, n)]
+        handles = _dead(rules, socket_path, alive)
         _commit(rules, handles, [])
-    return [f"{p}/{n}" for p, n in gone]
+    gone = {
+        r.comment.removeprefix(nft.COMMENT_PREFIX) for r in rules if (r.chain, r.handle) in handles
+    }
+    return sorted(gone)
 
 
 def listing() -> dict[str, list[str]]:

@@ -51,7 +51,9 @@ def delete(args: argparse.Namespace) -> int:
     incus = connect(load_config(args))
     if not args.force and incus.state(args.name).get("status") == "Running":
         raise UsageError(f"{args.name} is running: stop it first or pass --force")
-    incus.delete_instance(args.name, force=args.force)
+    from coi import launch as lp
+
+    lp.teardown(incus, args.name, force=args.force)  # also removes its network rules
     return 0
 
 

@@ -252,6 +252,33 @@ def test_orphans_are_the_rules_of_missing_containers(monkeypatch: pytest.MonkeyP
     )
 
 
+def test_apply_replaces_own_and_stale_rules_and_sweeps_the_dead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rules = [
+        nft.Installed("forward", 1, T.comment, T.bridge, T.address, None),
+        nft.Installed("forward", 2, "coi:p/old", T.bridge, T.address, None),
+        nft.Installed("input", 3, "coi:p/gone", "br", "10.9.9.9", None),
+        nft.Installed("input", 4, "coi:p/alive", "br", "10.9.9.8", None),
+    ]
+    scripts: list[str] = []
+    monkeypatch.setattr(nft_helper, "target_of", lambda p, n, s: (T, "restricted", []))
+    monkeypatch.setattr(nft_helper, "current", lambda: rules)
+    monkeypatch.setattr(nft_helper, "exists", lambda p, n, s: n in ("alive", "old", T.name))
+    monkeypatch.setattr(
+        nft_helper, "run_nft", lambda args, script=None: scripts.append(script or "")
+    )
+    monkeypatch.setattr(nft_helper, "locked", lambda: _nothing())
+    added = nft_helper.apply(T.project, T.name)
+    deleted = [line for line in scripts[0].splitlines() if line.startswith("delete")]
+    assert deleted == [
+        "delete rule inet coi forward handle 1",
+        "delete rule inet coi forward handle 2",
+        "delete rule inet coi input handle 3",
+    ]
+    assert scripts[0].count("add rule") == len(added) == len(nft.plan(T, "restricted"))
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None
