@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from coi import profiles
+from coi import doctor, profiles
 from coi.incus import Incus
 
 VALUES = {"pool": "coi", "network": "coibr0"}
@@ -17,6 +17,7 @@ def _spec(name: str, version: int, limit: str) -> profiles.ProfileSpec:
         description="test",
         config={"limits.processes": limit},
         devices={"root": {"type": "disk", "path": "/", "pool": "${pool}"}},
+        source=f"{name}.yaml",
     )
 
 
@@ -58,3 +59,46 @@ def test_shipped_base_profile_is_current_in_the_project(incus: Incus) -> None:
     spec = next(s for s in profiles.load_all() if s.name == profiles.BASE_PROFILE)
     assert profiles.decide(spec, live) is profiles.Action.CURRENT
     assert profiles.diff(profiles.render(spec, VALUES), live) == []
+
+
+def test_a_bumped_live_profile_is_not_downgraded_and_doctor_reports_the_drift(
+    incus: Incus,
+) -> None:
+    name = f"coi-test-{uuid.uuid4().hex[:6]}"
+    spec = _spec(name, 1, "100")
+    try:
+        profiles.apply(incus, VALUES, [spec])
+        live = incus.profile(name)
+        assert live is not None
+        # What a newer coi (or a hand edit that bumped the version) leaves behind.
+        bumped = {
+            "description": live["description"],
+            "config": {**live["config"], "limits.processes": "300", profiles.VERSION_KEY: "3"},
+            "devices": live["devices"],
+        }
+        incus.put_profile(name, bumped)
+
+        warnings: list[str] = []
+        assert profiles.apply(incus, VALUES, [spec], log=warnings.append) == {
+            name: profiles.Action.NEWER
+        }
+        kept = incus.profile(name)
+        assert kept is not None
+        assert kept["config"][profiles.VERSION_KEY] == "3"
+        assert kept["config"]["limits.processes"] == "300"
+        assert warnings == [
+            f"profile {name} is at version 3, newer than {spec.source} (1): left as it is"
+        ]
+
+        check = doctor.check_profiles(incus, *VALUES.values(), [spec])
+        assert check.status == doctor.WARN
+        assert check.found == (
+            f"{name} live v3 newer than file v1, left alone: "
+            "config.limits.processes (live '300', file '100')"
+        )
+        assert f"apply leaves {name} alone" in check.fix
+        # The shipped profiles of this project are untouched by all this.
+        assert doctor.check_profiles(incus, *VALUES.values()).status == doctor.OK
+    finally:
+        if incus.profile(name) is not None:
+            incus.delete_profile(name)
