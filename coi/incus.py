@@ -418,6 +418,29 @@ class Incus:
         """Delete an image by fingerprint."""
         self.call("DELETE", f"images/{fingerprint}", what=f"deleting image {fingerprint[:12]}")
 
+    def export_image(self, fingerprint: str, out: BinaryIO) -> str:
+        """Stream an image's tarball into out (never whole in memory); returns its type."""
+        with self._errors(f"exporting image {fingerprint[:12]}"):
+            response = self._node(f"images/{fingerprint}/export").get(stream=True, is_api=False)
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                out.write(chunk)
+            kind: str = response.headers.get("Content-Type", "")
+            return kind
+
+    def import_image_file(self, tarball: Path, properties: Mapping[str, str]) -> str:
+        """Upload a unified image tarball (as `export_image` writes); returns its fingerprint."""
+        with self._errors("importing image"), open(tarball, "rb") as data:
+            response = self.client.api.images.post(
+                data=data, headers={"Content-Type": "application/octet-stream"}
+            )
+            meta_out = self._wait(response.json()["operation"])
+        fingerprint: str = meta_out["metadata"]["fingerprint"]
+        if properties:
+            image = self.image(fingerprint)
+            merged = {**(image.get("properties") or {}), **properties}
+            self.call("PATCH", f"images/{fingerprint}", {"properties": merged}, "image properties")
+        return fingerprint
+
     # -- profiles, networks, pools, projects ------------------------------------------
 
     def profile(self, name: str) -> Json | None:

@@ -1,0 +1,270 @@
+"""CA trust, progress, manifests, export files and the build command line, without Incus."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coi import certs, images_export, images_manifest, tools
+from coi.cli import build_parser
+from coi.commands import build_cmd, image_cmd
+from coi.config import Config, load
+from coi.errors import CoiError, ConfigError, UsageError
+from coi.images_progress import Progress, log_path
+from coi.incus import ExecResult
+
+PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def config(tmp_path: Path, text: str = "") -> Config:
+    path = tmp_path / "extra.toml"
+    path.write_text(text)
+    return load(tmp_path, environ={**os.environ, "COI_CONFIG": str(path)})
+
+
+class Recorder:
+    """A stand-in for Incus that records pushes and commands."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, bytes] = {}
+        self.commands: list[list[str]] = []
+
+    def push_file(self, name: str, path: str, content: bytes, **kwargs: Any) -> None:
+        self.pushed[path] = content
+
+    def execute(self, name: str, argv: list[str], **kwargs: Any) -> ExecResult:
+        self.commands.append(list(argv))
+        return ExecResult(0, "", "")
+
+
+# -- certificates ---------------------------------------------------------------------
+
+
+def test_host_certificates_are_found_below_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("a.crt", "sub/b.crt", "c.pem"):
+        (tmp_path / name).write_bytes(PEM)
+    assert [p.name for p in certs.host_certificates(tmp_path)] == ["a.crt", "b.crt"]
+    assert certs.host_certificates(tmp_path / "missing") == []
+
+
+def test_container_names_are_distinct_and_prefixed() -> None:
+    files = [Path("/a/corp ca.crt"), Path("/b/corp ca.crt"), Path("/c/x.crt")]
+    assert certs.container_names(files) == ["coi-corp-ca.crt", "coi-corp-ca-2.crt", "coi-x.crt"]
+
+
+def test_config_files_are_added_and_host_ones_can_be_turned_off(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.crt"
+    mine.write_bytes(PEM)
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "proxy.crt").write_bytes(PEM)
+    on = config(tmp_path, f'[certificates]\nfiles = ["{mine}"]\n')
+    assert certs.sources(on, host) == [host / "proxy.crt", mine]
+    off = config(tmp_path, f'[certificates]\ntrust_host = false\nfiles = ["{mine}"]\n')
+    assert certs.sources(off, host) == [mine]
+
+
+def test_trust_pushes_files_and_sets_the_node_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine.crt"
+    mine.write_bytes(PEM)
+    monkeypatch.setattr(certs, "HOST_DIR", tmp_path / "none")
+    fake, said = Recorder(), []
+    cfg = config(tmp_path, f'[certificates]\nfiles = ["{mine}"]\n')
+    monkeypatch.setattr(certs, "sources", lambda c, folder=None: [mine])
+    added = certs.trust_extra_cas(fake, "c1", cfg, said.append)  # type: ignore[arg-type]
+    assert added == [str(mine)]
+    assert fake.pushed["/usr/local/share/ca-certificates/coi-mine.crt"] == PEM
+    assert b"NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" in fake.pushed[certs.PROFILE]
+    assert "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" in fake.commands[0]
+    assert str(mine) in said[0]
+
+
+def test_nothing_to_trust_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, said = Recorder(), []
+    cfg = config(tmp_path, "[certificates]\ntrust_host = false\n")
+    assert certs.trust_extra_cas(fake, "c1", cfg, said.append) == []  # type: ignore[arg-type]
+    assert fake.pushed == {} and fake.commands == []
+    assert "trust_host is false" in said[0]
+
+
+def test_a_file_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.crt"
+    bad.write_bytes(b"\x30\x82")
+    with pytest.raises(ConfigError, match="not a PEM certificate"):
+        certs.read_pem(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        certs.read_pem(tmp_path / "missing.crt")
+
+
+# -- progress ---------------------------------------------------------------------------
+
+
+def test_progress_logs_everything_and_reports_steps(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    path = tmp_path / "logs" / "b.log"
+    with Progress(path, stream=stream, tty=False) as progress:
+        with progress.step("packages"):
+            progress.output(b"line one\nline tw")
+            progress.output(b"o\r\nlast line")
+            assert progress.tail(2) == ["line two", "last line"]
+        with pytest.raises(RuntimeError), progress.step("broken"):
+            raise RuntimeError("x")
+        progress.note("a message")
+    shown = stream.getvalue()
+    assert "coi: build: packages ..." in shown and "packages done in" in shown
+    assert "broken FAILED" in shown and "coi: a message" in shown
+    text = path.read_text()
+    assert "line one" in text and "last line" in text and "a message" in text
+    summary = progress.summary()
+    assert summary[0].split()[0] == "ok" and summary[1].split()[0] == "FAIL"
+    assert str(path) in summary[-1]
+
+
+def test_log_paths_carry_alias_and_time(tmp_path: Path) -> None:
+    assert log_path("coi", tmp_path).name.startswith("build-coi-")
+
+
+# -- manifest ---------------------------------------------------------------------------
+
+
+def test_dpkg_lines_keep_installed_packages_only() -> None:
+    text = "ii \tgit\t1:2.39\nrc \told\t1.0\nii \tcurl\t7.88\n"
+    assert images_manifest.dpkg_versions(text) == {"curl": "7.88", "git": "1:2.39"}
+
+
+def test_npm_json_gives_versions() -> None:
+    text = json.dumps({"dependencies": {"npm": {"version": "10.9.9"}}})
+    assert images_manifest.npm_versions(text) == {"npm": "10.9.9"}
+    assert images_manifest.npm_versions("") == {} and images_manifest.npm_versions("{") == {}
+
+
+def test_tool_probe_skips_a_missing_binary() -> None:
+    probe = images_manifest.tool_probe(tools.BUILTIN["claude"])
+    assert probe.startswith("command -v claude >/dev/null || exit 0;")
+
+
+def test_a_manifest_round_trips_through_image_properties() -> None:
+    manifest = images_manifest.compose(
+        {"dpkg": {"git": "1"}, "tools": {"claude": "2.1.332"}, "npm": {}, "node": "v22"},
+        alias="coi",
+        kind="coi",
+        inputs="abc",
+        base="coi-base-debian-12",
+        base_fingerprint="f00",
+        pins={"base": "debian/12"},
+        coi_version="0.1.0",
+        built="now",
+    )
+    image = {
+        "fingerprint": "f" * 64,
+        "size": 5,
+        "properties": {"coi.manifest": json.dumps(manifest)},
+    }
+    back = images_manifest.from_image(image)
+    assert back["inputs"] == "abc" and back["fingerprint"] == "f" * 64
+    lines = images_manifest.text_lines(back)
+    assert any("claude" in line and "2.1.332" in line for line in lines)
+
+
+def test_an_image_coi_did_not_build_has_no_manifest() -> None:
+    with pytest.raises(CoiError, match="has no coi manifest"):
+        images_manifest.from_image({"fingerprint": "ab" * 32, "aliases": [{"name": "x"}]})
+
+
+# -- export files ---------------------------------------------------------------------
+
+
+def test_sums_round_trip_in_sha256sum_format(tmp_path: Path) -> None:
+    text = images_export.sums_text({"b.tar.zst": "1" * 64, "manifest.json": "2" * 64})
+    assert text.splitlines()[0] == f"{'1' * 64}  b.tar.zst"
+    assert images_export.parse_sums(text) == {"b.tar.zst": "1" * 64, "manifest.json": "2" * 64}
+
+
+def test_suffix_follows_the_compression() -> None:
+    assert images_export.suffix_for(b"\x28\xb5\x2f\xfd...") == "tar.zst"
+    assert images_export.suffix_for(b"\x1f\x8b\x08") == "tar.gz"
+    assert images_export.suffix_for(b"ustar") == "tar"
+
+
+def test_verify_catches_a_changed_file(tmp_path: Path) -> None:
+    (tmp_path / "x.tar").write_bytes(b"image")
+    (tmp_path / "manifest.json").write_text('{"alias": "x"}')
+    files = {n: images_export.sha256_file(tmp_path / n) for n in ("x.tar", "manifest.json")}
+    (tmp_path / "SHA256SUMS").write_text(images_export.sums_text(files))
+    tarball, manifest = images_export.verify(tmp_path)
+    assert tarball.name == "x.tar" and manifest == {"alias": "x"}
+    (tmp_path / "x.tar").write_bytes(b"changed")
+    with pytest.raises(CoiError, match="does not match"):
+        images_export.verify(tmp_path)
+    with pytest.raises(UsageError, match="no SHA256SUMS"):
+        images_export.verify(tmp_path / "x.tar")
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_build_alone_is_the_coi_image(tmp_path: Path) -> None:
+    recipe = build_cmd.recipe_for(parse("build"), config(tmp_path))
+    assert recipe.alias == "coi" and recipe.kind == "coi"
+    assert [t.name for t in recipe.tools] == ["claude"]
+    recipe = build_cmd.recipe_for(parse("build", "--alias", "coitest-x"), config(tmp_path))
+    assert recipe.alias == "coitest-x"
+
+
+def test_build_custom_needs_name_and_script(tmp_path: Path) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text("true\n")
+    args = parse("build", "custom", "mine", "--script", str(script), "--base", "other")
+    recipe = build_cmd.recipe_for(args, config(tmp_path))
+    assert (recipe.alias, recipe.base, recipe.kind) == ("mine", "other", "custom")
+    for argv in (["build", "custom", "mine"], ["build", "--script", str(script)]):
+        with pytest.raises(UsageError):
+            build_cmd.recipe_for(parse(*argv), config(tmp_path))
+
+
+def test_a_configured_base_replaces_the_pinned_one(tmp_path: Path) -> None:
+    cfg = config(tmp_path, '[build]\nbase = "debian/13"\n')
+    assert build_cmd.recipe_for(parse("build"), cfg).base == "debian/13"
+
+
+def test_build_network_timeout_is_bounded() -> None:
+    assert parse("build", "--network-timeout", "5").network_timeout == 5.0
+    with pytest.raises(UsageError):
+        parse("build", "--network-timeout", "0")
+
+
+def test_image_list_rows_filter_by_coi_and_prefix() -> None:
+    images = [
+        {"fingerprint": "a" * 64, "aliases": [{"name": "coi"}], "created_at": "2"},
+        {"fingerprint": "b" * 64, "aliases": [{"name": "ubuntu"}], "created_at": "1"},
+        {"fingerprint": "c" * 64, "aliases": [], "properties": {"coi.version": "0.1"}},
+    ]
+    assert [r["fingerprint"][0] for r in image_cmd.rows(images, False, None)] == ["a", "c"]
+    assert [r["fingerprint"][0] for r in image_cmd.rows(images, True, None)] == ["a", "b", "c"]
+    assert [r["fingerprint"][0] for r in image_cmd.rows(images, False, "ubu")] == ["b"]
+
+
+def test_the_image_commands_are_in_the_table() -> None:
+    args = parse("image", "cleanup", "coi-", "--keep", "2")
+    assert args._target == "coi.commands.image_cmd:cleanup" and args.keep == 2
+    probe = (
+        "import sys; from coi.cli import build_parser; build_parser(); "
+        "print(any(m.startswith(('coi.images', 'coi.dnsfix', 'pylxd')) for m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
