@@ -148,6 +148,7 @@ def execute(step: Step) -> None:
     """Carry out one planned step."""
     if step.kind == "sudo":
         env = {"DEBIAN_FRONTEND": "noninteractive"}
+        proc.run(["apt-get", "update", "-qq"], env=env, timeout=600)
         proc.run(["apt-get", "install", "-y", "-qq", "sudo"], env=env, timeout=600)
     elif step.kind == "netrules":
         install(step.params["group"])
