@@ -191,7 +191,14 @@ def addresses_in_use(incus: Incus, bridge: str) -> set[str]:
     """IPv4 addresses held on the bridge in every project: static, leased and live."""
     sock = _socket(incus)
     used: set[str] = set()
-    instances = nft_helper.incus_get("instances", sock, recursion="2", **{"all-projects": "true"})
+    try:  # every project's instances: pylxd pins one project, so ask the socket directly
+        instances = nft_helper.incus_get(
+            "instances", sock, recursion="2", **{"all-projects": "true"}
+        )
+    except nft_helper.HelperError as exc:
+        raise CoiError(
+            f"{exc}: restricted and allowlist modes need coi on the Incus host itself"
+        ) from exc
     for inst in instances or []:
         for dev in (inst.get("expanded_devices") or {}).values():
             if dev.get("type") == "nic" and dev.get("network") == bridge:

@@ -83,7 +83,8 @@ def test_restricted_reaches_public_and_dns_only(
 ) -> None:
     c = launched("restricted")
     nic = incus.instance(c)["devices"]["eth0"]
-    assert nic["security.port_isolation"] == nic["security.ipv4_filtering"] == "true"
+    filters = ("security.port_isolation", "security.ipv4_filtering", "security.ipv6_filtering")
+    assert [nic[k] for k in filters] == ["true"] * 3
     assert tcp(incus, c, lab.pub(10)) == f"hello from {lab.pub(10)}"
     assert dns(incus, c, gateway, f"{neighbour[0]}.incus")
     assert sh(incus, c, f"getent hosts {neighbour[0]}.incus")[0] == 0
