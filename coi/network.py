@@ -44,7 +44,8 @@ FILTERS = {
     "security.ipv6_filtering": "true",
     "security.port_isolation": "true",
 }
-ATTACH_TRIES = 4
+OPEN_FILTERS = {"security.ipv4_filtering": "true"}
+ATTACH_TRIES = 12
 
 
 def check_mode(mode: str) -> str:
@@ -76,10 +77,10 @@ def policy_config(section: Network) -> dict[str, str]:
 def before_start(incus: Incus, spec: LaunchSpec) -> None:
     """Give a new instance its filtered NIC and put its rules in place (fail closed)."""
     mode = check_mode(spec.network_mode)
-    if mode == "open":
-        _sweep(incus, spec.name)
-        return
     inst = incus.instance(spec.name)
+    if mode == "open":
+        _open(incus, spec.name, inst)
+        return
     config = dict(inst.get("config") or {})
     keys = _policy(config, spec.workspace) if mode == "allowlist" else {}
     resolved: dict[str, list[str]] = {}
@@ -97,14 +98,17 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
         raise
 
 
-def _sweep(incus: Incus, name: str) -> None:
-    """Open mode has no rules, but rules left by a gone container could hold its DHCP
-    address: remove those (and any of its own) when this process can."""
-    if can_apply():
-        try:
-            privileged(incus, "apply", incus.project, name)
-        except CoiError as exc:
-            output.warn(f"could not sweep stale network rules: {exc}")
+def _open(incus: Incus, name: str, inst: Mapping[str, Any]) -> None:
+    """Open mode has no rules, but a rule left on an address by a container that went (or
+    is going) would hold whoever gets that address next. So, when this process can change
+    rules, the container gets a static address too and any rule on it is removed first."""
+    if not can_apply():
+        return
+    try:
+        attach(incus, name, inst, {}, OPEN_FILTERS)
+        privileged(incus, "apply", incus.project, name)
+    except CoiError as exc:
+        output.warn(f"open mode: could not clear stale network rules: {exc}")
 
 
 def _policy(config: Mapping[str, str], workspace: Path | None) -> dict[str, str]:
@@ -157,7 +161,13 @@ def profile_nic(incus: Incus, profiles: Sequence[str]) -> dict[str, str]:
     return nic
 
 
-def attach(incus: Incus, name: str, inst: Mapping[str, Any], keys: Mapping[str, str]) -> str:
+def attach(
+    incus: Incus,
+    name: str,
+    inst: Mapping[str, Any],
+    keys: Mapping[str, str],
+    filters: Mapping[str, str] = FILTERS,
+) -> str:
     """Give the instance its real eth0 with a free static address; that address."""
     from coi import paths
     from coi.lock import file_lock
@@ -168,17 +178,22 @@ def attach(incus: Incus, name: str, inst: Mapping[str, Any], keys: Mapping[str, 
     if gateway in ("", "none"):
         raise CoiError(f"bridge {bridge} has no IPv4 address: rules need one (see `coi doctor`)")
     lock = paths.locks_dir() / f"network-{bridge}.lock"
+    refused: set[str] = set()
     with file_lock(lock, what=f"the address lock of {bridge}"):
         for _ in range(ATTACH_TRIES):
-            address = network_policy.choose_address(gateway, addresses_in_use(incus, bridge))
-            device = {**nic, **FILTERS, "ipv4.address": address, "hwaddr": _new_mac()}
+            taken = addresses_in_use(incus, bridge) | refused
+            address = network_policy.choose_address(gateway, taken)
+            device = {**nic, **filters, "ipv4.address": address, "hwaddr": _new_mac()}
             patch = {"devices": {"eth0": device}, "config": dict(keys)}
             try:
                 incus.update_instance(name, patch)
             except IncusError as exc:
-                if "already defined" in str(exc):
-                    continue  # another user's coi took it between our look and our write
-                raise
+                if "already" not in str(exc):
+                    raise
+                # Taken meanwhile by another coi (another user's lock), or held where we
+                # cannot see it (Incus's own allocation for a stopped filtered NIC).
+                refused.add(address)
+                continue
             return address
     raise CoiError(f"could not reserve an address on {bridge}: try again")
 

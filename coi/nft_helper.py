@@ -107,10 +107,12 @@ def target_of(
     mode = config.get(MODE_KEY)
     if mode not in nft.MODES:
         raise HelperError(f"{name} is not a coi container (no valid {MODE_KEY} label)")
-    if mode == "open":
-        return None, mode, []
     nic = (inst.get("expanded_devices") or {}).get("eth0") or {}
-    _check_nic(name, nic)
+    if mode == "open":
+        if not (nic.get("ipv4.address") and nic.get("network")):
+            return None, mode, []  # a DHCP address: nothing to key on
+    else:
+        _check_nic(name, nic)
     network = incus_get(f"networks/{nic['network']}", socket_path, project=project)
     iface = ipaddress.IPv4Interface((network.get("config") or {}).get("ipv4.address", ""))
     mac = (nic.get("hwaddr") or config.get("volatile.eth0.hwaddr") or "").lower()
@@ -217,6 +219,8 @@ def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
         delete = set(nft.owned_by(rules, project, name)) | set(_dead(rules, socket_path))
         planned = [] if target is None else nft.plan(target, mode, allows)
         if target is not None:
+            # Incus keeps static addresses unique on a bridge, so any other rule on this
+            # address or MAC is stale (its container went without its rules, or is going).
             delete.update(nft.stale(rules, target))
         _commit(rules, sorted(delete), planned)
     return [nft.render(r) for r in planned]

@@ -279,6 +279,25 @@ def test_apply_replaces_own_and_stale_rules_and_sweeps_the_dead(
     assert scripts[0].count("add rule") == len(added) == len(nft.plan(T, "restricted"))
 
 
+def test_open_mode_clears_any_rule_on_its_static_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    open_nic = {k: v for k, v in NIC.items() if k != "security.port_isolation"}
+    inst = {
+        "expanded_config": {"user.coi.network_mode": "open"},
+        "expanded_devices": {"eth0": open_nic},
+    }
+    nets = {"coibr0": {"config": {"ipv4.address": "10.171.0.1/24"}}}
+    monkeypatch.setattr(nft_helper, "incus_get", _fake_incus_get({"c1": inst, "old": {}}, nets))
+    rules = [nft.Installed("forward", 5, "coi:proj/old", "coibr0", "10.171.0.5", None)]
+    scripts: list[str] = []
+    monkeypatch.setattr(nft_helper, "current", lambda: rules)
+    monkeypatch.setattr(
+        nft_helper, "run_nft", lambda args, script=None: scripts.append(script or "")
+    )
+    monkeypatch.setattr(nft_helper, "locked", lambda: _nothing())
+    assert nft_helper.apply("proj", "c1") == []
+    assert scripts == ["delete table inet coi\n"]  # its last rule went, so the table did
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None
