@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from coi.errors import CoiError
+from coi.errors import CoiError, IncusError
 
 if TYPE_CHECKING:
-    from coi.incus import Incus
+    from coi.incus import ExecResult, Incus
     from coi.tools import Tool
 
 SCHEMA = 1
+QUERY_ATTEMPTS = 3
 MANIFEST_PROPERTY = "coi.manifest"
 _DPKG = ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"]
 _NPM = "command -v npm >/dev/null || exit 0; npm ls -g --json --depth=0"
@@ -63,7 +65,7 @@ def collect(incus: Incus, name: str, tools: Sequence[Tool]) -> dict[str, Any]:
     env = {"HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def run(argv: list[str]) -> str:
-        result = incus.execute(name, argv, env=env)
+        result = _query(incus, name, argv, env)
         if result.exit_code != 0:
             detail = version_line(result.stderr or result.stdout) or "no output"
             raise CoiError(f"`{' '.join(argv[-1:])}` failed in {name}: {detail}")
@@ -81,6 +83,19 @@ def collect(incus: Incus, name: str, tools: Sequence[Tool]) -> dict[str, Any]:
         "npm": npm_versions(sh(_NPM)),
         "dpkg": dpkg_versions(run(_DPKG)),
     }
+
+
+def _query(incus: Incus, name: str, argv: list[str], env: Mapping[str, str]) -> ExecResult:
+    """A read-only command, asked again when the exec itself failed to connect (under load
+    the daemon now and then refuses an exec websocket; the command never ran then)."""
+    for attempt in range(QUERY_ATTEMPTS):
+        try:
+            return incus.execute(name, argv, env=env)
+        except IncusError:
+            if attempt == QUERY_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def compose(
