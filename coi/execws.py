@@ -12,6 +12,7 @@ import codecs
 import hashlib
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ def interactive(
     stdout: BinaryIO,
     wait: Callable[[], T],
     size: Callable[[], tuple[int, int]] | None = None,
+    ended: Callable[[], bool] = lambda: False,
 ) -> T:
     """Bridge a local terminal to an interactive exec (one pty websocket plus control).
 
@@ -176,7 +178,14 @@ def interactive(
         resize()
         reader = threading.Thread(target=_pump_out, args=(pty, _file_sink(stdout)), daemon=True)
         reader.start()
+        # The daemon does not always close the pty stream when the command ends (a
+        # container powering off, say), so look at the operation every half second.
+        checked = time.monotonic()
         while reader.is_alive():
+            if time.monotonic() - checked > 0.5:
+                checked = time.monotonic()
+                if ended():
+                    break
             ready, _, _ = select.select([stdin_fd], [], [], 0.2)
             if ready:
                 data = os.read(stdin_fd, 65536)
@@ -187,6 +196,7 @@ def interactive(
                 except Exception:  # the remote side closed
                     break
         reader.join(timeout=5)
+        pty.close()  # the daemon ends the operation once the client closes the stream
         return wait()
 
 

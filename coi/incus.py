@@ -236,6 +236,10 @@ class Incus:
         on_* receive decoded text, raw_* the bytes; output is also collected unless a
         raw sink takes it.
         """
+        from functools import partial
+
+        from websockets.exceptions import WebSocketException
+
         from coi import execws
 
         body: Json = {
@@ -247,20 +251,30 @@ class Incus:
         body.update(
             {k: v for k, v in (("user", user), ("group", group), ("cwd", cwd)) if v is not None}
         )
-        with self._errors(f"exec in {name}"):
-            payload = self._node(f"instances/{name}/exec").post(json=body).json()
-        operation = payload["metadata"]
         out, err = execws.TextSink(on_stdout), execws.TextSink(on_stderr)
-        result = execws.mirror(
-            self.channel(),
-            operation["id"],
-            operation["metadata"]["fds"],
-            self.project,
-            stdin,
-            raw_stdout or out,
-            raw_stderr or err,
-            lambda: self._wait(payload["operation"]),
-        )
+        for attempt in range(EXEC_RETRIES + 1):
+            with self._errors(f"exec in {name}"):
+                payload = self._node(f"instances/{name}/exec").post(json=body).json()
+            operation = payload["metadata"]
+            try:
+                result = execws.mirror(
+                    self.channel(),
+                    operation["id"],
+                    operation["metadata"]["fds"],
+                    self.project,
+                    stdin,
+                    raw_stdout or out,
+                    raw_stderr or err,
+                    partial(self._wait, payload["operation"]),
+                )
+                break
+            except (OSError, WebSocketException) as exc:
+                # The command never started (the instance was starting or stopping):
+                # the operation holds the real reason.
+                failure = self._failure(payload["operation"]) or str(exc)
+                if attempt == EXEC_RETRIES or not _transient(failure):
+                    raise IncusError(f"exec in {name}: {failure}") from exc
+                time.sleep(0.3 * (attempt + 1))
         code = int((result.get("metadata") or {}).get("return", -1))
         return ExecResult(code, out.text(), err.text())
 
@@ -311,11 +325,26 @@ class Incus:
                 sys.stdout.buffer,
                 lambda: self._wait(payload["operation"]),
                 size=lambda: (shutil.get_terminal_size().columns, shutil.get_terminal_size().lines),
+                ended=lambda: self._ended(operation["id"]),
             )
         finally:
             if saved is not None:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         return int((result.get("metadata") or {}).get("return", -1))
+
+    def _failure(self, operation: str) -> str:
+        """The error of a finished operation, or '' when it has none."""
+        try:
+            self._wait(operation)
+        except CoiError as exc:
+            return str(exc)
+        return ""
+
+    def _ended(self, operation_id: str) -> bool:
+        try:
+            return bool(self.get(f"operations/{operation_id}").get("status") != "Running")
+        except CoiError:
+            return True
 
     def channel(self) -> Any:
         """How execws reaches this daemon."""
@@ -461,6 +490,14 @@ class Incus:
     def delete_profile(self, name: str) -> None:
         """Delete a profile."""
         self.call("DELETE", f"profiles/{name}", what=f"deleting profile {name}")
+
+
+EXEC_RETRIES = 3
+
+
+def _transient(failure: str) -> bool:
+    """Exec failures that a moment later do not repeat (a container still starting)."""
+    return any(t in failure for t in ("PID", "not running", "Only running operations"))
 
 
 def _fingerprint(pem_path: str) -> str:

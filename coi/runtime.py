@@ -38,10 +38,12 @@ tar -C {HOME} -cf /var/lib/coi/state.tar.new --ignore-failed-read "$COI_STATE_DI
 mv -f /var/lib/coi/state.tar.new {sessions.STOPPED_STATE}
 sync
 """
-WRAPPER = """#!/bin/sh
-# coi: save the session, then {verb} for real.
+STOPPING_MARK = "/run/coi-stopping"
+WRAPPER = f"""#!/bin/sh
+# coi: save the session, then {{verb}} for real.
+touch {STOPPING_MARK}
 /usr/local/lib/coi/save-state
-exec /usr/sbin/{verb} "$@"
+exec /usr/sbin/{{verb}} "$@"
 """
 
 
@@ -109,18 +111,22 @@ def open_session(
     The removal of a container is added to `undo` before it is made, so the caller's
     cleanup can remove it whatever step fails or is interrupted.
     """
-    from coi import tools
+    from coi import config, tools
 
-    cfg = load_config(args)
+    requested = getattr(args, "profile", None)
+    cfg = load_config(args, quiet=getattr(args, "resume", None) is not None)
     workspace = workspace_of(args)
     tool = tools.resolve(cfg, getattr(args, "tool", None))
     resumed = _resume_target(args, workspace, tool.name)
+    if resumed is not None:  # a resumed session keeps the profile it was saved with
+        cfg = load_config(args, config.resume_profile(requested, resumed[0].profile))
+        tool = tools.resolve(cfg, getattr(args, "tool", None) or resumed[0].tool)
     incus = connect(cfg)
     launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
     reap(incus, cfg)
     session_id = resumed[0].session_id if resumed else sessions.new_id()
     preferred = getattr(args, "slot", 0) or (resumed[0].slot if resumed else 0) or 0
-    profile = getattr(args, "profile", None) or (resumed[0].profile if resumed else None)
+    profile = cfg.profile
     mounts = disks(cfg, tool, storage_path(getattr(args, "storage", None), cfg), log)
     name, slot = _claim(
         incus, cfg, workspace, tool.name, session_id, preferred, mounts, profile, undo, log
@@ -145,6 +151,8 @@ def _claim(
     log: Callable[[str], None],
 ) -> tuple[str, int]:
     """Reuse an idle persistent container or create one in a free slot, under the lock."""
+    from coi.config import limits_config
+
     prefix = slots.prefix()
     limit = cfg.defaults.max_slots
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
@@ -155,7 +163,10 @@ def _claim(
             log(f"slot {preferred} is busy: using slot {slot}")
         name = slots.container_name(workspace, slot, prefix)
         if reuse:
+            from coi import network
+
             log(f"reusing persistent container {name}")
+            network.ensure_rules(incus, name)  # after a reboot the host holds none
             incus.set_state(name, "start")
             return name, slot
         spec = launch.LaunchSpec(
@@ -170,7 +181,7 @@ def _claim(
             network_mode=cfg.network.mode,
             persistent=cfg.defaults.persistent,
             environment=dict(cfg.defaults.environment),
-            limits=_limits(cfg),
+            limits=limits_config(cfg),
             disks=mounts,
             profile=profile,
         )
@@ -178,11 +189,6 @@ def _claim(
         launch.create(incus, spec, start=False)
     launch.start_or_discard(incus, name, spec)
     return name, slot
-
-
-def _limits(cfg: Config) -> dict[str, str]:
-    values = {"cpu": cfg.limits.cpu, "memory": cfg.limits.memory, "processes": cfg.limits.processes}
-    return {k: str(v) for k, v in values.items() if v is not None}
 
 
 def storage_path(raw: str | None, cfg: Config) -> Path | None:
@@ -289,6 +295,41 @@ def merge_settings(rel: str, data: bytes) -> bytes:
     return json.dumps(settings, indent=2).encode()
 
 
+def settled_status(incus: Incus, name: str, timeout: float = 60.0) -> str | None:
+    """Running or Stopped once the instance is in neither transition (None: it is gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = str(incus.state(name).get("status"))
+        except NotFound:
+            return None
+        except CoiError:  # Incus answers oddly ("Invalid PID") while an instance stops
+            status = "Stopping"
+        if status in ("Running", "Stopped") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.3)
+
+
+def stopping(incus: Incus, name: str, timeout: float = 60.0) -> bool:
+    """True when the container is powering off (then wait, bounded, until it has stopped)."""
+    try:
+        probe = incus.execute(name, ["test", "-e", STOPPING_MARK])
+        going = probe.exit_code == 0
+    except CoiError:  # exec refused: the instance is already on its way down
+        going = True
+    deadline = time.monotonic() + timeout
+    while going and time.monotonic() < deadline:
+        try:
+            if incus.state(name).get("status") == "Stopped":
+                break
+        except NotFound:
+            break
+        except CoiError:  # Incus answers oddly while an instance stops
+            pass
+        time.sleep(0.3)
+    return going
+
+
 def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
     """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API."""
     deadline = time.monotonic() + WAIT_NETWORK
@@ -309,26 +350,26 @@ def _trust_cas(session: Session, log: Callable[[str], None]) -> None:
 
 
 def finish(session: Session, *, log: Callable[[str], None] = output.info) -> None:
-    """Save the session, then delete the container unless it is persistent. Runs once."""
+    """Save the session, then delete the container, or stop it when persistent. Runs once."""
     if session.finished:
         return
     session.finished = True
     incus, name = session.incus, session.name
-    try:
-        running = incus.state(name).get("status") == "Running"
-    except NotFound:
+    status = settled_status(incus, name)
+    if status is None:
         return
+    running = status == "Running"
     meta = metadata(session)
     try:
         saved = sessions.save(incus, name, meta, session.tool.state_dir, running=running)
         if saved:
             log(f"session {session.session_id} saved to {saved}")
     finally:
-        if session.persistent:
-            if running:
-                log(f"{name} keeps running (persistent)")
-        else:
+        if not session.persistent:
             launch.teardown(incus, name)
+        elif running:
+            incus.set_state(name, "stop", timeout=30)
+            log(f"{name} stopped and kept (persistent): the next session reuses it")
 
 
 def metadata(session: Session) -> sessions.Metadata:
@@ -346,12 +387,22 @@ def metadata(session: Session) -> sessions.Metadata:
 
 
 @contextmanager
-def watching(name: str) -> Iterator[None]:
-    """Mark a container as watched by this process (others then leave it alone)."""
-    with file_lock(
-        paths.locks_dir() / f"watch-{name}.lock", timeout=0.1, what=f"the watch of {name}"
-    ):
-        yield
+def watching(name: str, incus: Incus | None = None) -> Iterator[None]:
+    """Mark a container as watched by this process (others then leave it alone); while
+    it is, an allowlist container's names are resolved again on schedule."""
+    import threading
+
+    stop = threading.Event()
+    lock = paths.locks_dir() / f"watch-{name}.lock"
+    with file_lock(lock, timeout=0.1, what=f"the watch of {name}"):
+        if incus is not None:
+            from coi import network
+
+            threading.Thread(target=network.watch, args=(incus, name, stop), daemon=True).start()
+        try:
+            yield
+        finally:
+            stop.set()
 
 
 def is_watched(name: str) -> bool:

@@ -160,7 +160,7 @@ def _fetch(incus: Incus, name: str, state_dir: str, target: Path, running: bool)
         result = incus.execute(name, argv, raw_stdout=sink.write)
     if result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
         raise CoiError(f"saving the session from {name} failed: {result.stderr.strip()}")
-    return True
+    return target.stat().st_size > 0
 
 
 def _replace_dir(new: Path, final: Path) -> None:

@@ -29,16 +29,18 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def load_config(args: argparse.Namespace) -> Config:
+def load_config(
+    args: argparse.Namespace, profile: str | None = None, *, quiet: bool = False
+) -> Config:
     """The merged config for this workspace, profile and flags; warnings printed once."""
     from coi import config, output
 
     cfg = config.load(
         workspace_of(args),
-        profile=getattr(args, "profile", None),
-        flags=config.flags_layer_from(flag_values(args)).data,
+        profile=profile or getattr(args, "profile", None),
+        flags=flag_values(args),
     )
-    for message in cfg.warnings:
+    for message in [] if quiet else cfg.warnings:
         output.warn(message)
     return cfg
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             session = runtime.open_session(args, undo)
             faults.point("exec")
-            with runtime.watching(session.name):
+            with runtime.watching(session.name, session.incus):
                 result = session.incus.execute(
                     session.name,
                     args.cmd,
@@ -78,9 +78,9 @@ def shell(args: argparse.Namespace) -> int:
                 detached = True
                 _say_detached(session.name)
                 return 0
-            with runtime.watching(session.name):
+            with runtime.watching(session.name, session.incus):
                 _attach(session.incus, session.name, bash=False)
-            if session.incus.state(session.name).get("status") == "Running":
+            if not runtime.stopping(session.incus, session.name):
                 detached = True
                 _save_snapshot(session)
                 _say_detached(session.name)
@@ -144,7 +144,7 @@ def attach(args: argparse.Namespace) -> int:
     name = args.name or _pick(incus, args)
     if incus.state(name).get("status") != "Running":
         raise UsageError(f"{name} is not running: start a session with coi shell")
-    with runtime.watching(name):
+    with runtime.watching(name, incus):
         return _attach(incus, name, bash=args.bash)
 
 
@@ -156,13 +156,13 @@ def _pick(incus: Incus, args: argparse.Namespace) -> str:
     if getattr(args, "slot", 0):
         return slots.container_name(workspace, args.slot, prefix)
     wanted = slots.workspace_id(workspace)
-    running = []
+    running: list[str] = []
     for inst in incus.get("instances", "listing instances", recursion=1):
         parsed = slots.parse_name(inst["name"], prefix)
         if parsed and parsed.workspace_id == wanted and inst.get("status") == "Running":
             running.append(inst["name"])
     if len(running) == 1:
-        return running[0]
+        return str(running[0])
     if not running:
         raise UsageError(f"no running coi container for {workspace}: start one with coi shell")
     raise UsageError(

@@ -35,9 +35,13 @@ def _project_name(worker: str) -> str:
 
 def _drop_project(admin: Incus, name: str) -> None:
     scoped = connect(project=name)
-    for inst in scoped.instance_names():
-        with contextlib.suppress(CoiError):
-            scoped.delete_instance(inst, force=True)
+    for _ in range(20):  # an instance caught mid-shutdown refuses deletion for a moment
+        for inst in scoped.instance_names():
+            with contextlib.suppress(CoiError):
+                launch.teardown(scoped, inst)
+        if not scoped.instance_names():
+            break
+        time.sleep(0.5)
     for url in scoped.get("profiles", "listing profiles"):
         profile = url.rsplit("/", 1)[-1].split("?", 1)[0]
         if profile != "default":

@@ -26,3 +26,49 @@ def coi(
         cwd=cwd,
         timeout=600,
     )
+
+
+class Pty:
+    """A coi process on a pseudo-terminal, read and typed into like a person would."""
+
+    def __init__(self, *argv: str) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        os.set_blocking(self.master, False)
+        self.proc = subprocess.Popen([sys.executable, "-m", "coi", *argv], stdin=slave,
+                                     stdout=slave, stderr=slave, close_fds=True,
+                                     start_new_session=True)
+        os.close(slave)
+        self.seen = b""
+
+    def expect(self, text: str, timeout: float = 120) -> bool:
+        """Read until text appears (True) or the time is up (False)."""
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:
+                    break
+        return text.encode() in self.seen
+
+    def type(self, data: str) -> None:
+        os.write(self.master, data.encode())
+
+    def wait(self, timeout: float = 120) -> int:
+        """Wait for the process to end, draining its output; its exit code."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.expect("\0never\0", timeout=0.5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait()
+        os.close(self.master)
+        return code

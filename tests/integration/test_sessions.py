@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from coi import slots
+from coi.errors import CoiError
 from coi.incus import Incus
-from tests.integration.helpers import coi
+from tests.integration.helpers import Pty, coi
 
 STATE_SCRIPT = "mkdir -p ~/.fake && echo \"$1\" >> ~/.fake/state"
 
@@ -145,16 +148,17 @@ def test_poweroff_while_detached_is_saved_by_the_next_listing(env: dict[str, str
     started = coi("shell", "--background")
     assert started.returncode == 0, started.stderr
     name = _ours(incus, env["COI_CONTAINER_PREFIX"])[0]
-    assert coi("container", "exec", name, "--user", "1000", "--", "sh", "-c",
-               STATE_SCRIPT, "sh", "before-poweroff").returncode == 0
+    write = "mkdir -p /home/code/.fake && echo before-poweroff > /home/code/.fake/state"
+    assert coi("container", "exec", name, "--user", "1000", "--", "sh", "-c", write).returncode == 0
     capture = coi("tmux", "capture", name)
     assert "tool-started" in capture.stdout
     assert name in coi("tmux", "list").stdout
     coi("container", "exec", name, "--user", "1000", "--", "sudo", "poweroff")
     for _ in range(60):
-        if incus.state(name).get("status") == "Stopped":
-            break
-        subprocess.run(["sleep", "0.5"], check=True)
+        with contextlib.suppress(CoiError):  # Incus may fail a query mid-shutdown
+            if incus.state(name).get("status") == "Stopped":
+                break
+        time.sleep(0.5)
     listed = json.loads(coi("list", "--all", "--format", "json").stdout)
     assert name not in [c["name"] for c in listed["containers"]]
     saved = next(s for s in listed["sessions"] if s["container_name"] == name)
@@ -220,3 +224,27 @@ def test_kill_9_during_save_keeps_the_previous_save(env: dict[str, str], incus: 
         incus.delete_instance(name, force=True)
     resumed = coi("run", "--resume", "--", "cat", "/home/code/.fake/state")
     assert resumed.stdout == "good\n"
+
+
+def test_attached_poweroff_saves_and_removes(env: dict[str, str], incus: Incus) -> None:
+    term = Pty("shell")
+    assert term.expect("tool-started"), term.seen[-2000:]
+    term.type("mkdir -p ~/.fake && echo typed-inside > ~/.fake/state && sudo poweroff\r")
+    assert term.wait() == 0, term.seen[-2000:]
+    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == []
+    resumed = coi("run", "--resume", "--", "cat", "/home/code/.fake/state")
+    assert resumed.stdout == "typed-inside\n"
+
+
+def test_persistent_attach_shows_earlier_output(env: dict[str, str], incus: Incus) -> None:
+    started = coi("shell", "--persistent", "--background")
+    assert started.returncode == 0, started.stderr
+    name = _ours(incus, env["COI_CONTAINER_PREFIX"])[0]
+    try:
+        term = Pty("attach", name)
+        assert term.expect("tool-started"), term.seen[-2000:]
+        term.type("\x02d")  # Ctrl+b d detaches from tmux
+        assert term.wait() == 0
+        assert incus.state(name)["status"] == "Running"
+    finally:
+        coi("kill", name)
