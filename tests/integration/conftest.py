@@ -133,8 +133,9 @@ def session_image(session_incus: Incus, base_image: str, worker_id: str) -> Iter
     """A small image with the `code` user and tmux: enough for session tests, fast to build."""
     alias = f"coitest-sess-{RUN_ID}-{worker_id}"
     builder = f"build-{RUN_ID}"
-    launch.create(session_incus, launch.LaunchSpec(name=builder, image=base_image,
-                                                   network_mode="open"))
+    launch.create(
+        session_incus, launch.LaunchSpec(name=builder, image=base_image, network_mode="open")
+    )
     try:
         for _ in range(100):  # wait (bounded) for the DHCP lease
             net = session_incus.state(builder).get("network", {}).get("eth0", {})
@@ -144,11 +145,15 @@ def session_image(session_incus: Incus, base_image: str, worker_id: str) -> Iter
         result = session_incus.execute(builder, ["sh", "-c", SESSION_IMAGE_SCRIPT])
         assert result.exit_code == 0, result.stderr
         session_incus.set_state(builder, "stop", timeout=30)
-        op = session_incus.call("POST", "images", {
-            "source": {"type": "instance", "name": builder},
-            "aliases": [{"name": alias}],
-            "properties": {"description": "coi session test image"},
-        })
+        op = session_incus.call(
+            "POST",
+            "images",
+            {
+                "source": {"type": "instance", "name": builder},
+                "aliases": [{"name": alias}],
+                "properties": {"description": "coi session test image"},
+            },
+        )
         fingerprint = op["metadata"]["fingerprint"]
     finally:
         session_incus.delete_instance(builder, force=True)

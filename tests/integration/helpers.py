@@ -36,9 +36,14 @@ class Pty:
 
         self.master, slave = pty.openpty()
         os.set_blocking(self.master, False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "coi", *argv], stdin=slave,
-                                     stdout=slave, stderr=slave, close_fds=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coi", *argv],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            close_fds=True,
+            start_new_session=True,
+        )
         os.close(slave)
         self.seen = b""
 

@@ -19,7 +19,7 @@ from coi.errors import CoiError
 from coi.incus import Incus
 from tests.integration.helpers import Pty, coi
 
-STATE_SCRIPT = "mkdir -p ~/.fake && echo \"$1\" >> ~/.fake/state"
+STATE_SCRIPT = 'mkdir -p ~/.fake && echo "$1" >> ~/.fake/state'
 
 
 @pytest.fixture
@@ -31,8 +31,9 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(incus: Incus, session_image: str, workspace: Path,
-        monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(
+    incus: Incus, session_image: str, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """A user config naming the test image and a scriptable tool; a prefix of our own."""
     home = Path(os.environ["HOME"])
     config = home / ".config" / "coi" / "config.toml"
@@ -70,9 +71,21 @@ def test_run_identity_exit_code_and_live_output(env: dict[str, str], incus: Incu
     assert coi("run", "--", "sh", "-c", "exit 7").returncode == 7
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coi", "run", "--", "sh", "-c",
-         "echo early; read line; echo got-$line"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "coi",
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo early; read line; echo got-$line",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdin is not None
     first = proc.stdout.readline()  # arrives while the command still waits for stdin
     assert first == "early\n"
@@ -83,10 +96,16 @@ def test_run_identity_exit_code_and_live_output(env: dict[str, str], incus: Incu
 
 
 def test_parallel_runs_get_their_own_slot_and_home(env: dict[str, str], workspace: Path) -> None:
-    script = ('echo "$(hostname)"; touch ~/only-$1; sleep 4; ls ~; cat /workspace/README')
-    procs = [subprocess.Popen([sys.executable, "-m", "coi", "run", "--", "sh", "-c", script,
-                               "sh", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for tag in ("a", "b")]
+    script = 'echo "$(hostname)"; touch ~/only-$1; sleep 4; ls ~; cat /workspace/README'
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "coi", "run", "--", "sh", "-c", script, "sh", tag],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a", "b")
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     hosts = [o.splitlines()[0] for o in outs]
@@ -109,11 +128,19 @@ def test_host_secrets_never_enter(env: dict[str, str], workspace: Path) -> None:
     for path, text in planted.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
-    search = ("env; cat ~/token ~/.fake/token 2>/dev/null; "
-              "grep -rIl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
-              "-e planted- / 2>/dev/null | head; echo end")
-    done = coi("run", "--", "sh", "-c", search,
-               env={"PLANTED_SECRET": "planted-env-6", "SSH_AUTH_SOCK": "/tmp/planted-agent"})
+    search = (
+        "env; cat ~/token ~/.fake/token 2>/dev/null; "
+        "grep -rIl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
+        "-e planted- / 2>/dev/null | head; echo end"
+    )
+    done = coi(
+        "run",
+        "--",
+        "sh",
+        "-c",
+        search,
+        env={"PLANTED_SECRET": "planted-env-6", "SSH_AUTH_SOCK": "/tmp/planted-agent"},
+    )
     assert done.returncode == 0, done.stderr
     assert "planted-" not in done.stdout.replace("-e planted-", "")
     assert "PLANTED_SECRET" not in done.stdout and "SSH_AUTH_SOCK" not in done.stdout
@@ -129,7 +156,8 @@ def test_state_saved_and_resumed_in_a_fresh_container(env: dict[str, str]) -> No
     listed = json.loads(coi("list", "--all", "--format", "json").stdout)
     assert any(s["tool"] == "fake" for s in listed["sessions"])
     assert listed["containers"] == [] or all(
-        not c["name"].startswith(env["COI_CONTAINER_PREFIX"]) for c in listed["containers"])
+        not c["name"].startswith(env["COI_CONTAINER_PREFIX"]) for c in listed["containers"]
+    )
 
 
 def test_session_of_another_workspace_is_refused(env: dict[str, str], tmp_path: Path) -> None:
@@ -143,8 +171,9 @@ def test_session_of_another_workspace_is_refused(env: dict[str, str], tmp_path: 
     assert "belongs to" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_poweroff_while_detached_is_saved_by_the_next_listing(env: dict[str, str],
-                                                              incus: Incus) -> None:
+def test_poweroff_while_detached_is_saved_by_the_next_listing(
+    env: dict[str, str], incus: Incus
+) -> None:
     started = coi("shell", "--background")
     assert started.returncode == 0, started.stderr
     name = _ours(incus, env["COI_CONTAINER_PREFIX"])[0]
@@ -177,13 +206,16 @@ def test_persistent_container_is_kept_and_reused(env: dict[str, str], incus: Inc
 
 
 def test_file_pull_drops_links_and_fifos_and_keeps_destination(
-        env: dict[str, str], incus: Incus, tmp_path: Path) -> None:
+    env: dict[str, str], incus: Incus, tmp_path: Path
+) -> None:
     started = coi("shell", "--background")
     assert started.returncode == 0, started.stderr
     name = _ours(incus, env["COI_CONTAINER_PREFIX"])[0]
     try:
-        tree = "mkdir -p /tmp/t/sub && echo hi > /tmp/t/sub/f && ln -s /etc /tmp/t/etc && " \
-               "mkfifo /tmp/t/pipe && ln -s /etc/passwd /tmp/t/sub/pw"
+        tree = (
+            "mkdir -p /tmp/t/sub && echo hi > /tmp/t/sub/f && ln -s /etc /tmp/t/etc && "
+            "mkfifo /tmp/t/pipe && ln -s /etc/passwd /tmp/t/sub/pw"
+        )
         assert coi("container", "exec", name, "--", "sh", "-c", tree).returncode == 0
         dest = tmp_path / "dest"
         dest.mkdir()
@@ -203,8 +235,9 @@ PHASES = ["create", "start", "prepare", "credentials", "restore", "exec"]
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
 @pytest.mark.parametrize("phase", PHASES)
-def test_signal_at_each_phase_leaves_nothing(env: dict[str, str], incus: Incus, sig: str,
-                                             phase: str) -> None:
+def test_signal_at_each_phase_leaves_nothing(
+    env: dict[str, str], incus: Incus, sig: str, phase: str
+) -> None:
     done = coi("run", "--", "true", env={"COI_FAULT_SIGNAL": f"{sig}@{phase}"})
     expected = 130 if sig == "SIGINT" else 128 + signal.Signals[sig].value
     assert done.returncode == expected, done.stderr
@@ -217,8 +250,17 @@ def test_signal_at_each_phase_leaves_nothing(env: dict[str, str], incus: Incus, 
 
 def test_kill_9_during_save_keeps_the_previous_save(env: dict[str, str], incus: Incus) -> None:
     assert coi("run", "--", "sh", "-c", STATE_SCRIPT, "sh", "good").returncode == 0
-    crashed = coi("run", "--resume", "--", "sh", "-c", STATE_SCRIPT, "sh", "lost",
-                  env={"COI_FAULT_SIGNAL": "SIGKILL@save"})
+    crashed = coi(
+        "run",
+        "--resume",
+        "--",
+        "sh",
+        "-c",
+        STATE_SCRIPT,
+        "sh",
+        "lost",
+        env={"COI_FAULT_SIGNAL": "SIGKILL@save"},
+    )
     assert crashed.returncode == -9
     for name in _ours(incus, env["COI_CONTAINER_PREFIX"]):
         incus.delete_instance(name, force=True)

@@ -31,8 +31,9 @@ class FakeIncus:
 
 
 def _meta(session_id: str = "s1", workspace: str = "/w") -> sessions.Metadata:
-    return sessions.Metadata(session_id, "coi-x-1", 1, workspace, "fake", False, None,
-                             sessions.now())
+    return sessions.Metadata(
+        session_id, "coi-x-1", 1, workspace, "fake", False, None, sessions.now()
+    )
 
 
 def test_save_drops_links_fifos_and_escapes(tmp_path: Path) -> None:
@@ -49,8 +50,16 @@ def test_save_drops_links_fifos_and_escapes(tmp_path: Path) -> None:
     assert not os.path.lexists(folder / ".fake" / "pipe")
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["schema_version"] == 1 and meta["session_id"] == "s1"
-    assert set(meta) >= {"session_id", "container_name", "slot", "workspace", "tool",
-                         "persistent", "profile", "saved_at"}
+    assert set(meta) >= {
+        "session_id",
+        "container_name",
+        "slot",
+        "workspace",
+        "tool",
+        "persistent",
+        "profile",
+        "saved_at",
+    }
 
 
 def test_second_save_replaces_the_first_whole(tmp_path: Path) -> None:
