@@ -268,3 +268,101 @@ def test_the_image_commands_are_in_the_table() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# -- publishing and launching (images.py) with a fake adapter ---------------------------
+
+
+class Aliases:
+    """Just enough of the adapter for publish_aliases: images and their aliases."""
+
+    def __init__(self, images: dict[str, str], aliases: dict[str, str]) -> None:
+        self.created = images  # fingerprint -> created_at
+        self.aliases = aliases  # alias -> fingerprint
+        self.deleted: list[str] = []
+
+    def image_alias(self, alias: str) -> dict[str, str] | None:
+        return {"name": alias, "target": self.aliases[alias]} if alias in self.aliases else None
+
+    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
+        self.aliases[alias] = fingerprint
+
+    def image(self, fingerprint: str) -> dict[str, Any]:
+        names = [{"name": a} for a, fp in self.aliases.items() if fp == fingerprint]
+        return {
+            "fingerprint": fingerprint,
+            "aliases": names,
+            "created_at": self.created[fingerprint],
+        }
+
+    def delete_image(self, fingerprint: str) -> None:
+        self.deleted.append(fingerprint)
+        self.aliases = {a: fp for a, fp in self.aliases.items() if fp != fingerprint}
+
+
+def test_a_new_build_gets_a_dated_alias_and_the_moving_one() -> None:
+    from coi import images, images_naming
+
+    fake = Aliases({"old": "2026-01-02T03:04:05Z", "new": ""}, {"coi": "old"})
+    dated = images.publish_aliases(fake, "coi", "new")  # type: ignore[arg-type]
+    assert images_naming.stamp_of(dated, "coi-") is not None
+    assert fake.aliases["coi"] == "new" and fake.aliases[dated] == "new"
+    assert fake.aliases["coi-20260102-030405"] == "old"  # the old build stays findable
+
+
+def test_a_failed_alias_move_deletes_the_new_image_and_keeps_the_old(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coi import images
+    from coi.faults import InjectedFault
+
+    fake = Aliases({"old": "", "new": ""}, {"coi": "old", "coi-20260101-000000": "old"})
+    monkeypatch.setenv("COI_FAULT", "build-alias")
+    with pytest.raises(InjectedFault):
+        images.publish_aliases(fake, "coi", "new")  # type: ignore[arg-type]
+    assert fake.deleted == ["new"]
+    assert fake.aliases == {"coi": "old", "coi-20260101-000000": "old"}
+
+
+def test_a_base_that_cannot_be_fetched_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coi import images, images_plan, launch
+    from coi.errors import IncusError
+
+    def refuse(incus: object, spec: object, **kwargs: object) -> str:
+        raise IncusError("Failed getting remote image info: connection refused")
+
+    monkeypatch.setattr(launch, "create", refuse)
+    job = images._Job(
+        None,  # type: ignore[arg-type]
+        config(tmp_path),
+        images_plan.Recipe("x", "images:debian/12", ()),
+        "images:debian/12",
+        "",
+        "digest",
+        5.0,
+    )
+    with pytest.raises(CoiError) as caught:
+        job._launch()
+    assert str(caught.value) == (
+        "cannot launch the build container from images:debian/12: "
+        "Failed getting remote image info: connection refused"
+    )
+
+
+def test_a_full_disk_message_says_where_to_make_room(tmp_path: Path) -> None:
+    from coi import images
+
+    message = images.disk_full("publishing the image", config(tmp_path), "no space left on device")
+    assert message.startswith("disk full during publishing the image (no space left on device)")
+    assert "incus storage info coi" in message and "coi image cleanup" in message
+
+
+def test_the_build_assets_live_inside_the_package() -> None:
+    import coi
+    from coi import images_plan
+
+    package = Path(coi.__file__).parent
+    assert images_plan.assets_dir().is_relative_to(package)
+    assert (images_plan.assets_dir() / "coi" / "pins.toml").is_file()
