@@ -361,7 +361,9 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
     running = status == "Running"
     meta = metadata(session)
     try:
-        saved = sessions.save(incus, name, meta, session.tool.state_dir, running=running)
+        # a tool without a state folder (the plain shell) has nothing to save
+        state_dir = session.tool.state_dir
+        saved = sessions.save(incus, name, meta, state_dir, running=running) if state_dir else None
         if saved:
             log(f"session {session.session_id} saved to {saved}")
     finally:
