@@ -221,20 +221,47 @@ def disks(
 def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None]) -> None:
     incus, name = session.incus, session.name
     faults.point("prepare")
-    _wait_network(incus, name, log)
-    _trust_cas(session, log)
+    cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
-    incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=_setup_tar(session, resumed))
+    tar = _setup_tar(session, resumed, cas)
+    result = incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=tar)
+    if result.exit_code != 0:
+        raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
     faults.point("restore")
+    _wait_network(incus, name, log)  # DHCP went on meanwhile; wait only for the rest
 
 
-_SETUP_SH = "tar -C / -xf - --no-same-permissions --no-overwrite-dir"
+# One exec unpacks the session's files and trusts the extra CAs. Debian's
+# update-ca-certificates takes seconds (it rebuilds every hash and the bundle), so the
+# CAs are appended to the bundle the tools read, once; update-ca-certificates, when apt
+# runs it later, finds the same files under /usr/local/share/ca-certificates.
+_SETUP_SH = """set -e
+tar -C / -xf - --no-same-permissions --no-overwrite-dir
+bundle=/etc/ssl/certs/ca-certificates.crt
+for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
+  [ -e "$cert" ] || continue
+  key=$(sed -n 2p "$cert")
+  grep -qF -- "$key" "$bundle" 2>/dev/null || cat "$cert" >> "$bundle"
+done
+"""
 
 
-def _setup_tar(session: Session, resumed: Path | None) -> bytes:
-    """One tar stream: save/poweroff wrappers, the session env, restored state, credentials."""
+def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
+    """The extra CA certificates a session trusts: the host's, or those config names."""
+    from coi import certs
+
+    files = certs.sources(cfg)
+    if files:
+        log(f"trusting extra CA certificates: {', '.join(str(f) for f in files)}")
+    return {f"coi-session-{i}-{f.stem}.crt": certs.read_pem(f) for i, f in enumerate(files)}
+
+
+def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) -> bytes:
+    """One tar stream: wrappers, the session env, CAs, restored state, credentials."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for file_name, pem in cas.items():
+            _add(archive, f"usr/local/share/ca-certificates/{file_name}", pem, 0o644)
         _add(archive, "usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755)
         for verb in ("poweroff", "shutdown"):
             _add(archive, f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
@@ -339,14 +366,6 @@ def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
             return
         time.sleep(0.1)
     log(f"{name} has no IPv4 address after {WAIT_NETWORK:.0f} s: going on without network")
-
-
-def _trust_cas(session: Session, log: Callable[[str], None]) -> None:
-    try:
-        from coi import certs
-    except ImportError:  # the image pipeline brings CA trust
-        return
-    certs.trust_extra_cas(session.incus, session.name, session.cfg, log)
 
 
 def finish(session: Session, *, log: Callable[[str], None] = output.info) -> None:
