@@ -10,14 +10,12 @@ dated alias NAME-YYYYMMDD-HHMMSS; the moving alias NAME moves only after a good 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +25,7 @@ from coi import images_naming as naming
 from coi import images_plan as plan
 from coi.errors import CoiError, IncusError, NotFound
 from coi.images_progress import Progress, log_path
+from coi.images_publish import compression, current, publish_aliases
 from coi.lock import LockBusy, file_lock
 
 if TYPE_CHECKING:
@@ -76,26 +75,6 @@ class BuildResult:
 
 
 # -- what is there ---------------------------------------------------------------------
-
-
-def aliases(incus: Incus) -> dict[str, str]:
-    """Every image alias of the project's image space -> its fingerprint."""
-    found: dict[str, str] = {}
-    for image in incus.images():
-        for alias in image.get("aliases") or []:
-            found[alias["name"]] = image["fingerprint"]
-    return found
-
-
-def current(incus: Incus, alias: str) -> dict[str, Any] | None:
-    """The image alias points at, or None."""
-    record = incus.image_alias(alias)
-    if record is None:
-        return None
-    try:
-        return incus.image(record["target"])
-    except NotFound:
-        return None
 
 
 def resolve_base(incus: Incus, ref: str, log: Log) -> tuple[str, str]:
@@ -380,55 +359,6 @@ def disk_full(where: str, cfg: Config, detail: str) -> str:
         f"(`incus storage info {pool}`, `coi image cleanup PREFIX --keep N`) "
         "and under /var/lib/incus, then build again"
     )
-
-
-def compression(incus: Incus) -> str | None:
-    """zstd when the local daemon can use it (publish: 8 s instead of 47 s for gzip here)."""
-    return "zstd" if incus.endpoint.is_local and shutil.which("zstd") else None
-
-
-def publish_aliases(incus: Incus, alias: str, fingerprint: str) -> str:
-    """Give a new image its dated alias, then move alias to it; returns the dated alias.
-
-    The previous target keeps (or gets) a dated alias of its own so `cleanup` finds it.
-    On a failure the new image is deleted and alias stays where it was.
-    """
-    previous = current(incus, alias)
-    try:
-        dated = _free_dated(incus, alias, datetime.now(UTC))
-        incus.set_alias(dated, fingerprint, f"build of {alias}")
-        faults.point("build-alias")
-        incus.set_alias(alias, fingerprint, f"newest build of {alias}")
-    except BaseException:
-        with contextlib.suppress(CoiError):
-            incus.delete_image(fingerprint)
-        raise
-    if previous is not None and previous["fingerprint"] != fingerprint:
-        _keep_named(incus, alias, previous)
-    return dated
-
-
-def _free_dated(incus: Incus, alias: str, when: datetime) -> str:
-    """The dated alias for when, one second later while that name is taken."""
-    for offset in range(60):
-        name = naming.dated_alias(alias, when + timedelta(seconds=offset))
-        if incus.image_alias(name) is None:
-            return name
-    raise CoiError(f"no free dated alias for {alias} near {when:%Y-%m-%d %H:%M:%S}")
-
-
-def _keep_named(incus: Incus, alias: str, image: dict[str, Any]) -> None:
-    """An image the moving alias left keeps a dated alias (from its creation time)."""
-    names = {a["name"] for a in image.get("aliases") or []} - {alias}
-    if names:
-        return
-    created = str(image.get("created_at") or "")
-    try:
-        when = datetime.fromisoformat(created.replace("Z", "+00:00"))
-    except ValueError:
-        when = datetime.now(UTC)
-    with contextlib.suppress(CoiError):
-        incus.set_alias(_free_dated(incus, alias, when), image["fingerprint"], f"build of {alias}")
 
 
 def _teardown(incus: Incus, name: str) -> None:

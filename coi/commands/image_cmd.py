@@ -79,7 +79,8 @@ def list_(args: argparse.Namespace) -> int:
 
 def publish(args: argparse.Namespace) -> int:
     """Publish a stopped container as ALIAS (dated alias too; the old target keeps its own)."""
-    from coi import __version__, images, images_naming
+    from coi import __version__, images_naming
+    from coi import images_publish as images
 
     alias = images_naming.check_alias(args.alias, "alias")
     incus = _incus(args)
@@ -134,7 +135,8 @@ def exists(args: argparse.Namespace) -> int:
 
 def cleanup(args: argparse.Namespace) -> int:
     """Delete all but the N newest PREFIX-YYYYMMDD-HHMMSS builds."""
-    from coi import images, images_naming
+    from coi import images_naming
+    from coi import images_publish as images
 
     incus = _incus(args)
     names = images.aliases(incus)

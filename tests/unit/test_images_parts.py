@@ -301,7 +301,8 @@ class Aliases:
 
 
 def test_a_new_build_gets_a_dated_alias_and_the_moving_one() -> None:
-    from coi import images, images_naming
+    from coi import images_naming
+    from coi import images_publish as images
 
     fake = Aliases({"old": "2026-01-02T03:04:05Z", "new": ""}, {"coi": "old"})
     dated = images.publish_aliases(fake, "coi", "new")  # type: ignore[arg-type]
@@ -313,7 +314,7 @@ def test_a_new_build_gets_a_dated_alias_and_the_moving_one() -> None:
 def test_a_failed_alias_move_deletes_the_new_image_and_keeps_the_old(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from coi import images
+    from coi import images_publish as images
     from coi.faults import InjectedFault
 
     fake = Aliases({"old": "", "new": ""}, {"coi": "old", "coi-20260101-000000": "old"})

@@ -21,7 +21,7 @@ echo "LANG=C.UTF-8" > /etc/default/locale
 
 # `shutdown` would wait a minute and `poweroff` as `code` would be refused: both stop the
 # container at once, so the session that asked ends cleanly. /usr/local/sbin comes first
-# in sudo's secure_path and root's PATH.
+# in sudo's secure_path and root's PATH; `code`'s PATH has no sbin, hence the links.
 for name in shutdown poweroff; do
     cat > "/usr/local/sbin/$name" <<'WRAP'
 #!/bin/sh
@@ -37,5 +37,6 @@ sync
 exec systemctl poweroff
 WRAP
     chmod 0755 "/usr/local/sbin/$name"
+    ln -sf "../sbin/$name" "/usr/local/bin/$name"
 done
 id "$user"
