@@ -64,6 +64,11 @@ class Session:
     finished: bool = False
 
 
+def as_code(argv: list[str]) -> list[str]:
+    """argv run as `code` with its groups (docker among them): exec's --user sets none."""
+    return ["runuser", "-u", "code", "--", *argv]
+
+
 def code_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the `code` user's processes (nothing from the host)."""
     base = {

@@ -39,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
             with runtime.watching(session.name, session.incus):
                 result = session.incus.execute(
                     session.name,
-                    args.cmd,
-                    user=runtime.CODE_UID,
-                    group=runtime.CODE_UID,
+                    runtime.as_code(args.cmd),
                     env=runtime.code_env(),
                     cwd=WORKSPACE,
                     stdin=None if sys.stdin.isatty() else sys.stdin.buffer,
@@ -93,12 +91,7 @@ def shell(args: argparse.Namespace) -> int:
 def _start_tmux(session: runtime.Session, command: str) -> None:
     argv = ["tmux", "new-session", "-d", "-s", tmux_name(session.name), "-c", WORKSPACE, command]
     result = session.incus.execute(
-        session.name,
-        argv,
-        user=runtime.CODE_UID,
-        group=runtime.CODE_UID,
-        env=runtime.code_env(),
-        cwd=WORKSPACE,
+        session.name, runtime.as_code(argv), env=runtime.code_env(), cwd=WORKSPACE
     )
     if result.exit_code != 0:
         raise UsageError(
@@ -114,12 +107,7 @@ def _attach(incus: Incus, name: str, *, bash: bool) -> int:
         else ["tmux", "new-session", "-A", "-s", tmux_name(name), "-c", WORKSPACE]
     )
     return incus.execute_interactive(
-        name,
-        argv,
-        user=runtime.CODE_UID,
-        group=runtime.CODE_UID,
-        env=runtime.code_env(),
-        cwd=WORKSPACE,
+        name, runtime.as_code(argv), env=runtime.code_env(), cwd=WORKSPACE
     )
 
 

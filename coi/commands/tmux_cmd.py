@@ -13,9 +13,7 @@ from coi.errors import CoiError
 
 def _as_code(args: argparse.Namespace, name: str, argv: list[str]) -> str:
     incus = connect(load_config(args))
-    result = incus.execute(
-        name, argv, user=runtime.CODE_UID, group=runtime.CODE_UID, env=runtime.code_env()
-    )
+    result = incus.execute(name, runtime.as_code(argv), env=runtime.code_env())
     if result.exit_code != 0:
         raise CoiError(f"tmux in {name}: {result.stderr.strip() or 'no session'}")
     return result.stdout
@@ -29,9 +27,7 @@ def list_(args: argparse.Namespace) -> int:
             continue
         result = incus.execute(
             container["name"],
-            ["tmux", "list-sessions", "-F", "#{session_name} #{session_windows}"],
-            user=runtime.CODE_UID,
-            group=runtime.CODE_UID,
+            runtime.as_code(["tmux", "list-sessions", "-F", "#{session_name} #{session_windows}"]),
             env=runtime.code_env(),
         )
         for line in result.stdout.splitlines() if result.exit_code == 0 else []:

@@ -88,7 +88,7 @@ def test_run_identity_exit_code_and_live_output(env: dict[str, str], incus: Incu
     )
     assert proc.stdout is not None and proc.stdin is not None
     first = proc.stdout.readline()  # arrives while the command still waits for stdin
-    assert first == "early\n"
+    assert first == "early\n", proc.stderr.read() if proc.stderr else ""
     assert proc.poll() is None
     out, _ = proc.communicate("hello\n", timeout=120)
     assert out == "got-hello\n" and proc.returncode == 0
