@@ -155,12 +155,9 @@ def check_network() -> Check:
 
 
 def check_subid() -> Check:
-    from coi.hostsetup import SUBID_RANGE, subid_lines
+    from coi.hostsetup import has_root_range, subid_lines
 
-    if (
-        any(line.startswith("root:") and line.endswith(":1000000000") for line in subid_lines())
-        or SUBID_RANGE in subid_lines()
-    ):
+    if has_root_range(subid_lines()):
         return Check("subuid/subgid", OK, "root has an idmap range in /etc/subuid and /etc/subgid")
     return Check("subuid/subgid", FAIL, "no idmap range for root", "run `sudo coi setup`")
 

@@ -58,6 +58,7 @@ class HostFacts:
     systemd: bool
     daemon_ready: bool
     is_root: bool
+    has_subid_range: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,17 @@ def plan_host(facts: HostFacts, group: str = "incus-admin") -> list[Step]:
                 },
             )
         )
+    if not facts.has_subid_range:
+        # Incus reads root's range when it starts: without one it has no idmap at all.
+        steps.append(Step("subid-range", f"add {SUBID_RANGE} to /etc/subuid and /etc/subgid"))
+        if facts.daemon_ready:
+            steps.append(
+                Step(
+                    "restart",
+                    "restart the Incus daemon so it sees the idmap range",
+                    {"systemd": facts.systemd, "group": group},
+                )
+            )
     if not facts.daemon_ready:
         how = "systemd" if facts.systemd else f"{INCUSD}, detached, logging to {DAEMON_LOG}"
         steps.append(
@@ -182,7 +194,19 @@ def survey_host() -> HostFacts:
     ready = shutil.which("incus") is not None and proc.ok(
         ["incus", "admin", "waitready", "--timeout=1"], timeout=10
     )
-    return HostFacts(os_id, version, missing, systemd, ready, os.geteuid() == 0)
+    return HostFacts(
+        os_id, version, missing, systemd, ready, os.geteuid() == 0, has_root_range(subid_lines())
+    )
+
+
+def has_root_range(lines: Iterable[str]) -> bool:
+    """True when root owns a subordinate id range large enough for containers."""
+    for line in lines:
+        user, _, rest = line.partition(":")
+        start, _, count = rest.partition(":")
+        if user == "root" and start.isdigit() and count.isdigit() and int(count) >= 65536:
+            return True
+    return False
 
 
 def _installed(package: str) -> bool:
@@ -191,8 +215,8 @@ def _installed(package: str) -> bool:
 
 
 def needed_subid_lines(sudo_uid: int | None, container_uid: int) -> tuple[str, ...]:
-    """The idmap range for containers, plus the invoking user's uid for raw.idmap."""
-    lines = [SUBID_RANGE]
+    """The invoking user's uid for raw.idmap (root's range is a host step, before start)."""
+    lines: list[str] = []
     if sudo_uid is not None and sudo_uid not in (0, container_uid):
         lines.append(f"root:{sudo_uid}:1")
     return tuple(lines)
@@ -261,6 +285,23 @@ def do_install(step: Step, log: Callable[[str], None]) -> None:
     _apt(
         ["install", "-y", "-qq", "--no-install-recommends", *target, *step.params["packages"]], log
     )
+
+
+def do_subid_range(step: Step, log: Callable[[str], None]) -> None:
+    if not has_root_range(subid_lines()):  # the package's postinst may have added one
+        add_subid_lines([SUBID_RANGE])
+
+
+def do_restart(step: Step, log: Callable[[str], None]) -> None:
+    if step.params["systemd"]:
+        proc.run(["systemctl", "restart", "incus.service"])
+        wait_ready(60)
+        return
+    proc.run(["pkill", "-TERM", "-f", INCUSD], check=False)
+    deadline = time.monotonic() + 60
+    while proc.ok(["pgrep", "-f", INCUSD]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    do_start(step, log)
 
 
 def do_start(step: Step, log: Callable[[str], None]) -> None:
@@ -447,5 +488,7 @@ def _incus_step(incus: Any, step: Step, opts: SetupOptions) -> None:
 HOST_STEPS: dict[str, Callable[[Step, Callable[[str], None]], None]] = {
     "backports": do_backports,
     "install": do_install,
+    "subid-range": do_subid_range,
+    "restart": do_restart,
     "start": do_start,
 }

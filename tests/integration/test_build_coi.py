@@ -260,3 +260,59 @@ def test_export_checks_and_reimports(
     imported = coi("image", "import", str(folder))
     assert imported.returncode == 0, imported.stderr
     assert incus.image_alias(ALIAS)["target"] == fingerprint
+
+
+def test_each_installed_tool_runs_and_keeps_its_state_across_resume(
+    incus: Incus,
+    coi_image: dict[str, Any],
+    build_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sessions issue, item 5: for each tool the image installs, --version runs inside a
+    session, and a file planted in its state folder survives save and resume. The npm
+    query also proves a session trusts the host's extra CAs (HTTPS through the proxy)."""
+    from coi import config, tools
+
+    workspace = tmp_path / "project"
+    workspace.mkdir()
+    os.chown(workspace, 1000, 1000)
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"t{uuid.uuid4().hex[:5]}-")
+    built_with = config.load(workspace, environ={**os.environ, **build_env})
+    installed = [n for n in built_with.build.tools if n in tools.BUILTIN]
+    assert installed, "the image installs no tool"
+    for name in installed:
+        tool = tools.BUILTIN[name]
+        version = " ".join(tool.version_command)
+        plant = f"mkdir -p ~/{tool.state_dir} && echo kept-{name} > ~/{tool.state_dir}/coi-planted"
+        first = coi(
+            "run", "--image", ALIAS, "--tool", name, "--", "sh", "-c", f"{version} && {plant}"
+        )
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip(), f"{version} printed nothing"
+        again = coi(
+            "run",
+            "--resume",
+            "--image",
+            ALIAS,
+            "--tool",
+            name,
+            "--",
+            "cat",
+            f"/home/code/{tool.state_dir}/coi-planted",
+        )
+        assert again.stdout == f"kept-{name}\n", again.stderr
+    registry = coi(
+        "run",
+        "--image",
+        ALIAS,
+        "--tool",
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "npm view --no-update-notifier @anthropic-ai/claude-code name",
+    )
+    assert registry.returncode == 0, registry.stderr
+    assert registry.stdout.strip() == "@anthropic-ai/claude-code"

@@ -59,9 +59,22 @@ def test_bridge_subnet_avoids_used_ones() -> None:
     assert steps[0].params["address"] == "10.172.0.1/24"
 
 
+def test_idmap_range_goes_in_before_the_daemon_starts() -> None:
+    fresh = hs.HostFacts("debian", "12", (), False, False, True, has_subid_range=False)
+    assert [s.kind for s in hs.plan_host(fresh)] == ["subid-range", "start"]
+    running = hs.HostFacts("debian", "12", (), False, True, True, has_subid_range=False)
+    assert [s.kind for s in hs.plan_host(running)] == ["subid-range", "restart"]
+
+
+def test_root_range_detection() -> None:
+    assert hs.has_root_range(["root:1000000:1000000000"])
+    assert hs.has_root_range(["u:1:2", "root:100000:65536"])
+    assert not hs.has_root_range(["root:1234:1", "code:100000:65536"])
+
+
 def test_sudo_user_joins_group_and_gets_idmap_line() -> None:
     lines = hs.needed_subid_lines(1234, 1000)
-    assert lines == (hs.SUBID_RANGE, "root:1234:1")
+    assert lines == ("root:1234:1",)
     steps = hs.plan_incus(_incus(needed_subid_lines=lines, sudo_user="u"), "coi", "b")
     assert [s.kind for s in steps] == ["subid", "group"]
     assert steps[0].params["lines"] == ["root:1234:1"]
