@@ -93,6 +93,10 @@ def refusal(path: tuple[str, ...], value: Any, lower: Mapping[str, Any]) -> str 
         if key == "mode":
             return "an untrusted file may only make the mode stricter (open, restricted, allowlist)"
         return "the network fence is set by trusted files only"
+    if (section, key) == ("defaults", "environment"):
+        # ANTHROPIC_BASE_URL, HTTPS_PROXY, NODE_OPTIONS and the like can send the tool's
+        # credentials elsewhere or load code, so no variable passes without approval.
+        return "environment variables can redirect the tool and its credentials"
     if (section, key) == ("defaults", "mount_claude_config") and value is not False:
         return "mounting the host's tool config is turned on by trusted files only"
     if section == "limits" and not tighter(key, value, old):

@@ -319,11 +319,15 @@ def test_a_layer_that_omits_a_boolean_keeps_it(user_file: Path, workspace: Path)
     assert config.origins["defaults.persistent"] == str(user_file)
 
 
-def test_environment_tables_merge_per_variable(user_file: Path, workspace: Path) -> None:
+def test_environment_tables_merge_per_variable(
+    user_file: Path, workspace: Path, tmp_path: Path
+) -> None:
     user_file.write_text('[defaults.environment]\nA = "user"\nB = "user"\n')
-    (workspace / ".coi.toml").write_text('[defaults.environment]\nB = "project"\n')
-    config = load_here(workspace, flags={"env": ["C=flag"]})
-    assert config.defaults.environment == {"A": "user", "B": "project", "C": "flag"}
+    named = tmp_path / "named.toml"
+    named.write_text('[defaults.environment]\nB = "named"\n')
+    environ = {**os.environ, "COI_CONFIG": str(named)}
+    config = load(workspace, environ=environ, flags={"env": ["C=flag"]})
+    assert config.defaults.environment == {"A": "user", "B": "named", "C": "flag"}
     assert config.origins["defaults.environment.A"] == str(user_file)
     assert config.origins["defaults.environment.C"] == "command line"
 
