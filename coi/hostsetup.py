@@ -24,7 +24,8 @@ from typing import Any
 from coi import output, proc
 from coi.errors import CoiError
 
-PACKAGES = ("incus-base", "incus-client", "btrfs-progs", "debootstrap", "nftables")
+# dnsmasq-base serves DHCP and DNS on Incus bridges; incus-base only recommends it.
+PACKAGES = ("incus-base", "incus-client", "dnsmasq-base", "btrfs-progs", "debootstrap", "nftables")
 BACKPORTS_FILE = Path("/etc/apt/sources.list.d/coi-bookworm-backports.sources")
 BACKPORTS = """Types: deb
 URIs: http://deb.debian.org/debian

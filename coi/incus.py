@@ -252,6 +252,19 @@ class Incus:
             {k: v for k, v in (("user", user), ("group", group), ("cwd", cwd)) if v is not None}
         )
         out, err = execws.TextSink(on_stdout), execws.TextSink(on_stderr)
+        heard: list[bool] = []
+
+        def noted(sink: Callable[[bytes], object]) -> Callable[[bytes], object]:
+            def write(data: bytes) -> object:
+                heard.append(True)
+                return sink(data)
+
+            return write
+
+        # A loaded daemon sometimes fails to start the command ("Failed to retrieve PID",
+        # a websocket refused with HTTP 500). Until the command has said anything, and
+        # while stdin can be sent again, that is safe to try again.
+        replayable = not hasattr(stdin, "read")
         for attempt in range(EXEC_RETRIES + 1):
             with self._errors(f"exec in {name}"):
                 payload = self._node(f"instances/{name}/exec").post(json=body).json()
@@ -263,16 +276,17 @@ class Incus:
                     operation["metadata"]["fds"],
                     self.project,
                     stdin,
-                    raw_stdout or out,
-                    raw_stderr or err,
+                    noted(raw_stdout or out),
+                    noted(raw_stderr or err),
                     partial(self._wait, payload["operation"]),
                 )
                 break
-            except (OSError, WebSocketException) as exc:
-                # The command never started (the instance was starting or stopping):
-                # the operation holds the real reason.
-                failure = self._failure(payload["operation"]) or str(exc)
-                if attempt == EXEC_RETRIES or not _transient(failure):
+            except (OSError, WebSocketException, IncusError) as exc:
+                failure = str(exc)
+                if not isinstance(exc, IncusError):  # the operation holds the real reason
+                    failure = self._failure(payload["operation"]) or failure
+                again = replayable and not heard and _transient(failure)
+                if attempt == EXEC_RETRIES or not again:
                     raise IncusError(f"exec in {name}: {failure}") from exc
                 time.sleep(0.3 * (attempt + 1))
         code = int((result.get("metadata") or {}).get("return", -1))
@@ -497,7 +511,8 @@ EXEC_RETRIES = 3
 
 def _transient(failure: str) -> bool:
     """Exec failures that a moment later do not repeat (a container still starting)."""
-    return any(t in failure for t in ("PID", "not running", "Only running operations"))
+    signs = ("PID", "not running", "Only running operations", "HTTP 500")
+    return any(t in failure for t in signs)
 
 
 def _fingerprint(pem_path: str) -> str:

@@ -65,6 +65,15 @@ class Pty:
     def type(self, data: str) -> None:
         os.write(self.master, data.encode())
 
+    def exited(self, timeout: float) -> bool:
+        """True once the process has ended (within timeout), reading its output meanwhile."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.expect("\0never\0", timeout=0.5)
+        return self.proc.poll() is not None
+
     def wait(self, timeout: float = 120) -> int:
         """Wait for the process to end, draining its output; its exit code."""
         import time

@@ -15,7 +15,10 @@ from tests.integration.helpers import coi
 
 # cgroup v2 shows the limit in memory.max; a cgroup v1 host (this machine kind) in the
 # memory controller's limit_in_bytes. Either is the container's own cgroup, seen inside.
+# Right after start, systemd inside may still be mounting the cgroup tree: wait for it.
 READ_MEMORY_LIMIT = (
+    "for i in $(seq 50); do [ -e /sys/fs/cgroup/memory.max ] || "
+    "[ -e /sys/fs/cgroup/memory/memory.limit_in_bytes ] && break; sleep 0.2; done; "
     "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
 )
 MIB = 1024 * 1024

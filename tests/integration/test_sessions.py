@@ -106,8 +106,9 @@ def test_parallel_runs_get_their_own_slot_and_home(env: dict[str, str], workspac
         )
         for tag in ("a", "b")
     ]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
+    done = [p.communicate(timeout=300) for p in procs]
+    outs = [out for out, _ in done]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in done]
     hosts = [o.splitlines()[0] for o in outs]
     assert hosts[0] != hosts[1]
     assert {slots.parse_name(h, env["COI_CONTAINER_PREFIX"]).slot for h in hosts} == {1, 2}  # type: ignore[union-attr]
@@ -285,8 +286,11 @@ def test_persistent_attach_shows_earlier_output(env: dict[str, str], incus: Incu
     try:
         term = Pty("attach", name)
         assert term.expect("tool-started"), term.seen[-2000:]
-        term.type("\x02d")  # Ctrl+b d detaches from tmux
-        assert term.wait() == 0
+        for _ in range(3):  # a loaded machine may drop the keys: ask again, bounded
+            term.type("\x02d")  # Ctrl+b d detaches from tmux
+            if term.exited(timeout=40):
+                break
+        assert term.wait() == 0, term.seen[-2000:]
         assert incus.state(name)["status"] == "Running"
     finally:
         coi("kill", name)
