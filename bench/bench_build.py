@@ -26,7 +26,7 @@ from _timing import median_of, report, wall
 
 from coi import launch
 from coi.errors import CoiError
-from coi.incus import Incus, connect
+from coi.incus import Incus, connect, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 NETWORK = os.environ.get("COI_BENCH_NETWORK", "coibr0")
@@ -107,11 +107,7 @@ def main() -> None:
                 with contextlib.suppress(CoiError):
                     incus.delete_image(image["fingerprint"])
         with contextlib.suppress(CoiError):
-            for url in incus.get("profiles"):
-                profile = url.rsplit("/", 1)[-1].split("?", 1)[0]
-                if profile != "default":
-                    incus.delete_profile(profile)
-            connect().call("DELETE", f"projects/{project}")
+            drop_project(project)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from _timing import median_of, report
 from coi import launch, network, network_policy
 from coi.baseimage import ensure_base
 from coi.errors import CoiError
-from coi.incus import Incus, connect
+from coi.incus import Incus, connect, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 
@@ -76,11 +76,7 @@ def main() -> None:
 
 def _drop(incus: Incus, project: str) -> None:
     with contextlib.suppress(CoiError):
-        for url in incus.get("profiles"):
-            profile = url.rsplit("/", 1)[-1].split("?", 1)[0]
-            if profile != "default":
-                incus.delete_profile(profile)
-        connect().call("DELETE", f"projects/{project}")
+        drop_project(project)
 
 
 if __name__ == "__main__":

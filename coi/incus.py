@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -178,10 +178,22 @@ class Incus:
         result: list[Json] = self.get("instances", "listing instances", recursion=2)
         return result
 
-    def instance_names(self) -> list[str]:
-        """Names of the project's instances (one cheap request)."""
-        urls: list[str] = self.get("instances", "listing instances")
+    def names(self, collection: str) -> list[str]:
+        """Names in a collection such as instances or profiles (one cheap request)."""
+        urls: list[str] = self.get(collection, f"listing {collection}")
         return [u.rsplit("/", 1)[-1].split("?", 1)[0] for u in urls]
+
+    def instance_names(self) -> list[str]:
+        """Names of the project's instances."""
+        return self.names("instances")
+
+    def find(self, path: str) -> Json | None:
+        """GET /1.0/<path>, or None when it does not exist."""
+        try:
+            result: Json = self.get(path)
+        except NotFound:
+            return None
+        return result
 
     def instance(self, name: str) -> Json:
         """One instance's config and devices."""
@@ -404,11 +416,7 @@ class Incus:
 
     def image_alias(self, alias: str) -> Json | None:
         """The alias record (with its target fingerprint), or None."""
-        try:
-            result: Json = self.get(f"images/aliases/{alias}")
-        except NotFound:
-            return None
-        return result
+        return self.find(f"images/aliases/{alias}")
 
     def images(self) -> list[Json]:
         """Every image with its aliases and properties."""
@@ -488,11 +496,7 @@ class Incus:
 
     def profile(self, name: str) -> Json | None:
         """A profile's record, or None."""
-        try:
-            result: Json = self.get(f"profiles/{name}")
-        except NotFound:
-            return None
-        return result
+        return self.find(f"profiles/{name}")
 
     def put_profile(self, name: str, body: Json) -> None:
         """Create the profile or replace its config, devices and description."""
@@ -513,6 +517,25 @@ def _transient(failure: str) -> bool:
     """Exec failures that a moment later do not repeat (a container still starting)."""
     signs = ("PID", "not running", "Only running operations", "HTTP 500")
     return any(t in failure for t in signs)
+
+
+def drop_project(name: str) -> None:
+    """Delete a throwaway project and what is in it (instances, profiles), as tests and
+    benchmarks make them; an instance caught mid-shutdown is tried again, bounded."""
+    from coi import launch
+
+    scoped = connect(project=name)
+    for _ in range(20):
+        for inst in scoped.instance_names():
+            with suppress(CoiError):
+                launch.teardown(scoped, inst)
+        if not scoped.instance_names():
+            break
+        time.sleep(0.5)
+    for profile in scoped.names("profiles"):
+        if profile != "default":
+            scoped.delete_profile(profile)
+    connect().call("DELETE", f"projects/{name}", what=f"deleting project {name}")
 
 
 def _fingerprint(pem_path: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from coi import launch
 from coi.errors import CoiError
-from coi.incus import Incus, connect
+from coi.incus import Incus, connect, drop_project
 
 POOL, NETWORK = "coi", "coibr0"
 BASE = os.environ.get("COI_TEST_BASE", "debian/12")
@@ -31,22 +31,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _project_name(worker: str) -> str:
     return f"coitest-{RUN_ID}-{worker}"
-
-
-def _drop_project(admin: Incus, name: str) -> None:
-    scoped = connect(project=name)
-    for _ in range(20):  # an instance caught mid-shutdown refuses deletion for a moment
-        for inst in scoped.instance_names():
-            with contextlib.suppress(CoiError):
-                launch.teardown(scoped, inst)
-        if not scoped.instance_names():
-            break
-        time.sleep(0.5)
-    for url in scoped.get("profiles", "listing profiles"):
-        profile = url.rsplit("/", 1)[-1].split("?", 1)[0]
-        if profile != "default":
-            scoped.delete_profile(profile)
-    admin.call("DELETE", f"projects/{name}", what=f"deleting project {name}")
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +55,7 @@ def project(worker_id: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        _drop_project(admin, name)
+        drop_project(name)
 
 
 @pytest.fixture(scope="session")
