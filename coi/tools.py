@@ -78,7 +78,8 @@ BUILTIN: dict[str, Tool] = {
         name="aider",
         binary="aider",
         state_dir=".aider",
-        credential_files=(".aider.conf.yml", ".env"),
+        # Not ~/.env: a user's home .env often holds far more than aider's keys.
+        credential_files=(".aider.conf.yml",),
         args=("--yes-always",),
         resume_args=("--yes-always", "--restore-chat-history"),
         version_command=("aider", "--version"),
