@@ -75,15 +75,44 @@ def _pump_out(conn: Any, sink: Sink | None) -> None:
         pass
 
 
-def _pump_in(conn: Any, stdin: BinaryIO | bytes | None) -> None:
-    """Send stdin (bytes or a file read as it arrives), then close to signal EOF."""
+class StreamIn:
+    """A stdin stream read by one thread of its own, so that an exec which failed before
+    it sent anything can be tried again without two readers racing for the input."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        import queue
+
+        self.stream = stream
+        self.chunks: queue.Queue[bytes] = queue.Queue()
+        self.sent = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        read = getattr(self.stream, "read1", self.stream.read)
+        try:
+            while chunk := read(65536):
+                self.chunks.put(chunk)
+        except (OSError, ValueError):  # closed underneath us
+            pass
+        self.chunks.put(b"")
+
+    def pump(self, conn: Any) -> None:
+        """Send chunks until EOF; a chunk taken is sent (so the exec is no longer replayable)."""
+        while chunk := self.chunks.get():
+            self.sent = True
+            conn.send(chunk)
+
+
+def _pump_in(conn: Any, stdin: StreamIn | BinaryIO | bytes | None) -> None:
+    """Send stdin (bytes or a stream read as it arrives), then close to signal EOF."""
     try:
         if isinstance(stdin, bytes):
             if stdin:
                 conn.send(stdin)
+        elif isinstance(stdin, StreamIn):
+            stdin.pump(conn)
         elif stdin is not None:
-            while chunk := stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536):
-                conn.send(chunk)
+            StreamIn(stdin).pump(conn)
     except Exception:  # the process may exit before reading all its input
         pass
     finally:
@@ -115,7 +144,7 @@ def mirror(
     operation_id: str,
     fds: dict[str, str],
     project: str,
-    stdin: BinaryIO | bytes | None,
+    stdin: StreamIn | BinaryIO | bytes | None,
     stdout: Sink | None,
     stderr: Sink | None,
     wait: Callable[[], T],

@@ -276,7 +276,7 @@ class Incus:
         # A loaded daemon sometimes fails to start the command ("Failed to retrieve PID",
         # a websocket refused with HTTP 500). Until the command has said anything, and
         # while stdin can be sent again, that is safe to try again.
-        replayable = not hasattr(stdin, "read")
+        source = stdin if isinstance(stdin, bytes | None) else execws.StreamIn(stdin)
         for attempt in range(EXEC_RETRIES + 1):
             with self._errors(f"exec in {name}"):
                 payload = self._node(f"instances/{name}/exec").post(json=body).json()
@@ -287,7 +287,7 @@ class Incus:
                     operation["id"],
                     operation["metadata"]["fds"],
                     self.project,
-                    stdin,
+                    source,
                     noted(raw_stdout or out),
                     noted(raw_stderr or err),
                     partial(self._wait, payload["operation"]),
@@ -297,6 +297,7 @@ class Incus:
                 failure = str(exc)
                 if not isinstance(exc, IncusError):  # the operation holds the real reason
                     failure = self._failure(payload["operation"]) or failure
+                replayable = not (isinstance(source, execws.StreamIn) and source.sent)
                 again = replayable and not heard and _transient(failure)
                 if attempt == EXEC_RETRIES or not again:
                     raise IncusError(f"exec in {name}: {failure}") from exc

@@ -172,6 +172,7 @@ def _claim(
 
             log(f"reusing persistent container {name}")
             network.ensure_rules(incus, name)  # after a reboot the host holds none
+            hold(name)
             incus.set_state(name, "start")
             return name, slot
         spec = launch.LaunchSpec(
@@ -190,6 +191,7 @@ def _claim(
             disks=mounts,
             profile=profile,
         )
+        hold(name)
         undo.append(lambda: launch.teardown(incus, name))
         launch.create(incus, spec, start=False)
     launch.start_or_discard(incus, name, spec)
@@ -412,23 +414,38 @@ def metadata(session: Session) -> sessions.Metadata:
     )
 
 
+_HELD: dict[str, ExitStack] = {}
+
+
+def hold(name: str) -> None:
+    """Mark a container as watched by this process until it exits, so no other coi
+    process reaps it (taken before the container exists, so it is never unwatched)."""
+    if name not in _HELD:
+        stack = ExitStack()
+        lock = paths.locks_dir() / f"watch-{name}.lock"
+        try:
+            stack.enter_context(file_lock(lock, timeout=0.1, what=f"the watch of {name}"))
+        except LockBusy:  # another coi process (an earlier attach, say) already watches it
+            return
+        _HELD[name] = stack
+
+
 @contextmanager
 def watching(name: str, incus: Incus | None = None) -> Iterator[None]:
-    """Mark a container as watched by this process (others then leave it alone); while
-    it is, an allowlist container's names are resolved again on schedule."""
+    """Hold the container's watch; meanwhile an allowlist container's names are resolved
+    again on schedule."""
     import threading
 
+    hold(name)
     stop = threading.Event()
-    lock = paths.locks_dir() / f"watch-{name}.lock"
-    with file_lock(lock, timeout=0.1, what=f"the watch of {name}"):
-        if incus is not None:
-            from coi import network
+    if incus is not None:
+        from coi import network
 
-            threading.Thread(target=network.watch, args=(incus, name, stop), daemon=True).start()
-        try:
-            yield
-        finally:
-            stop.set()
+        threading.Thread(target=network.watch, args=(incus, name, stop), daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def is_watched(name: str) -> bool:
