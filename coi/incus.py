@@ -273,9 +273,8 @@ class Incus:
 
             return write
 
-        # A loaded daemon sometimes fails to start the command ("Failed to retrieve PID",
-        # a websocket refused with HTTP 500). Until the command has said anything, and
-        # while stdin can be sent again, that is safe to try again.
+        # A loaded daemon sometimes refuses the exec's websockets (HTTP 500) before the
+        # command starts; then, while stdin can be sent again, try again.
         source = stdin if isinstance(stdin, bytes | None) else execws.StreamIn(stdin)
         for attempt in range(EXEC_RETRIES + 1):
             with self._errors(f"exec in {name}"):
@@ -293,12 +292,13 @@ class Incus:
                     partial(self._wait, payload["operation"]),
                 )
                 break
-            except (OSError, WebSocketException, IncusError) as exc:
-                failure = str(exc)
-                if not isinstance(exc, IncusError):  # the operation holds the real reason
-                    failure = self._failure(payload["operation"]) or failure
+            except (OSError, WebSocketException) as exc:
+                # A refused websocket means the daemon gave up on the operation before
+                # the command started (it waits for every stream): safe to try again.
+                # A failure reported after that is not, as the command may have run.
+                failure = self._failure(payload["operation"]) or str(exc)
                 replayable = not (isinstance(source, execws.StreamIn) and source.sent)
-                again = replayable and not heard and _transient(failure)
+                again = replayable and not heard and _transient(failure + str(exc))
                 if attempt == EXEC_RETRIES or not again:
                     raise IncusError(f"exec in {name}: {failure}") from exc
                 time.sleep(0.3 * (attempt + 1))
