@@ -242,8 +242,12 @@ class Incus:
         on_stderr: Callable[[str], None] | None = None,
         raw_stdout: Callable[[bytes], object] | None = None,
         raw_stderr: Callable[[bytes], object] | None = None,
+        idempotent: bool = False,
     ) -> ExecResult:
         """Run argv inside; stream output as it comes; return the exit code and output.
+
+        idempotent: running argv twice does no harm, so a failure the daemon reports
+        after the streams connected (when the command may have run) is tried again too.
 
         on_* receive decoded text, raw_* the bytes; output is also collected unless a
         raw sink takes it.
@@ -292,14 +296,17 @@ class Incus:
                     partial(self._wait, payload["operation"]),
                 )
                 break
-            except (OSError, WebSocketException) as exc:
+            except (OSError, WebSocketException, IncusError) as exc:
                 # A refused websocket means the daemon gave up on the operation before
-                # the command started (it waits for every stream): safe to try again.
-                # A failure reported after that is not, as the command may have run.
-                failure = self._failure(payload["operation"]) or str(exc)
+                # the command started (it waits for every stream): safe to try again. A
+                # failure reported later ("Failed to retrieve PID") may follow a command
+                # that ran, so only an idempotent one is tried again then.
+                started = isinstance(exc, IncusError)
+                failure = str(exc) if started else self._failure(payload["operation"])
+                failure = failure or str(exc)
                 replayable = not (isinstance(source, execws.StreamIn) and source.sent)
-                again = replayable and not heard and _transient(failure + str(exc))
-                if attempt == EXEC_RETRIES or not again:
+                again = (idempotent or not started) and replayable and not heard
+                if attempt == EXEC_RETRIES or not (again and _transient(failure + str(exc))):
                     raise IncusError(f"exec in {name}: {failure}") from exc
                 time.sleep(0.3 * (attempt + 1))
         code = int((result.get("metadata") or {}).get("return", -1))

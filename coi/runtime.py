@@ -231,7 +231,7 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
     cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
     tar = _setup_tar(session, resumed, cas)
-    result = incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=tar)
+    result = incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=tar, idempotent=True)
     if result.exit_code != 0:
         raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
     faults.point("restore")
@@ -347,7 +347,7 @@ def settled_status(incus: Incus, name: str, timeout: float = 60.0) -> str | None
 def stopping(incus: Incus, name: str, timeout: float = 60.0) -> bool:
     """True when the container is powering off (then wait, bounded, until it has stopped)."""
     try:
-        probe = incus.execute(name, ["test", "-e", STOPPING_MARK])
+        probe = incus.execute(name, ["test", "-e", STOPPING_MARK], idempotent=True)
         going = probe.exit_code == 0
     except CoiError:  # exec refused: the instance is already on its way down
         going = True

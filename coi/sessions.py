@@ -157,7 +157,7 @@ def _fetch(incus: Incus, name: str, state_dir: str, target: Path, running: bool)
         return True
     argv = ["tar", "-C", HOME, "-cf", "-", "--ignore-failed-read", state_dir]
     with open(target, "wb") as sink:
-        result = incus.execute(name, argv, raw_stdout=sink.write)
+        result = incus.execute(name, argv, raw_stdout=sink.write, idempotent=True)
     if result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
         raise CoiError(f"saving the session from {name} failed: {result.stderr.strip()}")
     return target.stat().st_size > 0
@@ -197,7 +197,10 @@ def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 10
             archive.add(source, arcname=state_dir, filter=_owned_by(uid))
         buffer.seek(0)
         result = incus.execute(
-            name, ["tar", "-C", HOME, "-xf", "-", "--no-same-permissions"], stdin=buffer.read()
+            name,
+            ["tar", "-C", HOME, "-xf", "-", "--no-same-permissions"],
+            stdin=buffer.read(),
+            idempotent=True,
         )
     if result.exit_code != 0:
         raise CoiError(f"restoring the session into {name} failed: {result.stderr.strip()}")

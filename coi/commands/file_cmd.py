@@ -52,7 +52,9 @@ def push(args: argparse.Namespace) -> int:
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         archive.add(source, arcname=".", filter=lambda i: _chown(i, uid))
     script = 'mkdir -p "$1" && tar -C "$1" -xf - --no-same-permissions'
-    result = incus.execute(name, ["sh", "-c", script, "sh", dest], stdin=buffer.getvalue())
+    result = incus.execute(
+        name, ["sh", "-c", script, "sh", dest], stdin=buffer.getvalue(), idempotent=True
+    )
     if result.exit_code != 0:
         raise CoiError(f"push into {name}:{dest} failed: {result.stderr.strip()}")
     return 0
@@ -80,7 +82,7 @@ def pull(args: argparse.Namespace) -> int:
         tar_path = Path(work) / "pull.tar"
         argv = ["tar", "-C", posixpath.dirname(source) or "/", "-cf", "-", base]
         with open(tar_path, "wb") as sink:
-            result = incus.execute(name, argv, raw_stdout=sink.write)
+            result = incus.execute(name, argv, raw_stdout=sink.write, idempotent=True)
         if result.exit_code not in (0, 1):
             raise CoiError(f"pull from {name}:{source} failed: {result.stderr.strip()}")
         if top is not None:

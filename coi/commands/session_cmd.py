@@ -89,9 +89,16 @@ def shell(args: argparse.Namespace) -> int:
 
 
 def _start_tmux(session: runtime.Session, command: str) -> None:
-    argv = ["tmux", "new-session", "-d", "-s", tmux_name(session.name), "-c", WORKSPACE, command]
+    target = tmux_name(session.name)
+    # `|| has-session` makes a second try harmless if the first one did start tmux.
+    start = shlex.join(["tmux", "new-session", "-d", "-s", target, "-c", WORKSPACE, command])
+    argv = ["sh", "-c", f"{start} || tmux has-session -t {shlex.quote(target)}"]
     result = session.incus.execute(
-        session.name, runtime.as_code(argv), env=runtime.code_env(), cwd=WORKSPACE
+        session.name,
+        runtime.as_code(argv),
+        env=runtime.code_env(),
+        cwd=WORKSPACE,
+        idempotent=True,
     )
     if result.exit_code != 0:
         raise UsageError(
