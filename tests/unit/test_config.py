@@ -28,22 +28,6 @@ from coi.config import (
 )
 from coi.errors import ConfigError, UsageError
 
-
-@pytest.fixture
-def user_file(isolated_home: Path) -> Path:
-    """The user config file as the isolated XDG_CONFIG_HOME places it (not yet written)."""
-    path = isolated_home / ".config" / "coi" / "config.toml"
-    path.parent.mkdir(parents=True)
-    return path
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    return path
-
-
 ShowArgs = Callable[..., argparse.Namespace]
 
 

@@ -14,21 +14,6 @@ from coi.config_schema import cpu_amount, memory_amount
 from coi.errors import ConfigError
 from coi.launch import LaunchSpec, instance_config
 
-
-@pytest.fixture
-def user_file(isolated_home: Path) -> Path:
-    path = isolated_home / ".config" / "coi" / "config.toml"
-    path.parent.mkdir(parents=True)
-    return path
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    return path
-
-
 GOOD = [
     ("cpu", "2", 2),
     ("cpu", '"2"', "2"),
