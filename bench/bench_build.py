@@ -26,7 +26,7 @@ from _timing import median_of, report, wall
 
 from coi import launch
 from coi.errors import CoiError
-from coi.incus import Incus, connect, drop_project
+from coi.incus import Incus, connect, create_project, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 NETWORK = os.environ.get("COI_BENCH_NETWORK", "coibr0")
@@ -35,11 +35,7 @@ POOL = os.environ.get("COI_BENCH_POOL", "coi")
 
 def _project() -> str:
     name = f"coitest-img-bench-{uuid.uuid4().hex[:6]}"
-    connect().call(
-        "POST",
-        "projects",
-        {"name": name, "config": {"features.images": "false", "features.profiles": "true"}},
-    )
+    create_project(name, "coi benchmark (throwaway)")
     return name
 
 

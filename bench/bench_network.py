@@ -22,18 +22,14 @@ from _timing import median_of, report
 from coi import launch, network, network_policy
 from coi.baseimage import ensure_base
 from coi.errors import CoiError
-from coi.incus import Incus, connect, drop_project
+from coi.incus import Incus, connect, create_project, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 
 
 def _project() -> str:
     name = f"coibench-net-{uuid.uuid4().hex[:6]}"
-    connect().call(
-        "POST",
-        "projects",
-        {"name": name, "config": {"features.images": "false", "features.profiles": "true"}},
-    )
+    create_project(name, "coi benchmark (throwaway)")
     return name
 
 

@@ -258,15 +258,7 @@ class Incus:
 
         from coi import execws
 
-        body: Json = {
-            "command": list(argv),
-            "environment": dict(env or {}),
-            "interactive": False,
-            "wait-for-websocket": True,
-        }
-        body.update(
-            {k: v for k, v in (("user", user), ("group", group), ("cwd", cwd)) if v is not None}
-        )
+        body = _exec_body(argv, env or {}, user, group, cwd)
         out, err = execws.TextSink(on_stdout), execws.TextSink(on_stderr)
         heard: list[bool] = []
 
@@ -331,17 +323,9 @@ class Incus:
         from coi import execws
 
         cols, rows = shutil.get_terminal_size()
-        body: Json = {
-            "command": list(argv),
-            "environment": {"TERM": os.environ.get("TERM", "xterm-256color"), **dict(env or {})},
-            "interactive": True,
-            "wait-for-websocket": True,
-            "width": cols,
-            "height": rows,
-        }
-        body.update(
-            {k: v for k, v in (("user", user), ("group", group), ("cwd", cwd)) if v is not None}
-        )
+        term = {"TERM": os.environ.get("TERM", "xterm-256color"), **dict(env or {})}
+        body = _exec_body(argv, term, user, group, cwd, interactive=True)
+        body.update(width=cols, height=rows)
         with self._errors(f"exec in {name}"):
             payload = self._node(f"instances/{name}/exec").post(json=body).json()
         operation = payload["metadata"]
@@ -525,6 +509,40 @@ def _transient(failure: str) -> bool:
     """Exec failures that a moment later do not repeat (a container still starting)."""
     signs = ("PID", "not running", "Only running operations", "HTTP 500")
     return any(t in failure for t in signs)
+
+
+def _exec_body(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    user: int | None,
+    group: int | None,
+    cwd: str | None,
+    interactive: bool = False,
+) -> Json:
+    """The POST body of an exec whose streams coi connects itself."""
+    body: Json = {
+        "command": list(argv),
+        "environment": dict(env),
+        "interactive": interactive,
+        "wait-for-websocket": True,
+    }
+    body.update(
+        {k: v for k, v in (("user", user), ("group", group), ("cwd", cwd)) if v is not None}
+    )
+    return body
+
+
+def create_project(name: str, description: str = "") -> None:
+    """A throwaway project, as tests and benchmarks make them: it shares the default
+    project's images (imported once) and keeps its own profiles (so they get applied)."""
+    config = {
+        "features.images": "false",
+        "features.profiles": "true",
+        "features.storage.volumes": "false",
+        "features.networks": "false",
+    }
+    body = {"name": name, "description": description, "config": config}
+    connect().call("POST", "projects", body, f"creating project {name}")
 
 
 def drop_project(name: str) -> None:

@@ -83,10 +83,12 @@ def code_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**base, **(extra or {})}
 
 
-def _occupants(incus: Incus, workspace: Path, prefix: str) -> list[slots.Occupant]:
+def _occupants(
+    instances: list[dict[str, Any]], workspace: Path, prefix: str
+) -> list[slots.Occupant]:
     wanted = slots.workspace_id(workspace)
     found = []
-    for inst in incus.get("instances", "listing instances", recursion=1):
+    for inst in instances:
         parsed = slots.parse_name(inst["name"], prefix)
         if parsed and parsed.workspace_id == wanted:
             persistent = (inst.get("config") or {}).get("user.coi.persistent") == "true"
@@ -128,7 +130,6 @@ def open_session(
         tool = tools.resolve(cfg, getattr(args, "tool", None) or resumed[0].tool)
     incus = connect(cfg)
     launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
-    reap(incus, cfg)
     session_id = resumed[0].session_id if resumed else sessions.new_id()
     preferred = getattr(args, "slot", 0) or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
@@ -162,7 +163,10 @@ def _claim(
     limit = cfg.defaults.max_slots
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with file_lock(lock, what=f"the slot lock of {workspace}"):
-        occupants = _occupants(incus, workspace, prefix)
+        # One listing serves both: reaping what was left stopped, then the free slots.
+        listing = incus.get("instances", "listing instances", recursion=1)
+        gone = set(reap(incus, cfg, log, listing))
+        occupants = _occupants([i for i in listing if i["name"] not in gone], workspace, prefix)
         slot, reuse = slots.choose(occupants, limit, preferred, cfg.defaults.persistent)
         if preferred and slot != preferred:
             log(f"slot {preferred} is busy: using slot {slot}")
@@ -457,10 +461,18 @@ def is_watched(name: str) -> bool:
         return True
 
 
-def reap(incus: Incus, cfg: Config, log: Callable[[str], None] = output.info) -> list[str]:
-    """Save and remove stopped ephemeral coi containers that nobody watches."""
+def reap(
+    incus: Incus,
+    cfg: Config,
+    log: Callable[[str], None] = output.info,
+    instances: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Save and remove stopped ephemeral coi containers that nobody watches (from the
+    given listing, or a fresh one)."""
+    if instances is None:
+        instances = incus.get("instances", "listing instances", recursion=1)
     reaped = []
-    for inst in incus.get("instances", "listing instances", recursion=1):
+    for inst in instances:
         config = inst.get("config") or {}
         if (
             inst.get("status") != "Stopped"

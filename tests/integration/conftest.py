@@ -17,7 +17,7 @@ import pytest
 
 from coi import launch
 from coi.errors import CoiError
-from coi.incus import Incus, connect, drop_project
+from coi.incus import Incus, connect, create_project, drop_project
 
 POOL, NETWORK = "coi", "coibr0"
 BASE = os.environ.get("COI_TEST_BASE", "debian/12")
@@ -36,22 +36,8 @@ def _project_name(worker: str) -> str:
 @pytest.fixture(scope="session")
 def project(worker_id: str) -> Iterator[str]:
     """A throwaway Incus project for this run and xdist worker."""
-    admin = connect()
     name = _project_name(worker_id)
-    admin.call(
-        "POST",
-        "projects",
-        {
-            "name": name,
-            "description": "coi integration tests (throwaway)",
-            "config": {
-                "features.images": "false",
-                "features.profiles": "true",
-                "features.storage.volumes": "false",
-                "features.networks": "false",
-            },
-        },
-    )
+    create_project(name, "coi integration tests (throwaway)")
     try:
         yield name
     finally:
