@@ -212,7 +212,13 @@ def has_root_range(lines: Iterable[str]) -> bool:
 
 def _installed(package: str) -> bool:
     done = proc.run(["dpkg-query", "-W", "-f=${Status}", package], check=False)
-    return done.returncode == 0 and done.stdout.strip().endswith("installed")
+    return done.returncode == 0 and is_installed_status(done.stdout)
+
+
+def is_installed_status(status: str) -> bool:
+    """dpkg's Status field says installed; a removed or purged package's says
+    "deinstall ok config-files" or "unknown ok not-installed"."""
+    return status.split()[-1:] == ["installed"]
 
 
 def needed_subid_lines(sudo_uid: int | None, container_uid: int) -> tuple[str, ...]:

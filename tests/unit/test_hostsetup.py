@@ -83,3 +83,17 @@ def test_sudo_user_joins_group_and_gets_idmap_line() -> None:
 def test_pick_subnet_exhausted() -> None:
     with pytest.raises(CoiError, match="no free private"):
         hs.pick_subnet(["10.0.0.0/8"])
+
+
+@pytest.mark.parametrize(
+    ("status", "installed"),
+    [
+        ("install ok installed", True),
+        ("unknown ok not-installed", False),  # purged: dpkg still knows the name
+        ("deinstall ok config-files", False),  # removed, configuration kept
+        ("install ok half-installed", False),
+        ("", False),
+    ],
+)
+def test_only_an_installed_status_counts_as_installed(status: str, installed: bool) -> None:
+    assert hs.is_installed_status(status) is installed
