@@ -184,8 +184,7 @@ def attach(
             taken = addresses_in_use(incus, bridge) | refused
             address = network_policy.choose_address(gateway, taken)
             device = {**nic, **filters, "ipv4.address": address, "hwaddr": _new_mac()}
-            static = network_policy.static_lxc(gateway, address)
-            patch = {"devices": {"eth0": device}, "config": {**keys, "raw.lxc": static}}
+            patch = {"devices": {"eth0": device}, "config": dict(keys)}
             try:
                 incus.update_instance(name, patch)
             except IncusError as exc:

@@ -37,34 +37,6 @@ def choose_address(gateway_cidr: str, taken: Iterable[str]) -> str:
     raise NoFreeAddress(f"no free address left in {iface.network}")
 
 
-def static_lxc(gateway_cidr: str, address: str) -> str:
-    """raw.lxc lines that give eth0 its address and default route before init runs.
-
-    The container's own DHCP client would take about 0.4 s more after boot to set the
-    same address (the NIC's static lease); with this the network is up when the start
-    returns. eth0 is lxc.net.0: coi's containers have that one NIC.
-    """
-    iface = ipaddress.IPv4Interface(gateway_cidr)
-    net = iface.network
-    if ipaddress.IPv4Address(address) not in net:
-        raise ValueError(f"{address} is not in {net}")
-    return (
-        f"lxc.net.0.ipv4.address = {address}/{net.prefixlen} {net.broadcast_address}\n"
-        f"lxc.net.0.ipv4.gateway = {iface.ip}\n"
-    )
-
-
-def resolv_conf(bridge_config: Mapping[str, str]) -> str | None:
-    """The resolv.conf the bridge's DHCP would hand out, written at session start so names
-    resolve before the container's DHCP client is done; None when the bridge serves none."""
-    address = bridge_config.get("ipv4.address", "")
-    if address in ("", "none") or bridge_config.get("dns.mode", "managed") == "none":
-        return None
-    domain = bridge_config.get("dns.domain") or "incus"
-    server = ipaddress.IPv4Interface(address).ip
-    return f"domain {domain}\nsearch {domain}\nnameserver {server}\n"
-
-
 def mac_from(random_bytes: bytes) -> str:
     """A MAC in Incus's own range from three random bytes (fixed before the first start)."""
     if len(random_bytes) != 3:

@@ -234,23 +234,12 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
     faults.point("prepare")
     cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
-    tar = _setup_tar(session, resumed, cas, _resolvers(session))
+    tar = _setup_tar(session, resumed, cas)
     result = incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=tar, idempotent=True)
     if result.exit_code != 0:
         raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
     faults.point("restore")
     _wait_network(incus, name, log)  # DHCP went on meanwhile; wait only for the rest
-
-
-def _resolvers(session: Session) -> str | None:
-    """The bridge's resolv.conf: the address is set before boot, DHCP's resolvers come later."""
-    from coi import network_policy
-
-    try:
-        bridge = session.incus.get(f"networks/{session.cfg.incus.network}")
-    except CoiError:
-        return None  # the container's DHCP client writes one a moment later
-    return network_policy.resolv_conf(bridge.get("config") or {})
 
 
 # One exec unpacks the session's files and trusts the extra CAs. Debian's
@@ -278,10 +267,8 @@ def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
     return {f"coi-session-{i}-{f.stem}.crt": certs.read_pem(f) for i, f in enumerate(files)}
 
 
-def _setup_tar(
-    session: Session, resumed: Path | None, cas: dict[str, bytes], resolvers: str | None = None
-) -> bytes:
-    """One tar stream: wrappers, resolvers, the session env, CAs, restored state, credentials."""
+def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) -> bytes:
+    """One tar stream: wrappers, the session env, CAs, restored state, credentials."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for file_name, pem in cas.items():
@@ -289,8 +276,6 @@ def _setup_tar(
         _add(archive, "usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755)
         for verb in ("poweroff", "shutdown"):
             _add(archive, f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
-        if resolvers is not None:
-            _add(archive, "etc/resolv.conf", resolvers.encode(), 0o644)
         env = f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
         _add(archive, "etc/coi/session.env", env.encode(), 0o644)
         if resumed is not None and (resumed / session.tool.state_dir).is_dir():
@@ -384,7 +369,12 @@ def stopping(incus: Incus, name: str, timeout: float = 60.0) -> bool:
 
 
 def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
-    """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API."""
+    """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API.
+
+    The DHCP lease is also the boot barrier: ifupdown runs after sysinit.target, when
+    systemd-tmpfiles has emptied /tmp, where tmux keeps its socket. Setting the address
+    before boot made the lease redundant but not the barrier, which came as late.
+    """
     deadline = time.monotonic() + WAIT_NETWORK
     while time.monotonic() < deadline:
         nets = (incus.state(name).get("network") or {}).get("eth0", {})

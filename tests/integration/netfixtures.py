@@ -89,20 +89,6 @@ def wait_address(incus: Incus, name: str, timeout: float = 40) -> str:
     raise TimeoutError(f"{name} got no IPv4 address within {timeout} s")
 
 
-def wait_resolver(incus: Incus, name: str, timeout: float = 40) -> None:
-    """Wait (bounded) until the instance's DHCP client has written /etc/resolv.conf.
-
-    coi sets a container's address before it boots, so the address comes first; the
-    base image has no resolv.conf until DHCP writes one (sessions get theirs from coi).
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sh(incus, name, "grep -q '^nameserver' /etc/resolv.conf")[0] == 0:
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"{name} has no resolver in /etc/resolv.conf after {timeout} s")
-
-
 def sh(incus: Incus, name: str, script: str) -> tuple[int, str]:
     """Run a shell script inside as root: (exit code, stdout + stderr)."""
     for attempt in range(3):

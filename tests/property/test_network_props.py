@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -246,32 +245,3 @@ def test_a_failed_lookup_keeps_the_last_good_addresses(
     assert set(merged) == set(fresh)
     for name, answer in fresh.items():
         assert set(merged[name]) == set(answer if answer else last.get(name, []))
-
-
-@loose
-@given(subnets(), st.data())
-def test_static_lxc_sets_the_chosen_address_in_the_bridge_subnet(
-    net: ipaddress.IPv4Network, data: st.DataObject
-) -> None:
-    hosts = int(net.num_addresses) - 2
-    gw_index, addr_index = data.draw(st.tuples(st.integers(1, hosts), st.integers(1, hosts)))
-    assume(gw_index != addr_index)
-    gateway, address = net[gw_index], net[addr_index]
-    lines = network_policy.static_lxc(f"{gateway}/{net.prefixlen}", str(address))
-    keys = dict(line.split(" = ", 1) for line in lines.splitlines())
-    assert set(keys) == {"lxc.net.0.ipv4.address", "lxc.net.0.ipv4.gateway"}
-    cidr, broadcast = keys["lxc.net.0.ipv4.address"].split()
-    assert ipaddress.IPv4Interface(cidr) == ipaddress.IPv4Interface(f"{address}/{net.prefixlen}")
-    assert ipaddress.IPv4Address(broadcast) == net.broadcast_address
-    assert keys["lxc.net.0.ipv4.gateway"] == str(gateway)
-
-
-@loose
-@given(subnets(), ipv4)
-def test_static_lxc_refuses_an_address_outside_the_subnet(
-    net: ipaddress.IPv4Network, address: str
-) -> None:
-    assume(ipaddress.IPv4Address(address) not in net)
-    gateway = net[1] if net.num_addresses > 2 else net[0]
-    with pytest.raises(ValueError, match="not in"):
-        network_policy.static_lxc(f"{gateway}/{net.prefixlen}", address)

@@ -532,22 +532,3 @@ def test_unsafe_finds_a_writable_folder(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("")
     assert network_setup.unsafe(target) is not None  # /tmp is writable by everyone
-
-
-@pytest.mark.parametrize(
-    ("config", "expected"),
-    [
-        ({"ipv4.address": "10.171.0.1/24"}, "domain incus\nsearch incus\nnameserver 10.171.0.1\n"),
-        (
-            {"ipv4.address": "10.9.8.1/16", "dns.domain": "lab"},
-            "domain lab\nsearch lab\nnameserver 10.9.8.1\n",
-        ),
-        ({"ipv4.address": "10.171.0.1/24", "dns.mode": "none"}, None),
-        ({"ipv4.address": "none"}, None),
-        ({}, None),
-    ],
-)
-def test_session_resolv_conf_is_what_the_bridge_hands_out(
-    config: dict[str, str], expected: str | None
-) -> None:
-    assert network_policy.resolv_conf(config) == expected
