@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from coi import launch
 from coi.errors import CoiError
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ POLL = 1.0
 
 # Prints address=, resolvers=, names=0|1 and, only when names fail, reach=0|1: the TCP
 # port 53 of the probe address, so a healthy network never contacts the probe at all.
-PROBE_SCRIPT = r"""
+_PROBE = r"""
 addr=$(ip -4 -o addr show scope global 2>/dev/null |
     sed -n 's/.* inet \([0-9.]*\).*/\1/p' | head -n1)
 echo "address=$addr"
@@ -46,6 +47,8 @@ else
     echo reach=0
 fi
 """
+# Every probe first waits out early boot, so the build steps after it find /tmp settled.
+PROBE_SCRIPT = launch.BOOT_BARRIER_SH + _PROBE
 
 APPLY_SCRIPT = r"""
 set -eu

@@ -26,6 +26,22 @@ WORKSPACE_PATH = "/workspace"
 CONTAINER_UID = 1000
 
 
+# systemd's early boot (sysinit.target) empties /tmp through systemd-tmpfiles-setup, and
+# networking.service is not ordered after it: even with its DHCP lease a container may
+# still be in early boot. Shell run before anything writes to /tmp (tmux's socket, the
+# build's update-ca-certificates); bounded (10 s); nothing to wait for without systemd.
+BOOT_BARRIER_SH = """
+if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+    i=0
+    until systemctl is-active --quiet systemd-tmpfiles-setup.service sysinit.target \\
+        || [ "$i" -ge 200 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+fi
+"""
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """Everything that decides an instance's config."""

@@ -255,6 +255,7 @@ for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
   grep -qF -- "$key" "$bundle" 2>/dev/null || cat "$cert" >> "$bundle"
 done
 """
+_SETUP_SH += launch.BOOT_BARRIER_SH
 
 
 def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
