@@ -7,7 +7,8 @@
   `incus file push -r` (goal: at least 10x faster).
 
 Reported, never asserted. Run as root on a host where `coi setup` has run:
-`python bench/bench_sessions.py` (COI_BENCH_IMAGE picks the image, default the base).
+`python bench/bench_sessions.py` (COI_BENCH_IMAGE picks the image, default `coi`: sessions
+run as its `code` user, which the base image lacks).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from _timing import median_of, report
 
-IMAGE = os.environ.get("COI_BENCH_IMAGE", "coi-base-debian-12")
+IMAGE = os.environ.get("COI_BENCH_IMAGE", "coi")
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 
 
