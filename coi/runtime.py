@@ -372,9 +372,8 @@ def stopping(incus: Incus, name: str, timeout: float = 60.0) -> bool:
 def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
     """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API.
 
-    The DHCP lease is also the boot barrier: ifupdown runs after sysinit.target, when
-    systemd-tmpfiles has emptied /tmp, where tmux keeps its socket. Setting the address
-    before boot made the lease redundant but not the barrier, which came as late.
+    A lease does not prove early boot is over (networking.service is not ordered after
+    sysinit.target): the setup exec waits for that itself (launch.BOOT_BARRIER_SH).
     """
     deadline = time.monotonic() + WAIT_NETWORK
     while time.monotonic() < deadline:
