@@ -135,7 +135,7 @@ def save(incus: Incus, name: str, meta: Metadata, state_dir: str, *, running: bo
             shutil.rmtree(work)
             return None
         faults.point("save")
-        tarsafe.extract(work / "state.tar", work, top=state_dir)
+        tarsafe.extract(work / "state.tar", work, top=state_dir, fresh=True)
         (work / "state.tar").unlink()
         (work / METADATA).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
         _replace_dir(work, final)

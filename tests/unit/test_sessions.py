@@ -124,3 +124,48 @@ def test_code_env_carries_nothing_from_the_host(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
     env = runtime.code_env()
     assert env["HOME"] == "/home/code" and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def _tar_of(entries: list[tuple[str, bytes | None, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.mode, info.uid, info.gid, info.uname = mode, 1000, 1000, "code"
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            elif data == b"->":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc"
+                archive.addfile(info)
+            else:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_both_extractions_keep_files_and_folders_and_drop_links_and_set_id_bits(
+    tmp_path: Path, fresh: bool
+) -> None:
+    tar = tmp_path / "state.tar"
+    tar.write_bytes(
+        _tar_of(
+            [
+                (".tool", None, 0o755),
+                (".tool/run", b"#!/bin/sh\n", 0o4777),
+                (".tool/plain", b"data", 0o666),
+                (".tool/etc", b"->", 0o777),
+                ("other/file", b"not under top", 0o644),
+            ]
+        )
+    )
+    dest = tmp_path / "out"
+    dest.mkdir()
+    tarsafe.extract(tar, dest, top=".tool", fresh=fresh)
+    found = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*"))
+    assert found == [".tool", ".tool/plain", ".tool/run"]
+    assert (dest / ".tool/run").read_bytes() == b"#!/bin/sh\n"
+    assert (dest / ".tool/run").stat().st_mode & 0o7777 == 0o755
+    assert (dest / ".tool/plain").stat().st_mode & 0o7777 == 0o644
+    assert (dest / ".tool/plain").stat().st_uid == os.geteuid()  # no owner from inside
