@@ -111,11 +111,13 @@ def transfer(workspace: Path) -> tuple[float, float]:
         incus("exec", name, "--", "mkdir", "-p", "/home/code")
         start = time.perf_counter()
         sessions.restore(api, name, state, ".bench")
+        session_id = f"bench-{uuid.uuid4().hex[:8]}"  # a first save, not a replacement
         meta = sessions.Metadata(
-            "bench", name, 1, str(workspace), "bench", False, None, sessions.now()
+            session_id, name, 1, str(workspace), "bench", False, None, sessions.now()
         )
         sessions.save(api, name, meta, ".bench", running=True)
         ours = time.perf_counter() - start
+        shutil.rmtree(sessions.session_dir("bench", session_id))
         pulled = Path(tempfile.mkdtemp())
         start = time.perf_counter()
         incus("file", "push", "-r", str(state / ".bench"), f"{name}/tmp/")
