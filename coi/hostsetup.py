@@ -314,29 +314,52 @@ def do_restart(step: Step, log: Callable[[str], None]) -> None:
 def do_start(step: Step, log: Callable[[str], None]) -> None:
     if step.params["systemd"]:
         proc.run(["systemctl", "enable", "--now", "incus.socket", "incus.service"])
-    else:
-        DAEMON_LOG.parent.mkdir(parents=True, exist_ok=True)
-        group = step.params["group"]
-        with open(DAEMON_LOG, "ab") as logfile:
-            subprocess.Popen(  # detached: it must outlive coi
-                [INCUSD, "--group", group, "--logfile", str(DAEMON_LOG)],
-                stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=logfile,
-                start_new_session=True,
-                close_fds=True,
-            )
-    wait_ready(60)
+        wait_ready(60)
+        return
+    DAEMON_LOG.parent.mkdir(parents=True, exist_ok=True)
+    group = step.params["group"]
+    ensure_group(group)  # incusd refuses to start when its socket group is missing
+    with open(DAEMON_LOG, "ab") as logfile:
+        daemon = subprocess.Popen(  # detached: it must outlive coi
+            [INCUSD, "--group", group, "--logfile", str(DAEMON_LOG)],
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=logfile,
+            start_new_session=True,
+            close_fds=True,
+        )
+    wait_ready(60, daemon)
 
 
-def wait_ready(timeout: int) -> None:
-    """Wait (bounded) until the daemon answers."""
+def ensure_group(group: str) -> None:
+    """Create the Incus admin group when it is missing (the package makes it; a host
+    that lost it would otherwise keep the daemon from starting)."""
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        proc.run(["groupadd", "--system", group])
+
+
+def wait_ready(timeout: int, daemon: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait (bounded) until the daemon answers; stop early when the daemon we started
+    has already exited, with its last words."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.ok(["incus", "admin", "waitready", "--timeout=5"], timeout=10):
             return
+        if daemon is not None and daemon.poll() is not None:
+            raise CoiError(f"the Incus daemon exited: {last_line(DAEMON_LOG)} (see {DAEMON_LOG})")
         time.sleep(0.5)
     raise CoiError(f"Incus did not become ready within {timeout} s: see {DAEMON_LOG}")
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log, or a placeholder when there is none."""
+    try:
+        lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "no message"
 
 
 def do_pool(incus: Any, step: Step) -> None:

@@ -97,3 +97,18 @@ def test_pick_subnet_exhausted() -> None:
 )
 def test_only_an_installed_status_counts_as_installed(status: str, installed: bool) -> None:
     assert hs.is_installed_status(status) is installed
+
+
+def test_a_daemon_that_exits_at_once_is_reported_with_its_last_words(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    log = tmp_path / "incusd.log"
+    monkeypatch.setattr(hs, "DAEMON_LOG", log)
+    monkeypatch.setattr(hs.proc, "ok", lambda *a, **k: False)  # never ready
+    script = f"echo 'Error: cannot get group ID of incus-admin' >> {log}; exit 1"
+    daemon = subprocess.Popen(["sh", "-c", script])
+    # the early stop, not the timeout's "did not become ready"
+    with pytest.raises(CoiError, match="daemon exited: Error: cannot get group ID"):
+        hs.wait_ready(60, daemon)
