@@ -271,7 +271,7 @@ def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
 def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) -> bytes:
     """One tar stream: wrappers, the session env, CAs, restored state, credentials."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
+    with tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive:
         for file_name, pem in cas.items():
             _add(archive, f"usr/local/share/ca-certificates/{file_name}", pem, 0o644)
         _add(archive, "usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755)
@@ -279,12 +279,8 @@ def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) ->
             _add(archive, f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
         env = f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
         _add(archive, "etc/coi/session.env", env.encode(), 0o644)
-        if resumed is not None and (resumed / session.tool.state_dir).is_dir():
-            archive.add(
-                resumed / session.tool.state_dir,
-                arcname=f"home/code/{session.tool.state_dir}",
-                filter=_as_code,
-            )
+        if resumed is not None:
+            sessions.add_state(archive, resumed, session.tool.state_dir, "home/code/", CODE_UID)
         for rel, data in credentials(session.tool).items():
             _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
     return buffer.getvalue()
@@ -299,14 +295,6 @@ def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int =
     info = tarfile.TarInfo(path)
     info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, time.time()
     archive.addfile(info, io.BytesIO(data))
-
-
-def _as_code(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    if not (info.isfile() or info.isdir()):
-        return None
-    info.uid = info.gid = CODE_UID
-    info.uname = info.gname = ""
-    return info
 
 
 def credentials(tool: Tool, home: Path | None = None) -> dict[str, bytes]:

@@ -188,13 +188,13 @@ def recover(tool: str) -> None:
 
 
 def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 1000) -> None:
-    """Push a saved state folder into the container's home as one tar stream."""
-    source = folder / state_dir
-    if not source.is_dir():
+    """Push a saved state folder into the container's home as one tar stream (a session
+    start sends it inside its setup stream instead, through add_state)."""
+    if not (folder / state_dir).is_dir():
         return
     with tempfile.TemporaryFile() as buffer:
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            archive.add(source, arcname=state_dir, filter=_owned_by(uid))
+        with tarfile.open(fileobj=buffer, mode="w", format=TAR_FORMAT) as archive:
+            add_state(archive, folder, state_dir, "", uid)
         buffer.seek(0)
         result = incus.execute(
             name,
@@ -206,15 +206,28 @@ def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 10
         raise CoiError(f"restoring the session into {name} failed: {result.stderr.strip()}")
 
 
-def _owned_by(uid: int) -> Any:
-    def fix(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+# GNU headers: the default pax format writes an extra header per file for its
+# sub-second mtime, a quarter of the time of packing 5,000 files.
+TAR_FORMAT = tarfile.GNU_FORMAT
+
+
+def add_state(
+    archive: tarfile.TarFile, folder: Path, state_dir: str, prefix: str, uid: int
+) -> None:
+    """Add a saved state folder (folders and regular files only) under prefix, owned by
+    uid inside; nothing when the save holds none."""
+    source = folder / state_dir
+    if not source.is_dir():
+        return
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         if not (info.isfile() or info.isdir()):
             return None
         info.uid = info.gid = uid
         info.uname = info.gname = ""
         return info
 
-    return fix
+    archive.add(source, arcname=f"{prefix}{state_dir}", filter=owned)
 
 
 def now() -> str:

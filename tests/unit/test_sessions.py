@@ -169,3 +169,22 @@ def test_both_extractions_keep_files_and_folders_and_drop_links_and_set_id_bits(
     assert (dest / ".tool/run").stat().st_mode & 0o7777 == 0o755
     assert (dest / ".tool/plain").stat().st_mode & 0o7777 == 0o644
     assert (dest / ".tool/plain").stat().st_uid == os.geteuid()  # no owner from inside
+
+
+def test_a_saved_state_goes_back_as_folders_and_files_owned_inside(tmp_path: Path) -> None:
+    state = tmp_path / "saved" / ".tool"
+    (state / "sub").mkdir(parents=True)
+    (state / "sub" / "f").write_text("x")
+    (state / "link").symlink_to("/etc/passwd")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive:
+        sessions.add_state(archive, tmp_path / "saved", ".tool", "home/code/", 1000)
+        sessions.add_state(archive, tmp_path / "saved", ".absent", "home/code/", 1000)
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as archive:
+        members = {m.name: (m.uid, m.gid, m.uname) for m in archive}
+    assert members == {
+        "home/code/.tool": (1000, 1000, ""),
+        "home/code/.tool/sub": (1000, 1000, ""),
+        "home/code/.tool/sub/f": (1000, 1000, ""),
+    }
