@@ -45,9 +45,7 @@ def test_second_ensure_is_a_cache_hit(
         raise AssertionError("a cache hit must not run debootstrap")
 
     monkeypatch.setattr(b, "build_base", no_build)
-    started = time.monotonic()
-    assert b.ensure_base(incus, REF) == base_alias
-    assert time.monotonic() - started < 1.0
+    assert b.ensure_base(incus, REF) == base_alias  # no_build proves no debootstrap ran
     again = incus.image_alias(base_alias)
     assert again is not None and again["target"] == before
 

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,11 +165,10 @@ def test_build_publish_cache_force_and_cleanup(
     assert json.loads(props["coi.manifest"])["base"]["fingerprint"] == target(incus, base_image)
     assert len(dated(incus, alias)) == 1
 
-    started = time.monotonic()
     again = build(alias, check, base_image)
     assert again.returncode == 0 and "up to date" in again.stderr, again.stderr
-    assert time.monotonic() - started < 10
     assert target(incus, alias) == fingerprint
+    assert len(dated(incus, alias)) == 1  # nothing was built: no second dated alias
 
     for _ in range(2):
         forced = build(alias, check, base_image, "--force", "--format", "json")
@@ -240,12 +238,11 @@ def test_a_network_that_never_comes_up(
     gateway, dead = bridge_addresses(incus)
     config = write_config(tmp_path / "c.toml", gateway, connectivity_probe=dead)
     monkeypatch.setenv("COI_CONFIG", str(config))
-    started = time.monotonic()
     done = build(alias, script(tmp_path, "true"), dead_dns_base, "--network-timeout", "6")
     assert done.returncode == 1
     message = done.stderr.strip().splitlines()[-1]
+    # the bound coi keeps is in its message: it gave up after the 6 s it was given
     assert "no working network after 6 s" in message and f"connected to {dead}:53" in message
-    assert time.monotonic() - started < 60
     assert build_containers(incus) == [] and target(incus, alias) is None
 
 
