@@ -324,7 +324,7 @@ def debootstrap(spec: BaseSpec, target: Path, log: Log) -> None:
         stream(debootstrap_argv(spec, target), log, DEBOOTSTRAP_TIMEOUT)
     except CoiError as exc:
         # debootstrap's own log names the step that failed; it is about to be deleted.
-        detail = _tail(target / "debootstrap" / "debootstrap.log", 5)
+        detail = proc.log_tail(target / "debootstrap" / "debootstrap.log", 5)
         raise CoiError(f"{exc}{'; log: ' + detail if detail else ''}") from exc
 
 
@@ -376,15 +376,6 @@ def _stop(child: subprocess.Popen[str]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def _tail(path: Path, lines: int) -> str:
-    """The last lines of a text file joined on one line, or "" if it cannot be read."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return " | ".join(text.strip().splitlines()[-lines:])
 
 
 def customise(spec: BaseSpec, rootfs: Path) -> None:

@@ -348,18 +348,10 @@ def wait_ready(timeout: int, daemon: subprocess.Popen[bytes] | None = None) -> N
         if proc.ok(["incus", "admin", "waitready", "--timeout=5"], timeout=10):
             return
         if daemon is not None and daemon.poll() is not None:
-            raise CoiError(f"the Incus daemon exited: {last_line(DAEMON_LOG)} (see {DAEMON_LOG})")
+            last = proc.log_tail(DAEMON_LOG, 1) or "no message"
+            raise CoiError(f"the Incus daemon exited: {last} (see {DAEMON_LOG})")
         time.sleep(0.5)
     raise CoiError(f"Incus did not become ready within {timeout} s: see {DAEMON_LOG}")
-
-
-def last_line(path: Path) -> str:
-    """The last non-empty line of a log, or a placeholder when there is none."""
-    try:
-        lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        lines = []
-    return lines[-1] if lines else "no message"
 
 
 def do_pool(incus: Any, step: Step) -> None:

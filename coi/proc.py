@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from coi.errors import CoiError, CommandFailed
 
@@ -39,3 +40,12 @@ def ok(argv: Sequence[str], timeout: float | None = 30) -> bool:
         return run(argv, check=False, timeout=timeout).returncode == 0
     except CoiError:
         return False
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last lines of a command's log joined on one line, or "" if it cannot be read."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(text.strip().splitlines()[-lines:])
