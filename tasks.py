@@ -7,12 +7,15 @@ from typing import Any
 from invoke import Collection, Context, Exit, task
 
 
-def _coi(*argv: str) -> None:
+def _coi(*argv: str, passthrough: bool = False) -> None:
+    """Run one coi command in-process; a failure ends invoke with coi's exit code
+    (silently for `passthrough`, where the code is the inner command's own)."""
     from coi.cli import main
 
     code = main(list(argv))
     if code != 0:
-        raise Exit(f"coi {' '.join(argv)} failed with exit code {code}", code=code)
+        message = None if passthrough else f"coi {' '.join(argv)} failed with exit code {code}"
+        raise Exit(message, code=code)
 
 
 @task(help={"dry_run": "print the plan, change nothing"})
@@ -145,7 +148,153 @@ def images_export(c: Context, name: str = "coi", dir: str = "dist") -> None:
     _coi("image", "export", name, dir)
 
 
+# -- sessions: thin wrappers over the same `coi` commands, with the same flags ----------
+
+SESSION_HELP = {
+    "workspace": "workspace to mount (default: the current folder)",
+    "slot": "slot for parallel sessions (0: automatic)",
+    "persistent": "keep the container between sessions",
+    "resume": "resume a session: the newest of this workspace, or the id given",
+    "profile": "use the named config profile",
+    "image": "image to launch (default: coi)",
+    "env": "KEY=VALUE set inside (repeatable)",
+    "storage": "a persistent storage folder, mounted at /storage",
+    "network": "restricted, allowlist or open",
+    "tool": "the AI tool to run (default: claude)",
+}
+
+
+def _flags(**options: Any) -> list[str]:
+    """CLI flags of the options a task was given: True -> --flag, a value -> --flag VALUE."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if item is True:
+                argv.append(flag)
+            elif item not in (None, False, "", 0):
+                argv.append(f"{flag}={item}")
+    return argv
+
+
+def _command(c: Context) -> list[str]:
+    """The command given after `--`, word for word.
+
+    invoke joins its remainder with spaces, losing the quoting (`sh -c 'exit 3'` would
+    become `sh -c exit 3`), so the words come from the process's own argv when it has them.
+    """
+    import shlex
+    import sys
+
+    if "--" in sys.argv:
+        return sys.argv[sys.argv.index("--") + 1 :]
+    return shlex.split(c.remainder)
+
+
+SESSION_OPTIONS: dict[str, Any] = dict(iterable=["env"], optional=["resume"])
+
+
+@task(**SESSION_OPTIONS, help={**SESSION_HELP, "background": "start it, do not attach"})
+def shell(
+    c: Context,
+    workspace: str = "",
+    slot: int = 0,
+    persistent: bool = False,
+    resume: Any = None,
+    profile: str = "",
+    image: str = "",
+    env: Any = None,
+    storage: str = "",
+    network: str = "",
+    tool: str = "",
+    background: bool = False,
+) -> None:
+    """Start or resume an AI coding session in a container and attach to it."""
+    options = dict(locals())
+    options.pop("c")
+    _coi("shell", *_session_argv(options))
+
+
+@task(**SESSION_OPTIONS, help=SESSION_HELP)
+def run(
+    c: Context,
+    workspace: str = "",
+    slot: int = 0,
+    persistent: bool = False,
+    resume: Any = None,
+    profile: str = "",
+    image: str = "",
+    env: Any = None,
+    storage: str = "",
+    network: str = "",
+    tool: str = "",
+) -> None:
+    """Run the command after `--` in a fresh session container: `invoke run -- npm test`."""
+    options = dict(locals())
+    options.pop("c")
+    _coi("run", *_session_argv(options), "--", *_command(c), passthrough=True)
+
+
+def _session_argv(options: dict[str, Any]) -> list[str]:
+    """--resume without a value (invoke gives True) resumes the newest session."""
+    resume = options.pop("resume")
+    argv = _flags(**options)
+    if resume is True:
+        argv.append("--resume")
+    elif resume:
+        argv.append(f"--resume={resume}")
+    return argv
+
+
+@task(help={"name": "container (default: this workspace's)", "slot": "slot", "bash": "plain bash"})
+def attach(c: Context, name: str = "", slot: int = 0, bash: bool = False) -> None:
+    """Attach to a running session."""
+    _coi("attach", *_flags(slot=slot, bash=bash), *([name] if name else []))
+
+
+@task(name="list", help={"all": "also list saved sessions", "format": "text or json"})
+def list_(c: Context, all: bool = False, format: str = "text") -> None:
+    """List coi containers (and saved sessions with --all)."""
+    _coi("list", *_flags(all=all, format=format))
+
+
+TARGETS_HELP = {
+    "name": "a container (repeatable)",
+    "all": "every coi container",
+    "force": "do not ask",
+}
+
+
+@task(iterable=["name"], help={**TARGETS_HELP, "timeout": "seconds before forcing (60)"})
+def shutdown(
+    c: Context, name: Any = None, all: bool = False, force: bool = False, timeout: int = 60
+) -> None:
+    """Stop containers cleanly, saving their sessions."""
+    _coi("shutdown", *_flags(all=all, force=force, timeout=timeout), *(name or []))
+
+
+@task(iterable=["name"], help=TARGETS_HELP)
+def kill(c: Context, name: Any = None, all: bool = False, force: bool = False) -> None:
+    """Force-stop and delete containers."""
+    _coi("kill", *_flags(all=all, force=force), *(name or []))
+
+
+@task(
+    help={
+        "force": "do not ask",
+        "sessions": "also delete saved sessions",
+        "orphans": "remove network rules left behind",
+    }
+)
+def clean(c: Context, force: bool = False, sessions: bool = False, orphans: bool = False) -> None:
+    """Remove stopped containers (and saved sessions, orphaned rules)."""
+    _coi("clean", *_flags(force=force, sessions=sessions, orphans=orphans))
+
+
 images = Collection(
     "images", images_base, images_custom, images_publish, images_cleanup, images_export
 )
-ns = Collection(setup, doctor, build, profiles, images)
+ns = Collection(
+    setup, doctor, build, profiles, images, shell, run, attach, list_, shutdown, kill, clean
+)
