@@ -121,6 +121,7 @@ def _launch(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE")
     _name(p)
     p.add_argument("--ephemeral", action="store_true", help="Incus deletes it when it stops")
+    p.add_argument("--no-wait", action="store_true", help="return before early boot is over")
 
 
 def _exec(p: argparse.ArgumentParser) -> None:
@@ -185,6 +186,7 @@ AREAS = (
     "coi.commands.sessions_cli",
     "coi.commands.network_cli",
     "coi.commands.trust_cli",
+    "coi.commands.port",
 )
 
 

@@ -228,6 +228,16 @@ class Incus:
         """PATCH an instance's config or devices."""
         self.call("PATCH", f"instances/{name}", patch, f"updating instance {name}")
 
+    def remove_devices(self, name: str, devices: Sequence[str]) -> None:
+        """Remove devices from an instance (a PATCH merges devices, so this PUTs its whole
+        writable record without them); a running instance loses them at once."""
+        record = self.instance(name)
+        keys = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful")
+        body = {k: record[k] for k in keys if k in record}
+        body["description"] = record.get("description", "")
+        body["devices"] = {k: v for k, v in record["devices"].items() if k not in devices}
+        self.call("PUT", f"instances/{name}", body, f"updating instance {name}")
+
     def execute(
         self,
         name: str,

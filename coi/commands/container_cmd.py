@@ -28,6 +28,8 @@ def launch(args: argparse.Namespace) -> int:
         container_uid=cfg.incus.claude_uid,
     )
     lp.create(incus, spec)
+    if not args.no_wait:  # ready: past early boot, which empties /tmp (launch.BOOT_BARRIER_SH)
+        incus.execute(args.name, ["sh", "-c", lp.BOOT_BARRIER_SH], idempotent=True)
     output.info(f"launched {args.name} from {args.image}")
     return 0
 

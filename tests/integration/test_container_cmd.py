@@ -70,3 +70,14 @@ def test_exec_on_missing_container_is_one_line() -> None:
     done = coi("container", "exec", "no-such-container", "--", "true")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "not found" in done.stderr
+
+
+def test_launch_returns_after_early_boot(
+    incus: Incus, base_image: str, name: str, cleanup: list[str]
+) -> None:
+    """Early boot empties /tmp: launch returns only once it is over, so /tmp keeps files."""
+    cleanup.append(name)
+    assert coi("container", "launch", base_image, name).returncode == 0
+    probe = "systemctl is-active sysinit.target; echo kept > /tmp/mark; sleep 2; cat /tmp/mark"
+    done = coi("container", "exec", name, "--", "sh", "-c", probe)
+    assert done.stdout.split() == ["active", "kept"], done.stdout + done.stderr
