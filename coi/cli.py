@@ -104,6 +104,12 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
 
+def _completion(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish"
+    )
+
+
 def _fmt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
 
@@ -164,6 +170,11 @@ COMMANDS: dict[str, Command] = {
             "running": Command(CONTAINER + "running", "exit 0 if it runs, else 1", _name),
             "mount": Command(CONTAINER + "mount", "mount a host folder inside", _mount),
         },
+    ),
+    "completion": Command(
+        "coi.completion:command",
+        "print the shell code that completes coi's commands (bash, zsh, fish)",
+        _completion,
     ),
     "config": Command(
         help="inspect the merged configuration",
@@ -264,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or bool(os.environ.get("COI_DEBUG"))
     try:
+        if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (coi completion)
+            from coi import completion
+
+            completion.complete(build_parser())
         return dispatch(argv)
     except CoiError as exc:
         if debug:

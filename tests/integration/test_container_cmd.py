@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from coi.incus import Incus
 from tests.integration.helpers import coi
@@ -81,3 +85,20 @@ def test_launch_returns_after_early_boot(
     probe = "systemctl is-active sysinit.target; echo kept > /tmp/mark; sleep 2; cat /tmp/mark"
     done = coi("container", "exec", name, "--", "sh", "-c", probe)
     assert done.stdout.split() == ["active", "kept"], done.stdout + done.stderr
+
+
+def test_completion_offers_the_live_container_names(
+    incus: Incus, base_image: str, name: str, cleanup: list[str], tmp_path: Path
+) -> None:
+    cleanup.append(name)
+    assert coi("container", "launch", base_image, name, "--no-wait").returncode == 0
+    line = f"coi kill {name[:6]}"
+    out = tmp_path / "answer"
+    env = {"COMP_LINE": line, "COMP_POINT": str(len(line)), "_ARGCOMPLETE": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "coi"],
+        env={**os.environ, **env, "_ARGCOMPLETE_STDOUT_FILENAME": str(out)},
+        check=True,
+        timeout=60,
+    )
+    assert name in [w.strip() for w in out.read_text().split("\v")]
