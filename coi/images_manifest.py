@@ -167,3 +167,19 @@ def text_lines(manifest: Mapping[str, Any]) -> list[str]:
     lines.append(f"dpkg ({len(dpkg)} packages):")
     lines += [f"  {name} {version}" for name, version in dpkg.items()]
     return lines
+
+
+def age_line(manifest: Mapping[str, Any], now: float) -> str:
+    """How old an image's tools are: their versions and the days since the build."""
+    import datetime
+
+    built = str(manifest.get("built", ""))
+    try:
+        stamp = datetime.datetime.fromisoformat(built).timestamp()
+    except ValueError:
+        return f"its tools' age is unknown (built {built!r})"
+    days = max(0, int((now - stamp) // 86400))
+    tools = manifest.get("tools") or {}
+    names = ", ".join(f"{n} {str(v).split()[0]}" for n, v in tools.items() if n != "shell")
+    when = "today" if days == 0 else f"{days} day{'s' if days != 1 else ''} ago"
+    return f"its tools ({names or 'none'}) were installed {when}, on {built[:10]}"

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 from coi import output
 from coi.commands.common import connect, load_config
-from coi.errors import UsageError
+from coi.errors import CoiError, UsageError
 
 if TYPE_CHECKING:
     from coi.config import Config
     from coi.images import BuildResult
     from coi.images_plan import Recipe
+    from coi.incus import Incus
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +34,25 @@ def run(args: argparse.Namespace) -> int:
         log=output.info,
     )
     show(result, args.format)
+    if result.up_to_date and args.format != "json":
+        _report_age(incus, result.fingerprint)
     return 0
+
+
+def _report_age(incus: Incus, fingerprint: str) -> None:
+    """Say how old the tools of an up-to-date image are, and how to refresh them."""
+    import time
+
+    from coi import images_manifest
+
+    try:
+        manifest = images_manifest.from_image(incus.image(fingerprint))
+    except CoiError:
+        return  # not one of coi's builds: nothing recorded to report
+    output.info(
+        images_manifest.age_line(manifest, time.time())
+        + "; `[tool] pre_launch` updates them at each session, `--force` rebuilds"
+    )
 
 
 def recipe_for(args: argparse.Namespace, cfg: Config) -> Recipe:

@@ -367,3 +367,17 @@ def test_the_build_assets_live_inside_the_package() -> None:
     package = Path(coi.__file__).parent
     assert images_plan.assets_dir().is_relative_to(package)
     assert (images_plan.assets_dir() / "coi" / "pins.toml").is_file()
+
+
+def test_age_line_names_the_tools_and_the_days_since_the_build() -> None:
+    from coi import images_manifest
+
+    manifest = {
+        "built": "2026-11-20T10:00:00+00:00",
+        "tools": {"claude": "2.1.332 (Claude Code)", "shell": "GNU bash"},
+    }
+    now = 1796032800.0  # 2026-11-30T10:00:00Z
+    line = images_manifest.age_line(manifest, now)
+    assert line == "its tools (claude 2.1.332) were installed 10 days ago, on 2026-11-20"
+    assert "today" in images_manifest.age_line(manifest, now - 9.5 * 86400)
+    assert "unknown" in images_manifest.age_line({"built": "?"}, now)
