@@ -36,6 +36,7 @@ class Command:
     args: ArgAdder | None = None
     globals: bool = False
     sub: dict[str, Command] = field(default_factory=dict)
+    default: str = ""  # the subcommand meant when the word after the group is none of them
 
 
 def session_flags(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +199,7 @@ AREAS = (
     "coi.commands.network_cli",
     "coi.commands.trust_cli",
     "coi.commands.port",
+    "coi.commands.checkpoint",
 )
 
 
@@ -242,6 +244,21 @@ def load(target: str) -> Handler:
     return handler
 
 
+def with_default_sub(argv: list[str], table: dict[str, Command]) -> list[str]:
+    """`coi checkpoint NAME` means `coi checkpoint create NAME`: a group with a default
+    subcommand gets it when the next word names none of its subcommands."""
+    for i, word in enumerate(argv):
+        command = table.get(word)
+        if command is None or word.startswith("-"):
+            continue
+        if command.default:
+            rest = argv[i + 1 : i + 2]
+            if not rest or (rest[0] not in command.sub and rest[0] not in ("-h", "--help")):
+                return [*argv[: i + 1], command.default, *argv[i + 1 :]]
+        return argv
+    return argv
+
+
 def dispatch(argv: Sequence[str]) -> int:
     """Parse argv and run the chosen command; returns its exit code."""
     parser = build_parser()
@@ -252,7 +269,7 @@ def dispatch(argv: Sequence[str]) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, tail = argv[:cut], argv[cut + 1 :]
-    args = parser.parse_args(argv)
+    args = parser.parse_args(with_default_sub(argv, all_commands()))
     if tail is not None:
         if not hasattr(args, "cmd"):
             raise UsageError("this command takes no `-- COMMAND` (see `coi --help`)")

@@ -49,3 +49,28 @@ def log_tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def run_bytes(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float | None = None,
+) -> bytes:
+    """Run argv on bytes (file names need not be UTF-8); its stdout, or CommandFailed."""
+    args = list(argv)
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        done = subprocess.run(
+            args, cwd=cwd, env=full_env, input=input, capture_output=True, timeout=timeout
+        )
+    except FileNotFoundError as exc:
+        raise CoiError(f"`{args[0]}` is not installed: install it and try again") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CoiError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        out, err = (s.decode(errors="replace") for s in (done.stdout, done.stderr))
+        raise CommandFailed(args, done.returncode, out, err)
+    return done.stdout

@@ -119,3 +119,15 @@ name_prefixes = st.sampled_from(["coi-", "t1-", "coitest-ab12-"])
 def taken_slots(limit: int) -> st.SearchStrategy[set[int]]:
     """Any set of slots, some of them possibly beyond the limit."""
     return st.sets(st.integers(min_value=1, max_value=limit + 3), max_size=limit + 3)
+
+
+# --- workspace trees (checkpoints) --------------------------------------------------------------
+
+_tree_names = st.sampled_from(["a", "b", "c.txt", "d.log", "sub", "deep"])
+_tree_paths = st.lists(_tree_names, min_size=1, max_size=3).map("/".join)
+# a file (content, executable) or a symlink ("->", target)
+_tree_entries = st.one_of(
+    st.tuples(st.binary(max_size=40), st.booleans()),
+    st.tuples(st.just("->"), st.sampled_from(["a", "../x", "sub/b", "missing"])),
+)
+workspace_trees = st.dictionaries(_tree_paths, _tree_entries, max_size=8)

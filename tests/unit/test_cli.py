@@ -89,3 +89,18 @@ def test_internal_error_has_no_traceback(
     assert main(["config", "show"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "Traceback" not in err
+
+
+def test_a_group_with_a_default_subcommand_gets_it() -> None:
+    from coi.cli import all_commands, with_default_sub
+
+    table = all_commands()
+    assert with_default_sub(["checkpoint"], table) == ["checkpoint", "create"]
+    assert with_default_sub(["checkpoint", "wip", "-m", "x"], table)[:3] == [
+        "checkpoint",
+        "create",
+        "wip",
+    ]
+    assert with_default_sub(["--workspace", "/w", "checkpoint", "list"], table)[-1] == "list"
+    assert with_default_sub(["checkpoint", "--help"], table) == ["checkpoint", "--help"]
+    assert with_default_sub(["image", "list"], table) == ["image", "list"]

@@ -1,0 +1,120 @@
+"""`coi checkpoint [create|list|prune]`, `coi diff`, `coi rollback`: undo for agents.
+
+This module is both the command table (cheap to import) and the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+
+from coi import output
+from coi.cli import Command
+from coi.commands.common import workspace_of
+
+C = "coi.commands.checkpoint:"
+
+
+def create(args: argparse.Namespace) -> int:
+    """Record the workspace's files now."""
+    from coi import checkpoints
+
+    made = checkpoints.create(workspace_of(args), args.name, args.message or "")
+    output.info(f"checkpoint {made.id} ({made.kind}) of {workspace_of(args)}")
+    return 0
+
+
+def list_(args: argparse.Namespace) -> int:
+    """The workspace's checkpoints, newest first."""
+    from coi import checkpoints
+
+    found = checkpoints.all_of(workspace_of(args))
+    if args.format == "json":
+        output.emit_json([c.to_dict() for c in found])
+        return 0
+    rows = [[c.id, c.kind, _when(c.created), c.message] for c in found]
+    output.table(["id", "kind", "created", "message"], rows)
+    return 0
+
+
+def _when(stamp: float) -> str:
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def prune(args: argparse.Namespace) -> int:
+    """Keep the newest N checkpoints."""
+    from coi import checkpoints
+
+    gone = checkpoints.prune(workspace_of(args), args.keep)
+    output.info(f"deleted {len(gone)} checkpoint(s), kept the newest {args.keep}")
+    return 0
+
+
+def diff(args: argparse.Namespace) -> int:
+    """What changed in the workspace since a checkpoint (the newest by default)."""
+    from coi import checkpoints
+
+    workspace = workspace_of(args)
+    since = checkpoints.find(workspace, args.checkpoint)
+    changes = checkpoints.diff(workspace, since)
+    if args.format == "json":
+        output.emit_json({"checkpoint": since.id, "changes": [
+            {"status": s, "path": p} for s, p in changes]})  # fmt: skip
+        return 0
+    output.info(f"since {since.id}: {len(changes)} path(s) changed")
+    for status, path in changes:
+        output.data(f"{status}\t{path}")
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    """Put the workspace's files back as a checkpoint had them; the state before is saved."""
+    from coi import checkpoints
+
+    workspace = workspace_of(args)
+    target = checkpoints.find(workspace, args.checkpoint)
+    saved = checkpoints.rollback(workspace, target)
+    output.info(
+        f"rolled {workspace} back to {target.id}; the state before is checkpoint "
+        f"{saved.id} (`coi rollback {saved.id}` undoes this)"
+    )
+    return 0
+
+
+def _create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", metavar="NAME", help="a short name (default: manual)")
+    p.add_argument("-m", "--message", metavar="MSG", help="what this checkpoint is for")
+
+
+def _fmt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def _prune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep", type=int, required=True, metavar="N", help="newest ones kept")
+
+
+def _which(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="id (default: newest)")
+
+
+def _diff(p: argparse.ArgumentParser) -> None:
+    _which(p)
+    _fmt(p)
+
+
+COMMANDS: dict[str, Command] = {
+    "checkpoint": Command(
+        help="record the workspace's files (`coi checkpoint [NAME] [-m MSG]`), list, prune",
+        default="create",
+        sub={
+            "create": Command(C + "create", "record the workspace's files now", _create, True),
+            "list": Command(C + "list_", "list this workspace's checkpoints", _fmt, True),
+            "prune": Command(C + "prune", "keep only the newest N checkpoints", _prune, True),
+        },
+    ),
+    "diff": Command(C + "diff", "what changed since a checkpoint", _diff, globals=True),
+    "rollback": Command(
+        C + "rollback", "put the files back as a checkpoint had them (undoable)", _which, True
+    ),
+}
