@@ -200,6 +200,7 @@ AREAS = (
     "coi.commands.trust_cli",
     "coi.commands.port",
     "coi.commands.checkpoint",
+    "coi.commands.snapshot",
 )
 
 

@@ -228,6 +228,27 @@ class Incus:
         """PATCH an instance's config or devices."""
         self.call("PATCH", f"instances/{name}", patch, f"updating instance {name}")
 
+    def snapshots(self, name: str) -> list[Json]:
+        """An instance's snapshots (name, created_at, stateful), oldest first."""
+        found: list[Json] = self.get(
+            f"instances/{name}/snapshots", f"snapshots of {name}", recursion=1
+        )
+        return sorted(found, key=lambda snap: str(snap.get("created_at", "")))
+
+    def create_snapshot(self, name: str, snapshot: str) -> None:
+        """Snapshot an instance's filesystem and config (copy-on-write on btrfs)."""
+        body = {"name": snapshot, "stateful": False}
+        self.call("POST", f"instances/{name}/snapshots", body, f"snapshotting {name}")
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Put an instance back as its snapshot had it (Incus stops and starts a running one)."""
+        self.call("PUT", f"instances/{name}", {"restore": snapshot}, f"restoring {name}/{snapshot}")
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """Delete one snapshot."""
+        path = f"instances/{name}/snapshots/{snapshot}"
+        self.call("DELETE", path, what=f"deleting snapshot {name}/{snapshot}")
+
     def remove_devices(self, name: str, devices: Sequence[str]) -> None:
         """Remove devices from an instance (a PATCH merges devices, so this PUTs its whole
         writable record without them); a running instance loses them at once."""
