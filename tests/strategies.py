@@ -119,3 +119,11 @@ name_prefixes = st.sampled_from(["coi-", "t1-", "coitest-ab12-"])
 def taken_slots(limit: int) -> st.SearchStrategy[set[int]]:
     """Any set of slots, some of them possibly beyond the limit."""
     return st.sets(st.integers(min_value=1, max_value=limit + 3), max_size=limit + 3)
+
+
+# --- workspace mapping and set-id bits (issue 10) ---------------------------------------------
+
+host_uids = st.one_of(st.sampled_from([0, 1, 1000, 1234, 65534]), st.integers(0, 2**32 - 2))
+container_uids = st.sampled_from([1000, 1001, 5000])
+# a mode argument as a syscall sees it: permission bits, file type, and garbage above
+file_modes = st.integers(min_value=0, max_value=2**32 - 1)
