@@ -5,7 +5,7 @@ would generate ("Full policy override" in Incus's internal/server/seccomp), so t
 restates Incus's default deny list, then refuses what would leave a set-uid or set-gid
 file on a host folder. Seccomp sees only syscall arguments, never the file system, so the
 rules hold in the whole container: Docker layers and Debian packages with set-id files
-fail to unpack inside a session (measured; see README "Set-id files").
+fail to unpack inside a session (measured; README "Workspace ownership and set-id files").
 """
 
 from __future__ import annotations
