@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from coi import launch
 from coi.incus import Incus
 from tests.integration.helpers import coi
 
@@ -129,6 +130,38 @@ def test_a_setid_file_left_in_the_workspace_is_cleared_and_reported(
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(left.stat().st_mode) == 0o755
     assert f"cleared the set-id bits of {left} (mode was 6755)" in done.stderr
+
+
+OVERLAY = r"""
+mkdir -p /workspace/up /workspace/work /mnt/o
+mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=/workspace/up,workdir=/workspace/work \
+    /mnt/o || { echo no-overlay; exit 0; }
+touch /mnt/o/sudo && stat -c copied-up:%a /workspace/up/sudo
+umount /mnt/o
+"""
+
+
+def test_an_overlay_copy_up_is_cleared_when_a_persistent_session_stops(
+    env: dict[str, str], incus: Incus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route seccomp cannot see: overlayfs copies a set-uid file up with the kernel's
+    own calls. It lives until the session ends; then coi clears it and says so (here on
+    the persistent path, where the container is stopped and kept)."""
+    workspace = _workspace(tmp_path, 1000)
+    monkeypatch.chdir(workspace)
+    before = set(incus.instance_names())
+    try:
+        done = coi("run", "--persistent", "--network", "open", "--", "sudo", "sh", "-c", OVERLAY)
+    finally:
+        for name in set(incus.instance_names()) - before:
+            launch.teardown(incus, name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if "no-overlay" in done.stdout:
+        pytest.skip("overlayfs cannot be mounted inside a container on this kernel")
+    assert "copied-up:4755" in done.stdout  # the bit was there while the session ran
+    copied = workspace / "up" / "sudo"
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o755 and copied.stat().st_uid != 0
+    assert f"cleared the set-id bits of {copied} (mode was 4755)" in done.stderr
 
 
 DOCKER = r"""
