@@ -1,7 +1,10 @@
 """Set-id files in host folders a session mounted: find and clear them when it ends.
 
-Defence in depth behind the container's seccomp policy (coi/seccomp.py), for what got
-through anyway (a container made before it, a host whose libseccomp lacks a syscall).
+Defence in depth behind the container's seccomp policy (coi/seccomp.py), for what gets
+through anyway: overlayfs copy-up inside the container keeps a set-uid file's mode with
+the kernel's own calls, which seccomp never sees (measured: a copy-up of /usr/bin/sudo
+into /workspace stayed 4755 until the session ended); a container made before the policy;
+a host whose libseccomp does not know a syscall name (LXC then skips its rule).
 The walk follows no symbolic link, stays on the folder's file system and touches
 regular files only; each is changed through a handle opened without following links,
 so a name swapped meanwhile cannot redirect the chmod.
