@@ -222,9 +222,10 @@ def is_installed_status(status: str) -> bool:
 
 
 def needed_subid_lines(sudo_uid: int | None, container_uid: int) -> tuple[str, ...]:
-    """The invoking user's uid for raw.idmap (root's range is a host step, before start)."""
+    """The invoking user's uid for raw.idmap, which maps every workspace owner but root
+    (root's range is a host step, before start)."""
     lines: list[str] = []
-    if sudo_uid is not None and sudo_uid not in (0, container_uid):
+    if sudo_uid is not None and sudo_uid != 0:
         lines.append(f"root:{sudo_uid}:1")
     return tuple(lines)
 

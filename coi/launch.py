@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coi import faults, profiles
+from coi import faults, output, profiles, seccomp
 from coi.errors import CoiError, IncusError, NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -90,15 +90,32 @@ def remote_url(remote: str) -> str:
 
 
 def idmap_for(workspace_uid: int | None, container_uid: int) -> str | None:
-    """raw.idmap that makes the container user own the workspace as its host owner.
+    """raw.idmap that maps the workspace owner to the container user; None for none or root.
 
-    UID shifting maps uids one to one, right only when the owner is the container
-    uid. Another owner is mapped explicitly. Host root is never mapped in: a
-    root-owned workspace falls back to shifting (files appear as uid 1000).
+    Every owner is mapped explicitly (never `shift=true`, which maps every uid one to one,
+    container root to host root). Host root is never mapped in: in a root-owned workspace
+    the container's files belong to its own unprivileged host ids.
     """
-    if workspace_uid in (None, 0, container_uid):
+    if workspace_uid in (None, 0):
         return None
     return f"both {workspace_uid} {container_uid}"
+
+
+def root_owned_warning(workspace: Path) -> str:
+    """The one line a session in a root-owned workspace prints."""
+    return (
+        f"{workspace} is owned by root, which is never mapped into a container: inside it "
+        "belongs to nobody and what the container writes there belongs to an unprivileged "
+        f"uid; to work in it as your user, `sudo chown -R $USER: {workspace}`"
+    )
+
+
+def workspace_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
+    """The workspace disk, unshifted: the instance-wide raw.idmap (idmap_for) is its map,
+    which read-only sub-mounts under /workspace rely on too."""
+    if spec.workspace is None:
+        return {}
+    return {"workspace": {"type": "disk", "source": str(spec.workspace), "path": WORKSPACE_PATH}}
 
 
 def labels(spec: LaunchSpec) -> dict[str, str]:
@@ -131,21 +148,16 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
         config[f"environment.{key}"] = value
     for key, value in spec.limits.items():
         config[f"limits.{key}"] = str(value)
-    devices: dict[str, dict[str, str]] = {}
-    if spec.workspace is not None:
-        mapping = idmap_for(spec.workspace_uid, spec.container_uid)
-        devices["workspace"] = {
-            "type": "disk",
-            "source": str(spec.workspace),
-            "path": WORKSPACE_PATH,
-        }
-        if mapping:
-            config["raw.idmap"] = mapping
-        else:
-            devices["workspace"]["shift"] = "true"
+    devices = workspace_devices(spec)
+    mapping = idmap_for(spec.workspace_uid, spec.container_uid) if spec.workspace else None
+    if mapping:
+        config["raw.idmap"] = mapping
+    if spec.workspace is not None or spec.disks:
+        # no set-id file may reach a host folder (coi/seccomp.py); image builds mount none
+        config["raw.seccomp"] = seccomp.policy()
     devices.update(network_devices(spec))
-    for dev, (source, path) in spec.disks.items():
-        devices[dev] = {"type": "disk", "source": str(source), "path": path, "shift": "true"}
+    for dev, (source, path) in spec.disks.items():  # the same map as the workspace
+        devices[dev] = {"type": "disk", "source": str(source), "path": path}
     return {
         "name": spec.name,
         "type": "container",
@@ -201,6 +213,8 @@ def create(
     body = instance_config(spec)
     if "raw.idmap" in body["config"] and spec.workspace_uid is not None:
         ensure_idmap(spec.workspace_uid)
+    elif spec.workspace is not None and spec.workspace_uid == 0:
+        output.warn(root_owned_warning(spec.workspace))
     faults.point("create")
     try:
         incus.create_instance(body)
@@ -228,8 +242,27 @@ def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
     from coi import network
 
     mode = network.mode_of(incus, name)
+    folders = host_folders(incus, name)
     _discard(incus, name) if force else incus.delete_instance(name)
     network.forget(incus, name, mode)
+    clear_setid(folders)  # the container is gone: nothing can set a bit again meanwhile
+
+
+def host_folders(incus: Incus, name: str) -> list[Path]:
+    """The host folders mounted into an instance (its disks with a host path)."""
+    try:
+        devices = incus.instance(name).get("devices") or {}
+    except NotFound:
+        return []
+    sources = [str(d.get("source", "")) for d in devices.values() if d.get("type") == "disk"]
+    return [Path(s) for s in sources if s.startswith("/")]
+
+
+def clear_setid(folders: list[Path]) -> None:
+    """Clear, and warn about, set-id bits a container left in host folders (coi/setid.py)."""
+    from coi import setid
+
+    setid.report(setid.clear(folders), output.warn)
 
 
 def start_or_discard(incus: Incus, name: str, spec: LaunchSpec | None = None) -> None:

@@ -373,7 +373,8 @@ def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
 
 
 def finish(session: Session, *, log: Callable[[str], None] = output.info) -> None:
-    """Save the session, then delete the container, or stop it when persistent. Runs once."""
+    """Save the session, then delete the container, or stop it when persistent, and clear
+    set-id bits it left in host folders. Runs once."""
     if session.finished:
         return
     session.finished = True
@@ -392,9 +393,11 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
     finally:
         if not session.persistent:
             launch.teardown(incus, name)
-        elif running:
-            incus.set_state(name, "stop", timeout=30)
-            log(f"{name} stopped and kept (persistent): the next session reuses it")
+        else:
+            if running:
+                incus.set_state(name, "stop", timeout=30)
+                log(f"{name} stopped and kept (persistent): the next session reuses it")
+            launch.clear_setid(launch.host_folders(incus, name))
 
 
 def metadata(session: Session) -> sessions.Metadata:

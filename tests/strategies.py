@@ -131,3 +131,10 @@ _tree_entries = st.one_of(
     st.tuples(st.just("->"), st.sampled_from(["a", "../x", "sub/b", "missing"])),
 )
 workspace_trees = st.dictionaries(_tree_paths, _tree_entries, max_size=8)
+
+# --- workspace mapping and set-id bits (issue 10) ---------------------------------------------
+
+host_uids = st.one_of(st.sampled_from([0, 1, 1000, 1234, 65534]), st.integers(0, 2**32 - 2))
+container_uids = st.sampled_from([1000, 1001, 5000])
+# a mode argument as a syscall sees it: permission bits, file type, and garbage above
+file_modes = st.integers(min_value=0, max_value=2**32 - 1)

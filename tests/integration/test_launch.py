@@ -39,12 +39,8 @@ def test_launch_config_is_what_incus_holds(
     assert config["user.coi.network_mode"] == "restricted"
     assert config["environment.GREETING"] == "a,b=c"
     assert config["limits.processes"] == "500"
-    assert devices["workspace"] == {
-        "type": "disk",
-        "source": str(tmp_path),
-        "path": "/workspace",
-        "shift": "true",
-    }
+    assert devices["workspace"] == {"type": "disk", "source": str(tmp_path), "path": "/workspace"}
+    assert config["raw.idmap"] == "both 1000 1000"  # mapped explicitly, never shifted
     expanded = inst["expanded_config"]
     assert expanded["security.nesting"] == "true"
     assert expanded.get("security.privileged", "false") == "false"

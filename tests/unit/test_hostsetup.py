@@ -112,3 +112,10 @@ def test_a_daemon_that_exits_at_once_is_reported_with_its_last_words(
     # the early stop, not the timeout's "did not become ready"
     with pytest.raises(CoiError, match="daemon exited: Error: cannot get group ID"):
         hs.wait_ready(60, daemon)
+
+
+def test_owner_1000_needs_its_idmap_line_too_and_root_never_gets_one() -> None:
+    """Every owner is mapped with raw.idmap now (no shift=true), host root never."""
+    assert hs.needed_subid_lines(1000, 1000) == ("root:1000:1",)
+    assert hs.needed_subid_lines(0, 1000) == ()
+    assert hs.needed_subid_lines(None, 1000) == ()

@@ -16,10 +16,10 @@ def _spec(**kw: object) -> launch.LaunchSpec:
     return launch.LaunchSpec(**base)  # type: ignore[arg-type]
 
 
-def test_owner_1000_gets_a_shifted_mount() -> None:
+def test_owner_1000_is_mapped_explicitly_not_shifted() -> None:
     body = launch.instance_config(_spec(workspace=Path("/w"), workspace_uid=1000))
-    assert body["devices"]["workspace"]["shift"] == "true"
-    assert "raw.idmap" not in body["config"]
+    assert body["config"]["raw.idmap"] == "both 1000 1000"
+    assert "shift" not in body["devices"]["workspace"]
 
 
 def test_other_owner_gets_raw_idmap_not_shift() -> None:
@@ -31,7 +31,24 @@ def test_other_owner_gets_raw_idmap_not_shift() -> None:
 def test_host_root_is_never_mapped_in() -> None:
     body = launch.instance_config(_spec(workspace=Path("/w"), workspace_uid=0))
     assert "raw.idmap" not in body["config"]
-    assert body["devices"]["workspace"]["shift"] == "true"
+    assert "shift" not in body["devices"]["workspace"]
+
+
+def test_extra_disks_are_not_shifted_and_host_folders_get_the_setid_policy() -> None:
+    disks = {"storage": (Path("/s"), "/storage")}
+    body = launch.instance_config(_spec(workspace=Path("/w"), workspace_uid=1000, disks=disks))
+    assert body["devices"]["storage"] == {"type": "disk", "source": "/s", "path": "/storage"}
+    assert "fchmodat errno 1 [2,2048,SCMP_CMP_MASKED_EQ,2048]" in body["config"]["raw.seccomp"]
+
+
+def test_an_instance_without_host_folders_keeps_incus_policy() -> None:
+    """Image builds install set-uid programs (sudo): they mount no host folder."""
+    assert "raw.seccomp" not in launch.instance_config(_spec())["config"]
+
+
+def test_root_owned_warning_says_how_to_avoid_it() -> None:
+    line = launch.root_owned_warning(Path("/srv/w"))
+    assert "\n" not in line and "chown" in line and "/srv/w" in line
 
 
 def test_labels_and_profiles_and_never_privileged() -> None:
