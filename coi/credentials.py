@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 CLAUDE_JSON = ".claude.json"
 WORKSPACE = "/workspace"
-MAX_FILE = 16 * 2**20  # a credential or settings file larger than this is not copied in
+MAX_FILE = 64 * 2**20  # larger is not copied in (~/.claude.json grows with history)
 
 # Top-level keys of ~/.claude.json a fresh container needs, and nothing else: the
 # onboarding flags (no first-run questions), the account and its API-key approvals (the

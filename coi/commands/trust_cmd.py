@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coi import output, trust
 from coi.commands.common import workspace_of
 from coi.errors import UsageError
+
+if TYPE_CHECKING:
+    from coi.config import Config
 
 
 def trust_(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def trust_(args: argparse.Namespace) -> int:
     if asks and not sys.stdin.isatty():
         fix = "review the file, then run `coi trust --yes` to approve it without asking"
         raise UsageError(f"{path}: no terminal to confirm on; {fix}")
-    _review(path, sha256, cfg.ignored)
+    _review(path, sha256, cfg)
     if asks and not _confirmed():
         output.info("not trusted: nothing changed")
         return 1
@@ -46,17 +49,21 @@ def trust_(args: argparse.Namespace) -> int:
     return 0
 
 
-def _review(path: Path, sha256: str, ignored: Sequence[trust.Ignored]) -> None:
-    """What the user approves: the file, the digest of its bytes, the keys it turns on."""
+def _review(path: Path, sha256: str, cfg: Config) -> None:
+    """What the user approves: the file, the digest of its bytes, what approving turns on
+    (the keys the untrusted view ignores, and the credentials of a tool the file chose)."""
     from coi.commands.config_cmd import render
 
+    lines = [f"  {i.key} = {render(i.value)}  ({i.reason})" for i in cfg.ignored]
+    if "tool.name" in cfg.untrusted_keys:
+        lines.append(f'  tool.name = "{cfg.tool.name}"  (that tool gets its credential files)')
     output.info(f"{trust.key_of(path)}\nsha256 {sha256}")
-    if not ignored:
+    if not lines:
         output.info("it turns on nothing beyond what applies untrusted")
         return
     output.info("approving it turns on:")
-    for item in ignored:
-        output.info(f"  {item.key} = {render(item.value)}  ({item.reason})")
+    for line in lines:
+        output.info(line)
 
 
 def _confirmed() -> bool:

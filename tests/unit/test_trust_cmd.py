@@ -229,3 +229,14 @@ def test_trust_refuses_a_project_file_that_is_not_a_regular_file(
     assert code == 2 and err.count("\n") == 1
     assert "not a regular file" in err or "cannot read" in err
     assert trust.approvals() == {}
+
+
+def test_the_review_names_the_credentials_a_chosen_tool_would_get(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / ".coi.toml").write_text('[tool]\nname = "codex"\n')
+    code, _, err = run(capsys, "trust", "--yes", "--workspace", str(workspace))
+    assert code == 0
+    assert '  tool.name = "codex"  (that tool gets its credential files)' in err.splitlines()
