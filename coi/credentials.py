@@ -82,6 +82,11 @@ def entitled(
     return True, None
 
 
+def withheld(tool: Tool, given: Mapping[str, bytes]) -> list[str]:
+    """The tool's credential files a restored state must not bring back: those not given."""
+    return [rel for rel in tool.credential_files if rel not in given]
+
+
 def claude_json(settings: Mapping[str, Any], workspace: str, mcp_env: bool) -> dict[str, Any]:
     """~/.claude.json as the container gets it: CLAUDE_KEYS, user-scope MCP servers (without
     env and headers unless mcp_env), and only the host workspace's project, as /workspace."""

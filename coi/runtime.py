@@ -237,12 +237,18 @@ def disks(
 
 
 def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None]) -> None:
+    from coi import credentials
+
     incus, name = session.incus, session.name
     faults.point("prepare")
     cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
     tar = _setup_tar(session, resumed, cas)
-    result = incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=tar, idempotent=True)
+    # A saved state holds what the tool kept, its login too: what this session is not
+    # given is removed again after the restore.
+    drop = credentials.withheld(session.tool, session.credentials) if resumed else []
+    argv = ["sh", "-c", _SETUP_SH, "sh", *drop]
+    result = incus.execute(name, argv, stdin=tar, idempotent=True)
     if result.exit_code != 0:
         raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
     faults.point("restore")
@@ -255,6 +261,7 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
 # runs it later, finds the same files under /usr/local/share/ca-certificates.
 _SETUP_SH = """set -e
 tar -C / -xf - --no-same-permissions --no-overwrite-dir
+for rel in "$@"; do rm -f -- "/home/code/$rel"; done
 bundle=/etc/ssl/certs/ca-certificates.crt
 for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
   [ -e "$cert" ] || continue

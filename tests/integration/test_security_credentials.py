@@ -169,3 +169,18 @@ def test_a_tool_an_untrusted_file_chose_gets_nothing_until_coi_trust(
     found, err = _shell(markers)
     assert found == {"codex"}  # the tool that runs, and no other tool's files
     assert "without its credentials" not in err
+
+
+def test_a_resumed_state_does_not_bring_a_login_back_to_a_session_without_it(
+    workspace: Path, markers: dict[str, str]
+) -> None:
+    """The saved ~/.claude holds the login a --tool claude session was given; a resume
+    that is not given it gets the rest of the state, not the login."""
+    keep = "echo kept-state > ~/.claude/note && cat ~/.claude/.credentials.json"
+    first = coi("run", "--tool", "claude", "--", "sh", "-c", keep)
+    assert first.returncode == 0 and markers["claude_login"] in first.stdout, first.stderr
+    script = "cat ~/.claude/note; " + SEARCH
+    done = coi("run", "--resume", "--", "sh", "-c", script, "sh", *markers.values())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("kept-state\n")  # the state was restored
+    assert _found(done.stdout, markers) == set()

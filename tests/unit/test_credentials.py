@@ -130,3 +130,9 @@ def test_for_session_gives_an_untrusted_choice_nothing_and_warns(
         cfg, codex, workspace, flag="codex", runs_tool=True, warn=warnings.append
     )
     assert got == {".codex/auth.json": b"codex-secret"}
+
+
+def test_withheld_lists_the_files_a_session_is_not_given() -> None:
+    given = {".claude.json": b"{}"}
+    assert credentials.withheld(CLAUDE, given) == [".claude/.credentials.json"]
+    assert credentials.withheld(CLAUDE, {}) == list(CLAUDE.credential_files)
