@@ -179,7 +179,7 @@ def for_session(
         untrusted_choice=chooser,
         trust_command=f"coi trust --workspace {shlex.quote(str(workspace))}",
     )
-    if warning:
+    if warning and tool.credential_files:  # a tool with no files loses nothing: no noise
         warn(warning)
     if not given:
         return {}

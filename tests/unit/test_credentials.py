@@ -136,3 +136,21 @@ def test_withheld_lists_the_files_a_session_is_not_given() -> None:
     given = {".claude.json": b"{}"}
     assert credentials.withheld(CLAUDE, given) == [".claude/.credentials.json"]
     assert credentials.withheld(CLAUDE, {}) == list(CLAUDE.credential_files)
+
+
+def test_a_tool_without_credential_files_is_not_warned_about(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / ".coi.toml").write_text('[tool]\nname = "shell"\n')
+    cfg = load(workspace, environ=dict(os.environ))
+    warnings: list[str] = []
+    shell = tools.resolve(cfg)
+    assert (
+        credentials.for_session(
+            cfg, shell, workspace, flag=None, runs_tool=True, warn=warnings.append
+        )
+        == {}
+    )
+    assert warnings == []
