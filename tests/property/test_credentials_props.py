@@ -7,7 +7,7 @@ import ipaddress
 import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coi import credentials, network_policy, nft, trust
@@ -20,6 +20,8 @@ from tests.strategies import (
 )
 
 WORKSPACE = "/home/u/project"
+# Generated JSON trees are slow to draw on a loaded machine: no per-example deadline.
+TREES = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Written apart from coi's own tables: what restricted blocks and an explicit entry may open.
 PRIVATE = ("10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16")
 PRIVATE += ("192.0.0.0/24", "198.18.0.0/15")
@@ -62,6 +64,7 @@ def test_credentials_go_only_to_a_tool_the_user_chose(
         assert warning is None  # `coi run CMD` runs no tool: nothing to warn about
 
 
+@TREES
 @given(st.data(), st.booleans())
 def test_claude_json_holds_this_project_only_and_no_mcp_secrets(
     data: st.DataObject, mcp_env: bool
@@ -83,6 +86,7 @@ def test_claude_json_holds_this_project_only_and_no_mcp_secrets(
     assert kept["hasCompletedOnboarding"] is True
 
 
+@TREES
 @given(st.data(), workspace_paths)
 def test_claude_json_round_trips_as_json(data: st.DataObject, workspace: str) -> None:
     settings = data.draw(claude_settings(workspace))
