@@ -81,7 +81,9 @@ __all__ = [
     "load_file",
     "merge",
     "merge_with_origins",
+    "parse_file",
     "profile_layer",
+    "read_project_file",
     "resume_profile",
     "validate",
 ]
@@ -99,6 +101,7 @@ LAYER_ORDER = (
     "profile",
     "flags",
 )
+PROJECT_MAX_BYTES = 1 << 20  # a .coi.toml is a few lines; this bounds what coi reads
 _RESERVED = frozenset({"COI_CONFIG", "COI_HOME", "COI_CONTAINER_PREFIX", "COI_SYSTEM_CONFIG"})
 # flag dest -> (section, key); --env is handled apart: it is a list of KEY=VALUE
 _FLAG_KEYS = {
@@ -186,17 +189,23 @@ def _toml(value: Any) -> Any:
 
 def load_file(path: Path) -> Layer | None:
     """Read and validate one TOML file; None if it does not exist."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {_unreadable(exc)}") from None
+    return parse_file(path, raw)
+
+
+def parse_file(path: Path, raw: bytes) -> Layer:
+    """Validate the bytes read from path into a Layer that pins their sha256."""
     import tomllib  # lazy: only a load needs the parser
 
     try:
-        raw = path.read_bytes()
         text = raw.decode("utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        problem = f"cannot read ({reason}); check its permissions and encoding"
-        raise ConfigError(f"{path}: {problem}") from None
+    except UnicodeError as exc:
+        raise ConfigError(f"{path}: {_unreadable(exc)}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -204,6 +213,55 @@ def load_file(path: Path) -> Layer | None:
     validate(data, str(path), text)
     # The digest is of the very bytes parsed here, so trust pins what is used.
     return Layer(str(path), data, path, trust.digest(raw))
+
+
+def _unreadable(exc: Exception) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return f"cannot read ({reason}); check its permissions and encoding"
+
+
+def read_project_file(path: Path) -> bytes | None:
+    """The bytes of a workspace's .coi.toml, read once; None when there is none.
+
+    The repository supplies this file, so it must be a regular file of at most
+    PROJECT_MAX_BYTES, not a symlink: a FIFO, a device, a link to /dev/zero or out of the
+    workspace, or a folder is a ConfigError (exit 2), and nothing here can block.
+    """
+    import stat
+
+    fix = "make .coi.toml a small regular file in the workspace, or remove it"
+    try:
+        # lstat first: a device is refused without being opened (opening one can act).
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: {_kind(mode)}, not a regular file; {fix}")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {_unreadable(exc)}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)  # the file opened, which a swap after lstat could have changed
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: {_kind(info.st_mode)}, not a regular file; {fix}")
+        data = handle.read(PROJECT_MAX_BYTES + 1)
+    if len(data) > PROJECT_MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {PROJECT_MAX_BYTES} bytes; {fix}")
+    return data
+
+
+def _kind(mode: int) -> str:
+    import stat
+
+    kinds = [
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _toml_problem(path: Path, text: str, message: str) -> str:
@@ -309,29 +367,63 @@ def load(
     environ: Mapping[str, str] | None = None,
     profile: str | None = None,
     flags: Mapping[str, Any] | None = None,
+    project: bytes | None = None,
 ) -> Config:
     """Read every layer for workspace, merge them in order and build a validated Config.
 
     flags holds parsed flag values as flags_layer_from() takes them; environ defaults to
-    os.environ. An untrusted .coi.toml is screened first (Config.ignored says what was left
-    out); its warning is among Config.warnings.
+    os.environ; project, when given, is the .coi.toml's bytes already read (`coi trust`
+    shows and approves exactly those). An untrusted .coi.toml is screened first
+    (Config.ignored says what was left out, Config.untrusted_keys what it changed); its
+    warning is among Config.warnings.
     """
     env = os.environ if environ is None else environ
     home = _home(env)
     lower = [default_layer(env), *_trusted_files(env)]
-    project, ignored = _project_layer(Path(workspace), lower, env)
-    layers = [*lower, *project, *_named_file(env), env_layer(env)]
+    path = Path(workspace) / trust.PROJECT_FILE
+    raw = read_project_file(path) if project is None else project
+    found, ignored = _project_layer(path, raw, lower, env)
+    higher = [*_named_file(env), env_layer(env)]
+    layers = [*lower, *found, *higher]
     if profile is not None:
         layers.append(_chosen_profile(layers, profile, ignored))
     if flags:
         layers.append(flags_layer_from(flags))
     data, origins = merge_with_origins(layers)
+    untrusted: tuple[str, ...] = ()
+    if ignored is not None:  # the project file applies untrusted
+        source = found[0].source
+        trusted = merge(*(layer.data for layer in layers if layer is not found[0]))
+        changed = trust.changed_keys(data, trusted, origins, source)
+        if "network.mode" in changed:
+            data, ignored = _hold_network(data, source, ignored)
+            changed = trust.changed_keys(data, trusted, origins, source)
+        untrusted = changed
     notes = _warnings(layers)
     if ignored:
         notes += (trust.warning(ignored, Path(workspace).resolve()),)
     return build(
-        data, origins, tuple(layers), home, profile=profile, warnings=notes, ignored=ignored
+        data,
+        origins,
+        tuple(layers),
+        home,
+        profile=profile,
+        warnings=notes,
+        ignored=ignored or (),
+        untrusted_keys=untrusted,
     )
+
+
+def _hold_network(
+    data: dict[str, Any], source: str, ignored: tuple[trust.Ignored, ...]
+) -> tuple[dict[str, Any], tuple[trust.Ignored, ...]]:
+    """An allowlist an untrusted file chose stays in force only while it opens nothing that
+    restricted blocks; the allowlist checked is the final one, whichever layer set it."""
+    network = data["network"]
+    mode, held = trust.network_mode(network["mode"], network.get("allowed_domains", []), source)
+    if held is None:
+        return data, ignored
+    return {**data, "network": {**network, "mode": mode}}, (*ignored, held)
 
 
 def resume_profile(requested: str | None, saved: str | None) -> str | None:
@@ -353,13 +445,14 @@ def _trusted_files(env: Mapping[str, str]) -> list[Layer]:
 
 
 def _project_layer(
-    workspace: Path, lower: Sequence[Layer], env: Mapping[str, str]
-) -> tuple[list[Layer], tuple[trust.Ignored, ...]]:
-    layer = load_file(workspace / trust.PROJECT_FILE)
-    if layer is None:
-        return [], ()
-    if layer.path is not None and trust.is_trusted(layer.path, layer.digest, env):
-        return [layer], ()
+    path: Path, raw: bytes | None, lower: Sequence[Layer], env: Mapping[str, str]
+) -> tuple[list[Layer], tuple[trust.Ignored, ...] | None]:
+    """The workspace's layer and, when it applies untrusted, what was left out (else None)."""
+    if raw is None:
+        return [], None
+    layer = parse_file(path, raw)
+    if trust.is_trusted(path, layer.digest, env):
+        return [layer], None
     below = merge(*(item.data for item in lower))
     kept, ignored = trust.screen(layer.data, below, layer.source)
     return [replace(layer, data=kept)], ignored
@@ -376,9 +469,11 @@ def _named_file(env: Mapping[str, str]) -> list[Layer]:
     return [layer]
 
 
-def _chosen_profile(layers: Sequence[Layer], name: str, ignored: Sequence[trust.Ignored]) -> Layer:
+def _chosen_profile(
+    layers: Sequence[Layer], name: str, ignored: Sequence[trust.Ignored] | None
+) -> Layer:
     merged = merge(*(layer.data for layer in layers))
-    held = [i for i in ignored if f"{i.key}.".startswith(f"profiles.{name}.")]
+    held = [i for i in ignored or () if f"{i.key}.".startswith(f"profiles.{name}.")]
     if name not in merged.get("profiles", {}) and held:
         fix = "review that file, then run `coi trust` in its workspace to use it"
         problem = f"profile {name!r} is defined only in the untrusted {held[0].source}"

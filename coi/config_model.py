@@ -138,6 +138,13 @@ class Certificates:
 
 
 @dataclass(frozen=True)
+class Credentials:
+    """[credentials]: what of the host's credentials enters a session container."""
+
+    claude_mcp_env: bool
+
+
+@dataclass(frozen=True)
 class Profile:
     """[profiles.NAME]: a named set of overrides; None means the profile leaves it alone."""
 
@@ -155,7 +162,8 @@ class Config:
     """The merged, validated configuration, with where each value came from.
 
     profile is the name chosen with --profile (None: none); ignored lists the keys of an
-    untrusted project file that were left out, and why.
+    untrusted project file that were left out, and why; untrusted_keys, the dotted keys
+    that file did change from what the trusted layers alone give (origins names the file).
     """
 
     defaults: Defaults
@@ -167,12 +175,14 @@ class Config:
     limits: Limits
     build: Build
     certificates: Certificates
+    credentials: Credentials
     profiles: Mapping[str, Profile]
     origins: dict[str, str] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
     warnings: tuple[str, ...] = ()
     profile: str | None = None
     ignored: tuple[Ignored, ...] = ()
+    untrusted_keys: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready nested dict in schema order; paths as strings."""
@@ -228,6 +238,7 @@ def build(
         limits=Limits(**section("limits")),
         build=Build(**section("build")),
         certificates=Certificates(**section("certificates")),
+        credentials=Credentials(**section("credentials")),
         profiles={
             n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
             for n, body in sorted(data.get("profiles", {}).items())

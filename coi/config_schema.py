@@ -27,6 +27,7 @@ SECTION_ORDER = (
     "limits",
     "build",
     "certificates",
+    "credentials",
     "profiles",
 )
 TOOL_NAME = re.compile(r"[a-z][a-z0-9_-]*")
@@ -290,6 +291,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "certificates": {
         "trust_host": Key("bool", True),
         "files": Key("list", (), _each(_non_empty), path=True),
+    },
+    # [credentials]: what of the host's credentials enters a session (a later credential
+    # broker adds `mode` here). claude_mcp_env lets user-scope MCP servers keep env/headers.
+    "credentials": {
+        "claude_mcp_env": Key("bool", False),
     },
 }
 

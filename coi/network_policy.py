@@ -114,6 +114,18 @@ def allowed(entries: Sequence[Entry], resolved: Mapping[str, Sequence[str]]) -> 
     return Allowed(tuple(dict.fromkeys(allows)), tuple(refused))
 
 
+def beyond_restricted(
+    entries: Sequence[Entry], resolved: Mapping[str, Sequence[str]] | None = None
+) -> tuple[str, ...]:
+    """What an allowlist of entries opens that restricted mode blocks (empty: it only tightens).
+
+    A name never counts whatever it resolves to: allowed() refuses a private or local answer
+    at every resolution, the first and each refresh.
+    """
+    opened = allowed(entries, resolved or {}).allows
+    return tuple(str(a) for a in opened if nft.blocked(a.address))
+
+
 def hosts_file(container: str, resolved: Mapping[str, Sequence[str]]) -> str:
     """/etc/hosts for an allowlist container: the usual lines and each name's addresses."""
     lines = [

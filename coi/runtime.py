@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +61,7 @@ class Session:
     profile: str | None
     env: dict[str, str] = field(default_factory=dict)
     finished: bool = False
+    credentials: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 def as_code(argv: list[str]) -> list[str]:
@@ -112,13 +112,16 @@ def open_session(
     args: argparse.Namespace,
     undo: list[Callable[[], None]],
     log: Callable[[str], None] = output.info,
+    *,
+    runs_tool: bool = True,
 ) -> Session:
     """Take a slot, launch or reuse its container and make it ready for the tool.
 
     The removal of a container is added to `undo` before it is made, so the caller's
-    cleanup can remove it whatever step fails or is interrupted.
+    cleanup can remove it whatever step fails or is interrupted. runs_tool is False for a
+    command that is not the tool (`coi run`): then only --tool brings its credentials.
     """
-    from coi import config, tools
+    from coi import config, credentials, tools
 
     requested = getattr(args, "profile", None)
     cfg = load_config(args, quiet=getattr(args, "resume", None) is not None)
@@ -139,6 +142,10 @@ def open_session(
     )
     session = Session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
+    )
+    flag = getattr(args, "tool", None)
+    session.credentials = credentials.for_session(
+        cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
     )
     _prepare(session, resumed[1] if resumed else None, log)
     return session
@@ -230,12 +237,18 @@ def disks(
 
 
 def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None]) -> None:
+    from coi import credentials
+
     incus, name = session.incus, session.name
     faults.point("prepare")
     cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
     tar = _setup_tar(session, resumed, cas)
-    result = incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=tar, idempotent=True)
+    # A saved state holds what the tool kept, its login too: what this session is not
+    # given is removed again after the restore.
+    drop = credentials.withheld(session.tool, session.credentials) if resumed else []
+    argv = ["sh", "-c", _SETUP_SH, "sh", *drop]
+    result = incus.execute(name, argv, stdin=tar, idempotent=True)
     if result.exit_code != 0:
         raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
     faults.point("restore")
@@ -248,6 +261,7 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
 # runs it later, finds the same files under /usr/local/share/ca-certificates.
 _SETUP_SH = """set -e
 tar -C / -xf - --no-same-permissions --no-overwrite-dir
+for rel in "$@"; do rm -f -- "/home/code/$rel"; done
 bundle=/etc/ssl/certs/ca-certificates.crt
 for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
   [ -e "$cert" ] || continue
@@ -281,7 +295,7 @@ def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) ->
         _add(archive, "etc/coi/session.env", env.encode(), 0o644)
         if resumed is not None:
             sessions.add_state(archive, resumed, session.tool.state_dir, "home/code/", CODE_UID)
-        for rel, data in credentials(session.tool).items():
+        for rel, data in session.credentials.items():
             _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
     return buffer.getvalue()
 
@@ -295,31 +309,6 @@ def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int =
     info = tarfile.TarInfo(path)
     info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, time.time()
     archive.addfile(info, io.BytesIO(data))
-
-
-def credentials(tool: Tool, home: Path | None = None) -> dict[str, bytes]:
-    """The tool's credential files, read fresh from the host (only those it lists)."""
-    root = home or Path.home()
-    found = {}
-    for rel in tool.credential_files:
-        path = root / rel
-        if path.is_file() and not path.is_symlink():
-            found[rel] = merge_settings(rel, path.read_bytes())
-    return found
-
-
-def merge_settings(rel: str, data: bytes) -> bytes:
-    """Host-side settings merge: a fresh container should not ask first-run questions."""
-    if rel != ".claude.json":
-        return data
-    try:
-        settings = json.loads(data or b"{}")
-    except ValueError:
-        return data
-    settings.setdefault("hasCompletedOnboarding", True)
-    project = settings.setdefault("projects", {}).setdefault("/workspace", {})
-    project.setdefault("hasTrustDialogAccepted", True)
-    return json.dumps(settings, indent=2).encode()
 
 
 def settled_status(incus: Incus, name: str, timeout: float = 60.0) -> str | None:

@@ -33,6 +33,7 @@ _MISSING: Any = object()
 # Whole sections and single keys an untrusted file may not change, with the reason shown.
 _SECTIONS = {
     "paths": "host folders are set by trusted files only",
+    "credentials": "which host secrets enter the container is set by trusted files only",
     "incus": "how coi reaches Incus is set by trusted files only",
     "certificates": "the CAs a container trusts are set by trusted files only",
     "profiles": "profiles are defined by trusted files only",
@@ -114,6 +115,25 @@ def _unknown_tool(value: Any, lower: Mapping[str, Any]) -> str | None:
     return "names a tool that no trusted file defines"
 
 
+def network_mode(
+    mode: str, allowed_domains: Sequence[str], source: str
+) -> tuple[str, Ignored | None]:
+    """The mode in force when an untrusted file chose mode: allowlist only while the allowlist
+    opens nothing restricted blocks, else restricted, with the Ignored entry saying why."""
+    from coi import network_policy
+
+    if mode != "allowlist":
+        return mode, None
+    entries = [network_policy.parse_entry(entry) for entry in allowed_domains]
+    beyond = network_policy.beyond_restricted(entries)
+    if not beyond:
+        return mode, None
+    reason = (
+        f"allowlist would open {', '.join(beyond)}, which restricted blocks, so restricted applies"
+    )
+    return "restricted", Ignored("network.mode", mode, source, reason)
+
+
 def tighter(key: str, new: Any, old: Any) -> bool:
     """Whether limit new is at most old (True when old is unset); mixed units never compare."""
     if old is None or old is _MISSING:
@@ -192,10 +212,30 @@ def warning(ignored: Sequence[Ignored], workspace: Path) -> str:
     """The one warning line for an untrusted file's ignored keys, with the fix."""
     keys = ", ".join(summary_keys(ignored))
     command = f"coi trust --workspace {shlex.quote(str(workspace))}"
+    # An allowlist that fell back to restricted says what it would have opened.
+    why = "".join(f"; {i.key}: {i.reason}" for i in ignored if _fell_back(i))
     return (
-        f"{ignored[0].source}: not trusted, so these keys are ignored: {keys}; "
+        f"{ignored[0].source}: not trusted, so these keys are ignored: {keys}{why}; "
         f"review the file, then run `{command}` to apply them"
     )
+
+
+def _fell_back(item: Ignored) -> bool:
+    # allowlist is the strictest mode, so an untrusted allowlist is only ever held back
+    # by network_mode().
+    return item.key == "network.mode" and item.value == "allowlist"
+
+
+def changed_keys(
+    final: Mapping[str, Any], trusted: Mapping[str, Any], origins: Mapping[str, str], source: str
+) -> tuple[str, ...]:
+    """The dotted keys whose final value came from source and differs from the trusted one."""
+    found = []
+    for path, value in _leaves(final):
+        dotted = ".".join(path)
+        if origins.get(dotted) == source and not _same(value, _lower_value(trusted, path)):
+            found.append(dotted)
+    return tuple(found)
 
 
 # --- the store ----------------------------------------------------------------------------------

@@ -138,3 +138,63 @@ host_uids = st.one_of(st.sampled_from([0, 1, 1000, 1234, 65534]), st.integers(0,
 container_uids = st.sampled_from([1000, 1001, 5000])
 # a mode argument as a syscall sees it: permission bits, file type, and garbage above
 file_modes = st.integers(min_value=0, max_value=2**32 - 1)
+
+# --- credentials ----------------------------------------------------------------------------------
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=6))
+json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_claude_keys = st.sampled_from(
+    ["oauthAccount", "userID", "hasCompletedOnboarding", "theme", "numStartups", "tipsHistory"]
+)
+mcp_entries = st.fixed_dictionaries(
+    {"command": st.text(max_size=6)},
+    optional={
+        "type": st.sampled_from(["stdio", "http"]),
+        "args": st.lists(st.text(max_size=6), max_size=2),
+        "url": st.text(max_size=6),
+        "env": st.dictionaries(env_names, st.text(max_size=6), max_size=2),
+        "headers": st.dictionaries(env_names, st.text(max_size=6), max_size=2),
+        "oauth": json_values,
+    },
+)
+
+
+@st.composite
+def claude_settings(draw: st.DrawFn, workspace: str) -> dict[str, Any]:
+    """A ~/.claude.json: account and other keys, MCP servers, projects (workspace's maybe)."""
+    settings: dict[str, Any] = draw(st.dictionaries(_claude_keys, json_values, max_size=4))
+    if draw(st.booleans()):
+        settings["mcpServers"] = draw(st.dictionaries(env_names, mcp_entries, max_size=2))
+    others = draw(st.lists(workspace_paths.filter(lambda p: p != workspace), max_size=2))
+    names = [*others, workspace] if draw(st.booleans()) else others
+    settings["projects"] = {
+        path: {
+            "history": [f"history-of-{path}"],
+            "mcpServers": draw(st.dictionaries(env_names, mcp_entries, max_size=1)),
+        }
+        for path in names
+    }
+    return settings
+
+
+# --- allowlists -----------------------------------------------------------------------------------
+
+# Addresses from every kind of range: public, private, CGNAT, loopback, link-local, multicast.
+_SAMPLE_ADDRESSES = (
+    *("8.8.4.4", "93.184.216.34", "10.1.2.3", "172.16.0.9", "192.168.1.5", "100.64.0.1"),
+    *("127.0.0.1", "169.254.169.254", "224.0.0.1", "198.18.0.1", "192.0.0.8", "1.1.1.1"),
+)
+ipv4_addresses = st.sampled_from(_SAMPLE_ADDRESSES) | st.ip_addresses(v=4).map(str)
+allowlist_names = st.sampled_from(["github.com", "api.example.org", "pypi.org", "intra.lan"])
+allowlist_entries = st.tuples(
+    st.one_of(ipv4_addresses, allowlist_names), st.one_of(st.none(), st.sampled_from([443, 53]))
+).map(lambda pair: pair[0] if pair[1] is None else f"{pair[0]}:{pair[1]}")
+resolved_answers = st.dictionaries(
+    allowlist_names, st.lists(ipv4_addresses, max_size=3), max_size=4
+)

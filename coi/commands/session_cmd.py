@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     session = None
     with signals.raising():
         try:
-            session = runtime.open_session(args, undo)
+            # A command is not the tool: its credentials enter only when --tool names it.
+            session = runtime.open_session(args, undo, runs_tool=False)
             faults.point("exec")
             with runtime.watching(session.name, session.incus):
                 result = session.incus.execute(

@@ -19,13 +19,14 @@ def _workspace(p: argparse.ArgumentParser) -> None:
 def _trust(p: argparse.ArgumentParser) -> None:
     _workspace(p)
     p.add_argument("--list", action="store_true", help="list the approved files and their state")
+    p.add_argument("--yes", "-y", action="store_true", help="approve without asking (for scripts)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="for --list")
 
 
 COMMANDS: dict[str, Command] = {
     "trust": Command(
         "coi.commands.trust_cmd:trust_",
-        "approve this workspace's .coi.toml as it is now (any change asks again)",
+        "show this workspace's .coi.toml (sha256, what it turns on) and approve those bytes",
         _trust,
     ),
     "untrust": Command(

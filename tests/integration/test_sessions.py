@@ -136,6 +136,8 @@ def test_host_secrets_never_enter(env: dict[str, str], workspace: Path) -> None:
     )
     done = coi(
         "run",
+        "--tool",  # `coi run` gives a tool its credential files only when --tool names it
+        "fake",
         "--",
         "sh",
         "-c",

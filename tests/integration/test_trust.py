@@ -95,7 +95,7 @@ def test_untrusted_keys_are_ignored_until_coi_trust_and_again_after_an_edit(
     )
     assert "coi trust" in err
 
-    trusted = coi("trust")
+    trusted = coi("trust", "--yes")
     assert trusted.returncode == 0, trusted.stderr
 
     reached, mounted, err = _probe(private_server)

@@ -14,7 +14,7 @@ from coi.config_schema import BUILTIN_TOOLS
 from tests.strategies import config_dicts
 
 MODES = ("open", "restricted", "allowlist")  # least to most strict, as the README says
-UNTOUCHABLE = ("paths", "incus", "certificates", "profiles", "tools")
+UNTOUCHABLE = ("paths", "incus", "certificates", "credentials", "profiles", "tools")
 BUILD_KEYS = ("dns_resolvers", "connectivity_probe", "keep_dns_fix")
 DEFAULTS = default_layer().data
 

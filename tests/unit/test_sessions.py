@@ -112,14 +112,6 @@ def test_tarsafe_refuses_absolute_and_climbing_paths(tmp_path: Path) -> None:
     assert kept == ["ok/file"]
 
 
-def test_claude_settings_are_merged_without_losing_host_keys() -> None:
-    merged = json.loads(runtime.merge_settings(".claude.json", b'{"oauthAccount": {"x": 1}}'))
-    assert merged["oauthAccount"] == {"x": 1}
-    assert merged["hasCompletedOnboarding"] is True
-    assert merged["projects"]["/workspace"]["hasTrustDialogAccepted"] is True
-    assert runtime.merge_settings("other", b"raw") == b"raw"
-
-
 def test_code_env_carries_nothing_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
     env = runtime.code_env()

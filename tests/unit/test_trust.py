@@ -309,3 +309,97 @@ def test_the_layer_digest_is_of_the_bytes_parsed(workspace: Path) -> None:
     cfg = load(workspace, environ=dict(os.environ))
     project = next(layer for layer in cfg.layers if layer.path == workspace / ".coi.toml")
     assert project.digest == trust.digest(b"[defaults]\nmax_slots = 2\n")
+
+
+# --- what an untrusted file changed; its allowlist only tightens ---------------------------------
+
+
+def _user_config(home: Path, text: str) -> None:
+    user = home / ".config" / "coi" / "config.toml"
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text(text)
+
+
+def test_untrusted_keys_name_what_the_file_changed_not_what_it_restated(
+    workspace: Path, isolated_home: Path
+) -> None:
+    _user_config(isolated_home, '[tool]\nname = "claude"\n')
+    (workspace / ".coi.toml").write_text('[tool]\nname = "claude"\n[defaults]\nmax_slots = 3\n')
+    assert load(workspace, environ=dict(os.environ)).untrusted_keys == ("defaults.max_slots",)
+    (workspace / ".coi.toml").write_text('[tool]\nname = "codex"\n')
+    cfg = load(workspace, environ=dict(os.environ))
+    assert (cfg.tool.name, cfg.untrusted_keys) == ("codex", ("tool.name",))
+    approve_as_is(workspace)
+    assert load(workspace, environ=dict(os.environ)).untrusted_keys == ()
+
+
+@pytest.mark.parametrize(
+    ("user", "domains", "expected"),
+    [
+        ("restricted", ["github.com", "1.1.1.1:443"], "allowlist"),  # only public: applies
+        ("restricted", ["github.com", "192.168.1.5"], "restricted"),
+        ("open", ["10.0.0.7:22"], "restricted"),  # stricter than open, and safe
+        ("restricted", ["100.64.3.1"], "restricted"),  # CGNAT
+        ("allowlist", ["192.168.1.5"], "allowlist"),  # the user's own choice stands
+    ],
+)
+def test_an_untrusted_allowlist_applies_only_when_it_opens_nothing_restricted_blocks(
+    workspace: Path, isolated_home: Path, user: str, domains: list[str], expected: str
+) -> None:
+    listed = ", ".join(f'"{d}"' for d in domains)
+    _user_config(isolated_home, f'[network]\nmode = "{user}"\nallowed_domains = [{listed}]\n')
+    (workspace / ".coi.toml").write_text('[network]\nmode = "allowlist"\n')
+    cfg = load(workspace, environ=dict(os.environ))
+    assert cfg.network.mode == expected
+    held = expected == "restricted"
+    assert len(cfg.warnings) == (1 if held else 0)
+    if held:
+        assert "so restricted applies" in cfg.warnings[0] and "coi trust" in cfg.warnings[0]
+        assert [i.key for i in cfg.ignored] == ["network.mode"]
+    approve_as_is(workspace)
+    assert load(workspace, environ=dict(os.environ)).network.mode == "allowlist"
+
+
+def test_the_allowlist_checked_is_the_final_one(workspace: Path) -> None:
+    """A private address from a layer above the project file counts too."""
+    (workspace / ".coi.toml").write_text('[network]\nmode = "allowlist"\n')
+    environ = {**os.environ, "COI_NETWORK_ALLOWED_DOMAINS": "172.16.0.2"}
+    assert load(workspace, environ=environ).network.mode == "restricted"
+
+
+def test_an_untrusted_file_cannot_let_mcp_secrets_in(workspace: Path) -> None:
+    (workspace / ".coi.toml").write_text("[credentials]\nclaude_mcp_env = true\n")
+    cfg = load(workspace, environ=dict(os.environ))
+    assert cfg.credentials.claude_mcp_env is False
+    assert [i.key for i in cfg.ignored] == ["credentials.claude_mcp_env"]
+    approve_as_is(workspace)
+    assert load(workspace, environ=dict(os.environ)).credentials.claude_mcp_env is True
+
+
+# --- reading .coi.toml: a regular file, never blocking ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "outside-link", "folder", "huge"])
+def test_a_project_file_that_is_not_a_small_regular_file_is_one_config_error(
+    workspace: Path, tmp_path: Path, kind: str
+) -> None:
+    target = workspace / ".coi.toml"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "dev-zero-link":
+        target.symlink_to("/dev/zero")
+    elif kind == "outside-link":
+        (tmp_path / "theirs.toml").write_text("[defaults]\nmax_slots = 2\n")
+        target.symlink_to(tmp_path / "theirs.toml")
+    elif kind == "folder":
+        target.mkdir()
+    else:
+        target.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(ConfigError) as caught:
+        load(workspace, environ=dict(os.environ))
+    message = str(caught.value)
+    assert message.startswith(f"{target}: ") and "\n" not in message
+    link = "a symbolic link"
+    words = {"fifo": "a FIFO", "dev-zero-link": link, "outside-link": link}
+    words.update({"folder": "a folder", "huge": "larger than"})
+    assert words[kind] in message
