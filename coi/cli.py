@@ -81,6 +81,7 @@ def session_flags(parser: argparse.ArgumentParser) -> None:
     add("--storage", metavar="PATH", default=s, help="mount a persistent storage folder")
     add("--network", choices=["restricted", "allowlist", "open"], default=s, help="network mode")
     add("--tool", metavar="NAME", default=s, help="AI tool to run (default: claude)")
+    add("--verbose", action="store_true", default=s, help="also say the one-time facts again")
 
 
 def _slot(text: str) -> int:
@@ -291,7 +292,9 @@ def dispatch(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one error boundary for every command."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv or bool(os.environ.get("COI_DEBUG"))
+    ours = argv[: argv.index("--")] if "--" in argv else argv  # not the inner command's
+    debug = "--debug" in ours or bool(os.environ.get("COI_DEBUG"))
+    output.VERBOSE = debug or "--verbose" in ours or bool(os.environ.get("COI_VERBOSE"))
     try:
         if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (coi completion)
             from coi import completion

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coi import faults, output, profiles, seccomp
+from coi import faults, output, profiles, seccomp, slots
 from coi.errors import CoiError, IncusError, NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -214,7 +214,11 @@ def create(
     if "raw.idmap" in body["config"] and spec.workspace_uid is not None:
         ensure_idmap(spec.workspace_uid)
     elif spec.workspace is not None and spec.workspace_uid == 0:
-        output.warn(root_owned_warning(spec.workspace))
+        output.once(
+            f"root-owned-{slots.workspace_id(spec.workspace)}",
+            root_owned_warning(spec.workspace),
+            level="warn",
+        )
     faults.point("create")
     try:
         incus.create_instance(body)

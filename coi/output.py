@@ -13,6 +13,40 @@ def info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+VERBOSE = False  # set by the CLI from --verbose, --debug or COI_VERBOSE
+
+
+def detail(message: str) -> None:
+    """A fact worth saying only to someone who asked for more (--verbose) (stderr)."""
+    if VERBOSE:
+        info(message)
+
+
+def once(key: str, message: str, *, level: str = "info", fact: str | None = None) -> None:
+    """Say a one-time fact the first time this key is met (remembered under COI_HOME);
+    afterwards it is a detail. A changed fact (the message, or `fact` when given) is said
+    again."""
+    import hashlib
+
+    from coi import paths
+
+    record = paths.coi_home() / "said" / key
+    digest = hashlib.sha256((message if fact is None else fact).encode()).hexdigest()
+    try:
+        seen = record.read_text().strip() == digest
+    except OSError:
+        seen = False
+    if seen:
+        detail(message)
+        return
+    warn(message) if level == "warn" else info(message)
+    try:
+        paths.ensure(record.parent)
+        record.write_text(digest + "\n")
+    except OSError:
+        pass  # said again next time: better than failing over a note
+
+
 def warn(message: str) -> None:
     """A warning: something was ignored or is degraded (stderr)."""
     print(f"coi: warning: {message}", file=sys.stderr, flush=True)

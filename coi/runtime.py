@@ -62,6 +62,7 @@ class Session:
     env: dict[str, str] = field(default_factory=dict)
     finished: bool = False
     credentials: dict[str, bytes] = field(default_factory=dict, repr=False)
+    announce: bool = True  # say where the session was saved (coi run: only once, or --verbose)
 
 
 def as_code(argv: list[str]) -> list[str]:
@@ -143,6 +144,7 @@ def open_session(
     session = Session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
     )
+    session.announce = runs_tool
     flag = getattr(args, "tool", None)
     session.credentials = credentials.for_session(
         cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
@@ -278,7 +280,9 @@ def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
 
     files = certs.sources(cfg)
     if files:
-        log(f"trusting extra CA certificates: {', '.join(str(f) for f in files)}")
+        output.once(
+            "session-cas", f"trusting extra CA certificates: {', '.join(str(f) for f in files)}"
+        )
     return {f"coi-session-{i}-{f.stem}.crt": certs.read_pem(f) for i, f in enumerate(files)}
 
 
@@ -378,7 +382,11 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
         state_dir = session.tool.state_dir
         saved = sessions.save(incus, name, meta, state_dir, running=running) if state_dir else None
         if saved:
-            log(f"session {session.session_id} saved to {saved}")
+            said = f"session {session.session_id} saved to {saved}"
+            if session.announce:
+                log(said)
+            else:  # coi run: where sessions go is said the first time
+                output.once("session-saved", said, fact=str(saved.parent))
     finally:
         if not session.persistent:
             launch.teardown(incus, name)
