@@ -20,6 +20,7 @@ from coi.config_schema import (
     TOOL_KEYS,
     Key,
     config_error,
+    size_bytes,
 )
 
 if TYPE_CHECKING:
@@ -138,6 +139,18 @@ class Certificates:
 
 
 @dataclass(frozen=True)
+class Sessions:
+    """[sessions]: saved sessions; max_state_size caps a save and what it extracts."""
+
+    max_state_size: int | str
+
+    @property
+    def max_state_bytes(self) -> int:
+        """The cap in bytes (the value was validated, so it parses)."""
+        return size_bytes(self.max_state_size) or 0
+
+
+@dataclass(frozen=True)
 class Profile:
     """[profiles.NAME]: a named set of overrides; None means the profile leaves it alone."""
 
@@ -167,6 +180,7 @@ class Config:
     limits: Limits
     build: Build
     certificates: Certificates
+    sessions: Sessions
     profiles: Mapping[str, Profile]
     origins: dict[str, str] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
@@ -228,6 +242,7 @@ def build(
         limits=Limits(**section("limits")),
         build=Build(**section("build")),
         certificates=Certificates(**section("certificates")),
+        sessions=Sessions(**section("sessions")),
         profiles={
             n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
             for n, body in sorted(data.get("profiles", {}).items())

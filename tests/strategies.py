@@ -31,6 +31,7 @@ _BY_KIND: dict[str, st.SearchStrategy[Any]] = {
     "list": st.lists(short_text, max_size=3),
     "cpu": st.one_of(st.integers(min_value=1, max_value=64), short_text),
     "table": st.dictionaries(env_names, short_text, max_size=3),
+    "size": st.one_of(st.integers(min_value=0, max_value=2**40), short_text),
 }
 
 
@@ -52,6 +53,11 @@ _MEANINGFUL: dict[str, st.SearchStrategy[Any]] = {
     "limits.memory": memory_limits,
     "limits.cpu": cpu_limits,
     "limits.processes": st.integers(min_value=1, max_value=1000),
+    "sessions.max_state_size": st.one_of(
+        st.integers(min_value=1, max_value=4096).map(lambda n: f"{n}MiB"),
+        st.integers(min_value=2**20, max_value=2**31),
+        st.just("1GiB"),
+    ),
 }
 
 
