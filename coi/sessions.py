@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from coi import faults, paths, tarsafe
 from coi.errors import CoiError, UsageError
@@ -118,24 +118,38 @@ def find(session_id: str, workspace: Path, tool: str) -> tuple[Metadata, Path]:
 
 
 STOPPED_STATE = "/var/lib/coi/state.tar"
+DEFAULT_LIMIT = 1024**3  # [sessions] max_state_size when a caller has no config
 
 
-def save(incus: Incus, name: str, meta: Metadata, state_dir: str, *, running: bool) -> Path | None:
+class StateTooLarge(CoiError):
+    """A container's state exceeds [sessions] max_state_size; nothing of it was kept."""
+
+
+def save(
+    incus: Incus,
+    name: str,
+    meta: Metadata,
+    state_dir: str,
+    *,
+    running: bool,
+    limit: int = DEFAULT_LIMIT,
+) -> Path | None:
     """Bring the tool's state folder to the host as one tar stream and store it.
 
     A running container streams it through exec; a stopped one hands over the tar its
     poweroff wrapper wrote on the way down (one file request). None when nothing was
-    there to save.
+    there to save. Past limit bytes the transfer stops and StateTooLarge is raised: the
+    previous save stays as it was and nothing of this one is left.
     """
     final = session_dir(meta.tool, meta.session_id)
     final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix=f".{meta.session_id}.", dir=final.parent))
     try:
-        if not _fetch(incus, name, state_dir, work / "state.tar", running):
+        if not _fetch(incus, name, state_dir, work / "state.tar", running, limit):
             shutil.rmtree(work)
             return None
         faults.point("save")
-        tarsafe.extract(work / "state.tar", work, top=state_dir, fresh=True)
+        tarsafe.extract(work / "state.tar", work, top=state_dir, limit=limit)
         (work / "state.tar").unlink()
         (work / METADATA).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
         _replace_dir(work, final)
@@ -145,22 +159,60 @@ def save(incus: Incus, name: str, meta: Metadata, state_dir: str, *, running: bo
     return final
 
 
-def _fetch(incus: Incus, name: str, state_dir: str, target: Path, running: bool) -> bool:
-    """Write the state tar to target; False when the container holds none."""
-    from coi.errors import NotFound
+class _CappedFile:
+    """A sink writing to a file that refuses to grow past limit bytes: the chunk that
+    would cross it is not written, and the stream is told to stop."""
 
-    if not running:
-        try:
-            target.write_bytes(incus.pull_file(name, STOPPED_STATE))
-        except NotFound:
-            return False
-        return True
-    argv = ["tar", "-C", HOME, "-cf", "-", "--ignore-failed-read", state_dir]
-    with open(target, "wb") as sink:
-        result = incus.execute(name, argv, raw_stdout=sink.write, idempotent=True)
-    if result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
+    def __init__(self, handle: BinaryIO, limit: int) -> None:
+        self.handle, self.limit, self.size, self.over = handle, limit, 0, False
+
+    def __call__(self, data: bytes) -> None:
+        from coi.execws import StopStream
+
+        if self.size + len(data) > self.limit:
+            self.over = True
+            raise StopStream
+        self.size += len(data)
+        self.handle.write(data)
+
+
+def _fetch(
+    incus: Incus, name: str, state_dir: str, target: Path, running: bool, limit: int
+) -> bool:
+    """Write the state tar to target, at most limit bytes; False when the container holds
+    none. The host counts the bytes itself: what the container says about sizes is not
+    trusted."""
+    from coi.errors import NotFound
+    from coi.execws import StopStream
+
+    with open(target, "wb") as handle:
+        sink = _CappedFile(handle, limit)
+        if not running:
+            try:
+                incus.pull_stream(name, STOPPED_STATE, sink)
+            except NotFound:
+                return False
+            except StopStream:
+                pass
+        else:
+            argv = ["tar", "-C", HOME, "-cf", "-", "--ignore-failed-read", state_dir]
+            result = incus.execute(name, argv, raw_stdout=sink, idempotent=True)
+    if sink.over:
+        raise StateTooLarge(
+            f"the session state in {name} is larger than sessions.max_state_size "
+            f"({_size_text(limit)}): not saved; the previous save is kept"
+        )
+    if running and result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
         raise CoiError(f"saving the session from {name} failed: {result.stderr.strip()}")
     return target.stat().st_size > 0
+
+
+def _size_text(size: int) -> str:
+    """A byte count as the largest binary unit that divides it, e.g. "64MiB"."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size} bytes"
 
 
 def _replace_dir(new: Path, final: Path) -> None:
@@ -192,6 +244,8 @@ def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 10
     start sends it inside its setup stream instead, through add_state)."""
     if not (folder / state_dir).is_dir():
         return
+    # packed to a temporary file and sent from there in chunks: memory does not grow
+    # with the size of the state
     with tempfile.TemporaryFile() as buffer:
         with tarfile.open(fileobj=buffer, mode="w", format=TAR_FORMAT) as archive:
             add_state(archive, folder, state_dir, "", uid)
@@ -199,7 +253,7 @@ def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 10
         result = incus.execute(
             name,
             ["tar", "-C", HOME, "-xf", "-", "--no-same-permissions"],
-            stdin=buffer.read(),
+            stdin=buffer,
             idempotent=True,
         )
     if result.exit_code != 0:
