@@ -97,7 +97,7 @@ def _extract_one(archive: tarfile.TarFile, member: tarfile.TarInfo, root: int) -
     if member.isdir():
         os.close(_open_dirs(root, parts, member.mode))
         return
-    parent = _open_dirs(root, parts[:-1], 0o700)
+    parent = _open_dirs(root, parts[:-1], None)
     try:
         source = archive.extractfile(member)
         if source is not None:  # always, for a regular file
@@ -106,20 +106,22 @@ def _extract_one(archive: tarfile.TarFile, member: tarfile.TarInfo, root: int) -
         os.close(parent)
 
 
-def _open_dirs(root: int, parts: tuple[str, ...], mode: int) -> int:
+def _open_dirs(root: int, parts: tuple[str, ...], mode: int | None) -> int:
     """Open (making them as needed) the folders of parts under root, never through a link;
-    the caller closes the descriptor returned."""
+    the last one gets dir_mode(mode) unless mode is None (then only a folder made here
+    is touched, private). The caller closes the descriptor returned."""
     fd = os.dup(root)
     try:
         for index, part in enumerate(parts):
-            made = _mkdir(fd, part, dir_mode(mode) if index == len(parts) - 1 else 0o700)
+            last = index == len(parts) - 1
+            _mkdir(fd, part)
             try:
                 child = os.open(part, _OPEN_DIR, dir_fd=fd)
             except OSError:
                 raise UnsafeArchive(f"{'/'.join(parts[: index + 1])} is in the way") from None
             os.close(fd)
             fd = child
-            if made is False and index == len(parts) - 1:
+            if last and mode is not None:
                 os.fchmod(fd, dir_mode(mode))
         return fd
     except BaseException:
@@ -127,14 +129,10 @@ def _open_dirs(root: int, parts: tuple[str, ...], mode: int) -> int:
         raise
 
 
-def _mkdir(parent: int, name: str, mode: int) -> bool:
-    """Make a folder; False when something was already there."""
-    try:
-        os.mkdir(name, mode, dir_fd=parent)
-    except FileExistsError:
-        return False
-    os.chmod(name, mode, dir_fd=parent, follow_symlinks=False)  # past the umask
-    return True
+def _mkdir(parent: int, name: str) -> None:
+    """Make a private folder unless something is already there."""
+    with suppress(FileExistsError):
+        os.mkdir(name, 0o700, dir_fd=parent)
 
 
 def _write_file(parent: int, name: str, source: IO[bytes], member: tarfile.TarInfo) -> None:

@@ -125,3 +125,13 @@ name_prefixes = st.sampled_from(["coi-", "t1-", "coitest-ab12-"])
 def taken_slots(limit: int) -> st.SearchStrategy[set[int]]:
     """Any set of slots, some of them possibly beyond the limit."""
     return st.sets(st.integers(min_value=1, max_value=limit + 3), max_size=limit + 3)
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+size_units = st.sampled_from(["KiB", "MiB", "GiB", "kB", "MB"])
+state_sizes = st.one_of(
+    st.integers(min_value=1, max_value=8192).map(lambda n: f"{n}MiB"),
+    st.integers(min_value=1, max_value=8).map(lambda n: f"{n}GiB"),
+    st.integers(min_value=2**20, max_value=2**34),
+)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from coi import runtime, sessions, tarsafe
+from coi import execws, runtime, sessions, tarsafe
 from coi.errors import UsageError
 from coi.incus import ExecResult
 
@@ -187,3 +187,69 @@ def test_a_saved_state_goes_back_as_folders_and_files_owned_inside(tmp_path: Pat
         "home/code/.tool/sub": (1000, 1000, ""),
         "home/code/.tool/sub/f": (1000, 1000, ""),
     }
+
+
+class StreamingFake(FakeIncus):
+    """Sends the tar in 64 KiB chunks and stops when the sink says so, as execws does."""
+
+    stopped = False
+
+    def _chunks(self, state_dir: str) -> list[bytes]:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.add(self.home / state_dir, arcname=state_dir)
+        data = buffer.getvalue()
+        return [data[i : i + 65536] for i in range(0, len(data), 65536)]
+
+    def execute(self, name: str, argv: list[str], **kw: Any) -> ExecResult:
+        try:
+            for chunk in self._chunks(argv[-1]):
+                kw["raw_stdout"](chunk)
+        except execws.StopStream:
+            self.stopped = True
+            return ExecResult(-1, "", "")
+        return ExecResult(0, "", "")
+
+    def pull_stream(self, name: str, path: str, sink: Any) -> None:
+        for chunk in self._chunks(".fake"):
+            sink(chunk)
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_a_save_past_the_cap_stops_and_keeps_the_previous_one(
+    tmp_path: Path, running: bool
+) -> None:
+    home = tmp_path / "home"
+    (home / ".fake").mkdir(parents=True)
+    (home / ".fake" / "marker").write_text("good")
+    fake = StreamingFake(home)
+    first = sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)  # type: ignore[arg-type]
+    assert first is not None
+    (home / ".fake" / "big").write_bytes(os.urandom(3 * 2**20))
+    with pytest.raises(sessions.StateTooLarge, match=r"max_state_size \(1MiB\)"):
+        sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)  # type: ignore[arg-type]
+    assert fake.stopped == running  # the exec was told to stop, not read to its end
+    assert sorted(p.name for p in (first / ".fake").iterdir()) == ["marker"]
+    assert [p.name for p in first.parent.iterdir()] == ["s1"]  # no temporary folder left
+
+
+def test_capped_file_never_writes_past_its_limit(tmp_path: Path) -> None:
+    with open(tmp_path / "out", "wb") as handle:
+        sink = sessions._CappedFile(handle, 10)
+        sink(b"12345")
+        sink(b"67890")
+        with pytest.raises(execws.StopStream):
+            sink(b"x")
+    assert (tmp_path / "out").read_bytes() == b"1234567890" and sink.over
+
+
+def test_a_stream_stdin_is_read_only_as_fast_as_it_is_sent(tmp_path: Path) -> None:
+    import time
+
+    source = tmp_path / "big"
+    source.write_bytes(b"x" * (64 * 2**20))
+    with open(source, "rb") as handle:
+        execws.StreamIn(handle)
+        for _ in range(50):  # the reader thread fills its queue, then waits
+            time.sleep(0.02)
+        assert handle.tell() <= (execws.STDIN_AHEAD + 1) * 65536
