@@ -200,7 +200,7 @@ def _fetch(
     if sink.over:
         raise StateTooLarge(
             f"the session state in {name} is larger than sessions.max_state_size "
-            f"({_size_text(limit)}): not saved; the previous save is kept"
+            f"({_size_text(limit)}): not saved, an earlier save of this session is kept"
         )
     if running and result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
         raise CoiError(f"saving the session from {name} failed: {result.stderr.strip()}")
