@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from coi.errors import CoiError
 
@@ -29,6 +29,22 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class UnsafeArchive(CoiError):
     """A tar stream coi will not extract: compressed, sparse, over the cap, or in the way."""
+
+
+# tarfile reads a pax header or a GNU long name whole into memory: one larger than any
+# real name or attribute set is refused before it is read, so memory stays small
+META_MAX = 1 << 20
+_META_TYPES = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
+    | {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+)
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    def _proc_member(self, archive: tarfile.TarFile) -> Any:
+        if self.type in _META_TYPES and self.size > META_MAX:
+            raise UnsafeArchive(f"refusing a {self.size}-byte tar header (over {META_MAX})")
+        return super()._proc_member(archive)  # type: ignore[misc]
 
 
 def safe_members(archive: tarfile.TarFile, top: str | None = None) -> Iterator[tarfile.TarInfo]:
@@ -87,7 +103,8 @@ def extract(
 
 def _open_plain(tar_path: Path) -> tarfile.TarFile:
     try:
-        return tarfile.open(tar_path, mode="r:")  # "r:" reads plain tar only
+        # "r:" reads plain tar only
+        return tarfile.open(tar_path, mode="r:", tarinfo=_BoundedInfo)
     except tarfile.ReadError as exc:
         raise UnsafeArchive(f"{tar_path.name} is not a plain tar archive: {exc}") from None
 

@@ -108,3 +108,30 @@ def test_modes_lose_set_id_and_foreign_write_and_owners_are_ours(tmp_path: Path)
 @pytest.mark.parametrize(("mode", "expected"), [(0o4755, 0o755), (0o666, 0o644), (0o000, 0o600)])
 def test_file_mode(mode: int, expected: int) -> None:
     assert tarsafe.file_mode(mode) == expected
+
+
+@pytest.mark.parametrize("kind", ["pax", "longname"])
+def test_a_huge_header_is_refused_before_it_is_read(tmp_path: Path, kind: str) -> None:
+    tar = tmp_path / "state.tar"
+    size = tarsafe.META_MAX + 1
+    if kind == "pax":  # one pax record of size bytes: "<len> comment=xxx...\n"
+        rest = f" comment={'x' * size}\n"
+        length = len(rest) + 1
+        while length != len(rest) + len(str(length)):
+            length = len(rest) + len(str(length))
+        record = f"{length}{rest}"
+        header = tarfile.TarInfo("././@PaxHeader")
+        header.type, header.size = tarfile.XHDTYPE, len(record)
+        data = record.encode()
+    else:
+        header = tarfile.TarInfo("././@LongLink")
+        header.type, header.size = tarfile.GNUTYPE_LONGNAME, size
+        data = b"a" * (size - 1) + b"\0"
+    with open(tar, "wb") as handle:
+        handle.write(header.tobuf(tarfile.USTAR_FORMAT if kind == "pax" else tarfile.GNU_FORMAT))
+        handle.write(data + b"\0" * (-len(data) % 512))
+        member = tarfile.TarInfo(".tool/f")
+        handle.write(member.tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024)
+    assert header.size > tarsafe.META_MAX
+    with pytest.raises(tarsafe.UnsafeArchive, match="tar header"):
+        tarsafe.extract(tar, tmp_path / "out")
