@@ -14,11 +14,13 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from coi import faults, paths, tarsafe
 from coi.errors import CoiError, UsageError
@@ -119,6 +121,7 @@ def find(session_id: str, workspace: Path, tool: str) -> tuple[Metadata, Path]:
 
 STOPPED_STATE = "/var/lib/coi/state.tar"
 DEFAULT_LIMIT = 1024**3  # [sessions] max_state_size when a caller has no config
+PIPE_CHUNK = 1 << 16
 
 
 class StateTooLarge(CoiError):
@@ -138,19 +141,18 @@ def save(
 
     A running container streams it through exec; a stopped one hands over the tar its
     poweroff wrapper wrote on the way down (one file request). None when nothing was
-    there to save. Past limit bytes the transfer stops and StateTooLarge is raised: the
-    previous save stays as it was and nothing of this one is left.
+    there to save. The stream is unpacked as it arrives (no copy of the archive on
+    disk); past limit bytes it stops and StateTooLarge is raised: the previous save
+    stays as it was and nothing of this one is left.
     """
     final = session_dir(meta.tool, meta.session_id)
     final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix=f".{meta.session_id}.", dir=final.parent))
     try:
-        if not _fetch(incus, name, state_dir, work / "state.tar", running, limit):
+        if not _fetch(incus, name, state_dir, work, running, limit):
             shutil.rmtree(work)
             return None
         faults.point("save")
-        tarsafe.extract(work / "state.tar", work, top=state_dir, limit=limit)
-        (work / "state.tar").unlink()
         (work / METADATA).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
         _replace_dir(work, final)
     except BaseException:
@@ -159,12 +161,31 @@ def save(
     return final
 
 
-class _CappedFile:
-    """A sink writing to a file that refuses to grow past limit bytes: the chunk that
-    would cross it is not written, and the stream is told to stop."""
+class _Unpacking:
+    """A sink that unpacks a state tar into dest as it arrives (a pipe to a thread of its
+    own) and takes no more than limit bytes: the chunk that would cross it is dropped and
+    the stream told to stop. The host counts the bytes itself: what the container says
+    about sizes is not trusted."""
 
-    def __init__(self, handle: BinaryIO, limit: int) -> None:
-        self.handle, self.limit, self.size, self.over = handle, limit, 0, False
+    def __init__(self, dest: Path, top: str, limit: int) -> None:
+        read_fd, write_fd = os.pipe()
+        # each end outlives this call: the thread closes the reader, close() the writer
+        self.reader = open(read_fd, "rb")  # noqa: SIM115
+        self.writer = open(write_fd, "wb")  # noqa: SIM115
+        self.limit, self.size, self.over = limit, 0, False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._unpack, args=(dest, top), daemon=True)
+        self.thread.start()
+
+    def _unpack(self, dest: Path, top: str) -> None:
+        try:
+            tarsafe.extract_stream(self.reader, dest, top, limit=self.limit)
+            while self.reader.read(PIPE_CHUNK):  # the archive's padding, so writes end well
+                pass
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.reader.close()  # a writer still sending gets EPIPE and stops the stream
 
     def __call__(self, data: bytes) -> None:
         from coi.execws import StopStream
@@ -173,38 +194,54 @@ class _CappedFile:
             self.over = True
             raise StopStream
         self.size += len(data)
-        self.handle.write(data)
+        try:
+            self.writer.write(data)
+        except (BrokenPipeError, ValueError):  # the unpacking ended: close() says why
+            raise StopStream from None
+
+    def close(self, name: str) -> bool:
+        """Wait for the unpacking; True when a state arrived, False when none did;
+        StateTooLarge past the cap, or the unpacking's own refusal."""
+        with suppress(BrokenPipeError):
+            self.writer.close()
+        self.thread.join()
+        if self.over or isinstance(self.error, tarsafe.TooLarge):
+            raise StateTooLarge(
+                f"the session state in {name} is larger than sessions.max_state_size "
+                f"({_size_text(self.limit)}): not saved, an earlier save of this session is kept"
+            )
+        if self.size == 0:
+            return False
+        if self.error is not None:
+            raise self.error
+        return True
 
 
-def _fetch(
-    incus: Incus, name: str, state_dir: str, target: Path, running: bool, limit: int
-) -> bool:
-    """Write the state tar to target, at most limit bytes; False when the container holds
-    none. The host counts the bytes itself: what the container says about sizes is not
-    trusted."""
+def _fetch(incus: Incus, name: str, state_dir: str, dest: Path, running: bool, limit: int) -> bool:
+    """Unpack the container's state folder into dest, at most limit bytes; False when
+    the container holds none."""
     from coi.errors import NotFound
     from coi.execws import StopStream
 
-    with open(target, "wb") as handle:
-        sink = _CappedFile(handle, limit)
+    sink = _Unpacking(dest, state_dir, limit)
+    try:
         if not running:
-            try:
+            with suppress(StopStream):
                 incus.pull_stream(name, STOPPED_STATE, sink)
-            except NotFound:
-                return False
-            except StopStream:
-                pass
         else:
             argv = ["tar", "-C", HOME, "-cf", "-", "--ignore-failed-read", state_dir]
             result = incus.execute(name, argv, raw_stdout=sink, idempotent=True)
-    if sink.over:
-        raise StateTooLarge(
-            f"the session state in {name} is larger than sessions.max_state_size "
-            f"({_size_text(limit)}): not saved, an earlier save of this session is kept"
-        )
+    except NotFound:
+        sink.close(name)
+        return False
+    except BaseException:
+        with suppress(Exception):
+            sink.close(name)
+        raise
+    arrived = sink.close(name)
     if running and result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
         raise CoiError(f"saving the session from {name} failed: {result.stderr.strip()}")
-    return target.stat().st_size > 0
+    return arrived
 
 
 def _size_text(size: int) -> str:

@@ -16,7 +16,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -29,6 +29,10 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class UnsafeArchive(CoiError):
     """A tar stream coi will not extract: compressed, sparse, over the cap, or in the way."""
+
+
+class TooLarge(UnsafeArchive):
+    """The files of a tar stream add up to more than the cap."""
 
 
 # tarfile reads a pax header or a GNU long name whole into memory: one larger than any
@@ -85,28 +89,45 @@ def extract(
 ) -> None:
     """Extract the safe members of an uncompressed tar file into dest (merging with what
     is there); UnsafeArchive when the archive is compressed, holds a sparse member, its
-    files add up to more than limit bytes, or a name is in the way (a link, say)."""
-    with _open_plain(tar_path) as archive, ExitStack() as stack:
-        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-        root = os.open(dest, _OPEN_DIR)
-        stack.callback(os.close, root)
-        total = 0
-        try:
-            for member in safe_members(archive, top):
-                total += member.size if member.isfile() else 0
-                if limit is not None and total > limit:
-                    raise UnsafeArchive(f"the files add up to more than {limit} bytes")
-                _extract_one(archive, member, root)
-        except tarfile.TarError as exc:
-            raise UnsafeArchive(f"{tar_path.name} is damaged: {exc}") from None
+    files add up to more than limit bytes (TooLarge), or a name is in the way (a link)."""
+    with _open_plain(tar_path, tar_path.name) as archive:
+        _extract_all(archive, dest, top, limit, tar_path.name)
 
 
-def _open_plain(tar_path: Path) -> tarfile.TarFile:
+def extract_stream(
+    stream: IO[bytes], dest: Path, top: str | None = None, *, limit: int | None = None
+) -> None:
+    """extract() from a stream read once, front to back (a pipe): no copy of the archive."""
+    with _open_plain(stream, "the tar stream") as archive:
+        _extract_all(archive, dest, top, limit, "the tar stream")
+
+
+def _open_plain(source: Path | IO[bytes], what: str) -> tarfile.TarFile:
+    # "r:" and "r|" read plain tar only: compressed data fails as an invalid header
     try:
-        # "r:" reads plain tar only
-        return tarfile.open(tar_path, mode="r:", tarinfo=_BoundedInfo)
+        if isinstance(source, Path):
+            return tarfile.open(source, mode="r:", tarinfo=_BoundedInfo)
+        return tarfile.open(fileobj=source, mode="r|", tarinfo=_BoundedInfo)
     except tarfile.ReadError as exc:
-        raise UnsafeArchive(f"{tar_path.name} is not a plain tar archive: {exc}") from None
+        raise UnsafeArchive(f"{what} is not a plain tar archive: {exc}") from None
+
+
+def _extract_all(
+    archive: tarfile.TarFile, dest: Path, top: str | None, limit: int | None, what: str
+) -> None:
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = os.open(dest, _OPEN_DIR)
+    total = 0
+    try:
+        for member in safe_members(archive, top):
+            total += member.size if member.isfile() else 0
+            if limit is not None and total > limit:
+                raise TooLarge(f"the files add up to more than {limit} bytes")
+            _extract_one(archive, member, root)
+    except tarfile.TarError as exc:
+        raise UnsafeArchive(f"{what} is damaged: {exc}") from None
+    finally:
+        os.close(root)
 
 
 def _extract_one(archive: tarfile.TarFile, member: tarfile.TarInfo, root: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -233,14 +234,32 @@ def test_a_save_past_the_cap_stops_and_keeps_the_previous_one(
     assert [p.name for p in first.parent.iterdir()] == ["s1"]  # no temporary folder left
 
 
-def test_capped_file_never_writes_past_its_limit(tmp_path: Path) -> None:
-    with open(tmp_path / "out", "wb") as handle:
-        sink = sessions._CappedFile(handle, 10)
-        sink(b"12345")
-        sink(b"67890")
-        with pytest.raises(execws.StopStream):
-            sink(b"x")
-    assert (tmp_path / "out").read_bytes() == b"1234567890" and sink.over
+def test_the_unpacking_sink_takes_nothing_past_its_limit(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(".fake/f")
+        info.size = 4000
+        archive.addfile(info, io.BytesIO(b"x" * 4000))
+    data = buffer.getvalue()  # 10240 bytes: headers, the file, padding
+    fits = sessions._Unpacking(tmp_path / "fits", ".fake", len(data))
+    fits(data)
+    assert fits.close("c") is True
+    assert (tmp_path / "fits" / ".fake" / "f").read_bytes() == b"x" * 4000
+    over = sessions._Unpacking(tmp_path / "over", ".fake", len(data) - 1)
+    with pytest.raises(execws.StopStream):
+        over(data)
+    with pytest.raises(sessions.StateTooLarge):
+        over.close("c")
+    assert over.size == 0
+
+
+def test_a_refused_stream_says_why(tmp_path: Path) -> None:
+    sink = sessions._Unpacking(tmp_path / "out", ".fake", 2**20)
+    with contextlib.suppress(execws.StopStream):
+        for _ in range(20):  # gzip magic, then more: refused at the first header
+            sink(b"\x1f\x8b" + b"\0" * 65534)
+    with pytest.raises(tarsafe.UnsafeArchive, match="not a plain tar"):
+        sink.close("c")
 
 
 def test_a_stream_stdin_is_read_only_as_fast_as_it_is_sent(tmp_path: Path) -> None:
