@@ -3,8 +3,9 @@ beside a copy of the tool's state folder.
 
 A save writes a temporary folder and renames it into place, so an interrupted save
 (even `kill -9`) never damages the previous one. The state travels as one tar stream
-through Incus's exec API; on the way back to the host, links and special files are
-dropped and nothing may land outside the session folder.
+through Incus's exec API; on the way back to the host it is unpacked as it arrives,
+capped at [sessions] max_state_size as counted on the host, links and special files
+are dropped and nothing may land outside the session folder.
 """
 
 from __future__ import annotations
