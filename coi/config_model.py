@@ -20,6 +20,7 @@ from coi.config_schema import (
     TOOL_KEYS,
     Key,
     config_error,
+    size_bytes,
 )
 
 if TYPE_CHECKING:
@@ -145,6 +146,18 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class Sessions:
+    """[sessions]: saved sessions; max_state_size caps a save and what it extracts."""
+
+    max_state_size: int | str
+
+    @property
+    def max_state_bytes(self) -> int:
+        """The cap in bytes (the value was validated, so it parses)."""
+        return size_bytes(self.max_state_size) or 0
+
+
+@dataclass(frozen=True)
 class Profile:
     """[profiles.NAME]: a named set of overrides; None means the profile leaves it alone."""
 
@@ -176,6 +189,7 @@ class Config:
     build: Build
     certificates: Certificates
     credentials: Credentials
+    sessions: Sessions
     profiles: Mapping[str, Profile]
     origins: dict[str, str] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
@@ -239,6 +253,7 @@ def build(
         build=Build(**section("build")),
         certificates=Certificates(**section("certificates")),
         credentials=Credentials(**section("credentials")),
+        sessions=Sessions(**section("sessions")),
         profiles={
             n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
             for n, body in sorted(data.get("profiles", {}).items())

@@ -28,6 +28,7 @@ SECTION_ORDER = (
     "build",
     "certificates",
     "credentials",
+    "sessions",
     "profiles",
 )
 TOOL_NAME = re.compile(r"[a-z][a-z0-9_-]*")
@@ -299,6 +300,36 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
 }
 
+# [sessions]: saved sessions. A save from a hostile container is bounded by this cap on
+# the host (issue 10, item 5): the stream, the file on disk and what is extracted.
+_MIN_STATE = 1024**2
+_KINDS["size"] = (
+    lambda v: _is_int(v) or isinstance(v, str),
+    "a size",
+    'write a size like "512MiB" or "1GiB", or a number of bytes',
+)
+
+
+def size_bytes(value: Any) -> int | None:
+    """A size (bytes as a number, or text like "512MiB") in bytes; None when malformed."""
+    if _is_int(value):
+        return int(value)
+    amount = memory_amount(value) if isinstance(value, str) else None
+    return amount[1] if amount is not None and amount[0] == "B" else None
+
+
+def _state_size(value: Any) -> str | None:
+    amount = size_bytes(value)
+    if amount is None:
+        return f'{value!r} is not valid; use a size like "512MiB" or "1GiB", or bytes'
+    if amount < _MIN_STATE:
+        return f'{value!r} is too small for a saved state; use at least "1MiB"'
+    return None
+
+
+SECTIONS["sessions"] = {"max_state_size": Key("size", "1GiB", _state_size)}
+
+
 # [tools.NAME]: binary is required and state_dir/version_command default from NAME and binary,
 # so those are filled in by the builder after merging, not here.
 TOOL_KEYS: dict[str, Key] = {
@@ -461,7 +492,7 @@ def parse_env_value(key: Key, raw: str) -> Any:
         if word in _TRUE | _FALSE:
             return word in _TRUE
         raise ValueError(f"{raw!r} is not a boolean; use 1, 0, true, false, yes, no, on or off")
-    if key.kind == "int" or (key.kind == "cpu" and re.fullmatch(r"\s*[0-9]+\s*", raw)):
+    if key.kind == "int" or (key.kind in ("cpu", "size") and re.fullmatch(r"\s*[0-9]+\s*", raw)):
         if not re.fullmatch(r"\s*-?[0-9]+\s*", raw):
             raise ValueError(f"{raw!r} is not a whole number; use digits only, e.g. 10")
         return int(raw)

@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 Sink = Callable[[bytes], object]
 T = TypeVar("T")
+STDIN_AHEAD = 16  # chunks of 64 KiB
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,12 @@ def ws_path(operation_id: str, secret: str, project: str) -> str:
     )
 
 
-def _pump_out(conn: Any, sink: Sink | None) -> None:
+class StopStream(Exception):
+    """Raised by an output sink that wants no more: the command is killed and the rest of
+    its output dropped (a save that reached its size cap, say)."""
+
+
+def _pump_out(conn: Any, sink: Sink | None, stop: Callable[[], None] = lambda: None) -> None:
     """Copy messages from the daemon to sink until the stream closes."""
     try:
         for message in conn:
@@ -71,8 +78,27 @@ def _pump_out(conn: Any, sink: Sink | None) -> None:
                 break
             if sink is not None:
                 sink(message if isinstance(message, bytes) else message.encode())
+    except StopStream:
+        stop()
+        _drain(conn)
     except Exception:  # the stream ends with a close or a reset; both mean EOF here
         pass
+
+
+def _drain(conn: Any) -> None:
+    """Read and drop what is still in flight, so the daemon can close the stream."""
+    with suppress(Exception):
+        for message in conn:
+            if not message:
+                break
+
+
+def _kill(control: Any) -> None:
+    """SIGKILL the command through the control stream (the daemon forwards signals)."""
+    import json
+
+    with suppress(Exception):  # the command may have ended already
+        control.send(json.dumps({"command": "signal", "signal": 9}))
 
 
 class StreamIn:
@@ -83,7 +109,9 @@ class StreamIn:
         import queue
 
         self.stream = stream
-        self.chunks: queue.Queue[bytes] = queue.Queue()
+        # Bounded, so that a large input (a restored state) is read only as fast as the
+        # daemon takes it: the process holds at most STDIN_AHEAD chunks of it.
+        self.chunks: queue.Queue[bytes] = queue.Queue(STDIN_AHEAD)
         self.sent = False
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -155,9 +183,10 @@ def mirror(
             fd: stack.enter_context(channel.open(ws_path(operation_id, secret, project)))
             for fd, secret in fds.items()
         }
+        stop = partial(_kill, conns["control"]) if "control" in conns else lambda: None
         threads = [
-            threading.Thread(target=_pump_out, args=(conns["1"], stdout), daemon=True),
-            threading.Thread(target=_pump_out, args=(conns["2"], stderr), daemon=True),
+            threading.Thread(target=_pump_out, args=(conns["1"], stdout, stop), daemon=True),
+            threading.Thread(target=_pump_out, args=(conns["2"], stderr, stop), daemon=True),
             threading.Thread(target=_pump_in, args=(conns["0"], stdin), daemon=True),
         ]
         for thread in threads:

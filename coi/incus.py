@@ -435,6 +435,17 @@ class Incus:
             data: bytes = response.content
             return data
 
+    def pull_stream(self, name: str, path: str, sink: Callable[[bytes], object]) -> None:
+        """Read one file from an instance into sink chunk by chunk, never whole in memory;
+        a sink that raises ends the transfer (the exception passes through)."""
+        with self._errors(f"reading {path} in {name}"):
+            response = self._node(f"instances/{name}/files").get(
+                params={"path": path}, is_api=False, stream=True
+            )
+            with response:
+                for chunk in response.iter_content(PULL_CHUNK):
+                    sink(chunk)
+
     # -- images ---------------------------------------------------------------------
 
     def image_alias(self, alias: str) -> Json | None:
@@ -534,6 +545,7 @@ class Incus:
 
 
 EXEC_RETRIES = 3
+PULL_CHUNK = 1 << 20
 
 
 def _transient(failure: str) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import io
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from coi import faults, launch, output, paths, sessions, slots
 from coi.commands.common import connect, load_config, workspace_of
@@ -33,7 +34,10 @@ SAVE_SCRIPT = f"""#!/bin/sh
 # coi: keep the AI tool's state for the host before the container stops.
 . /etc/coi/session.env 2>/dev/null || exit 0
 mkdir -p /var/lib/coi
-tar -C {HOME} -cf /var/lib/coi/state.tar.new --ignore-failed-read "$COI_STATE_DIR" 2>/dev/null
+# at most one byte past the cap: the host refuses a larger state, and a sparse or huge
+# file must not fill the storage pool on the way
+most=$(( ${{COI_MAX_STATE:-{sessions.DEFAULT_LIMIT}}} + 1 )) new=/var/lib/coi/state.tar.new
+tar -C {HOME} -cf - --ignore-failed-read "$COI_STATE_DIR" 2>/dev/null | head -c "$most" >"$new"
 mv -f /var/lib/coi/state.tar.new {sessions.STOPPED_STATE}
 sync
 """
@@ -245,12 +249,12 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
     faults.point("prepare")
     cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
-    tar = _setup_tar(session, resumed, cas)
     # A saved state holds what the tool kept, its login too: what this session is not
     # given is removed again after the restore.
     drop = credentials.withheld(session.tool, session.credentials) if resumed else []
     argv = ["sh", "-c", _SETUP_SH, "sh", *drop]
-    result = incus.execute(name, argv, stdin=tar, idempotent=True)
+    with _setup_tar(session, resumed, cas) as tar:
+        result = incus.execute(name, argv, stdin=tar, idempotent=True)
     if result.exit_code != 0:
         raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
     faults.point("restore")
@@ -286,22 +290,32 @@ def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
     return {f"coi-session-{i}-{f.stem}.crt": certs.read_pem(f) for i, f in enumerate(files)}
 
 
-def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) -> bytes:
-    """One tar stream: wrappers, the session env, CAs, restored state, credentials."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive:
+@contextmanager
+def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) -> Iterator[BinaryIO]:
+    """One tar stream: wrappers, the session env, CAs, restored state, credentials; in a
+    temporary file (rewound), so that a large restored state is sent in chunks rather
+    than held in memory."""
+    with (
+        tempfile.TemporaryFile() as buffer,
+        tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive,
+    ):
         for file_name, pem in cas.items():
             _add(archive, f"usr/local/share/ca-certificates/{file_name}", pem, 0o644)
         _add(archive, "usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755)
         for verb in ("poweroff", "shutdown"):
             _add(archive, f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
-        env = f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
+        env = (
+            f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
+            f"COI_MAX_STATE={session.cfg.sessions.max_state_bytes}\n"
+        )
         _add(archive, "etc/coi/session.env", env.encode(), 0o644)
         if resumed is not None:
             sessions.add_state(archive, resumed, session.tool.state_dir, "home/code/", CODE_UID)
         for rel, data in session.credentials.items():
             _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
-    return buffer.getvalue()
+        archive.close()
+        buffer.seek(0)
+        yield buffer
 
 
 def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int = 0) -> None:
@@ -380,7 +394,12 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
     try:
         # a tool without a state folder (the plain shell) has nothing to save
         state_dir = session.tool.state_dir
-        saved = sessions.save(incus, name, meta, state_dir, running=running) if state_dir else None
+        limit = session.cfg.sessions.max_state_bytes
+        saved = (
+            sessions.save(incus, name, meta, state_dir, running=running, limit=limit)
+            if state_dir
+            else None
+        )
         if saved:
             said = f"session {session.session_id} saved to {saved}"
             if session.announce:
@@ -505,7 +524,8 @@ def _reap_one(
     with ExitStack() as stack:
         stack.callback(launch.teardown, incus, name)
         if tool is not None:
-            sessions.save(incus, name, meta, tool.state_dir, running=False)
+            limit = cfg.sessions.max_state_bytes
+            sessions.save(incus, name, meta, tool.state_dir, running=False, limit=limit)
     log(f"saved and removed {name}, which was stopped while detached")
 
 

@@ -3,8 +3,9 @@ beside a copy of the tool's state folder.
 
 A save writes a temporary folder and renames it into place, so an interrupted save
 (even `kill -9`) never damages the previous one. The state travels as one tar stream
-through Incus's exec API; on the way back to the host, links and special files are
-dropped and nothing may land outside the session folder.
+through Incus's exec API; on the way back to the host it is unpacked as it arrives,
+capped at [sessions] max_state_size as counted on the host, links and special files
+are dropped and nothing may land outside the session folder.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,25 +121,39 @@ def find(session_id: str, workspace: Path, tool: str) -> tuple[Metadata, Path]:
 
 
 STOPPED_STATE = "/var/lib/coi/state.tar"
+DEFAULT_LIMIT = 1024**3  # [sessions] max_state_size when a caller has no config
+PIPE_CHUNK = 1 << 16
 
 
-def save(incus: Incus, name: str, meta: Metadata, state_dir: str, *, running: bool) -> Path | None:
+class StateTooLarge(CoiError):
+    """A container's state exceeds [sessions] max_state_size; nothing of it was kept."""
+
+
+def save(
+    incus: Incus,
+    name: str,
+    meta: Metadata,
+    state_dir: str,
+    *,
+    running: bool,
+    limit: int = DEFAULT_LIMIT,
+) -> Path | None:
     """Bring the tool's state folder to the host as one tar stream and store it.
 
     A running container streams it through exec; a stopped one hands over the tar its
     poweroff wrapper wrote on the way down (one file request). None when nothing was
-    there to save.
+    there to save. The stream is unpacked as it arrives (no copy of the archive on
+    disk); past limit bytes it stops and StateTooLarge is raised: the previous save
+    stays as it was and nothing of this one is left.
     """
     final = session_dir(meta.tool, meta.session_id)
     final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = Path(tempfile.mkdtemp(prefix=f".{meta.session_id}.", dir=final.parent))
     try:
-        if not _fetch(incus, name, state_dir, work / "state.tar", running):
+        if not _fetch(incus, name, state_dir, work, running, limit):
             shutil.rmtree(work)
             return None
         faults.point("save")
-        tarsafe.extract(work / "state.tar", work, top=state_dir, fresh=True)
-        (work / "state.tar").unlink()
         (work / METADATA).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
         _replace_dir(work, final)
     except BaseException:
@@ -145,22 +162,95 @@ def save(incus: Incus, name: str, meta: Metadata, state_dir: str, *, running: bo
     return final
 
 
-def _fetch(incus: Incus, name: str, state_dir: str, target: Path, running: bool) -> bool:
-    """Write the state tar to target; False when the container holds none."""
-    from coi.errors import NotFound
+class _Unpacking:
+    """A sink that unpacks a state tar into dest as it arrives (a pipe to a thread of its
+    own) and takes no more than limit bytes: the chunk that would cross it is dropped and
+    the stream told to stop. The host counts the bytes itself: what the container says
+    about sizes is not trusted."""
 
-    if not running:
+    def __init__(self, dest: Path, top: str, limit: int) -> None:
+        read_fd, write_fd = os.pipe()
+        # each end outlives this call: the thread closes the reader, close() the writer
+        self.reader = open(read_fd, "rb")  # noqa: SIM115
+        self.writer = open(write_fd, "wb")  # noqa: SIM115
+        self.limit, self.size, self.over = limit, 0, False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._unpack, args=(dest, top), daemon=True)
+        self.thread.start()
+
+    def _unpack(self, dest: Path, top: str) -> None:
         try:
-            target.write_bytes(incus.pull_file(name, STOPPED_STATE))
-        except NotFound:
+            tarsafe.extract_stream(self.reader, dest, top, limit=self.limit)
+            while self.reader.read(PIPE_CHUNK):  # the archive's padding, so writes end well
+                pass
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.reader.close()  # a writer still sending gets EPIPE and stops the stream
+
+    def __call__(self, data: bytes) -> None:
+        from coi.execws import StopStream
+
+        if self.size + len(data) > self.limit:
+            self.over = True
+            raise StopStream
+        self.size += len(data)
+        try:
+            self.writer.write(data)
+        except (BrokenPipeError, ValueError):  # the unpacking ended: close() says why
+            raise StopStream from None
+
+    def close(self, name: str) -> bool:
+        """Wait for the unpacking; True when a state arrived, False when none did;
+        StateTooLarge past the cap, or the unpacking's own refusal."""
+        with suppress(BrokenPipeError):
+            self.writer.close()
+        self.thread.join()
+        if self.over or isinstance(self.error, tarsafe.TooLarge):
+            raise StateTooLarge(
+                f"the session state in {name} is larger than sessions.max_state_size "
+                f"({_size_text(self.limit)}): not saved, an earlier save of this session is kept"
+            )
+        if self.size == 0:
             return False
+        if self.error is not None:
+            raise self.error
         return True
-    argv = ["tar", "-C", HOME, "-cf", "-", "--ignore-failed-read", state_dir]
-    with open(target, "wb") as sink:
-        result = incus.execute(name, argv, raw_stdout=sink.write, idempotent=True)
-    if result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
+
+
+def _fetch(incus: Incus, name: str, state_dir: str, dest: Path, running: bool, limit: int) -> bool:
+    """Unpack the container's state folder into dest, at most limit bytes; False when
+    the container holds none."""
+    from coi.errors import NotFound
+    from coi.execws import StopStream
+
+    sink = _Unpacking(dest, state_dir, limit)
+    try:
+        if not running:
+            with suppress(StopStream):
+                incus.pull_stream(name, STOPPED_STATE, sink)
+        else:
+            argv = ["tar", "-C", HOME, "-cf", "-", "--ignore-failed-read", state_dir]
+            result = incus.execute(name, argv, raw_stdout=sink, idempotent=True)
+    except NotFound:
+        sink.close(name)
+        return False
+    except BaseException:
+        with suppress(Exception):
+            sink.close(name)
+        raise
+    arrived = sink.close(name)
+    if running and result.exit_code not in (0, 1, 2):  # 2: the folder does not exist yet
         raise CoiError(f"saving the session from {name} failed: {result.stderr.strip()}")
-    return target.stat().st_size > 0
+    return arrived
+
+
+def _size_text(size: int) -> str:
+    """A byte count as the largest binary unit that divides it, e.g. "64MiB"."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size} bytes"
 
 
 def _replace_dir(new: Path, final: Path) -> None:
@@ -192,6 +282,8 @@ def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 10
     start sends it inside its setup stream instead, through add_state)."""
     if not (folder / state_dir).is_dir():
         return
+    # packed to a temporary file and sent from there in chunks: memory does not grow
+    # with the size of the state
     with tempfile.TemporaryFile() as buffer:
         with tarfile.open(fileobj=buffer, mode="w", format=TAR_FORMAT) as archive:
             add_state(archive, folder, state_dir, "", uid)
@@ -199,7 +291,7 @@ def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 10
         result = incus.execute(
             name,
             ["tar", "-C", HOME, "-xf", "-", "--no-same-permissions"],
-            stdin=buffer.read(),
+            stdin=buffer,
             idempotent=True,
         )
     if result.exit_code != 0:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from coi.config_schema import BUILTIN_TOOLS, NAMED, SECTIONS, cpu_amount, memory_amount
+from coi.config_schema import (
+    BUILTIN_TOOLS,
+    NAMED,
+    SECTIONS,
+    cpu_amount,
+    memory_amount,
+    size_bytes,
+)
 from coi.errors import CoiError
 from coi.paths import coi_home, locks_dir
 
@@ -102,6 +109,8 @@ def refusal(path: tuple[str, ...], value: Any, lower: Mapping[str, Any]) -> str 
         return "mounting the host's tool config is turned on by trusted files only"
     if section == "limits" and not tighter(key, value, old):
         return "an untrusted file may add a limit or lower one, not raise it"
+    if (section, key) == ("sessions", "max_state_size") and not _no_larger(value, old):
+        return "an untrusted file may lower the saved-state cap, not raise it"
     if (section, key) in (("tool", "name"), ("build", "tools")):
         return _unknown_tool(value, lower)
     return None
@@ -149,6 +158,11 @@ def tighter(key: str, new: Any, old: Any) -> bool:
     if isinstance(a, tuple):  # memory: (unit kind, amount)
         return bool(a[0] == b[0] and a[1] <= b[1])
     return bool(a <= b)  # a count, or a CPU set that is a subset
+
+
+def _no_larger(new: Any, old: Any) -> bool:
+    a, b = size_bytes(new), size_bytes(old)
+    return a is not None and b is not None and a <= b
 
 
 def _strictness(mode: Any) -> int:

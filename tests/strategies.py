@@ -31,6 +31,7 @@ _BY_KIND: dict[str, st.SearchStrategy[Any]] = {
     "list": st.lists(short_text, max_size=3),
     "cpu": st.one_of(st.integers(min_value=1, max_value=64), short_text),
     "table": st.dictionaries(env_names, short_text, max_size=3),
+    "size": st.one_of(st.integers(min_value=0, max_value=2**40), short_text),
 }
 
 
@@ -52,6 +53,11 @@ _MEANINGFUL: dict[str, st.SearchStrategy[Any]] = {
     "limits.memory": memory_limits,
     "limits.cpu": cpu_limits,
     "limits.processes": st.integers(min_value=1, max_value=1000),
+    "sessions.max_state_size": st.one_of(
+        st.integers(min_value=1, max_value=4096).map(lambda n: f"{n}MiB"),
+        st.integers(min_value=2**20, max_value=2**31),
+        st.just("1GiB"),
+    ),
 }
 
 
@@ -197,4 +203,13 @@ allowlist_entries = st.tuples(
 ).map(lambda pair: pair[0] if pair[1] is None else f"{pair[0]}:{pair[1]}")
 resolved_answers = st.dictionaries(
     allowlist_names, st.lists(ipv4_addresses, max_size=3), max_size=4
+)
+
+# --- sessions -----------------------------------------------------------------------------------
+
+size_units = st.sampled_from(["KiB", "MiB", "GiB", "kB", "MB"])
+state_sizes = st.one_of(
+    st.integers(min_value=1, max_value=8192).map(lambda n: f"{n}MiB"),
+    st.integers(min_value=1, max_value=8).map(lambda n: f"{n}GiB"),
+    st.integers(min_value=2**20, max_value=2**34),
 )

@@ -144,8 +144,9 @@ def save_running(incus: Incus, cfg: Config, container: dict[str, Any]) -> None:
         profile=None,
         saved_at=sessions.now(),
     )
+    running, limit = container["status"] == "running", cfg.sessions.max_state_bytes
     saved = sessions.save(
-        incus, container["name"], meta, tool.state_dir, running=container["status"] == "running"
+        incus, container["name"], meta, tool.state_dir, running=running, limit=limit
     )
     if saved:
         output.info(f"session {meta.session_id} saved to {saved}")

@@ -123,7 +123,10 @@ def _save_snapshot(session: runtime.Session) -> None:
     from coi import sessions
 
     meta = runtime.metadata(session)
-    sessions.save(session.incus, session.name, meta, session.tool.state_dir, running=True)
+    limit = session.cfg.sessions.max_state_bytes
+    sessions.save(
+        session.incus, session.name, meta, session.tool.state_dir, running=True, limit=limit
+    )
 
 
 def _say_detached(name: str) -> None:

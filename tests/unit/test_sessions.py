@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from coi import runtime, sessions, tarsafe
+from coi import execws, runtime, sessions, tarsafe
 from coi.errors import UsageError
 from coi.incus import ExecResult
 
@@ -136,9 +137,8 @@ def _tar_of(entries: list[tuple[str, bytes | None, int]]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("fresh", [True, False])
-def test_both_extractions_keep_files_and_folders_and_drop_links_and_set_id_bits(
-    tmp_path: Path, fresh: bool
+def test_extraction_keeps_files_and_folders_and_drops_links_and_set_id_bits(
+    tmp_path: Path,
 ) -> None:
     tar = tmp_path / "state.tar"
     tar.write_bytes(
@@ -154,7 +154,7 @@ def test_both_extractions_keep_files_and_folders_and_drop_links_and_set_id_bits(
     )
     dest = tmp_path / "out"
     dest.mkdir()
-    tarsafe.extract(tar, dest, top=".tool", fresh=fresh)
+    tarsafe.extract(tar, dest, top=".tool")
     found = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*"))
     assert found == [".tool", ".tool/plain", ".tool/run"]
     assert (dest / ".tool/run").read_bytes() == b"#!/bin/sh\n"
@@ -180,3 +180,87 @@ def test_a_saved_state_goes_back_as_folders_and_files_owned_inside(tmp_path: Pat
         "home/code/.tool/sub": (1000, 1000, ""),
         "home/code/.tool/sub/f": (1000, 1000, ""),
     }
+
+
+class StreamingFake(FakeIncus):
+    """Sends the tar in 64 KiB chunks and stops when the sink says so, as execws does."""
+
+    stopped = False
+
+    def _chunks(self, state_dir: str) -> list[bytes]:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.add(self.home / state_dir, arcname=state_dir)
+        data = buffer.getvalue()
+        return [data[i : i + 65536] for i in range(0, len(data), 65536)]
+
+    def execute(self, name: str, argv: list[str], **kw: Any) -> ExecResult:
+        try:
+            for chunk in self._chunks(argv[-1]):
+                kw["raw_stdout"](chunk)
+        except execws.StopStream:
+            self.stopped = True
+            return ExecResult(-1, "", "")
+        return ExecResult(0, "", "")
+
+    def pull_stream(self, name: str, path: str, sink: Any) -> None:
+        for chunk in self._chunks(".fake"):
+            sink(chunk)
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_a_save_past_the_cap_stops_and_keeps_the_previous_one(
+    tmp_path: Path, running: bool
+) -> None:
+    home = tmp_path / "home"
+    (home / ".fake").mkdir(parents=True)
+    (home / ".fake" / "marker").write_text("good")
+    fake = StreamingFake(home)
+    first = sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)  # type: ignore[arg-type]
+    assert first is not None
+    (home / ".fake" / "big").write_bytes(os.urandom(3 * 2**20))
+    with pytest.raises(sessions.StateTooLarge, match=r"max_state_size \(1MiB\)"):
+        sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)  # type: ignore[arg-type]
+    assert fake.stopped == running  # the exec was told to stop, not read to its end
+    assert sorted(p.name for p in (first / ".fake").iterdir()) == ["marker"]
+    assert [p.name for p in first.parent.iterdir()] == ["s1"]  # no temporary folder left
+
+
+def test_the_unpacking_sink_takes_nothing_past_its_limit(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(".fake/f")
+        info.size = 4000
+        archive.addfile(info, io.BytesIO(b"x" * 4000))
+    data = buffer.getvalue()  # 10240 bytes: headers, the file, padding
+    fits = sessions._Unpacking(tmp_path / "fits", ".fake", len(data))
+    fits(data)
+    assert fits.close("c") is True
+    assert (tmp_path / "fits" / ".fake" / "f").read_bytes() == b"x" * 4000
+    over = sessions._Unpacking(tmp_path / "over", ".fake", len(data) - 1)
+    with pytest.raises(execws.StopStream):
+        over(data)
+    with pytest.raises(sessions.StateTooLarge):
+        over.close("c")
+    assert over.size == 0
+
+
+def test_a_refused_stream_says_why(tmp_path: Path) -> None:
+    sink = sessions._Unpacking(tmp_path / "out", ".fake", 2**20)
+    with contextlib.suppress(execws.StopStream):
+        for _ in range(20):  # gzip magic, then more: refused at the first header
+            sink(b"\x1f\x8b" + b"\0" * 65534)
+    with pytest.raises(tarsafe.UnsafeArchive, match="not a plain tar"):
+        sink.close("c")
+
+
+def test_a_stream_stdin_is_read_only_as_fast_as_it_is_sent(tmp_path: Path) -> None:
+    import time
+
+    source = tmp_path / "big"
+    source.write_bytes(b"x" * (64 * 2**20))
+    with open(source, "rb") as handle:
+        execws.StreamIn(handle)
+        for _ in range(50):  # the reader thread fills its queue, then waits
+            time.sleep(0.02)
+        assert handle.tell() <= (execws.STDIN_AHEAD + 1) * 65536
