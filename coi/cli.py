@@ -79,6 +79,13 @@ def session_flags(parser: argparse.ArgumentParser) -> None:
         help="set a variable inside (repeatable; never split on commas)",
     )
     add("--storage", metavar="PATH", default=s, help="mount a persistent storage folder")
+    add(
+        "--mount",
+        action="append",
+        metavar="SRC:DST[:rw]",
+        default=s,
+        help="mount a host folder inside, read-only unless :rw (repeatable)",
+    )
     add("--network", choices=["restricted", "allowlist", "open"], default=s, help="network mode")
     add("--tool", metavar="NAME", default=s, help="AI tool to run (default: claude)")
     add("--verbose", action="store_true", default=s, help="also say the one-time facts again")

@@ -57,10 +57,12 @@ class Defaults:
 
 @dataclass(frozen=True)
 class ToolChoice:
-    """[tool]: which AI tool runs, and an optional binary override."""
+    """[tool]: which AI tool runs, an optional binary override, and commands run as `code`
+    before the tool starts (updates without an image rebuild)."""
 
     name: str
     binary: str | None
+    pre_launch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class Config:
     credentials: Credentials
     sessions: Sessions
     profiles: Mapping[str, Profile]
+    mounts: tuple[Mapping[str, Any], ...] = ()  # [[mounts]] tables, as validated
     origins: dict[str, str] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -254,6 +257,7 @@ def build(
         certificates=Certificates(**section("certificates")),
         credentials=Credentials(**section("credentials")),
         sessions=Sessions(**section("sessions")),
+        mounts=tuple(dict(m) for m in data.get("mounts", ())),
         profiles={
             n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
             for n, body in sorted(data.get("profiles", {}).items())

@@ -29,6 +29,7 @@ SECTION_ORDER = (
     "certificates",
     "credentials",
     "sessions",
+    "mounts",
     "profiles",
 )
 TOOL_NAME = re.compile(r"[a-z][a-z0-9_-]*")
@@ -259,7 +260,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "environment": Key("table", {}),
         "max_slots": Key("int", 10, _within(1, 99)),
     },
-    "tool": {"name": Key("str", "claude", _TOOL_REF), "binary": Key("str", check=_non_empty)},
+    "tool": {
+        "name": Key("str", "claude", _TOOL_REF),
+        "binary": Key("str", check=_non_empty),
+        "pre_launch": Key("list", (), _each(_non_empty)),
+    },
     "paths": {
         "sessions_dir": Key("str", check=_non_empty, path=True),
         "storage_dir": Key("str", check=_non_empty, path=True),
@@ -414,11 +419,40 @@ def validate(data: Mapping[str, Any], source: str, text: str | None = None) -> N
         path = (section,)
         if section not in SECTION_ORDER:
             raise unknown_key(source, path, SECTION_ORDER, text)
+        if section == "mounts":
+            _validate_mounts(body, source, text)
+            continue
         _need_table(body, path, source, text)
         if section in NAMED:
             _validate_named(section, body, source, text)
         else:
             _validate_keys(body, SECTIONS[section], path, source, text)
+
+
+MOUNT_KEYS: dict[str, Key] = {
+    "source": Key("str", check=_non_empty, path=True),
+    "target": Key("str", check=_matches(r"/[^\0]*", 'an absolute path inside, e.g. "/data"')),
+    "readonly": Key("bool", True),
+}
+
+
+def _validate_mounts(body: Any, source: str, text: str | None) -> None:
+    """[[mounts]]: a list of tables, each with source and target (readonly optional)."""
+    if not isinstance(body, list):
+        fix = "write each one as a [[mounts]] table with source and target"
+        raise config_error(
+            source, ("mounts",), f"expected tables, got {describe(body)}; {fix}", text
+        )
+    for index, entry in enumerate(body):
+        path = ("mounts", str(index))
+        _need_table(entry, path, source, text)
+        _validate_keys(entry, MOUNT_KEYS, path, source, text)
+        missing = [k for k in ("source", "target") if k not in entry]
+        if missing:
+            problem = (
+                f'needs {" and ".join(missing)}; write e.g. source = "~/data", target = "/data"'
+            )
+            raise config_error(source, path, problem, text)
 
 
 def _need_table(value: Any, path: tuple[str, ...], source: str, text: str | None) -> None:

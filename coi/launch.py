@@ -62,6 +62,7 @@ class LaunchSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     limits: Mapping[str, str] = field(default_factory=dict)
     disks: Mapping[str, tuple[Path, str]] = field(default_factory=dict)
+    readonly: frozenset[str] = frozenset()  # names of the disks mounted read-only
     extra_config: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -158,6 +159,8 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
     devices.update(network_devices(spec))
     for dev, (source, path) in spec.disks.items():  # the same map as the workspace
         devices[dev] = {"type": "disk", "source": str(source), "path": path}
+        if dev in spec.readonly:
+            devices[dev]["readonly"] = "true"
     return {
         "name": spec.name,
         "type": "container",

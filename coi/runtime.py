@@ -25,6 +25,7 @@ from coi.lock import LockBusy, file_lock
 if TYPE_CHECKING:
     from coi.config import Config
     from coi.incus import Incus
+    from coi.mounts import Mount
     from coi.tools import Tool
 
 HOME = sessions.HOME
@@ -142,8 +143,21 @@ def open_session(
     preferred = getattr(args, "slot", 0) or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
     mounts = disks(cfg, tool, storage_path(getattr(args, "storage", None), cfg), log)
+    extra = extra_mounts(cfg, getattr(args, "mount", None))
+    mounts.update({f"mount-{i}": (m.source, m.target) for i, m in enumerate(extra)})
+    readonly = frozenset(f"mount-{i}" for i, m in enumerate(extra) if m.readonly)
     name, slot = _claim(
-        incus, cfg, workspace, tool.name, session_id, preferred, mounts, profile, undo, log
+        incus,
+        cfg,
+        workspace,
+        tool.name,
+        session_id,
+        preferred,
+        mounts,
+        profile,
+        undo,
+        log,
+        readonly=readonly,
     )
     session = Session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
@@ -168,6 +182,7 @@ def _claim(
     profile: str | None,
     undo: list[Callable[[], None]],
     log: Callable[[str], None],
+    readonly: frozenset[str] = frozenset(),
 ) -> tuple[str, int]:
     """Reuse an idle persistent container or create one in a free slot, under the lock."""
     from coi.config import limits_config
@@ -206,6 +221,7 @@ def _claim(
             environment=dict(cfg.defaults.environment),
             limits=limits_config(cfg),
             disks=mounts,
+            readonly=readonly,
             profile=profile,
         )
         hold(name)
@@ -240,6 +256,17 @@ def disks(
         log(f"mounting the host's {host} into the container (mount_claude_config), not a copy")
         mounts["tool-config"] = (host, f"{HOME}/{tool.state_dir}")
     return mounts
+
+
+def extra_mounts(cfg: Config, flags: list[str] | None) -> list[Mount]:
+    """`[[mounts]]` of the trusted config and `--mount` flags, each checked (refusals are
+    usage errors naming why)."""
+    from coi import mounts
+
+    home = Path.home()
+    wanted = mounts.from_config(cfg.mounts, home)
+    wanted += [mounts.parse_flag(text, Path.cwd()) for text in flags or []]
+    return [mounts.check(m, home, [paths.coi_home()]) for m in wanted]
 
 
 def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None]) -> None:

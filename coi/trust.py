@@ -40,6 +40,7 @@ _MISSING: Any = object()
 # Whole sections and single keys an untrusted file may not change, with the reason shown.
 _SECTIONS = {
     "paths": "host folders are set by trusted files only",
+    "mounts": "host folders are mounted by trusted files only",
     "credentials": "which host secrets enter the container is set by trusted files only",
     "incus": "how coi reaches Incus is set by trusted files only",
     "certificates": "the CAs a container trusts are set by trusted files only",
@@ -48,6 +49,7 @@ _SECTIONS = {
 }
 _KEYS = {
     ("tool", "binary"): "the tool's binary is set by trusted files only",
+    ("tool", "pre_launch"): "commands run before the tool are set by trusted files only",
     ("build", "dns_resolvers"): "the build's DNS servers are set by trusted files only",
     ("build", "connectivity_probe"): "the build's probe address is set by trusted files only",
     ("build", "keep_dns_fix"): "the image's DNS settings are set by trusted files only",

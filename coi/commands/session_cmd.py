@@ -57,9 +57,18 @@ def tmux_name(container: str) -> str:
     return f"coi-{container}"
 
 
-def tool_shell(argv: list[str]) -> str:
-    """bash runs the tool, then stays: when the tool exits the user is in bash."""
-    return f"{shlex.join(argv)}; exec bash -l"
+def tool_shell(argv: list[str], pre_launch: tuple[str, ...] = ()) -> str:
+    """bash runs `[tool] pre_launch` (a failure is shown, not fatal), then the tool, then
+    stays: when the tool exits the user is in bash."""
+    steps = [
+        f"bash -lc {shlex.quote(step)} || echo "
+        + shlex.quote(f"coi: pre_launch `{step}` failed (exit ")
+        + '"$?"'
+        + shlex.quote("): starting the tool anyway")
+        + " >&2"
+        for step in pre_launch
+    ]
+    return "; ".join([*steps, shlex.join(argv), "exec bash -l"])
 
 
 def shell(args: argparse.Namespace) -> int:
@@ -71,7 +80,7 @@ def shell(args: argparse.Namespace) -> int:
         try:
             session = runtime.open_session(args, undo)
             resume = getattr(args, "resume", None) is not None
-            command = tool_shell(session.tool.command(resume=resume))
+            command = tool_shell(session.tool.command(resume=resume), session.cfg.tool.pre_launch)
             _start_tmux(session, command)
             if getattr(args, "background", False):
                 detached = True

@@ -1,0 +1,115 @@
+"""Everyday polish on the real daemon: a quiet second run, `[tool] pre_launch`, extra mounts."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from coi.incus import Incus
+from tests.integration.helpers import coi
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "project"
+    ws.mkdir()
+    os.chown(ws, 1000, 1000)  # a user's project, as uid 1000 owns it
+    return ws
+
+
+@pytest.fixture
+def user_config(
+    incus: Incus, session_image: str, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The user's config: the test image, a plain shell tool, a prefix of our own."""
+    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n')
+    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"e{uuid.uuid4().hex[:5]}-")
+    monkeypatch.chdir(workspace)
+    return config
+
+
+def test_a_second_run_prints_nothing_on_stderr(user_config: Path) -> None:
+    first = coi("run", "--", "true")
+    assert first.returncode == 0, first.stderr
+    second = coi("run", "--", "true")
+    assert second.returncode == 0 and second.stderr == ""
+    loud = coi("run", "--verbose", "--", "true")
+    assert loud.returncode == 0 and "saved to" in loud.stderr
+
+
+def _capture(name: str, wanted: str, attempts: int = 40) -> str:
+    """The tmux pane once it shows `wanted` (bounded)."""
+    screen = ""
+    for _ in range(attempts):
+        screen = coi("tmux", "capture", name).stdout
+        if wanted in screen:
+            break
+        time.sleep(0.5)
+    return screen
+
+
+def test_pre_launch_runs_as_code_before_the_tool_and_a_failure_is_not_fatal(
+    user_config: Path, incus: Incus
+) -> None:
+    with user_config.open("a") as f:
+        f.write(
+            'pre_launch = ["id -un > ~/pre-ran", "exit 3"]\n'
+            '[tools.shell]\nbinary = "bash"\nargs = ["-c", "echo tool-saw-$(cat ~/pre-ran)"]\n'
+        )
+    started = coi("shell", "--background")
+    assert started.returncode == 0, started.stderr
+    name = next(
+        n for n in incus.instance_names() if n.startswith(os.environ["COI_CONTAINER_PREFIX"])
+    )
+    try:
+        screen = _capture(name, "tool-saw-code")
+        assert "pre_launch `exit 3` failed (exit 3)" in screen
+        assert screen.index("failed (exit 3)") < screen.index("tool-saw-code")
+    finally:
+        assert coi("kill", "--force", name).returncode == 0
+
+
+def test_an_untrusted_project_file_cannot_set_pre_launch(
+    user_config: Path, workspace: Path
+) -> None:
+    (workspace / ".coi.toml").write_text('[tool]\npre_launch = ["touch /workspace/planted"]\n')
+    shown = coi("config", "show", "--origin")
+    assert "tool.pre_launch = []" in shown.stdout
+    assert "pre_launch" in shown.stderr
+
+
+def test_a_read_only_mount_and_a_writable_one_keep_the_owner(
+    user_config: Path, tmp_path: Path
+) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    for folder in (data, out):
+        folder.mkdir()
+        os.chown(folder, 1000, 1000)
+    (data / "input.txt").write_text("from the host\n")
+    os.chown(data / "input.txt", 1000, 1000)
+    script = (
+        "stat -c %U /data/input.txt; cat /data/input.txt; "
+        "echo x > /data/new 2>/dev/null && echo WROTE-RO || echo read-only; "
+        "echo y > /out/made && echo wrote-rw"
+    )
+    done = coi(
+        "run", "--mount", f"{data}:/data", "--mount", f"{out}:/out:rw", "--", "sh", "-c", script
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:4] == ["code", "from the host", "read-only", "wrote-rw"]
+    assert not (data / "new").exists()
+    assert (out / "made").stat().st_uid == 1000
+
+
+def test_a_mount_of_a_credential_folder_is_refused(user_config: Path) -> None:
+    ssh = Path(os.environ["HOME"]) / ".ssh"
+    ssh.mkdir(exist_ok=True)
+    refused = coi("run", "--mount", f"{ssh}:/keys", "--", "true")
+    assert refused.returncode == 2 and "credentials" in refused.stderr
+    assert refused.stderr.count("\n") == 1
