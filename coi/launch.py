@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coi import faults, profiles
+from coi import faults, profiles, protect
 from coi.errors import CoiError, IncusError, NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -63,6 +63,10 @@ class LaunchSpec:
     limits: Mapping[str, str] = field(default_factory=dict)
     disks: Mapping[str, tuple[Path, str]] = field(default_factory=dict)
     extra_config: Mapping[str, str] = field(default_factory=dict)
+    # Workspace paths the container may not change (coi/protect.py); enforced when coi
+    # can build the locked view (as root), else warned about at start.
+    protected_paths: tuple[str, ...] = protect.DEFAULT_PATHS
+    locked_view: bool = field(default_factory=lambda: os.geteuid() == 0)
 
 
 def image_source(image: str) -> dict[str, str]:
@@ -139,6 +143,9 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
             "source": str(spec.workspace),
             "path": WORKSPACE_PATH,
         }
+        if protected_view(spec):  # the locked view carries the read-only protected paths
+            devices["workspace"]["source"] = str(protect.view_path(spec.name))
+            devices["workspace"]["recursive"] = "true"
         if mapping:
             config["raw.idmap"] = mapping
         else:
@@ -155,6 +162,11 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
         "config": config,
         "devices": devices,
     }
+
+
+def protected_view(spec: LaunchSpec) -> bool:
+    """Whether the workspace disk is the locked view of coi/protect_host.py."""
+    return spec.workspace is not None and bool(spec.protected_paths) and spec.locked_view
 
 
 def owner_uid(workspace: Path) -> int:
@@ -221,6 +233,22 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
     from coi import network
 
     network.before_start(incus, spec)
+    protect_workspace(spec)
+
+
+def protect_workspace(spec: LaunchSpec) -> None:
+    """Build the workspace's locked view before a start (or say why paths stay writable)."""
+    from coi import output, protect_host
+
+    if spec.workspace is None or not spec.protected_paths:
+        return
+    if protected_view(spec):
+        protect_host.stage(spec.name, spec.workspace, spec.protected_paths)
+    else:
+        output.warn(
+            "protected paths (.git/hooks, .vscode...) are not enforced: building their "
+            "read-only view needs root; run coi as root"
+        )
 
 
 def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
@@ -230,6 +258,15 @@ def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
     mode = network.mode_of(incus, name)
     _discard(incus, name) if force else incus.delete_instance(name)
     network.forget(incus, name, mode)
+    release_workspace(name)
+
+
+def release_workspace(name: str) -> None:
+    """Unmount the locked view of a stopped or deleted instance and remove its placeholders."""
+    from coi import protect_host
+
+    if protect_host.can_stage():
+        protect_host.release(name)
 
 
 def start_or_discard(incus: Incus, name: str, spec: LaunchSpec | None = None) -> None:

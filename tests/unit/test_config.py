@@ -548,7 +548,7 @@ def test_show_prints_one_toml_line_per_value(
     assert not any(line.startswith("incus.remote") for line in lines)  # unset
     sections = [line.split(".")[0].split(" ")[0] for line in lines]
     order = ["defaults", "tool", "tools", "paths", "incus", "network", "build", "certificates"]
-    assert sorted(set(sections), key=sections.index) == [*order, "profiles"]
+    assert sorted(set(sections), key=sections.index) == [*order, "profiles", "security"]
 
 
 def test_show_with_origin_names_each_source(
