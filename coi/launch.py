@@ -213,6 +213,8 @@ def create(
     body = instance_config(spec)
     if "raw.idmap" in body["config"] and spec.workspace_uid is not None:
         ensure_idmap(spec.workspace_uid)
+    if protected_view(spec):  # Incus takes a recursive disk only when its source exists
+        protect.view_path(spec.name).mkdir(parents=True, exist_ok=True, mode=0o700)
     faults.point("create")
     try:
         incus.create_instance(body)

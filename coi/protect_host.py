@@ -51,16 +51,16 @@ def survey(workspace: Path, listed: Sequence[str]) -> protect.Survey:
     gitdirs = [d for d in (".git", pointer) if d]
     commondirs = {d: _commondir(workspace, d) for d in gitdirs}
     facts = protect.Survey(
+        kinds={".git": kind_of(workspace, ".git")},
         git_pointer=pointer,
         commondirs=commondirs,
         worktrees=_subdirs(workspace, ".git/worktrees"),
         modules=_subdirs(workspace, ".git/modules"),
     )
-    kinds = {}
+    kinds = dict(facts.kinds)
     for rel in protect.targets(listed, facts):
         for part in [*reversed(PurePosixPath(rel).parents[:-1]), PurePosixPath(rel)]:
             kinds[part.as_posix()] = kind_of(workspace, part.as_posix())
-    kinds[".git"] = kind_of(workspace, ".git")
     return protect.Survey(kinds, pointer, commondirs, facts.worktrees, facts.modules)
 
 
