@@ -119,3 +119,12 @@ name_prefixes = st.sampled_from(["coi-", "t1-", "coitest-ab12-"])
 def taken_slots(limit: int) -> st.SearchStrategy[set[int]]:
     """Any set of slots, some of them possibly beyond the limit."""
     return st.sets(st.integers(min_value=1, max_value=limit + 3), max_size=limit + 3)
+
+
+# --- protected paths ----------------------------------------------------------------------------
+
+path_parts = st.sampled_from(
+    [".git", "hooks", "config", ".vscode", "a", "b.json", ".claude", "x y"]
+)
+relative_paths = st.lists(path_parts, min_size=1, max_size=4).map("/".join)
+path_kinds = st.sampled_from(["file", "dir", "missing"])
