@@ -162,3 +162,15 @@ def test_the_workspace_disk_is_the_locked_view_when_coi_can_build_it() -> None:
     ):
         disk = launch.instance_config(plain)["devices"]["workspace"]
         assert disk["source"] == "/w" and "recursive" not in disk
+
+
+def test_without_root_coi_says_the_paths_are_not_enforced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    spec = launch.LaunchSpec(name="c1", image="coi", workspace=ws, locked_view=False)
+    launch.protect_workspace(spec)
+    err = capsys.readouterr().err
+    assert "not enforced" in err and len(err.strip().splitlines()) == 1
+    assert list(ws.iterdir()) == []  # nothing created in the workspace
