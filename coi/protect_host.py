@@ -160,23 +160,42 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
     protect.VIEW_ROOT.mkdir(mode=0o700, exist_ok=True)
     target.mkdir(mode=0o700, exist_ok=True)
     owner = os.stat(workspace)
-    created: list[tuple[str, str]] = []
-    _manifest(name).write_text(json.dumps({"workspace": str(workspace), "created": created}))
+    # A placeholder another slot's view made is ours too: the last view released removes it.
+    shared = _created_by_others(workspace)
+    created = [[e.rel, e.kind] for e in entries if [e.rel, e.kind] in shared]
+    _record(name, workspace, created)
     try:
         _mount(str(workspace), str(target), MS_BIND)
         _mount(None, str(target), MS_PRIVATE)
         for entry in entries:
             if entry.placeholder is not None:
                 _create(target, entry, owner.st_uid, owner.st_gid)
-                created.append((entry.rel, entry.kind))
-                _manifest(name).write_text(
-                    json.dumps({"workspace": str(workspace), "created": created})
-                )
+                created.append([entry.rel, entry.kind])
+                _record(name, workspace, created)
             _bind_over_itself(target, entry)
+    except _Link as exc:
+        release(name)
+        raise CoiError(f"workspace path {exc} turned into a symbolic link: start again") from None
     except BaseException:
         release(name)
         raise
     return target
+
+
+def _record(name: str, workspace: Path, created: list[list[str]]) -> None:
+    _manifest(name).write_text(json.dumps({"workspace": str(workspace), "created": created}))
+
+
+def _created_by_others(workspace: Path) -> list[list[str]]:
+    found: list[list[str]] = []
+    for manifest in protect.VIEW_ROOT.glob("*.json"):
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("workspace") == str(workspace):
+            found += [list(item) for item in record.get("created", [])]
+    return found
 
 
 def _manifest(name: str) -> Path:

@@ -244,3 +244,23 @@ def test_worktrees_and_submodules_of_the_workspace_repository_keep_their_links(
     git(outside, "status")
     git(outside, "commit", "-qam", "outside")
     assert not [m.name for m in markers.values() if m.exists()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the locked view is built as root")
+def test_parallel_views_of_one_workspace_leave_nothing_behind(tmp_path: Path) -> None:
+    from coi import protect, protect_host
+
+    ws = scratch_repo(tmp_path / "ws")
+    before = tree(ws)
+    names = [f"t-par-{uuid.uuid4().hex[:6]}-{i}" for i in (1, 2)]
+    try:
+        for name in names:
+            protect_host.stage(name, ws, protect.DEFAULT_PATHS)
+        assert (ws / ".envrc").is_file() and (ws / ".claude" / "settings.json").is_file()
+        protect_host.release(names[0])
+        assert (ws / ".envrc").is_file()  # still a mount point of the second view
+    finally:
+        for name in names:
+            protect_host.release(name)
+    assert tree(ws) == before
+    assert not [n for n in names if protect.view_path(n).exists()]
