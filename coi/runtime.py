@@ -196,6 +196,7 @@ def _spec(
     mounts: dict[str, tuple[Path, str]],
     profile: str | None,
 ) -> launch.LaunchSpec:
+    """The launch spec of a session's container, protected paths included."""
     from coi.config import limits_config
 
     return launch.LaunchSpec(
