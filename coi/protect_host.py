@@ -32,6 +32,9 @@ from pathlib import Path, PurePosixPath
 from coi import protect
 from coi.errors import CoiError
 
+# What each view created in its workspace, kept across reboots (the views on /run are not):
+# a session that a reboot or a crash ended leaves placeholders that the next release removes.
+RECORDS = Path("/var/lib/coi-protect")
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_PRIVATE = 1, 32, 4096, 1 << 18
 MNT_DETACH = 2
 _MAX_GIT_DIRS = 64  # worktrees and submodules looked at, so a planted swarm stays cheap
@@ -158,6 +161,7 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
     entries = protect.plan(listed, survey(workspace, listed))
     target = protect.view_path(name)
     protect.VIEW_ROOT.mkdir(mode=0o700, exist_ok=True)
+    RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
     target.mkdir(mode=0o700, exist_ok=True)
     owner = os.stat(workspace)
     # A placeholder another slot's view made is ours too: the last view released removes it.
@@ -188,7 +192,7 @@ def _record(name: str, workspace: Path, created: list[list[str]]) -> None:
 
 def _created_by_others(workspace: Path) -> list[list[str]]:
     found: list[list[str]] = []
-    for manifest in protect.VIEW_ROOT.glob("*.json"):
+    for manifest in RECORDS.glob("*.json"):
         try:
             record = json.loads(manifest.read_text())
         except (OSError, ValueError):
@@ -199,7 +203,7 @@ def _created_by_others(workspace: Path) -> list[list[str]]:
 
 
 def _manifest(name: str) -> Path:
-    return protect.VIEW_ROOT / f"{name}.json"
+    return RECORDS / f"{name}.json"
 
 
 def _create(view: Path, entry: protect.Entry, uid: int, gid: int) -> None:

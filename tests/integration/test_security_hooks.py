@@ -264,3 +264,20 @@ def test_parallel_views_of_one_workspace_leave_nothing_behind(tmp_path: Path) ->
             protect_host.release(name)
     assert tree(ws) == before
     assert not [n for n in names if protect.view_path(n).exists()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the locked view is built as root")
+def test_placeholders_left_by_a_reboot_go_at_the_next_release(tmp_path: Path) -> None:
+    from coi import protect, protect_host
+
+    ws = tmp_path / "plain"
+    ws.mkdir()
+    name = f"t-boot-{uuid.uuid4().hex[:6]}"
+    view = protect_host.stage(name, ws, protect.DEFAULT_PATHS)
+    try:
+        assert (ws / ".git").is_dir() and (ws / ".envrc").is_file()
+        subprocess.run(["umount", "-R", str(view)], check=True)  # /run is gone after a reboot
+        view.rmdir()
+    finally:
+        protect_host.release(name)
+    assert tree(ws) == set()
