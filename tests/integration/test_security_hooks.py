@@ -122,14 +122,16 @@ echo "legit change" >> /workspace/README && echo "LEGIT ok"
 """
 
 
-def attack(workspace: Path, plants: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def attack(
+    workspace: Path, plants: dict[str, str], *flags: str
+) -> subprocess.CompletedProcess[str]:
     """Run the attack in a coi session: payload files pushed by a here-doc, then ATTACK."""
     setup = ["mkdir -p /tmp/p"]
     for i, (rel, body) in enumerate(plants.items()):
         setup.append(f"printf %s {shlex.quote(body)} > /tmp/p/{i}")
         setup.append(f"printf %s {shlex.quote(rel)} > /tmp/p/{i}.path")
     script = "\n".join(setup) + "\n" + ATTACK
-    return coi("run", "--workspace", str(workspace), "--", "sh", "-c", script)
+    return coi("run", *flags, "--workspace", str(workspace), "--", "sh", "-c", script)
 
 
 def results(out: str) -> dict[tuple[str, str], str]:
@@ -281,3 +283,25 @@ def test_placeholders_left_by_a_reboot_go_at_the_next_release(tmp_path: Path) ->
     finally:
         protect_host.release(name)
     assert tree(ws) == set()
+
+
+def test_a_reused_persistent_container_is_protected_again(
+    env: dict[str, str], incus: Incus, tmp_path: Path, markers: dict[str, Path]
+) -> None:
+    ws = scratch_repo(tmp_path / "ws")
+    before = tree(ws)
+    plants = {".envrc": f"touch {markers['hook']}\n", ".git/hooks/pre-commit": "#!/bin/sh\n"}
+    names: list[str] = []
+    try:
+        for _ in range(2):  # created, then reused: its view is built again before each start
+            done = coi("run", "--persistent", "--workspace", str(ws), "--", "true")
+            assert done.returncode == 0, done.stderr
+            names = [n for n in incus.instance_names() if n.startswith(env["COI_CONTAINER_PREFIX"])]
+            assert tree(ws) == before  # stopped and kept: its placeholders are gone meanwhile
+        done = attack(ws, plants, "--persistent")
+        assert "reusing" in done.stderr and len(names) == 1
+        assert_all_refused(done, plants)
+    finally:
+        for name in names:
+            coi("kill", name)
+    assert tree(ws) == before
