@@ -260,7 +260,10 @@ def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
     mode = network.mode_of(incus, name)
     _discard(incus, name) if force else incus.delete_instance(name)
     network.forget(incus, name, mode)
-    release_workspace(name)
+    # Only once it is gone: unlinking a placeholder would unmount it in a live container.
+    with contextlib.suppress(CoiError):
+        if not incus.exists(f"instances/{name}"):
+            release_workspace(name)
 
 
 def release_workspace(name: str) -> None:

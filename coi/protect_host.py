@@ -234,7 +234,11 @@ def _bind_over_itself(view: Path, entry: protect.Entry) -> None:
 
 
 def release(name: str) -> None:
-    """Unmount the view of `name` and remove the placeholders coi created; nothing: no-op."""
+    """Unmount the view of `name` and remove the placeholders coi created; nothing: no-op.
+
+    Only for a stopped or deleted instance: unlinking a placeholder that a running
+    container has mounted would unmount it there (mount_namespaces(7)).
+    """
     target, manifest = protect.view_path(name), _manifest(name)
     if not manifest.exists() and not target.exists():
         return

@@ -412,7 +412,8 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
             if running:
                 incus.set_state(name, "stop", timeout=30)
                 log(f"{name} stopped and kept (persistent): the next session reuses it")
-            launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
+            if settled_status(incus, name) == "Stopped":  # never under a running container
+                launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
 
 
 def metadata(session: Session) -> sessions.Metadata:
