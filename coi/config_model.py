@@ -160,6 +160,18 @@ class Sessions:
 
 
 @dataclass(frozen=True)
+class Security:
+    """[security]: workspace paths the container may not change (coi/protect.py).
+
+    protected_paths joins the lists of every layer; writable_paths takes default entries
+    off (an untrusted .coi.toml may only shorten it).
+    """
+
+    protected_paths: tuple[str, ...] = ()
+    writable_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Profile:
     """[profiles.NAME]: a named set of overrides; None means the profile leaves it alone."""
 
@@ -194,6 +206,7 @@ class Config:
     sessions: Sessions
     profiles: Mapping[str, Profile]
     mounts: tuple[Mapping[str, Any], ...] = ()  # [[mounts]] tables, as validated
+    security: Security = field(default_factory=Security)
     origins: dict[str, str] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -262,6 +275,7 @@ def build(
             n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
             for n, body in sorted(data.get("profiles", {}).items())
         },
+        security=_security(data, layers),
         layers=layers,
         **extra,
     )
@@ -295,6 +309,13 @@ def _convert(key: Key, value: Any, home: Path) -> Any:
     if key.kind == "list":
         return tuple(expand(item, home) if key.path else item for item in value)
     return expand(value, home) if key.path else value
+
+
+def _security(data: Mapping[str, Any], layers: Sequence[Layer]) -> Security:
+    # protected_paths only ever adds: each layer's list joins the others, in layer order.
+    joined = [p for lay in layers for p in lay.data.get("security", {}).get("protected_paths", [])]
+    writable = data.get("security", {}).get("writable_paths", [])
+    return Security(tuple(dict.fromkeys(joined)), tuple(writable))
 
 
 def _tool(name: str, body: Mapping[str, Any], home: Path) -> ToolDef:

@@ -31,6 +31,7 @@ SECTION_ORDER = (
     "sessions",
     "mounts",
     "profiles",
+    "security",
 )
 TOOL_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -138,6 +139,12 @@ def _relative(what: str) -> Check:
         return f"{value!r} is not a relative path; use a path {what}, without '..'"
 
     return check
+
+
+def _protected_path(value: Any) -> str | None:
+    from coi.protect import check_path  # lazy: only a [security] key needs it
+
+    return check_path(value)
 
 
 def _is_ip(value: str, version: int | None = None) -> bool:
@@ -302,6 +309,12 @@ SECTIONS: dict[str, dict[str, Key]] = {
     # broker adds `mode` here). claude_mcp_env lets user-scope MCP servers keep env/headers.
     "credentials": {
         "claude_mcp_env": Key("bool", False),
+    },
+    # [security]: protected_paths adds to coi/protect.py's list from every layer (its values
+    # are joined, not replaced); writable_paths takes defaults off it, trusted layers only.
+    "security": {
+        "protected_paths": Key("list", (), _each(_protected_path)),
+        "writable_paths": Key("list", (), _each(_protected_path)),
     },
 }
 

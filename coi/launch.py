@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coi import faults, output, profiles, seccomp, slots
+from coi import faults, output, profiles, protect, seccomp, slots
 from coi.errors import CoiError, IncusError, NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ class LaunchSpec:
     disks: Mapping[str, tuple[Path, str]] = field(default_factory=dict)
     readonly: frozenset[str] = frozenset()  # names of the disks mounted read-only
     extra_config: Mapping[str, str] = field(default_factory=dict)
+    # Workspace paths the container may not change (coi/protect.py); enforced when coi
+    # can build the locked view (as root), else warned about at start.
+    protected_paths: tuple[str, ...] = protect.DEFAULT_PATHS
+    locked_view: bool = field(default_factory=lambda: os.geteuid() == 0)
 
 
 def image_source(image: str) -> dict[str, str]:
@@ -112,11 +116,15 @@ def root_owned_warning(workspace: Path) -> str:
 
 
 def workspace_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
-    """The workspace disk, unshifted: the instance-wide raw.idmap (idmap_for) is its map,
-    which read-only sub-mounts under /workspace rely on too."""
+    """The workspace disk, unshifted: the instance-wide raw.idmap (idmap_for) is its map.
+    As root its source is the locked view (coi/protect_host.py) that carries the
+    read-only protected paths."""
     if spec.workspace is None:
         return {}
-    return {"workspace": {"type": "disk", "source": str(spec.workspace), "path": WORKSPACE_PATH}}
+    device = {"type": "disk", "source": str(spec.workspace), "path": WORKSPACE_PATH}
+    if protected_view(spec):
+        device.update(source=str(protect.view_path(spec.name)), recursive="true")
+    return {"workspace": device}
 
 
 def labels(spec: LaunchSpec) -> dict[str, str]:
@@ -172,6 +180,11 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
     }
 
 
+def protected_view(spec: LaunchSpec) -> bool:
+    """Whether the workspace disk is the locked view of coi/protect_host.py."""
+    return spec.workspace is not None and bool(spec.protected_paths) and spec.locked_view
+
+
 def owner_uid(workspace: Path) -> int:
     """The uid that owns the workspace folder on the host."""
     try:
@@ -222,6 +235,8 @@ def create(
             root_owned_warning(spec.workspace),
             level="warn",
         )
+    if protected_view(spec):  # Incus takes a recursive disk only when its source exists
+        protect.view_path(spec.name).mkdir(parents=True, exist_ok=True, mode=0o700)
     faults.point("create")
     try:
         incus.create_instance(body)
@@ -242,6 +257,22 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
     from coi import network
 
     network.before_start(incus, spec)
+    protect_workspace(spec)
+
+
+def protect_workspace(spec: LaunchSpec) -> None:
+    """Build the workspace's locked view before a start (or say why paths stay writable)."""
+    from coi import output, protect_host
+
+    if spec.workspace is None or not spec.protected_paths:
+        return
+    if protected_view(spec):
+        protect_host.stage(spec.name, spec.workspace, spec.protected_paths)
+    else:
+        output.warn(
+            "protected paths (.git/hooks, .vscode...) are not enforced: building their "
+            "read-only view needs root; run coi as root"
+        )
 
 
 def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
@@ -253,16 +284,37 @@ def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
     _discard(incus, name) if force else incus.delete_instance(name)
     network.forget(incus, name, mode)
     clear_setid(folders)  # the container is gone: nothing can set a bit again meanwhile
+    # Only once it is gone: unlinking a placeholder would unmount it in a live container.
+    with contextlib.suppress(CoiError):
+        if not incus.exists(f"instances/{name}"):
+            release_workspace(name)
+
+
+def release_workspace(name: str) -> None:
+    """Unmount the locked view of a stopped or deleted instance and remove its placeholders."""
+    from coi import protect_host
+
+    if protect_host.can_stage():
+        protect_host.release(name)
 
 
 def host_folders(incus: Incus, name: str) -> list[Path]:
-    """The host folders mounted into an instance (its disks with a host path)."""
+    """The host folders mounted into an instance (its disks with a host path); the
+    workspace is its own folder, not the locked view the disk mounts."""
     try:
-        devices = incus.instance(name).get("devices") or {}
+        record = incus.instance(name)
     except NotFound:
         return []
-    sources = [str(d.get("source", "")) for d in devices.values() if d.get("type") == "disk"]
-    return [Path(s) for s in sources if s.startswith("/")]
+    workspace = (record.get("config") or {}).get(LABEL + "workspace")
+    found = []
+    for device in (record.get("devices") or {}).values():
+        source = str(device.get("source", ""))
+        if device.get("type") != "disk" or not source.startswith("/"):
+            continue
+        found.append(
+            Path(workspace if device.get("path") == WORKSPACE_PATH and workspace else source)
+        )
+    return found
 
 
 def clear_setid(folders: list[Path]) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from coi import faults, launch, output, paths, sessions, slots
+from coi import faults, launch, output, paths, protect, sessions, slots
 from coi.commands.common import connect, load_config, workspace_of
 from coi.errors import CoiError, NotFound, UsageError
 from coi.lock import LockBusy, file_lock
@@ -185,8 +185,6 @@ def _claim(
     readonly: frozenset[str] = frozenset(),
 ) -> tuple[str, int]:
     """Reuse an idle persistent container or create one in a free slot, under the lock."""
-    from coi.config import limits_config
-
     prefix = slots.prefix()
     limit = cfg.defaults.max_slots
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
@@ -205,30 +203,49 @@ def _claim(
             log(f"reusing persistent container {name}")
             network.ensure_rules(incus, name)  # after a reboot the host holds none
             hold(name)
+            launch.protect_workspace(_spec(cfg, workspace, name, slot, tool, session_id, {}, None))
             incus.set_state(name, "start")
             return name, slot
-        spec = launch.LaunchSpec(
-            name=name,
-            image=cfg.defaults.image,
-            workspace=workspace,
-            workspace_uid=launch.owner_uid(workspace),
-            container_uid=cfg.incus.claude_uid,
-            slot=slot,
-            tool=tool,
-            session=session_id,
-            network_mode=cfg.network.mode,
-            persistent=cfg.defaults.persistent,
-            environment=dict(cfg.defaults.environment),
-            limits=limits_config(cfg),
-            disks=mounts,
-            readonly=readonly,
-            profile=profile,
-        )
+        spec = _spec(cfg, workspace, name, slot, tool, session_id, mounts, profile, readonly)
         hold(name)
         undo.append(lambda: launch.teardown(incus, name))
         launch.create(incus, spec, start=False)
     launch.start_or_discard(incus, name, spec)
     return name, slot
+
+
+def _spec(
+    cfg: Config,
+    workspace: Path,
+    name: str,
+    slot: int,
+    tool: str,
+    session_id: str,
+    mounts: dict[str, tuple[Path, str]],
+    profile: str | None,
+    readonly: frozenset[str] = frozenset(),
+) -> launch.LaunchSpec:
+    """The launch spec of a session's container, protected paths included."""
+    from coi.config import limits_config
+
+    return launch.LaunchSpec(
+        name=name,
+        image=cfg.defaults.image,
+        workspace=workspace,
+        workspace_uid=launch.owner_uid(workspace),
+        container_uid=cfg.incus.claude_uid,
+        slot=slot,
+        tool=tool,
+        session=session_id,
+        network_mode=cfg.network.mode,
+        persistent=cfg.defaults.persistent,
+        environment=dict(cfg.defaults.environment),
+        limits=limits_config(cfg),
+        disks=mounts,
+        readonly=readonly,
+        profile=profile,
+        protected_paths=protect.paths(cfg.security.protected_paths, cfg.security.writable_paths),
+    )
 
 
 def storage_path(raw: str | None, cfg: Config) -> Path | None:
@@ -441,6 +458,8 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
                 incus.set_state(name, "stop", timeout=30)
                 log(f"{name} stopped and kept (persistent): the next session reuses it")
             launch.clear_setid(launch.host_folders(incus, name))
+            if settled_status(incus, name) == "Stopped":  # never under a running container
+                launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
 
 
 def metadata(session: Session) -> sessions.Metadata:

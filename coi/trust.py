@@ -109,6 +109,8 @@ def refusal(path: tuple[str, ...], value: Any, lower: Mapping[str, Any]) -> str 
         return "environment variables can redirect the tool and its credentials"
     if (section, key) == ("defaults", "mount_claude_config") and value is not False:
         return "mounting the host's tool config is turned on by trusted files only"
+    if section == "security":
+        return _security_refusal(key, value, old)
     if section == "limits" and not tighter(key, value, old):
         return "an untrusted file may add a limit or lower one, not raise it"
     if (section, key) == ("sessions", "max_state_size") and not _no_larger(value, old):
@@ -116,6 +118,16 @@ def refusal(path: tuple[str, ...], value: Any, lower: Mapping[str, Any]) -> str 
     if (section, key) in (("tool", "name"), ("build", "tools")):
         return _unknown_tool(value, lower)
     return None
+
+
+def _security_refusal(key: str, value: Any, old: Any) -> str | None:
+    # Adding protected paths only tightens; writable_paths may only lose entries.
+    if key != "writable_paths" or not isinstance(value, list):
+        return None
+    lower = old if isinstance(old, list) else []
+    if set(value) <= set(lower):
+        return None
+    return "making a protected path writable needs a trusted file"
 
 
 def _unknown_tool(value: Any, lower: Mapping[str, Any]) -> str | None:

@@ -213,3 +213,11 @@ state_sizes = st.one_of(
     st.integers(min_value=1, max_value=8).map(lambda n: f"{n}GiB"),
     st.integers(min_value=2**20, max_value=2**34),
 )
+
+# --- protected paths ----------------------------------------------------------------------------
+
+path_parts = st.sampled_from(
+    [".git", "hooks", "config", ".vscode", "a", "b.json", ".claude", "x y"]
+)
+relative_paths = st.lists(path_parts, min_size=1, max_size=4).map("/".join)
+path_kinds = st.sampled_from(["file", "dir", "missing"])

@@ -86,6 +86,7 @@ def cleanup(session_incus: Incus) -> Iterator[list[str]]:
     for n in names:
         with contextlib.suppress(CoiError):
             session_incus.delete_instance(n, force=True)
+        launch.release_workspace(n)  # the locked workspace view and its placeholders
 
 
 SESSION_IMAGE_SCRIPT = """set -e

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coi import launch, slots
+from coi import launch, protect, slots
 from coi.incus import Incus
 
 
@@ -39,7 +39,12 @@ def test_launch_config_is_what_incus_holds(
     assert config["user.coi.network_mode"] == "restricted"
     assert config["environment.GREETING"] == "a,b=c"
     assert config["limits.processes"] == "500"
-    assert devices["workspace"] == {"type": "disk", "source": str(tmp_path), "path": "/workspace"}
+    assert devices["workspace"] == {  # the locked view of the workspace (coi/protect_host.py)
+        "type": "disk",
+        "source": str(protect.view_path(name)),
+        "path": "/workspace",
+        "recursive": "true",
+    }
     assert config["raw.idmap"] == "both 1000 1000"  # mapped explicitly, never shifted
     expanded = inst["expanded_config"]
     assert expanded["security.nesting"] == "true"
