@@ -120,11 +120,13 @@ def rollback(workspace: Path, checkpoint: Checkpoint, **opts: int) -> Checkpoint
     return saved
 
 
-def prune(workspace: Path, keep: int) -> list[Checkpoint]:
-    """Delete all but the newest `keep` checkpoints; returns the deleted ones."""
+def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoint]:
+    """Delete all but the newest `keep` checkpoints (of those with that name, when given);
+    returns the deleted ones."""
     if keep < 0:
         raise UsageError("--keep must be 0 or more")
-    doomed = all_of(workspace)[keep:]
+    found = [c for c in all_of(workspace) if named is None or c.id.endswith(f"-{named}")]
+    doomed = found[keep:]
     for checkpoint in doomed:
         if checkpoint.kind == "git":
             _git(workspace, "update-ref", "-d", REFS + checkpoint.id)
@@ -138,7 +140,11 @@ def prune(workspace: Path, keep: int) -> list[Checkpoint]:
 
 def _git(workspace: Path, *args: str, env: Mapping[str, str] | None = None,
          input: bytes | None = None) -> bytes:  # fmt: skip
-    return proc.run_bytes(["git", *SAFE, *args], cwd=workspace, env=env, input=input, timeout=600)
+    # coi may run as another user than the workspace's owner (root, say): git would refuse
+    # the repository as "dubious ownership"; hooks and fsmonitor stay off whatever it says.
+    trust = ("-c", f"safe.directory={workspace.resolve()}")
+    argv = ["git", *SAFE, *trust, *args]
+    return proc.run_bytes(argv, cwd=workspace, env=env, input=input, timeout=600)
 
 
 @contextmanager
@@ -396,3 +402,13 @@ def _copy_restore(saved: Path, workspace: Path) -> None:
         elif rel not in keep or not _isdir(keep[rel]):
             shutil.rmtree(path)
     _copy_entries(saved, workspace, None, "auto")
+
+
+AUTO = "session"
+
+
+def before_session(workspace: Path, session_id: str, keep: int, max_size: int) -> Checkpoint:
+    """The checkpoint a session starts with; the oldest automatic ones beyond `keep` go."""
+    made = create(workspace, AUTO, f"before session {session_id}", max_size=max_size)
+    prune(workspace, keep, named=AUTO)
+    return made

@@ -123,6 +123,12 @@ def _fmt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
 
 
+def _doctor(p: argparse.ArgumentParser) -> None:
+    _fmt(p)
+    p.add_argument("--fix", action="store_true", help="carry out the safe repairs first")
+    p.add_argument("--dry-run", action="store_true", help="with --fix: say what it would do")
+
+
 def _name(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
 
@@ -166,7 +172,11 @@ COMMANDS: dict[str, Command] = {
         "install and start Incus, create coi's pool, bridge and profiles",
         _setup,
     ),
-    "doctor": Command("coi.commands.doctor_cmd:run", "check the host and say how to fix it", _fmt),
+    "doctor": Command(
+        "coi.commands.doctor_cmd:run",
+        "check the host and say how to fix it (--fix: do it)",
+        _doctor,
+    ),
     "container": Command(
         help="low-level instance commands",
         sub={

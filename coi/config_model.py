@@ -160,6 +160,20 @@ class Sessions:
 
 
 @dataclass(frozen=True)
+class Checkpoints:
+    """[checkpoints]: a checkpoint before each session; a cap on plain copies outside git."""
+
+    auto: bool = True
+    keep: int = 20  # automatic checkpoints kept per workspace (yours are kept until pruned)
+    max_size: int | str = "2GiB"
+
+    @property
+    def max_bytes(self) -> int:
+        """The cap in bytes (the value was validated, so it parses)."""
+        return size_bytes(self.max_size) or 0
+
+
+@dataclass(frozen=True)
 class Security:
     """[security]: workspace paths the container may not change (coi/protect.py).
 
@@ -206,6 +220,7 @@ class Config:
     sessions: Sessions
     profiles: Mapping[str, Profile]
     mounts: tuple[Mapping[str, Any], ...] = ()  # [[mounts]] tables, as validated
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)
     security: Security = field(default_factory=Security)
     origins: dict[str, str] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
@@ -271,6 +286,7 @@ def build(
         credentials=Credentials(**section("credentials")),
         sessions=Sessions(**section("sessions")),
         mounts=tuple(dict(m) for m in data.get("mounts", ())),
+        checkpoints=Checkpoints(**section("checkpoints")),
         profiles={
             n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
             for n, body in sorted(data.get("profiles", {}).items())

@@ -29,6 +29,7 @@ SECTION_ORDER = (
     "certificates",
     "credentials",
     "sessions",
+    "checkpoints",
     "mounts",
     "profiles",
     "security",
@@ -346,6 +347,13 @@ def _state_size(value: Any) -> str | None:
 
 
 SECTIONS["sessions"] = {"max_state_size": Key("size", "1GiB", _state_size)}
+# [checkpoints]: a checkpoint of the workspace before each session (coi/checkpoints.py);
+# max_size caps a plain copy outside git (a reflink copy or a git commit costs little).
+SECTIONS["checkpoints"] = {
+    "auto": Key("bool", True),
+    "keep": Key("int", 20, _within(1, 10000)),
+    "max_size": Key("size", "2GiB", _state_size),
+}
 
 
 # [tools.NAME]: binary is required and state_dir/version_command default from NAME and binary,

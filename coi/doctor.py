@@ -36,6 +36,7 @@ class Check:
     status: str
     found: str
     fix: str = ""
+    action: str = ""  # a safe repair `coi doctor --fix` may carry out (coi/repair.py)
 
 
 def exit_code(checks: list[Check]) -> int:
@@ -159,7 +160,9 @@ def check_subid() -> Check:
 
     if has_root_range(subid_lines()):
         return Check("subuid/subgid", OK, "root has an idmap range in /etc/subuid and /etc/subgid")
-    return Check("subuid/subgid", FAIL, "no idmap range for root", "run `sudo coi setup`")
+    return Check(
+        "subuid/subgid", FAIL, "no idmap range for root", "run `sudo coi setup`", "subid-range"
+    )
 
 
 def check_image(incus: Incus, alias: str) -> Check:
@@ -186,13 +189,13 @@ def check_profiles(
     stuck = [
         d.name for d in drifted if d.action in (profiles.Action.NEWER, profiles.Action.CURRENT)
     ]
-    fix = "run `coi setup` or `invoke profiles.apply`"
+    fix = "run `coi doctor --fix`, `coi setup` or `invoke profiles.apply`"
     if stuck:
         fix = (
             f"apply leaves {', '.join(stuck)} alone: to replace it, raise `version` in its file "
             "above the live one, then run `invoke profiles.apply`"
         )
-    return Check("profiles", WARN, notes, fix)
+    return Check("profiles", WARN, notes, fix, "" if stuck else "apply-profiles")
 
 
 def run_checks(cfg: Config) -> list[Check]:
@@ -207,7 +210,7 @@ def run_checks(cfg: Config) -> list[Check]:
             Check("daemon", OK, f"reachable, server {version}, project {cfg.incus.project}")
         )
     except CoiError as exc:
-        checks.append(Check("daemon", FAIL, str(exc), "run `sudo coi setup`"))
+        checks.append(Check("daemon", FAIL, str(exc), "run `sudo coi setup`", "start-daemon"))
         return checks
     steps: list[Callable[[], Check]] = [
         lambda: check_pool(incus, cfg.incus.storage_pool),

@@ -142,6 +142,7 @@ def open_session(
     session_id = resumed[0].session_id if resumed else sessions.new_id()
     preferred = getattr(args, "slot", 0) or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
+    _checkpoint(cfg, workspace, session_id)
     mounts = disks(cfg, tool, storage_path(getattr(args, "storage", None), cfg), log)
     extra = extra_mounts(cfg, getattr(args, "mount", None))
     mounts.update({f"mount-{i}": (m.source, m.target) for i, m in enumerate(extra)})
@@ -169,6 +170,22 @@ def open_session(
     )
     _prepare(session, resumed[1] if resumed else None, log)
     return session
+
+
+def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
+    """Record the workspace before the agent touches it (`coi rollback` undoes a session);
+    a checkpoint that cannot be made is said once and does not stop the session."""
+    from coi import checkpoints
+
+    if not cfg.checkpoints.auto:
+        return
+    try:
+        section = cfg.checkpoints
+        made = checkpoints.before_session(workspace, session_id, section.keep, section.max_bytes)
+    except CoiError as exc:
+        output.once("checkpoint-failed", f"no checkpoint before this session: {exc}", level="warn")
+        return
+    output.detail(f"checkpoint {made.id} of {workspace}: `coi rollback` puts it back")
 
 
 def _claim(

@@ -115,6 +115,10 @@ def refusal(path: tuple[str, ...], value: Any, lower: Mapping[str, Any]) -> str 
         return "an untrusted file may add a limit or lower one, not raise it"
     if (section, key) == ("sessions", "max_state_size") and not _no_larger(value, old):
         return "an untrusted file may lower the saved-state cap, not raise it"
+    if (section, key) == ("checkpoints", "auto") and value is not True:
+        return "an untrusted file may not turn off the checkpoint before each session"
+    if (section, key) == ("checkpoints", "max_size") and not _no_larger(value, old):
+        return "an untrusted file may lower the checkpoint cap, not raise it"
     if (section, key) in (("tool", "name"), ("build", "tools")):
         return _unknown_tool(value, lower)
     return None

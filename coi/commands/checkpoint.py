@@ -10,7 +10,7 @@ import datetime
 
 from coi import output
 from coi.cli import Command
-from coi.commands.common import workspace_of
+from coi.commands.common import load_config, workspace_of
 
 C = "coi.commands.checkpoint:"
 
@@ -19,7 +19,8 @@ def create(args: argparse.Namespace) -> int:
     """Record the workspace's files now."""
     from coi import checkpoints
 
-    made = checkpoints.create(workspace_of(args), args.name, args.message or "")
+    cap = load_config(args).checkpoints.max_bytes
+    made = checkpoints.create(workspace_of(args), args.name, args.message or "", max_size=cap)
     output.info(f"checkpoint {made.id} ({made.kind}) of {workspace_of(args)}")
     return 0
 
@@ -73,7 +74,9 @@ def rollback(args: argparse.Namespace) -> int:
 
     workspace = workspace_of(args)
     target = checkpoints.find(workspace, args.checkpoint)
-    saved = checkpoints.rollback(workspace, target)
+    saved = checkpoints.rollback(
+        workspace, target, max_size=load_config(args).checkpoints.max_bytes
+    )
     output.info(
         f"rolled {workspace} back to {target.id}; the state before is checkpoint "
         f"{saved.id} (`coi rollback {saved.id}` undoes this)"

@@ -1,0 +1,100 @@
+"""A session that deletes and rewrites files is undone by `coi rollback` (the checkpoint
+made before the session), and that rollback is undone in turn."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from coi.incus import Incus
+from tests.integration.helpers import coi
+
+AGENT = (
+    "rm gone.txt sub/deep.txt && echo rewritten > keep.txt && chmod -x tool.sh "
+    "&& ln -sfn keep.txt link && echo brand-new > new.txt"
+)
+
+
+def picture(root: Path) -> dict[str, tuple[str, ...]]:
+    """Every file and link under root (not .git): bytes and mode, or the link's target."""
+    seen: dict[str, tuple[str, ...]] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            full = Path(folder, name)
+            rel = str(full.relative_to(root))
+            if full.is_symlink():
+                seen[rel] = ("link", os.readlink(full))
+            else:
+                seen[rel] = (
+                    "file",
+                    full.read_bytes().hex(),
+                    oct(stat.S_IMODE(full.stat().st_mode)),
+                )
+    return seen
+
+
+def plant(ws: Path) -> None:
+    (ws / "sub").mkdir()
+    (ws / "keep.txt").write_text("original\n")
+    (ws / "gone.txt").write_text("deleted by the agent\n")
+    (ws / "sub" / "deep.txt").write_bytes(os.urandom(3000))
+    (ws / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+    (ws / "tool.sh").chmod(0o755)
+    (ws / "link").symlink_to("sub/deep.txt")
+    for path in [ws, *ws.rglob("*")]:
+        os.chown(path, 1000, 1000, follow_symlinks=False)
+
+
+@pytest.fixture
+def user_config(incus: Incus, session_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n')
+    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"c{uuid.uuid4().hex[:5]}-")
+
+
+@pytest.mark.parametrize("kind", ["git", "plain"])
+def test_rollback_undoes_a_session_and_can_itself_be_undone(
+    user_config: None, tmp_path: Path, kind: str
+) -> None:
+    ws = tmp_path / "project"
+    ws.mkdir()
+    plant(ws)
+    if kind == "git":
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", f"safe.directory={ws}"]
+        subprocess.run([*git, "init", "-q"], cwd=ws, check=True)
+        subprocess.run([*git, "add", "keep.txt", "tool.sh"], cwd=ws, check=True)
+        subprocess.run([*git, "commit", "-qm", "base"], cwd=ws, check=True)
+        head = subprocess.run([*git, "rev-parse", "HEAD"], cwd=ws, capture_output=True).stdout
+    before = picture(ws)
+    done = coi("run", "--workspace", str(ws), "--", "sh", "-c", AGENT)
+    assert done.returncode == 0, done.stderr
+    after = picture(ws)
+    assert after != before and "gone.txt" not in after
+    rolled = coi("rollback", "--workspace", str(ws))
+    assert rolled.returncode == 0, rolled.stderr
+    restored = picture(ws)
+    if kind == "git":  # git keeps the executable bit, not the rest of a mode
+        assert {k: v[:2] for k, v in restored.items()} == {k: v[:2] for k, v in before.items()}
+        assert os.access(ws / "tool.sh", os.X_OK)
+        again = subprocess.run([*git, "rev-parse", "HEAD"], cwd=ws, capture_output=True).stdout
+        assert again == head
+    else:
+        assert restored == before
+    undo = [
+        line.split()[0]
+        for line in coi("checkpoint", "list", "--workspace", str(ws)).stdout.splitlines()[1:]
+    ]
+    assert undo[0].endswith("-before-rollback")
+    assert coi("rollback", undo[0], "--workspace", str(ws)).returncode == 0
+    back = picture(ws)
+    if kind == "git":
+        assert {k: v[:2] for k, v in back.items()} == {k: v[:2] for k, v in after.items()}
+    else:
+        assert back == after
