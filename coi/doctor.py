@@ -154,6 +154,13 @@ def check_network() -> Check:
     return network.doctor_check()
 
 
+def check_rules() -> Check:
+    """Whether every running restricted container has its rules (nothing is changed)."""
+    from coi import network
+
+    return network.rules_check()
+
+
 def check_subid() -> Check:
     from coi.hostsetup import has_root_range, subid_lines
 
@@ -214,6 +221,7 @@ def run_checks(cfg: Config) -> list[Check]:
         lambda: check_bridge(incus, cfg.incus.network),
         check_forward,
         check_network,
+        check_rules,
         check_subid,
         lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
         lambda: check_image(incus, cfg.defaults.image),

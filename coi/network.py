@@ -12,6 +12,14 @@ allowlist, /etc/hosts). Here they are carried out, in this order, before the fir
    `coi setup` installs, through sudo) writes the rules from the instance's own record.
 
 If any step fails, the launch fails (fail closed) and the launch path deletes the instance.
+After that, coi/nft_guard.py keeps the rules in force: every later start runs the helper
+first (an LXC pre-start hook; a failing hook refuses the start), such a container never
+starts by itself at boot (`boot.autostart=false`), and a root guard process holds a
+flush-proof copy of the rules and re-applies lost ones.
+
+Every coi NIC, open mode's too, has `security.port_isolation`: the bridge itself stops
+traffic between coi containers, so isolation does not depend on br_netfilter
+(net.bridge.bridge-nf-call-iptables) passing bridged packets through coi's table.
 """
 
 from __future__ import annotations
@@ -44,8 +52,16 @@ FILTERS = {
     "security.ipv6_filtering": "true",
     "security.port_isolation": "true",
 }
-OPEN_FILTERS = {"security.ipv4_filtering": "true"}
+# Open mode loses only other coi containers on the bridge (and they lose it): the host, the
+# LAN and the internet stay reachable. Without it a restricted container reaches an open
+# neighbour at layer 2 whenever bridge-nf-call-iptables is 0 (measured).
+ISOLATION = {"security.port_isolation": "true"}
+OPEN_FILTERS = {"security.ipv4_filtering": "true", **ISOLATION}
 ATTACH_TRIES = 12
+# Incus runs raw.lxc hooks as root on the host before every start and refuses the start
+# when one fails (measured: `incus start` exits 1, the instance stays stopped).
+HOOK_KEY = "raw.lxc"
+HOOK = "lxc.hook.pre-start = {helper} apply {project} {name}"
 
 
 def check_mode(mode: str) -> str:
@@ -78,6 +94,11 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
     """Give a new instance its filtered NIC and put its rules in place (fail closed)."""
     mode = check_mode(spec.network_mode)
     inst = incus.instance(spec.name)
+    if mode != "open" and not HELPER.exists():
+        raise CoiError(
+            f"{mode} mode needs coi's network helper {HELPER} (it applies the rules before "
+            "every start): run `sudo coi setup`, or choose --network open"
+        )
     if mode == "open":
         _open(incus, spec.name, inst)
         return
@@ -103,6 +124,8 @@ def _open(incus: Incus, name: str, inst: Mapping[str, Any]) -> None:
     is going) would hold whoever gets that address next. So, when this process can change
     rules, the container gets a static address too and any rule on it is removed first."""
     if not can_apply():
+        nic = profile_nic(incus, inst.get("profiles") or [])
+        incus.update_instance(name, {"devices": {"eth0": {**nic, **ISOLATION}}})
         return
     try:
         attach(incus, name, inst, {}, OPEN_FILTERS)
@@ -184,7 +207,10 @@ def attach(
             taken = addresses_in_use(incus, bridge) | refused
             address = network_policy.choose_address(gateway, taken)
             device = {**nic, **filters, "ipv4.address": address, "hwaddr": _new_mac()}
-            patch = {"devices": {"eth0": device}, "config": dict(keys)}
+            config = dict(keys)
+            if filters is FILTERS:
+                config.update(start_guard(incus.project, name, inst))
+            patch = {"devices": {"eth0": device}, "config": config}
             try:
                 incus.update_instance(name, patch)
             except IncusError as exc:
@@ -196,6 +222,20 @@ def attach(
                 continue
             return address
     raise CoiError(f"could not reserve an address on {bridge}: try again")
+
+
+def start_guard(project: str, name: str, inst: Mapping[str, Any]) -> dict[str, str]:
+    """Instance keys that keep a restricted container from starting without its rules: the
+    helper as a pre-start hook (added to any raw.lxc it has), and no start at boot."""
+    line = HOOK.format(helper=HELPER, project=project, name=name)
+    raw = (inst.get("expanded_config") or inst.get("config") or {}).get(HOOK_KEY, "")
+    return {HOOK_KEY: with_line(raw, line), "boot.autostart": "false"}
+
+
+def with_line(raw: str, line: str) -> str:
+    """raw.lxc text with line added once (other lines kept as they were)."""
+    lines = [x for x in raw.splitlines() if x.strip()]
+    return "\n".join(lines if line in lines else [*lines, line]) + "\n"
 
 
 def _new_mac() -> str:
@@ -258,6 +298,25 @@ def privileged(incus: Incus | None, *args: str) -> Any:
         detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise CoiError(f"network rules: {detail.removeprefix('coi-netrules: ')}")
     return json.loads(done.stdout or "{}")
+
+
+def heal(incus: Incus | None) -> None:
+    """Re-apply the rules of running restricted containers that lost them (a flush, a
+    reboot), stopping those whose rules cannot be applied; a no-op without privileges."""
+    if not can_apply():
+        return
+    try:
+        report = privileged(incus, "heal")
+    except CoiError as exc:
+        output.warn(f"could not check coi's network rules: {exc}")
+        return
+    for item in report.get("healed", []):
+        output.warn(f"{item} was running without its network rules: re-applied them")
+    for item in report.get("stopped", []):
+        output.warn(
+            f"{item.split(':')[0]} was running without its network rules and they "
+            f"could not be applied: stopped it ({item.partition(': ')[2]})"
+        )
 
 
 def apply_rules(incus: Incus, name: str) -> list[str]:
@@ -416,3 +475,35 @@ def doctor_check() -> Check:
     )
     how = "as root" if os.geteuid() == 0 else f"through {HELPER}"
     return Check(name, OK, f"nftables fallback: table inet {nft.TABLE}, {how}; {acl}")
+
+
+def rules_check() -> Check:
+    """Whether every running restricted container has its rules, and the guard runs."""
+    from coi.doctor import FAIL, OK, WARN, Check
+
+    name = "network rules"
+    if not can_apply():
+        return Check(name, OK, "no network helper: no restricted containers to check")
+    try:
+        report = privileged(None, "check")
+    except CoiError as exc:
+        return Check(name, WARN, str(exc), "run `sudo coi setup` to update coi's network helper")
+    bare = report.get("bare") or []
+    if bare:
+        return Check(
+            name,
+            FAIL,
+            f"running without their network rules: {', '.join(bare)}",
+            "run `coi list` (it re-applies them, or stops those it cannot)",
+        )
+    count = int(report.get("guarded") or 0)
+    if count and not report.get("guard"):
+        return Check(
+            name,
+            WARN,
+            f"{count} restricted containers have their rules, but the firewall guard is not "
+            "running: a `nft flush ruleset` would remove them",
+            "run `coi list` (it starts the guard)",
+        )
+    guard = "the guard holds a flush-proof copy" if report.get("guard") else "no guard needed"
+    return Check(name, OK, f"{count} running restricted containers, all with rules; {guard}")

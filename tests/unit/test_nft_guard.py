@@ -1,0 +1,142 @@
+"""The firewall guard's decisions, the helper's root-owned folder and the doctor check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coi import doctor, network, nft_guard, nft_helper
+
+LISTING = """table inet coi {
+\tchain forward {
+\t\ttype filter hook forward priority filter - 10; policy accept;
+\t\tiifname "coibr0" ip saddr 10.171.0.5 reject comment "coi:p/c1"
+\t}
+}
+"""
+
+
+def _inst(name: str, status: str = "Running", mode: str = "restricted", nic: str = "nic") -> Any:
+    return {
+        "name": name,
+        "project": "p",
+        "status": status,
+        "expanded_config": {"user.coi.network_mode": mode},
+        "expanded_devices": {"eth0": {"type": nic}},
+    }
+
+
+def test_only_running_restricted_containers_with_a_nic_and_no_rules_are_unguarded() -> None:
+    instances = [
+        _inst("bare"),
+        _inst("ruled"),
+        _inst("allow", mode="allowlist"),
+        _inst("stopped", status="Stopped"),
+        _inst("open", mode="open"),
+        _inst("offline", nic="none"),
+        {"name": "foreign", "status": "Running"},
+    ]
+    found = nft_guard.unguarded(instances, ["coi:p/ruled"])
+    assert found == [("p", "bare"), ("p", "allow")]
+
+
+def test_the_mirror_script_renames_the_table_owns_it_and_replaces_its_rules() -> None:
+    script = nft_guard.mirror_script(LISTING)
+    lines = script.splitlines()
+    assert lines[0] == "add table inet coi_guard { flags owner; }"
+    assert lines[1] == "flush table inet coi_guard"
+    assert lines[2:4] == ["table inet coi_guard {", "\tflags owner"]
+    assert 'comment "coi:p/c1"' in script and "table inet coi {" not in script
+
+
+def test_the_mirror_of_nothing_empties_it_and_a_foreign_listing_is_refused() -> None:
+    assert "table inet coi_guard {\n" not in nft_guard.mirror_script(None)
+    assert nft_guard.mirror_script(None).endswith("flush table inet coi_guard\n")
+    with pytest.raises(ValueError):
+        nft_guard.mirror_script("table inet other {\n}\n")
+
+
+def test_heal_reapplies_lost_rules_and_stops_what_it_cannot_protect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(nft_guard, "_instances", lambda s: [_inst("a"), _inst("b")])
+    monkeypatch.setattr(nft_guard, "ensure_running", lambda *args: None)
+    monkeypatch.setattr(nft_helper, "current", lambda: [])
+    applied, stopped = [], []
+
+    def apply(project: str, name: str, socket_path: str) -> list[str]:
+        if name == "b":
+            raise nft_helper.HelperError("nft failed")
+        applied.append(name)
+        return []
+
+    monkeypatch.setattr(nft_helper, "apply", apply)
+    monkeypatch.setattr(nft_guard, "_stop", lambda p, n, s: stopped.append(n))
+    report = nft_guard.heal("/nonexistent")
+    assert report == {"healed": ["p/a"], "stopped": ["p/b: nft failed"]}
+    assert applied == ["a"] and stopped == ["b"]
+
+
+def test_the_run_folder_is_made_root_only(tmp_path: Path) -> None:
+    folder = tmp_path / "coi"
+    assert nft_helper.run_dir(str(folder)) == str(folder)
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("kind", ["symlink", "writable", "file"])
+def test_the_run_folder_refuses_what_others_could_change(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "coi"
+    if kind == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        folder.symlink_to(tmp_path / "elsewhere")
+    elif kind == "writable":
+        folder.mkdir()
+        os.chmod(folder, 0o777)  # /run/lock's kind: anyone could plant a link there
+    else:
+        folder.write_text("")
+    with pytest.raises(nft_helper.HelperError, match="refusing"):
+        nft_helper.run_dir(str(folder))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_the_run_folder_refuses_another_owner(tmp_path: Path) -> None:
+    folder = tmp_path / "coi"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 1234, 1234)
+    with pytest.raises(nft_helper.HelperError, match="uid 1234"):
+        nft_helper.run_dir(str(folder))
+
+
+def test_the_start_hook_is_added_once_beside_other_raw_lxc_lines() -> None:
+    inst = {"expanded_config": {"raw.lxc": "lxc.apparmor.profile = unconfined\n"}}
+    keys = network.start_guard("p", "c1", inst)
+    assert keys["boot.autostart"] == "false"
+    lines = keys["raw.lxc"].splitlines()
+    assert lines == [
+        "lxc.apparmor.profile = unconfined",
+        f"lxc.hook.pre-start = {network.HELPER} apply p c1",
+    ]
+    again = network.start_guard("p", "c1", {"expanded_config": keys})
+    assert again["raw.lxc"] == keys["raw.lxc"]
+
+
+@pytest.mark.parametrize(
+    ("report", "status", "words"),
+    [
+        ({"bare": ["p/c1"], "guarded": 1, "guard": True}, doctor.FAIL, "p/c1"),
+        ({"bare": [], "guarded": 2, "guard": False}, doctor.WARN, "guard is not running"),
+        ({"bare": [], "guarded": 2, "guard": True}, doctor.OK, "flush-proof"),
+        ({"bare": [], "guarded": 0, "guard": False}, doctor.OK, "no guard needed"),
+    ],
+)
+def test_doctor_names_containers_running_without_rules(
+    monkeypatch: pytest.MonkeyPatch, report: dict[str, Any], status: str, words: str
+) -> None:
+    monkeypatch.setattr(network, "can_apply", lambda: True)
+    monkeypatch.setattr(network, "privileged", lambda incus, *args: report)
+    check = network.rules_check()
+    assert check.status == status and words in check.found
+    assert (check.fix != "") == (status != doctor.OK)
