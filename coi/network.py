@@ -14,8 +14,8 @@ allowlist, /etc/hosts). Here they are carried out, in this order, before the fir
 If any step fails, the launch fails (fail closed) and the launch path deletes the instance.
 After that, coi/nft_guard.py keeps the rules in force: every later start runs the helper
 first (an LXC pre-start hook; a failing hook refuses the start), such a container never
-starts by itself at boot (`boot.autostart=false`), and a root guard process holds a
-flush-proof copy of the rules and re-applies lost ones.
+starts by itself at boot (`boot.autostart=false`), and a root guard process puts coi's
+table back the moment it goes (a flush) and re-applies lost rules.
 
 Every coi NIC, open mode's too, has `security.port_isolation`: the bridge itself stops
 traffic between coi containers, so isolation does not depend on br_netfilter
@@ -505,5 +505,5 @@ def rules_check() -> Check:
             "running: a `nft flush ruleset` would remove them",
             "run `coi list` (it starts the guard)",
         )
-    guard = "the guard holds a flush-proof copy" if report.get("guard") else "no guard needed"
+    guard = "the guard puts them back after a flush" if report.get("guard") else "no guard needed"
     return Check(name, OK, f"{count} running restricted containers, all with rules; {guard}")

@@ -3,21 +3,22 @@
 coi's table `inet coi` is an ordinary nftables table: `nft flush ruleset` (Debian's
 nftables.conf starts with one), a reboot or any other root process can remove it while
 containers run. Three things keep a restricted or allowlist container from running
-without its rules (measured on Incus 6.0.4, kernel 6.x, nftables 1.0.6):
+without its rules (measured on Incus 6.0.4, kernel 6.18, nftables 1.0.6):
 
 1. every start runs the helper first: coi gives such a container an LXC pre-start hook
    (`raw.lxc`, see coi/network.py) that applies its rules, and a failing hook makes Incus
    refuse the start, whoever starts it (autostart, `incus start`, coi);
-2. this guard, a root process started by the helper whenever it applies rules, holds a
-   copy of coi's table in a table of its own with the nftables `owner` flag
-   (kernel >= 5.12): the kernel lets no other process change or delete an owned table,
-   and `flush ruleset` skips it, so the copy keeps filtering through a flush. It goes
-   with the guard's process; coi's own table stays, so either one alone holds the policy
-   (every base chain on a hook must accept a packet; identical rules in two tables
-   decide as one);
-3. every second the guard (and `coi list`, a session start: `heal`) re-applies the rules
-   of any running restricted container that has none, and stops the container when they
-   cannot be applied.
+2. this guard, a root process the helper starts whenever it applies rules (no systemd
+   here), follows `nft monitor tables`: when coi's table goes, it loads the last copy it
+   read back at once (one `nft -f`), then re-applies from Incus's records;
+3. every two seconds the guard (and `coi list`, a session start: `heal`) re-applies the
+   rules of any running restricted container that has none, and stops the container when
+   they cannot be applied.
+
+Not used: a table with the nftables `owner` flag, which `flush ruleset` skips. nft 1.0.6
+prints such a table's flags as broken JSON, so `nft -j list ruleset` fails while it
+exists, and so does Incus's firewall detection: a daemon restarted meanwhile fell back to
+xtables and left its bridges without NAT or filters (measured).
 
 Stdlib only and no coi imports beyond its siblings (the installed helper runs a copy).
 """
@@ -25,21 +26,19 @@ Stdlib only and no coi imports beyond its siblings (the installed helper runs a 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import nft, nft_helper
 from .nft_helper import HelperError
 
-MIRROR = "coi_guard"
 GUARD_LOCK = "guard.lock"
-INTERVAL = 0.5  # the copy follows coi's table within this (a lagging copy only blocks more)
+INTERVAL = 0.5  # between two looks at coi's table, when no event came first
 HEAL_EVERY = 4  # ticks between two heals (each asks Incus about every instance)
 IDLE_EXIT = 60.0  # seconds with no coi rule at all before the guard leaves
 GUARDED = ("restricted", "allowlist")
@@ -60,35 +59,30 @@ def needs_rules(inst: Mapping[str, Any]) -> bool:
 
 
 def unguarded(
-    instances: Iterable[Mapping[str, Any]], comments: Iterable[str]
+    instances: Iterable[Mapping[str, Any]],
+    comments: Iterable[str],
+    ported: Iterable[str] | None = None,
 ) -> list[tuple[str, str]]:
-    """(project, name) of each instance that needs rules and has none in `comments`."""
+    """(project, name) of each instance that needs rules and has none in `comments`, or
+    (when `ported` is given) none at its bridge port."""
     have = set(comments)
+    at_port = None if ported is None else set(ported)
     found = []
     for inst in instances:
         project, name = str(inst.get("project") or "default"), str(inst.get("name"))
         if not (needs_rules(inst) and nft.valid_name(project) and nft.valid_name(name)):
             continue
-        if nft.comment(project, name) not in have:
+        key = nft.comment(project, name)
+        if key not in have or (at_port is not None and key not in at_port):
             found.append((project, name))
     return found
 
 
-def mirror_script(listing: str | None) -> str:
-    """An nft script that makes the guard's owned table hold what `listing` (the text of
-    `nft list table inet coi`, or None when there is nothing to hold) holds, atomically."""
-    head = f"table {nft.FAMILY} {nft.TABLE} {{"
-    script = (
-        f"add table {nft.FAMILY} {MIRROR} {{ flags owner; }}\nflush table {nft.FAMILY} {MIRROR}\n"
-    )
-    if listing is None:
-        return script
-    lines = listing.strip().splitlines()
-    if not lines or lines[0].strip() != head:
-        raise ValueError("not a listing of coi's table")
-    # Every mention of the table repeats the flag: one without it asks to drop it (refused).
-    body = [f"table {nft.FAMILY} {MIRROR} {{", "\tflags owner", *lines[1:]]
-    return script + "\n".join(body) + "\n"
+def _held(rules: Iterable[nft.Installed]) -> tuple[list[str], list[str]]:
+    """Comments of the rules in coi's inet table, and of those at bridge ports."""
+    rules = list(rules)
+    inet = [r.comment for r in rules if r.chain != nft.PORT_CHAIN]
+    return inet, [r.comment for r in rules if r.chain == nft.PORT_CHAIN]
 
 
 # -- heal and check -------------------------------------------------------------------------
@@ -107,9 +101,8 @@ def heal(socket_path: str = nft_helper.SOCKET) -> dict[str, list[str]]:
     instances = _instances(socket_path)
     if any(needs_rules(i) for i in instances):
         ensure_running(socket_path)
-    comments = [r.comment for r in nft_helper.current()]
     healed, stopped = [], []
-    for project, name in unguarded(instances, comments):
+    for project, name in unguarded(instances, *_held(nft_helper.current())):
         try:
             nft_helper.apply(project, name, socket_path)
             healed.append(f"{project}/{name}")
@@ -131,8 +124,7 @@ def check(socket_path: str = nft_helper.SOCKET) -> dict[str, Any]:
     """What `coi doctor` reports: running containers without rules, and whether the guard
     runs (nothing is changed)."""
     instances = _instances(socket_path)
-    comments = [r.comment for r in nft_helper.current()]
-    bare = [f"{p}/{n}" for p, n in unguarded(instances, comments)]
+    bare = [f"{p}/{n}" for p, n in unguarded(instances, *_held(nft_helper.current()))]
     guarded = [i for i in instances if needs_rules(i)]
     return {"bare": bare, "guarded": len(guarded), "guard": is_running()}
 
@@ -187,39 +179,26 @@ def ensure_running(socket_path: str = nft_helper.SOCKET) -> None:
     )
 
 
-class Mirror:
-    """The guard's owned table, written through libnftables: the owner is the netlink
-    socket of this process, which the `nft` command cannot keep open."""
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL("libnftables.so.1")
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        for fn in (lib.nft_ctx_buffer_output, lib.nft_ctx_buffer_error):
-            fn.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-        self._lib = lib
-        self._ctx = lib.nft_ctx_new(0)
-        lib.nft_ctx_buffer_output(self._ctx)
-        lib.nft_ctx_buffer_error(self._ctx)
-
-    def load(self, script: str) -> None:
-        """Run one nft script in one transaction; HelperError with nft's words."""
-        if self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode()) != 0:
-            error = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode()
-            raise HelperError(f"guard table: {error.strip().splitlines()[:1]}")
-
-
 def table_text() -> str | None:
-    """`nft list table inet coi`, or None when the table does not exist."""
-    try:
-        return nft_helper.run_nft(["list", "table", nft.FAMILY, nft.TABLE])
-    except HelperError as exc:
-        if "No such file or directory" in str(exc):
-            return None
-        raise
+    """The listing of coi's two tables, or None when either is missing."""
+    texts = []
+    for family in (nft.FAMILY, nft.PORT_FAMILY):
+        try:
+            texts.append(nft_helper.run_nft(["list", "table", family, nft.TABLE]))
+        except HelperError as exc:
+            if "No such file or directory" in str(exc):
+                return None
+            raise
+    return "".join(texts)
+
+
+def restore_script(last: str) -> str:
+    """An nft script that replaces coi's tables by a listing of them, in one transaction."""
+    drop = "".join(
+        f"add table {f} {nft.TABLE}\ndelete table {f} {nft.TABLE}\n"
+        for f in (nft.FAMILY, nft.PORT_FAMILY)
+    )
+    return drop + last
 
 
 def serve(
@@ -227,8 +206,8 @@ def serve(
     interval: float = INTERVAL,
     idle_exit: float = IDLE_EXIT,
 ) -> int:
-    """The guard's loop: heal, then copy coi's table into the owned one; leaves once no
-    coi rule has existed for idle_exit seconds, or at once when another guard runs."""
+    """The guard's loop: put coi's table back at once when it goes, heal on schedule; leaves
+    once no coi rule has existed for idle_exit seconds, or at once when a guard runs."""
     fd = nft_helper.open_lock(GUARD_LOCK)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -236,46 +215,58 @@ def serve(
         return 0
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    mirror: Mirror | None = None
-    with contextlib.suppress(OSError):
-        mirror = Mirror()
-    last: str | None = ""
-    idle = 0.0
-    tick = 0
+    changed = threading.Event()
+    threading.Thread(target=_follow, args=(changed,), daemon=True).start()
+    last, idle, tick = "", 0.0, 0
     while idle < idle_exit:
-        text, known = _tick(socket_path, tick % HEAL_EVERY == 0)
+        changed.wait(interval)
+        changed.clear()
+        last = _tick(socket_path, last, tick % HEAL_EVERY == 0)
         tick += 1
-        if mirror is not None and known and text != last:
-            with contextlib.suppress(HelperError, ValueError):
-                mirror.load(mirror_script(text))
-                last = text
-        has_rules = text is not None and nft.COMMENT_PREFIX in text
-        idle = 0.0 if has_rules or not known else idle + interval
-        time.sleep(interval)
+        idle = 0.0 if nft.COMMENT_PREFIX in last else idle + interval
     return 0
 
 
-def _tick(socket_path: str, due: bool) -> tuple[str | None, bool]:
-    """Read coi's table, healing first when due or when the table is gone: (its text or
-    None, whether that text is the truth).
+def _follow(changed: threading.Event) -> None:
+    """Set `changed` on every table event the kernel reports (a flush deletes each table)."""
+    while True:
+        with contextlib.suppress(OSError, HelperError):
+            watcher = subprocess.Popen(
+                [nft_helper.nft_binary(), "monitor", "tables"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            assert watcher.stdout is not None
+            for line in watcher.stdout:
+                if f" {nft.FAMILY} {nft.TABLE}" in line or line.startswith("delete table"):
+                    changed.set()
+            watcher.wait()
+        changed.set()  # the monitor ended: look, then follow again
+        threading.Event().wait(1.0)
 
-    When Incus cannot be asked and the table is gone, nobody knows what should hold:
-    the owned copy keeps the last rules.
-    """
+
+def _tick(socket_path: str, last: str, due: bool) -> str:
+    """One look at coi's table: restore the last copy when it is gone, heal when due or
+    after a loss; the table's text now (the last copy when it cannot be read)."""
     try:
         text = table_text()
     except HelperError:
-        return None, False
-    if text is not None and not due:
-        return text, True
+        return last
+    lost = text is None and nft.COMMENT_PREFIX in last
+    if lost:
+        with contextlib.suppress(HelperError), nft_helper.locked():
+            if table_text() is None:
+                nft_helper.run_nft(["-f", "-"], restore_script(last))
+    if lost or due:
+        with contextlib.suppress(HelperError):
+            heal(socket_path)
+            if lost:  # the copy may hold rules of containers deleted meanwhile
+                nft_helper.orphans(socket_path)
     try:
-        heal(socket_path)
+        return table_text() or ""
     except HelperError:
-        return text, text is not None
-    try:
-        return table_text(), True
-    except HelperError:
-        return None, False
+        return last
 
 
 def main(argv: Sequence[str] | None = None) -> int:

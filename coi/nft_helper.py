@@ -131,7 +131,14 @@ def target_of(
     iface = ipaddress.IPv4Interface((network.get("config") or {}).get("ipv4.address", ""))
     mac = (nic.get("hwaddr") or config.get("volatile.eth0.hwaddr") or "").lower()
     target = nft.Target(
-        project, name, nic["network"], nic["ipv4.address"], mac, str(iface.ip), str(iface.network)
+        project,
+        name,
+        nic["network"],
+        nic["ipv4.address"],
+        mac,
+        str(iface.ip),
+        str(iface.network),
+        _port(config),
     )
     try:
         nft.check_target(target)
@@ -139,6 +146,13 @@ def target_of(
     except ValueError as exc:
         raise HelperError(f"refusing rules for {name}: {exc}") from exc
     return target, mode, allows
+
+
+def _port(config: dict[str, str]) -> str:
+    """The instance's host-side veth while it exists (the pre-start hook runs with it made;
+    a stopped instance may still name its last one)."""
+    port = config.get("volatile.eth0.host_name", "")
+    return port if port and os.path.exists(f"/sys/class/net/{port}") else ""
 
 
 def _check_nic(name: str, nic: dict[str, str]) -> None:
@@ -159,7 +173,7 @@ def _check_nic(name: str, nic: dict[str, str]) -> None:
 # -- nft ----------------------------------------------------------------------------------
 
 
-def _nft_binary() -> str:
+def nft_binary() -> str:
     for path in NFT_PATHS:
         if os.access(path, os.X_OK):
             return path
@@ -170,7 +184,7 @@ def run_nft(args: Sequence[str], script: str | None = None) -> str:
     """Run nft with a script on stdin; its stdout, or HelperError with its stderr."""
     try:
         done = subprocess.run(
-            [_nft_binary(), *args],
+            [nft_binary(), *args],
             input=script,
             capture_output=True,
             text=True,
@@ -186,16 +200,19 @@ def run_nft(args: Sequence[str], script: str | None = None) -> str:
 
 
 def current() -> list[nft.Installed]:
-    """The rules now in coi's table (none when the table or nft does not exist)."""
+    """The rules now in coi's tables (none when a table or nft does not exist)."""
     if not any(os.access(p, os.X_OK) for p in NFT_PATHS):
         return []
-    try:
-        text = run_nft(["-j", "list", "table", nft.FAMILY, nft.TABLE])
-    except HelperError as exc:
-        if "No such file or directory" in str(exc):
-            return []
-        raise
-    return nft.installed(json.loads(text or "{}"))
+    found = []
+    for family in (nft.FAMILY, nft.PORT_FAMILY):
+        try:
+            text = run_nft(["-j", "list", "table", family, nft.TABLE])
+        except HelperError as exc:
+            if "No such file or directory" in str(exc):
+                continue
+            raise
+        found += nft.installed(json.loads(text or "{}"))
+    return found
 
 
 def run_dir(path: str = RUN_DIR) -> str:

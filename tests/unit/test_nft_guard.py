@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -43,20 +44,30 @@ def test_only_running_restricted_containers_with_a_nic_and_no_rules_are_unguarde
     assert found == [("p", "bare"), ("p", "allow")]
 
 
-def test_the_mirror_script_renames_the_table_owns_it_and_replaces_its_rules() -> None:
-    script = nft_guard.mirror_script(LISTING)
-    lines = script.splitlines()
-    assert lines[0] == "add table inet coi_guard { flags owner; }"
-    assert lines[1] == "flush table inet coi_guard"
-    assert lines[2:4] == ["table inet coi_guard {", "\tflags owner"]
-    assert 'comment "coi:p/c1"' in script and "table inet coi {" not in script
+def test_a_lost_table_is_restored_from_the_last_copy_at_once_then_healed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tables: list[str | None] = [None, None, LISTING]
+    loaded, steps = [], []
+    monkeypatch.setattr(nft_guard, "table_text", lambda: tables.pop(0))
+    monkeypatch.setattr(nft_helper, "locked", contextlib.nullcontext)
+    monkeypatch.setattr(nft_helper, "run_nft", lambda args, script=None: loaded.append(script))
+    monkeypatch.setattr(nft_guard, "heal", lambda s: steps.append("heal"))
+    monkeypatch.setattr(nft_helper, "orphans", lambda s: steps.append("orphans"))
+    assert nft_guard._tick("/nonexistent", LISTING, due=False) == LISTING
+    assert loaded == [nft_guard.restore_script(LISTING)] and steps == ["heal", "orphans"]
+    assert loaded[0].endswith(LISTING) and "delete table bridge coi" in loaded[0]
 
 
-def test_the_mirror_of_nothing_empties_it_and_a_foreign_listing_is_refused() -> None:
-    assert "table inet coi_guard {\n" not in nft_guard.mirror_script(None)
-    assert nft_guard.mirror_script(None).endswith("flush table inet coi_guard\n")
-    with pytest.raises(ValueError):
-        nft_guard.mirror_script("table inet other {\n}\n")
+def test_an_empty_or_present_table_is_left_alone_between_heals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    empty = "table inet coi {\n}\n"
+    for table, last in ((LISTING, LISTING), (None, empty)):
+        monkeypatch.setattr(nft_guard, "table_text", lambda t=table: t)
+        monkeypatch.setattr(nft_helper, "run_nft", lambda *a: pytest.fail("restored"))
+        monkeypatch.setattr(nft_guard, "heal", lambda s: pytest.fail("healed"))
+        assert nft_guard._tick("/nonexistent", last, due=False) == (table or "")
 
 
 def test_heal_reapplies_lost_rules_and_stops_what_it_cannot_protect(
@@ -128,7 +139,7 @@ def test_the_start_hook_is_added_once_beside_other_raw_lxc_lines() -> None:
     [
         ({"bare": ["p/c1"], "guarded": 1, "guard": True}, doctor.FAIL, "p/c1"),
         ({"bare": [], "guarded": 2, "guard": False}, doctor.WARN, "guard is not running"),
-        ({"bare": [], "guarded": 2, "guard": True}, doctor.OK, "flush-proof"),
+        ({"bare": [], "guarded": 2, "guard": True}, doctor.OK, "after a flush"),
         ({"bare": [], "guarded": 0, "guard": False}, doctor.OK, "no guard needed"),
     ],
 )
@@ -140,3 +151,28 @@ def test_doctor_names_containers_running_without_rules(
     check = network.rules_check()
     assert check.status == status and words in check.found
     assert (check.fix != "") == (status != doctor.OK)
+
+
+def test_port_filters_pin_the_mac_and_address_at_the_veth_once_it_exists() -> None:
+    from dataclasses import replace
+
+    from coi import nft
+
+    target = nft.Target(
+        "p", "c1", "coibr0", "10.171.0.5", "10:66:6a:00:00:01", "10.171.0.1", "10.171.0.0/24"
+    )
+    assert not [r for r in nft.plan(target, "restricted") if r.chain == nft.PORT_CHAIN]
+    ported = replace(target, port="veth1234")
+    for mode in ("restricted", "allowlist"):
+        rules = [r for r in nft.plan(ported, mode) if r.chain == nft.PORT_CHAIN]
+        script = nft.add_script(rules)
+        assert script.count('add rule bridge coi prerouting iifname "veth1234"') == 4
+        assert "ether saddr != 10:66:6a:00:00:01 drop" in script
+        assert "ip saddr != { 0.0.0.0, 10.171.0.5 } drop" in script
+    with pytest.raises(ValueError, match="veth"):
+        nft.check_target(replace(target, port='x" accept'))
+
+
+def test_a_running_container_without_its_port_filters_is_unguarded_too() -> None:
+    instances = [_inst("a"), _inst("b")]
+    assert nft_guard.unguarded(instances, ["coi:p/a", "coi:p/b"], ["coi:p/a"]) == [("p", "b")]
