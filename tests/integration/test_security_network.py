@@ -139,9 +139,10 @@ def test_a_flush_leaves_the_restricted_container_reaching_nothing_on_the_host(
     with host_service(gateway) as port, _daemon_restored(restart=True):
         assert _reaches_host(incus, control, gateway, port)  # the service answers the bridge
         assert not _reaches_host(incus, restricted, gateway, port)
+        assert dns(incus, restricted, gateway, f"{control}.incus")  # it is online
         assert nft_guard.is_running()
         subprocess.run(["nft", "flush", "ruleset"], check=True, timeout=30)
-        assert "table inet coi\n" not in _tables()  # coi's table went with the flush...
+        assert "table inet incus" not in _tables()  # everything went, coi's table too...
         # ...and at once, with nothing waiting for a coi command, the host stays out of reach
         assert not _reaches_host(incus, restricted, gateway, port)
         assert _reaches_host(incus, control, gateway, port)  # the flush did open the host
@@ -177,8 +178,9 @@ def test_after_a_simulated_reboot_the_restricted_container_stays_fenced(
         )
         assert _has_rules(incus.project, name)
         wait_address(incus, name)
-        assert dns(incus, name, gateway, f"{name}.incus")  # it is online...
-        assert not _reaches_host(incus, name, gateway, port)  # ...and fenced
+        assert not _reaches_host(incus, name, gateway, port)  # it is fenced, while...
+        control = launched("open")
+        assert _reaches_host(incus, control, gateway, port)  # ...the host serves the bridge
 
 
 def test_rules_lost_while_running_are_reported_then_healed_by_coi_list(
