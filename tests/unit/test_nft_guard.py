@@ -176,3 +176,19 @@ def test_port_filters_pin_the_mac_and_address_at_the_veth_once_it_exists() -> No
 def test_a_running_container_without_its_port_filters_is_unguarded_too() -> None:
     instances = [_inst("a"), _inst("b")]
     assert nft_guard.unguarded(instances, ["coi:p/a", "coi:p/b"], ["coi:p/a"]) == [("p", "b")]
+
+
+def test_only_the_daemon_itself_counts_as_incusd_not_its_exec_helpers(tmp_path: Path) -> None:
+    from coi import hostsetup
+
+    lines = {
+        "10": [hostsetup.INCUSD, "--group", "incus-admin"],
+        "11": [hostsetup.INCUSD, "forkexec", "c1"],
+        "12": ["/usr/bin/python3", hostsetup.INCUSD],
+        "13": [hostsetup.INCUSD],
+        "self": [hostsetup.INCUSD],
+    }
+    for pid, argv in lines.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    assert sorted(hostsetup.daemon_pids(tmp_path)) == [10, 13]
