@@ -149,16 +149,16 @@ def check_forward() -> Check:
 
 def check_network() -> Check:
     """Whether Incus network ACLs or coi's nftables fallback enforce the network modes."""
-    from coi import network
+    from coi import network_doctor
 
-    return network.doctor_check()
+    return network_doctor.doctor_check()
 
 
 def check_rules() -> Check:
     """Whether every running restricted container has its rules (nothing is changed)."""
-    from coi import network
+    from coi import network_doctor
 
-    return network.rules_check()
+    return network_doctor.rules_check()
 
 
 def check_subid() -> Check:

@@ -17,6 +17,7 @@ from coi import (
     launch,
     network,
     network_dns,
+    network_doctor,
     network_policy,
     network_setup,
     nft,
@@ -507,14 +508,14 @@ def test_without_root_or_helper_rules_fail_with_the_fix(monkeypatch: pytest.Monk
 def test_doctor_names_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     report = {"acl": False, "acl_reason": "Protocol error", "nftables": True, "nftables_reason": ""}
     monkeypatch.setattr(network, "privileged", lambda incus, *args: report)
-    check = network.doctor_check()
+    check = network_doctor.doctor_check()
     assert (
         check.status == "ok"
         and "nftables fallback" in check.found
         and "ACLs unsupported" in check.found
     )
     monkeypatch.setattr(network, "privileged", lambda incus, *args: {**report, "nftables": False})
-    assert network.doctor_check().status == "fail"
+    assert network_doctor.doctor_check().status == "fail"
 
 
 # -- setup ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coi import doctor, network, nft_guard, nft_helper
+from coi import doctor, network, network_doctor, nft_guard, nft_helper
 
 LISTING = """table inet coi {
 \tchain forward {
@@ -140,7 +140,7 @@ def test_the_start_hook_is_added_once_beside_other_raw_lxc_lines() -> None:
         ({"bare": ["p/c1"], "guarded": 1, "guard": True}, doctor.FAIL, "p/c1"),
         ({"bare": [], "guarded": 2, "guard": False}, doctor.WARN, "guard is not running"),
         ({"bare": [], "guarded": 2, "guard": True}, doctor.OK, "after a flush"),
-        ({"bare": [], "guarded": 0, "guard": False}, doctor.OK, "no guard needed"),
+        ({"bare": [], "guarded": 0, "guard": False}, doctor.OK, "no restricted container"),
     ],
 )
 def test_doctor_names_containers_running_without_rules(
@@ -148,7 +148,7 @@ def test_doctor_names_containers_running_without_rules(
 ) -> None:
     monkeypatch.setattr(network, "can_apply", lambda: True)
     monkeypatch.setattr(network, "privileged", lambda incus, *args: report)
-    check = network.rules_check()
+    check = network_doctor.rules_check()
     assert check.status == status and words in check.found
     assert (check.fix != "") == (status != doctor.OK)
 
@@ -192,3 +192,12 @@ def test_only_the_daemon_itself_counts_as_incusd_not_its_exec_helpers(tmp_path: 
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
     assert sorted(hostsetup.daemon_pids(tmp_path)) == [10, 13]
+
+
+def test_addresses_held_in_dnsmasq_leases_count_as_taken(tmp_path: Path) -> None:
+    (tmp_path / "coibr0").mkdir()
+    (tmp_path / "coibr0" / "dnsmasq.leases").write_text(
+        "1796083541 10:66:6a:43:9d:0e 10.171.0.2 gone-1 ff:6a\n\n"
+    )
+    assert network.dnsmasq_leases("coibr0", tmp_path) == {"10.171.0.2"}
+    assert network.dnsmasq_leases("other", tmp_path) == set()
