@@ -150,9 +150,16 @@ def check_forward() -> Check:
 
 def check_network() -> Check:
     """Whether Incus network ACLs or coi's nftables fallback enforce the network modes."""
-    from coi import network
+    from coi import network_doctor
 
-    return network.doctor_check()
+    return network_doctor.doctor_check()
+
+
+def check_rules() -> Check:
+    """Whether every running restricted container has its rules (nothing is changed)."""
+    from coi import network_doctor
+
+    return network_doctor.rules_check()
 
 
 def check_subid() -> Check:
@@ -217,6 +224,7 @@ def run_checks(cfg: Config) -> list[Check]:
         lambda: check_bridge(incus, cfg.incus.network),
         check_forward,
         check_network,
+        check_rules,
         check_subid,
         lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
         lambda: check_image(incus, cfg.defaults.image),

@@ -8,11 +8,13 @@ touches the user's defaults.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import ipaddress
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -305,11 +307,37 @@ def do_restart(step: Step, log: Callable[[str], None]) -> None:
         proc.run(["systemctl", "restart", "incus.service"])
         wait_ready(60)
         return
-    proc.run(["pkill", "-TERM", "-f", INCUSD], check=False)
-    deadline = time.monotonic() + 60
-    while proc.ok(["pgrep", "-f", INCUSD]) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    stop_daemon()
     do_start(step, log)
+
+
+def daemon_pids(proc_root: Path = Path("/proc")) -> list[int]:
+    """The Incus daemon's own processes: not its forkexec/forkstart helpers, whose command
+    lines also begin with incusd (a pattern match would kill running execs too)."""
+    found = []
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        flags_only = len(argv) < 2 or argv[1][:1] in (b"-", b"")
+        if argv[0] == INCUSD.encode() and flags_only:
+            found.append(int(entry.name))
+    return found
+
+
+def stop_daemon(timeout: float = 60) -> None:
+    """Stop the Incus daemon started without systemd (SIGTERM: its instances keep running)."""
+    for pid in daemon_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while daemon_pids() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if daemon_pids():
+        raise CoiError(f"the Incus daemon did not stop within {timeout:.0f} s")
 
 
 def do_start(step: Step, log: Callable[[str], None]) -> None:
@@ -329,7 +357,11 @@ def do_start(step: Step, log: Callable[[str], None]) -> None:
             start_new_session=True,
             close_fds=True,
         )
+    _STARTED.append(daemon)  # it outlives us: keep the handle so it is never reaped early
     wait_ready(60, daemon)
+
+
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def ensure_group(group: str) -> None:

@@ -12,6 +12,14 @@ allowlist, /etc/hosts). Here they are carried out, in this order, before the fir
    `coi setup` installs, through sudo) writes the rules from the instance's own record.
 
 If any step fails, the launch fails (fail closed) and the launch path deletes the instance.
+After that, coi/nft_guard.py keeps the rules in force: every later start runs the helper
+first (an LXC pre-start hook; a failing hook refuses the start), such a container never
+starts by itself at boot (`boot.autostart=false`), and a root guard process puts coi's
+table back the moment it goes (a flush) and re-applies lost rules.
+
+Every coi NIC, open mode's too, has `security.port_isolation`: the bridge itself stops
+traffic between coi containers, so isolation does not depend on br_netfilter
+(net.bridge.bridge-nf-call-iptables) passing bridged packets through coi's table.
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ from coi.network_dns import ResolveError, resolve
 
 if TYPE_CHECKING:
     from coi.config import Network
-    from coi.doctor import Check
     from coi.incus import Incus
     from coi.launch import LaunchSpec
 
@@ -44,8 +51,16 @@ FILTERS = {
     "security.ipv6_filtering": "true",
     "security.port_isolation": "true",
 }
-OPEN_FILTERS = {"security.ipv4_filtering": "true"}
+# Open mode loses only other coi containers on the bridge (and they lose it): the host, the
+# LAN and the internet stay reachable. Without it a restricted container reaches an open
+# neighbour at layer 2 whenever bridge-nf-call-iptables is 0 (measured).
+ISOLATION = {"security.port_isolation": "true"}
+OPEN_FILTERS = {"security.ipv4_filtering": "true", **ISOLATION}
 ATTACH_TRIES = 12
+# Incus runs raw.lxc hooks as root on the host before every start and refuses the start
+# when one fails (measured: `incus start` exits 1, the instance stays stopped).
+HOOK_KEY = "raw.lxc"
+HOOK = "lxc.hook.pre-start = {helper} apply {project} {name}"
 
 
 def check_mode(mode: str) -> str:
@@ -78,6 +93,11 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
     """Give a new instance its filtered NIC and put its rules in place (fail closed)."""
     mode = check_mode(spec.network_mode)
     inst = incus.instance(spec.name)
+    if mode != "open" and not HELPER.exists():
+        raise CoiError(
+            f"{mode} mode needs coi's network helper {HELPER} (it applies the rules before "
+            "every start): run `sudo coi setup`, or choose --network open"
+        )
     if mode == "open":
         _open(incus, spec.name, inst)
         return
@@ -103,6 +123,8 @@ def _open(incus: Incus, name: str, inst: Mapping[str, Any]) -> None:
     is going) would hold whoever gets that address next. So, when this process can change
     rules, the container gets a static address too and any rule on it is removed first."""
     if not can_apply():
+        nic = profile_nic(incus, inst.get("profiles") or [])
+        incus.update_instance(name, {"devices": {"eth0": {**nic, **ISOLATION}}})
         return
     try:
         attach(incus, name, inst, {}, OPEN_FILTERS)
@@ -184,7 +206,10 @@ def attach(
             taken = addresses_in_use(incus, bridge) | refused
             address = network_policy.choose_address(gateway, taken)
             device = {**nic, **filters, "ipv4.address": address, "hwaddr": _new_mac()}
-            patch = {"devices": {"eth0": device}, "config": dict(keys)}
+            config = dict(keys)
+            if filters is FILTERS:
+                config.update(start_guard(incus.project, name, inst))
+            patch = {"devices": {"eth0": device}, "config": config}
             try:
                 incus.update_instance(name, patch)
             except IncusError as exc:
@@ -196,6 +221,20 @@ def attach(
                 continue
             return address
     raise CoiError(f"could not reserve an address on {bridge}: try again")
+
+
+def start_guard(project: str, name: str, inst: Mapping[str, Any]) -> dict[str, str]:
+    """Instance keys that keep a restricted container from starting without its rules: the
+    helper as a pre-start hook (added to any raw.lxc it has), and no start at boot."""
+    line = HOOK.format(helper=HELPER, project=project, name=name)
+    raw = (inst.get("expanded_config") or inst.get("config") or {}).get(HOOK_KEY, "")
+    return {HOOK_KEY: with_line(raw, line), "boot.autostart": "false"}
+
+
+def with_line(raw: str, line: str) -> str:
+    """raw.lxc text with line added once (other lines kept as they were)."""
+    lines = [x for x in raw.splitlines() if x.strip()]
+    return "\n".join(lines if line in lines else [*lines, line]) + "\n"
 
 
 def _new_mac() -> str:
@@ -222,8 +261,23 @@ def addresses_in_use(incus: Incus, bridge: str) -> set[str]:
             used.update(a["address"] for a in nic.get("addresses", []) if a["family"] == "inet")
     for lease in incus.get(f"networks/{bridge}/leases") or []:
         used.add(lease.get("address", ""))
+    used.update(dnsmasq_leases(bridge))
     used.discard("")
     return used
+
+
+def dnsmasq_leases(bridge: str, root: Path = Path("/var/lib/incus/networks")) -> set[str]:
+    """Addresses in the bridge's dnsmasq lease file, when this process may read it.
+
+    Incus's leases API leaves out the lease of an instance deleted while its daemon could
+    not release it; dnsmasq still holds that address for the old MAC and gives a new
+    instance reserved there another one, which its address filter then drops (measured).
+    """
+    try:
+        text = (root / bridge / "dnsmasq.leases").read_text()
+    except OSError:
+        return set()
+    return {parts[2] for line in text.splitlines() if len(parts := line.split()) >= 3}
 
 
 def _socket(incus: Incus | None) -> str:
@@ -258,6 +312,25 @@ def privileged(incus: Incus | None, *args: str) -> Any:
         detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise CoiError(f"network rules: {detail.removeprefix('coi-netrules: ')}")
     return json.loads(done.stdout or "{}")
+
+
+def heal(incus: Incus | None) -> None:
+    """Re-apply the rules of running restricted containers that lost them (a flush, a
+    reboot), stopping those whose rules cannot be applied; a no-op without privileges."""
+    if not can_apply():
+        return
+    try:
+        report = privileged(incus, "heal")
+    except CoiError as exc:
+        output.warn(f"could not check coi's network rules: {exc}")
+        return
+    for item in report.get("healed", []):
+        output.warn(f"{item} was running without its network rules: re-applied them")
+    for item in report.get("stopped", []):
+        output.warn(
+            f"{item.split(':')[0]} was running without its network rules and they "
+            f"could not be applied: stopped it ({item.partition(': ')[2]})"
+        )
 
 
 def apply_rules(incus: Incus, name: str) -> list[str]:
@@ -388,31 +461,3 @@ def watch(incus: Incus, name: str, stop: threading.Event, interval: float | None
             return
         except CoiError as exc:
             output.warn(f"network refresh of {name}: {exc}")
-
-
-# -- doctor -----------------------------------------------------------------------------------
-
-
-def doctor_check() -> Check:
-    """Which enforcement this host uses: Incus ACLs, or coi's nftables table."""
-    from coi.doctor import FAIL, OK, WARN, Check
-
-    name = "network isolation"
-    try:
-        report = privileged(None, "probe")
-    except CoiError as exc:
-        return Check(name, WARN, str(exc), "run `sudo coi setup` to install coi's network helper")
-    if not report.get("nftables"):
-        return Check(
-            name,
-            FAIL,
-            f"no usable nftables: {report.get('nftables_reason')}",
-            "install nftables (`sudo coi setup`): restricted and allowlist launches fail",
-        )
-    acl = (
-        "Incus network ACLs would work here, coi uses its own table everywhere"
-        if report.get("acl")
-        else "Incus network ACLs unsupported here (no bridge conntrack/reject)"
-    )
-    how = "as root" if os.geteuid() == 0 else f"through {HELPER}"
-    return Check(name, OK, f"nftables fallback: table inet {nft.TABLE}, {how}; {acl}")

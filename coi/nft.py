@@ -21,6 +21,13 @@ from dataclasses import dataclass
 TABLE = "coi"
 FAMILY = "inet"
 CHAINS = ("forward", "input")
+# Incus's own NIC filters (security.ipv4_filtering) live in its `bridge incus` table, which
+# a `flush ruleset` removes and an Incus restart does not write again for running
+# instances (measured). Rules keyed on a source address hold only while that address is
+# unspoofable, so coi keeps the same filters in a bridge table of its own, keyed on the
+# container's host-side veth; the guard restores it with the rest (coi/nft_guard.py).
+PORT_FAMILY = "bridge"
+PORT_CHAIN = "prerouting"
 # Before Incus's own chains (priority filter): a reject here is final whatever they accept.
 PRIORITY = "filter - 10"
 COMMENT_PREFIX = "coi:"
@@ -65,6 +72,7 @@ class Target:
     mac: str
     gateway: str
     subnet: str
+    port: str = ""  # the host-side veth; "" before the first start
 
     @property
     def comment(self) -> str:
@@ -95,6 +103,7 @@ class Rule:
     daddr: tuple[str, ...] = ()  # IPv4 networks; empty means any
     protos: tuple[str, ...] = ()  # tcp/udp; empty means any
     dport: int | None = None
+    match: str = ""  # port rules (PORT_CHAIN): what the frame must not be, as nft text
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,8 @@ def check_target(target: Target) -> None:
         raise ValueError(f"invalid bridge name {target.bridge!r}")
     if not _MAC.fullmatch(target.mac):
         raise ValueError(f"invalid MAC address {target.mac!r}")
+    if target.port and not _IFNAME.fullmatch(target.port):
+        raise ValueError(f"invalid veth name {target.port!r}")
     subnet = ipaddress.IPv4Network(target.subnet)
     for addr in (target.address, target.gateway):
         if ipaddress.IPv4Address(addr) not in subnet:
@@ -208,6 +219,20 @@ def ipv6_drop(target: Target) -> list[Rule]:
     return [Rule(c, target.bridge, "drop", target.comment, mac=target.mac) for c in CHAINS]
 
 
+def port_filters(target: Target) -> list[Rule]:
+    """At the container's bridge port: only its own MAC and IPv4 address (0.0.0.0 for
+    DHCP), no IPv6; none before the port exists."""
+    if not target.port:
+        return []
+    matches = (
+        f"ether saddr != {target.mac}",
+        f"arp saddr ip != {target.address}",
+        f"ip saddr != {{ 0.0.0.0, {target.address} }}",
+        "ether type ip6",
+    )
+    return [Rule(PORT_CHAIN, target.port, "drop", target.comment, match=m) for m in matches]
+
+
 def host_input(target: Target, resolvers: Iterable[str]) -> list[Rule]:
     """To the host: DHCP, and DNS to the given resolvers; everything else rejected."""
     rules = [_v4(target, "input", "accept", protos=("udp",), dport=DHCP_PORT)]
@@ -227,6 +252,7 @@ def restricted(target: Target) -> list[Rule]:
         _v4(target, "forward", "reject", daddr=ranges),
         *host_input(target, [target.gateway]),
         *ipv6_drop(target),
+        *port_filters(target),
     ]
 
 
@@ -244,7 +270,7 @@ def allowlist(target: Target, allows: Sequence[Allow]) -> list[Rule]:
         )
     rules.append(_v4(target, "forward", "reject"))
     resolvers = [a.address for a in allows if a.port in (None, DNS_PORT)]
-    return [*rules, *host_input(target, resolvers), *ipv6_drop(target)]
+    return [*rules, *host_input(target, resolvers), *ipv6_drop(target), *port_filters(target)]
 
 
 def _sorted_set(addresses: Iterable[str]) -> list[str]:
@@ -261,6 +287,8 @@ def _set(items: Sequence[str]) -> str:
 def render(rule: Rule) -> str:
     """The rule as nft text, without the `add rule inet coi CHAIN` prefix."""
     parts = [f'iifname "{rule.bridge}"']
+    if rule.match:
+        return " ".join([*parts, rule.match, rule.verdict, f'comment "{rule.comment}"'])
     if rule.mac is not None:
         parts.append(f"ether saddr {rule.mac} meta nfproto ipv6")
     else:
@@ -280,24 +308,31 @@ def render(rule: Rule) -> str:
     return " ".join(parts)
 
 
+def table_of(chain: str) -> str:
+    """`family table` of the coi table that holds chain (chain names are unique)."""
+    return f"{PORT_FAMILY} {TABLE}" if chain == PORT_CHAIN else f"{FAMILY} {TABLE}"
+
+
 def table_script() -> str:
-    """Create coi's table and its two base chains (a no-op when they exist)."""
-    hooks = "\n".join(
-        f"add chain {FAMILY} {TABLE} {c} {{ type filter hook {c} priority {PRIORITY}; "
+    """Create coi's tables and their base chains (a no-op when they exist)."""
+    hooks = [
+        f"add chain {table_of(c)} {c} {{ type filter hook {c} priority {PRIORITY}; "
         "policy accept; }"
-        for c in CHAINS
+        for c in (*CHAINS, PORT_CHAIN)
+    ]
+    return "\n".join(
+        [f"add table {FAMILY} {TABLE}", f"add table {PORT_FAMILY} {TABLE}", *hooks, ""]
     )
-    return f"add table {FAMILY} {TABLE}\n{hooks}\n"
 
 
 def delete_script(handles: Iterable[tuple[str, int]]) -> str:
     """Delete rules by (chain, handle)."""
-    return "".join(f"delete rule {FAMILY} {TABLE} {c} handle {h}\n" for c, h in handles)
+    return "".join(f"delete rule {table_of(c)} {c} handle {h}\n" for c, h in handles)
 
 
 def add_script(rules: Iterable[Rule]) -> str:
     """Append rules in order."""
-    return "".join(f"add rule {FAMILY} {TABLE} {r.chain} {render(r)}\n" for r in rules)
+    return "".join(f"add rule {table_of(r.chain)} {r.chain} {render(r)}\n" for r in rules)
 
 
 # -- reading back -------------------------------------------------------------------------
@@ -376,8 +411,8 @@ def owned_by(rules: Iterable[Installed], project: str, name: str) -> list[tuple[
 
 
 def matches(rule: Rule, packet: Packet) -> bool:
-    """True when the rule matches the packet."""
-    if rule.chain != packet.chain or rule.bridge != packet.bridge:
+    """True when the rule matches the packet (port rules are left to the kernel)."""
+    if rule.match or rule.chain != packet.chain or rule.bridge != packet.bridge:
         return False
     if rule.mac is not None:
         return packet.family == "ip6" and packet.mac == rule.mac

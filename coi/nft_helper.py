@@ -22,6 +22,7 @@ import ipaddress
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import urllib.parse
@@ -32,13 +33,17 @@ from typing import Any
 from . import nft
 
 SOCKET = "/var/lib/incus/unix.socket"
-LOCK_DIRS = ("/run/lock", "/run")
+# Root's own folder for the helper's lock and the guard's pid: /run/lock is world-writable,
+# where any local user could hold the lock forever or plant a symlink in its place.
+RUN_DIR = "/run/coi"
+RACE_TRIES = 3
 NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
 MODE_KEY = "user.coi.network_mode"
 ALLOW_KEY = "user.coi.network.allow"
 USAGE = (
     "usage: coi-netrules [--expect FINGERPRINT] "
-    "apply PROJECT NAME | remove PROJECT NAME | orphans | list | probe | fingerprint"
+    "apply PROJECT NAME | remove PROJECT NAME | orphans | list | probe | fingerprint | "
+    "heal | check"
 )
 
 
@@ -54,7 +59,7 @@ def fingerprint() -> str:
     """sha256 of this file and nft.py: coi refuses a helper copy that differs from itself."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("nft.py", "nft_helper.py"):
+    for name in ("nft.py", "nft_helper.py", "nft_guard.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -76,10 +81,19 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def incus_get(path: str, socket_path: str = SOCKET, **params: str) -> Any:
     """GET /1.0/<path> from the local daemon; the response metadata."""
+    return incus_call("GET", path, socket_path, None, **params)
+
+
+def incus_call(
+    method: str, path: str, socket_path: str = SOCKET, data: Any = None, **params: str
+) -> Any:
+    """One request to /1.0/<path> of the local daemon; the response metadata."""
     query = urllib.parse.urlencode(params)
-    conn = _UnixConnection(socket_path)
+    conn = _UnixConnection(socket_path, timeout=60)
     try:
-        conn.request("GET", f"/1.0/{path}" + (f"?{query}" if query else ""))
+        body_bytes = None if data is None else json.dumps(data).encode()
+        headers = {} if data is None else {"Content-Type": "application/json"}
+        conn.request(method, f"/1.0/{path}" + (f"?{query}" if query else ""), body_bytes, headers)
         response = conn.getresponse()
         body = json.loads(response.read() or b"{}")
     except OSError as exc:
@@ -89,7 +103,7 @@ def incus_get(path: str, socket_path: str = SOCKET, **params: str) -> Any:
     if response.status == 404:
         raise Missing(f"{path} not found")
     if response.status >= 400 or body.get("type") == "error":
-        raise HelperError(f"Incus refused GET {path}: {body.get('error') or response.status}")
+        raise HelperError(f"Incus refused {method} {path}: {body.get('error') or response.status}")
     return body.get("metadata")
 
 
@@ -117,7 +131,14 @@ def target_of(
     iface = ipaddress.IPv4Interface((network.get("config") or {}).get("ipv4.address", ""))
     mac = (nic.get("hwaddr") or config.get("volatile.eth0.hwaddr") or "").lower()
     target = nft.Target(
-        project, name, nic["network"], nic["ipv4.address"], mac, str(iface.ip), str(iface.network)
+        project,
+        name,
+        nic["network"],
+        nic["ipv4.address"],
+        mac,
+        str(iface.ip),
+        str(iface.network),
+        _port(config),
     )
     try:
         nft.check_target(target)
@@ -125,6 +146,13 @@ def target_of(
     except ValueError as exc:
         raise HelperError(f"refusing rules for {name}: {exc}") from exc
     return target, mode, allows
+
+
+def _port(config: dict[str, str]) -> str:
+    """The instance's host-side veth while it exists (the pre-start hook runs with it made;
+    a stopped instance may still name its last one)."""
+    port = config.get("volatile.eth0.host_name", "")
+    return port if port and os.path.exists(f"/sys/class/net/{port}") else ""
 
 
 def _check_nic(name: str, nic: dict[str, str]) -> None:
@@ -145,7 +173,7 @@ def _check_nic(name: str, nic: dict[str, str]) -> None:
 # -- nft ----------------------------------------------------------------------------------
 
 
-def _nft_binary() -> str:
+def nft_binary() -> str:
     for path in NFT_PATHS:
         if os.access(path, os.X_OK):
             return path
@@ -156,7 +184,7 @@ def run_nft(args: Sequence[str], script: str | None = None) -> str:
     """Run nft with a script on stdin; its stdout, or HelperError with its stderr."""
     try:
         done = subprocess.run(
-            [_nft_binary(), *args],
+            [nft_binary(), *args],
             input=script,
             capture_output=True,
             text=True,
@@ -172,23 +200,47 @@ def run_nft(args: Sequence[str], script: str | None = None) -> str:
 
 
 def current() -> list[nft.Installed]:
-    """The rules now in coi's table (none when the table or nft does not exist)."""
+    """The rules now in coi's tables (none when a table or nft does not exist)."""
     if not any(os.access(p, os.X_OK) for p in NFT_PATHS):
         return []
-    try:
-        text = run_nft(["-j", "list", "table", nft.FAMILY, nft.TABLE])
-    except HelperError as exc:
-        if "No such file or directory" in str(exc):
-            return []
-        raise
-    return nft.installed(json.loads(text or "{}"))
+    found = []
+    for family in (nft.FAMILY, nft.PORT_FAMILY):
+        try:
+            text = run_nft(["-j", "list", "table", family, nft.TABLE])
+        except HelperError as exc:
+            if "No such file or directory" in str(exc):
+                continue
+            raise
+        found += nft.installed(json.loads(text or "{}"))
+    return found
+
+
+def run_dir(path: str = RUN_DIR) -> str:
+    """Root's folder for coi's lock and pid files, made 0700; refuses one anyone else could
+    change (another owner, group or world write, a symlink or not a folder)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise HelperError(f"refusing {path}: it is not a folder (a symlink?); remove it")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise HelperError(
+            f"refusing {path}: owned by uid {st.st_uid} with mode {st.st_mode & 0o777:o}; "
+            "remove it (coi's helper makes it again, root-owned, mode 700)"
+        )
+    return path
+
+
+def open_lock(name: str) -> int:
+    """A descriptor on a lock file in run_dir() (never through a symlink)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(os.path.join(run_dir(), name), flags, 0o600)
 
 
 @contextlib.contextmanager
 def locked() -> Iterator[None]:
     """One rule change at a time on this host (list, then delete by handle, then add)."""
-    folder = next((d for d in LOCK_DIRS if os.path.isdir(d)), "/tmp")
-    fd = os.open(os.path.join(folder, "coi-netrules.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock("netrules.lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -197,12 +249,11 @@ def locked() -> Iterator[None]:
 
 
 def _commit(rules: list[nft.Installed], delete: list[tuple[str, int]], add: list[nft.Rule]) -> None:
-    """One atomic nft transaction; the table goes when its last rule does."""
+    """One atomic nft transaction. The table stays when its last rule goes: a missing table
+    then means it was lost (a flush, a reboot), which the guard (nft_guard.py) repairs."""
     if not (delete or add):
         return
     script = nft.table_script() + nft.delete_script(delete) + nft.add_script(add)
-    if not add and len(set(delete)) == len(rules):
-        script = f"delete table {nft.FAMILY} {nft.TABLE}\n"
     run_nft(["-f", "-"], script)
 
 
@@ -212,18 +263,28 @@ def _commit(rules: list[nft.Installed], delete: list[tuple[str, int]], add: list
 def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
     """Replace the container's rules by those its Incus record calls for; the rules as text."""
     target, mode, allows = target_of(project, name, socket_path)
+    planned = [] if target is None else nft.plan(target, mode, allows)
+    retried(lambda: _replace(project, name, target, planned, socket_path))
+    if planned:
+        from . import nft_guard
+
+        nft_guard.ensure_running(socket_path)
+    return [nft.render(r) for r in planned]
+
+
+def _replace(
+    project: str, name: str, target: nft.Target | None, planned: list[nft.Rule], socket_path: str
+) -> None:
     with locked():
         rules = current()
         # Rules of containers that are gone would hold whoever gets their address next
         # (an open container's DHCP lease included): every apply sweeps them away.
         delete = set(nft.owned_by(rules, project, name)) | set(_dead(rules, socket_path))
-        planned = [] if target is None else nft.plan(target, mode, allows)
         if target is not None:
             # Incus keeps static addresses unique on a bridge, so any other rule on this
             # address or MAC is stale (its container went without its rules, or is going).
             delete.update(nft.stale(rules, target))
         _commit(rules, sorted(delete), planned)
-    return [nft.render(r) for r in planned]
 
 
 def _dead(
@@ -236,9 +297,25 @@ def _dead(
     return [(r.chain, r.handle) for r in rules if nft.owner(r.comment) in gone]
 
 
+def retried(step: Callable[[], Any]) -> Any:
+    """step(), again when another writer deleted a rule it meant to delete (an older helper
+    copy, which takes another lock, or a root user's nft)."""
+    for attempt in range(RACE_TRIES):
+        try:
+            return step()
+        except HelperError as exc:
+            if "No such file or directory" not in str(exc) or attempt == RACE_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def remove(project: str, name: str) -> int:
     """Delete every rule whose comment is exactly this container's; how many went."""
     nft.comment(project, name)  # validates
+    return int(retried(lambda: _remove(project, name)))
+
+
+def _remove(project: str, name: str) -> int:
     with locked():
         rules = current()
         handles = nft.owned_by(rules, project, name)
@@ -259,14 +336,21 @@ def orphans(
     socket_path: str = SOCKET, alive: Callable[[str, str], bool] | None = None
 ) -> list[str]:
     """Remove the rules of containers that no longer exist; `project/name` of each."""
-    with locked():
-        rules = current()
-        handles = _dead(rules, socket_path, alive)
-        _commit(rules, handles, [])
+    rules, handles = retried(lambda: _orphans(socket_path, alive))
     gone = {
         r.comment.removeprefix(nft.COMMENT_PREFIX) for r in rules if (r.chain, r.handle) in handles
     }
     return sorted(gone)
+
+
+def _orphans(
+    socket_path: str, alive: Callable[[str, str], bool] | None
+) -> tuple[list[nft.Installed], list[tuple[str, int]]]:
+    with locked():
+        rules = current()
+        handles = _dead(rules, socket_path, alive)
+        _commit(rules, handles, [])
+    return rules, handles
 
 
 def listing() -> dict[str, list[str]]:
@@ -327,6 +411,12 @@ def run(argv: Sequence[str], socket_path: str = SOCKET) -> Any:
         if args[0] == "apply":
             return {"rules": apply(args[1], args[2], socket_path)}
         return {"removed": remove(args[1], args[2])}
+    if len(args) == 1 and args[0] in ("heal", "check"):
+        from . import nft_guard
+
+        if args[0] == "heal":
+            return nft_guard.heal(socket_path)
+        return nft_guard.check(socket_path)
     if len(args) == 1 and args[0] in ("orphans", "list", "probe", "fingerprint"):
         commands: dict[str, Callable[[], Any]] = {
             "orphans": lambda: {"removed": orphans(socket_path)},
@@ -350,3 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if str(exc) == USAGE else 1
     print(json.dumps(result))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """`coi doctor --fix`: carry out the safe repairs the checks name (coi/doctor.py `action`).
 
 Each repair is one that `coi setup` would make too and that cannot lose data: start the
-daemon, create or upgrade coi's profiles, give root its idmap range. The rest (a missing
+daemon, create or upgrade coi's profiles, give root its idmap range, put back a running
+container's lost network rules (or stop it). The rest (a missing
 pool or bridge, an image to build) stays a fix to run by hand.
 """
 
@@ -58,7 +59,15 @@ def _subid_range(cfg: Config, log: Log) -> None:
     hostsetup.do_subid_range(hostsetup.Step("subid", "give root an idmap range"), log)
 
 
+def _restore_rules(cfg: Config, log: Log) -> None:
+    from coi import network
+    from coi.commands.common import connect
+
+    network.heal(connect(cfg))
+
+
 REPAIRS: dict[str, Callable[[Config, Log], None]] = {
+    "restore-rules": _restore_rules,
     "start-daemon": _start_daemon,
     "apply-profiles": _apply_profiles,
     "subid-range": _subid_range,

@@ -209,6 +209,9 @@ def _claim(
         # One listing serves both: reaping what was left stopped, then the free slots.
         listing = incus.get("instances", "listing instances", recursion=1)
         gone = set(reap(incus, cfg, log, listing))
+        from coi import network
+
+        network.heal(incus)  # containers that lost their rules get them back, or stop
         occupants = _occupants([i for i in listing if i["name"] not in gone], workspace, prefix)
         slot, reuse = slots.choose(occupants, limit, preferred, cfg.defaults.persistent)
         if preferred and slot != preferred:

@@ -57,6 +57,9 @@ def list_(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     incus = connect(cfg)
     runtime.reap(incus, cfg)
+    from coi import network
+
+    network.heal(incus)  # a container that lost its rules (flush, reboot) gets them back
     containers = coi_containers(incus)
     saved = [dict(vars(m), path=str(p)) for m, p in sessions.all_sessions()] if args.all else []
     if args.format == "json":

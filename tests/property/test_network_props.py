@@ -245,3 +245,41 @@ def test_a_failed_lookup_keeps_the_last_good_addresses(
     assert set(merged) == set(fresh)
     for name, answer in fresh.items():
         assert set(merged[name]) == set(answer if answer else last.get(name, []))
+
+
+instances = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": names,
+            "project": st.sampled_from(["default", "p1"]),
+            "status": st.sampled_from(["Running", "Stopped", "Frozen"]),
+            "expanded_config": st.fixed_dictionaries(
+                {"user.coi.network_mode": st.sampled_from(["restricted", "allowlist", "open"])}
+            ),
+            "expanded_devices": st.fixed_dictionaries(
+                {"eth0": st.fixed_dictionaries({"type": st.sampled_from(["nic", "none"])})}
+            ),
+        }
+    ),
+    max_size=8,
+    unique_by=lambda i: (i["project"], i["name"]),
+)
+
+
+@loose
+@given(instances, st.data())
+def test_the_guard_heals_exactly_the_running_restricted_containers_without_rules(
+    found: list[dict[str, object]], data: st.DataObject
+) -> None:
+    from coi import nft_guard
+
+    every = [nft.comment(str(i["project"]), str(i["name"])) for i in found]
+    have = data.draw(st.lists(st.sampled_from(every), unique=True) if every else st.just([]))
+    bare = nft_guard.unguarded(found, have)
+    for inst in found:
+        key = (str(inst["project"]), str(inst["name"]))
+        needs = nft_guard.needs_rules(inst)
+        assert (key in bare) == (needs and nft.comment(*key) not in have)
+        assert not needs or inst["status"] == "Running"
+    healed = have + [nft.comment(p, n) for p, n in bare]
+    assert nft_guard.unguarded(found, healed) == []

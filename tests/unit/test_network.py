@@ -13,8 +13,25 @@ from typing import Any
 
 import pytest
 
-from coi import launch, network, network_dns, network_policy, network_setup, nft, nft_helper
+from coi import (
+    launch,
+    network,
+    network_dns,
+    network_doctor,
+    network_policy,
+    network_setup,
+    nft,
+    nft_guard,
+    nft_helper,
+)
 from coi.errors import CoiError, UsageError
+
+
+@pytest.fixture(autouse=True)
+def _no_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apply() starts the root guard process: never from a unit test."""
+    monkeypatch.setattr(nft_guard, "ensure_running", lambda *args: None)
+
 
 T = nft.Target(
     "proj", "c1", "coibr0", "10.171.0.5", "10:66:6a:00:00:01", "10.171.0.1", "10.171.0.0/24"
@@ -295,7 +312,9 @@ def test_open_mode_clears_any_rule_on_its_static_address(monkeypatch: pytest.Mon
     )
     monkeypatch.setattr(nft_helper, "locked", lambda: _nothing())
     assert nft_helper.apply("proj", "c1") == []
-    assert scripts == ["delete table inet coi\n"]  # its last rule went, so the table did
+    # its last rule went, the table stays: a missing table means a lost one (nft_guard.py)
+    assert scripts[0].endswith("delete rule inet coi forward handle 5\n")
+    assert "delete table" not in scripts[0]
 
 
 class _nothing:
@@ -489,14 +508,14 @@ def test_without_root_or_helper_rules_fail_with_the_fix(monkeypatch: pytest.Monk
 def test_doctor_names_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     report = {"acl": False, "acl_reason": "Protocol error", "nftables": True, "nftables_reason": ""}
     monkeypatch.setattr(network, "privileged", lambda incus, *args: report)
-    check = network.doctor_check()
+    check = network_doctor.doctor_check()
     assert (
         check.status == "ok"
         and "nftables fallback" in check.found
         and "ACLs unsupported" in check.found
     )
     monkeypatch.setattr(network, "privileged", lambda incus, *args: {**report, "nftables": False})
-    assert network.doctor_check().status == "fail"
+    assert network_doctor.doctor_check().status == "fail"
 
 
 # -- setup ----------------------------------------------------------------------------------
