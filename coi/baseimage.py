@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from coi import proc
+from coi import output, paths, proc
 from coi.errors import CoiError, NotFound, UsageError
 from coi.incus import Incus
 from coi.lock import file_lock
@@ -320,12 +320,23 @@ def debootstrap(spec: BaseSpec, target: Path, log: Log) -> None:
     """Run debootstrap into target, streaming its output; CoiError with the tail on failure."""
     if not shutil.which("debootstrap", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
         raise CoiError("debootstrap is not installed: run `sudo coi setup`")
+    # Its hundreds of lines go to a log file; a terminal sees one line that keeps changing.
+    record = paths.ensure(paths.logs_dir()) / f"debootstrap-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log(f"debootstrap {spec.suite}: its output goes to {record}")
     try:
-        stream(debootstrap_argv(spec, target), log, DEBOOTSTRAP_TIMEOUT)
+        with open(record, "w", encoding="utf-8") as sink, output.status_line() as show:
+
+            def line(text: str) -> None:
+                sink.write(text + "\n")
+                show(f"debootstrap: {text}")
+
+            stream(debootstrap_argv(spec, target), line, DEBOOTSTRAP_TIMEOUT)
     except CoiError as exc:
         # debootstrap's own log names the step that failed; it is about to be deleted.
         detail = proc.log_tail(target / "debootstrap" / "debootstrap.log", 5)
-        raise CoiError(f"{exc}{'; log: ' + detail if detail else ''}") from exc
+        raise CoiError(
+            f"{exc}{'; log: ' + detail if detail else ''} (all of it: {record})"
+        ) from exc
 
 
 def stream(argv: list[str], log: Log, timeout: float) -> None:

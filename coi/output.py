@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -73,3 +74,22 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@contextmanager
+def status_line() -> Iterator[Callable[[str], None]]:
+    """One line on a terminal that each call rewrites (cleared at the end); off a terminal,
+    nothing: long steps' own output belongs in their log file."""
+    live = sys.stderr.isatty()
+
+    def show(text: str) -> None:
+        if live:
+            sys.stderr.write("\r\033[K" + text[:100])
+            sys.stderr.flush()
+
+    try:
+        yield show
+    finally:
+        if live:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()

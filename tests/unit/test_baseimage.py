@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -253,3 +254,21 @@ def test_stream_failure_carries_the_tail() -> None:
 def test_stream_timeout_kills() -> None:
     with pytest.raises(CoiError, match="did not finish within 1 s"):
         b.stream(["sh", "-c", "echo started; sleep 30"], lambda _: None, 1)
+
+
+def test_debootstraps_lines_go_to_its_log_file_not_to_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    baseimage = b
+
+    def fake_stream(argv: list[str], line: Callable[[str], None], timeout: float) -> None:
+        for n in range(550):
+            line(f"I: step {n}")
+
+    monkeypatch.setattr(baseimage, "stream", fake_stream)
+    monkeypatch.setattr(baseimage.shutil, "which", lambda *a, **k: "/usr/sbin/debootstrap")
+    said: list[str] = []
+    baseimage.debootstrap(AMD64, tmp_path / "rootfs", said.append)
+    assert len(said) == 1 and "its output goes to" in said[0]
+    record = Path(said[0].rsplit(" ", 1)[1])
+    assert record.read_text().count("\n") == 550
