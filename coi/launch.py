@@ -269,9 +269,11 @@ def protect_workspace(spec: LaunchSpec) -> None:
     if protected_view(spec):
         protect_host.stage(spec.name, spec.workspace, spec.protected_paths)
     else:
-        output.warn(
+        output.once(
+            "protect-not-enforced",
             "protected paths (.git/hooks, .vscode...) are not enforced: building their "
-            "read-only view needs root; run coi as root"
+            "read-only view needs root, which coi's helper does not do yet (see SECURITY.md)",
+            level="warn",
         )
 
 
