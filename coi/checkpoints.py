@@ -12,6 +12,7 @@ git runs here without hooks or fsmonitor, whatever the repository's config says.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -308,10 +309,10 @@ def _copy_tree(source: Path, dest: Path, cap: int) -> None:
         return
     except CoiError:
         shutil.rmtree(dest)
-    size = tree_size(source, skip)
+    size = tree_size(source, skip, stop=cap)
     if size > cap:
         raise CoiError(
-            f"{source} holds {size / 2**20:.0f} MiB, more than the checkpoint cap of "
+            f"{source} holds more than the checkpoint cap of "
             f"{cap / 2**20:.0f} MiB on a filesystem without reflinks: raise "
             "[checkpoints] max_size, or make the workspace a git repository"
         )
@@ -332,11 +333,22 @@ def _copy_entries(source: Path, dest: Path, skip: str | None, reflink: str) -> N
         proc.run(["cp", "-a", f"--reflink={reflink}", entry.path, str(dest)], timeout=3600)
 
 
-def tree_size(root: Path, skip: str | None = None) -> int:
-    """Bytes of the regular files under root (links not followed, `skip` left out)."""
+def tree_size(root: Path, skip: str | None = None, stop: int | None = None) -> int:
+    """Bytes of the regular files under root (links not followed, `skip` left out); the
+    count ends early once past `stop` (a home folder need not be walked to the end)."""
     import stat
 
-    return sum(st.st_size for st in _entries(root, skip).values() if stat.S_ISREG(st.st_mode))
+    total = 0
+    for folder, dirs, files in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        dirs[:] = [d for d in dirs if not skip or os.path.normpath(os.path.join(rel, d)) != skip]
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(folder, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        if stop is not None and total > stop:
+            break
+    return total
 
 
 def _copy_list(workspace: Path) -> list[Checkpoint]:

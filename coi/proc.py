@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from coi.errors import CoiError, CommandFailed
 
@@ -19,19 +20,25 @@ def run(
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv, capture text output; raise CommandFailed on a non-zero exit if check."""
-    args = list(argv)
+    done: subprocess.CompletedProcess[str] = _run(
+        list(argv), input=input, env=env, timeout=timeout, text=True
+    )
+    if check and done.returncode != 0:
+        raise CommandFailed(list(argv), done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def _run(
+    args: list[str], *, env: Mapping[str, str] | None, timeout: float | None, **kwargs: Any
+) -> subprocess.CompletedProcess[Any]:
+    """subprocess.run with output captured; a missing program or a timeout is a CoiError."""
     full_env = None if env is None else {**os.environ, **env}
     try:
-        done = subprocess.run(
-            args, input=input, env=full_env, capture_output=True, text=True, timeout=timeout
-        )
+        return subprocess.run(args, env=full_env, capture_output=True, timeout=timeout, **kwargs)
     except FileNotFoundError as exc:
         raise CoiError(f"`{args[0]}` is not installed: run `coi setup`") from exc
     except subprocess.TimeoutExpired as exc:
         raise CoiError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from exc
-    if check and done.returncode != 0:
-        raise CommandFailed(args, done.returncode, done.stdout, done.stderr)
-    return done
 
 
 def ok(argv: Sequence[str], timeout: float | None = 30) -> bool:
@@ -60,17 +67,9 @@ def run_bytes(
     timeout: float | None = None,
 ) -> bytes:
     """Run argv on bytes (file names need not be UTF-8); its stdout, or CommandFailed."""
-    args = list(argv)
-    full_env = None if env is None else {**os.environ, **env}
-    try:
-        done = subprocess.run(
-            args, cwd=cwd, env=full_env, input=input, capture_output=True, timeout=timeout
-        )
-    except FileNotFoundError as exc:
-        raise CoiError(f"`{args[0]}` is not installed: install it and try again") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CoiError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from exc
+    done = _run(list(argv), env=env, timeout=timeout, cwd=cwd, input=input)
     if done.returncode != 0:
         out, err = (s.decode(errors="replace") for s in (done.stdout, done.stderr))
-        raise CommandFailed(args, done.returncode, out, err)
-    return done.stdout
+        raise CommandFailed(list(argv), done.returncode, out, err)
+    stdout: bytes = done.stdout
+    return stdout

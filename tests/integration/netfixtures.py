@@ -220,7 +220,8 @@ def _server(lab: Lab, name: str, image: str, bridge: str, address: str, extra: l
     lab.incus.set_state(name, "start")
     wait_address(lab.incus, name)
     for addr in extra:
-        code, out = sh(lab.incus, name, f"ip addr add {addr}/{lab.pub_net.prefixlen} dev eth0")
+        # replace, not add: sh() tries again after a lost exec, which may have run
+        code, out = sh(lab.incus, name, f"ip addr replace {addr}/{lab.pub_net.prefixlen} dev eth0")
         assert code == 0, out
     start_servers(lab.incus, name)
 

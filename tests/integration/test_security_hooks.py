@@ -30,7 +30,11 @@ def env(
     """A user config naming the test image and the plain shell; a prefix of our own."""
     config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n')
+    # no checkpoint before each session: its commit objects would change .git under test
+    config.write_text(
+        f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n'
+        "[checkpoints]\nauto = false\n"
+    )
     prefix = f"h{uuid.uuid4().hex[:5]}-"
     monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
     return {"COI_CONTAINER_PREFIX": prefix}
