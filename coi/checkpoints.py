@@ -67,7 +67,7 @@ def new_id(name: str | None, now: float) -> str:
 def is_git(workspace: Path) -> bool:
     """True when the workspace is the top folder of a git work tree."""
     try:
-        top = _git(workspace, "rev-parse", "--show-toplevel").decode().strip()
+        top = git(workspace, "rev-parse", "--show-toplevel").decode().strip()
     except CoiError:
         return False
     return Path(top).resolve() == workspace.resolve()
@@ -130,7 +130,7 @@ def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoi
     doomed = found[keep:]
     for checkpoint in doomed:
         if checkpoint.kind == "git":
-            _git(workspace, "update-ref", "-d", REFS + checkpoint.id)
+            git(workspace, "update-ref", "-d", REFS + checkpoint.id)
         else:
             shutil.rmtree(_copy_dir(workspace, checkpoint.id).parent)
     return doomed
@@ -139,8 +139,9 @@ def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoi
 # -- git ------------------------------------------------------------------------------
 
 
-def _git(workspace: Path, *args: str, env: Mapping[str, str] | None = None,
-         input: bytes | None = None) -> bytes:  # fmt: skip
+def git(workspace: Path, *args: str, env: Mapping[str, str] | None = None,
+        input: bytes | None = None) -> bytes:  # fmt: skip
+    """git in the workspace, without hooks or fsmonitor; its stdout."""
     # coi may run as another user than the workspace's owner (root, say): git would refuse
     # the repository as "dubious ownership"; hooks and fsmonitor stay off whatever it says.
     trust = ("-c", f"safe.directory={workspace.resolve()}")
@@ -152,7 +153,7 @@ def _git(workspace: Path, *args: str, env: Mapping[str, str] | None = None,
 def _private_index(workspace: Path, seed: bool) -> Iterator[dict[str, str]]:
     """GIT_INDEX_FILE pointing at a throwaway index (a copy of the real one when seed, so
     unchanged files are not hashed again)."""
-    real = Path(workspace, _git(workspace, "rev-parse", "--git-path", "index").decode().strip())
+    real = Path(workspace, git(workspace, "rev-parse", "--git-path", "index").decode().strip())
     with tempfile.TemporaryDirectory(prefix="coi-index-") as folder:
         index = Path(folder) / "index"
         if seed and real.is_file():
@@ -163,8 +164,8 @@ def _private_index(workspace: Path, seed: bool) -> Iterator[dict[str, str]]:
 def _tree_now(workspace: Path) -> str:
     """The tree of the working tree as it is: tracked and untracked, ignored excluded."""
     with _private_index(workspace, seed=True) as env:
-        _git(workspace, "add", "--all", "--", ".", *_git_excludes(workspace), env=env)
-        return _git(workspace, "write-tree", env=env).decode().strip()
+        git(workspace, "add", "--all", "--", ".", *_git_excludes(workspace), env=env)
+        return git(workspace, "write-tree", env=env).decode().strip()
 
 
 def inner_coi_home(workspace: Path) -> str | None:
@@ -189,15 +190,15 @@ def _git_create(workspace: Path, ident: str, message: str, now: float) -> Checkp
         "GIT_AUTHOR_DATE": f"@{int(now)} +0000",
         "GIT_COMMITTER_DATE": f"@{int(now)} +0000",
     }
-    commit = _git(workspace, "commit-tree", tree, *parents, env=env, input=text.encode())
+    commit = git(workspace, "commit-tree", tree, *parents, env=env, input=text.encode())
     sha = commit.decode().strip()
-    _git(workspace, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
+    git(workspace, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
     return Checkpoint(ident, now, message, "git", sha)
 
 
 def _head(workspace: Path) -> str:
     try:
-        return _git(workspace, "rev-parse", "-q", "--verify", "HEAD^{commit}").decode().strip()
+        return git(workspace, "rev-parse", "-q", "--verify", "HEAD^{commit}").decode().strip()
     except CoiError:
         return ""  # a repository without a commit yet
 
@@ -205,7 +206,7 @@ def _head(workspace: Path) -> str:
 def _git_list(workspace: Path) -> list[Checkpoint]:
     # fields end in NUL, records in RS (0x1e): a message never holds either (clean_message)
     fmt = "%(refname)%00%(objectname)%00%(committerdate:unix)%00%(contents:body)%1e"
-    raw = _git(workspace, "for-each-ref", f"--format={fmt}", REFS).decode(errors="replace")
+    raw = git(workspace, "for-each-ref", f"--format={fmt}", REFS).decode(errors="replace")
     found = []
     for record in raw.split("\x1e"):
         fields = record.lstrip("\n").split("\0")
@@ -221,7 +222,7 @@ def clean_message(message: str) -> str:
 
 
 def _git_changes(workspace: Path, old: str, new: str) -> list[tuple[str, str]]:
-    raw = _git(workspace, "diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new)
+    raw = git(workspace, "diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new)
     words = raw.split(b"\0")
     pairs = [(words[i].decode(), os.fsdecode(words[i + 1])) for i in range(0, len(words) - 1, 2)]
     return sorted(pairs, key=lambda p: p[1])
@@ -241,9 +242,9 @@ def _git_restore(workspace: Path, current: str, target: str) -> None:
         if (workspace / rel).is_dir() and not (workspace / rel).is_symlink():
             shutil.rmtree(workspace / rel)
     with _private_index(workspace, seed=False) as env:
-        _git(workspace, "read-tree", target, env=env)
+        git(workspace, "read-tree", target, env=env)
         names = b"\0".join(os.fsencode(p) for p in wanted) + b"\0"
-        _git(workspace, "checkout-index", "-f", "-z", "--stdin", env=env, input=names)
+        git(workspace, "checkout-index", "-f", "-z", "--stdin", env=env, input=names)
 
 
 def _refuse_to_drop_ignored(workspace: Path, wanted: list[str], gone: set[str]) -> None:

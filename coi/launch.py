@@ -285,7 +285,7 @@ def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
     folders = host_folders(incus, name)
     _discard(incus, name) if force else incus.delete_instance(name)
     network.forget(incus, name, mode)
-    clear_setid(folders)  # the container is gone: nothing can set a bit again meanwhile
+    sweep(folders)  # the container is gone: nothing can plant anything again meanwhile
     # Only once it is gone: unlinking a placeholder would unmount it in a live container.
     with contextlib.suppress(CoiError):
         if not incus.exists(f"instances/{name}"):
@@ -317,6 +317,16 @@ def host_folders(incus: Incus, name: str) -> list[Path]:
             Path(workspace if device.get("path") == WORKSPACE_PATH and workspace else source)
         )
     return found
+
+
+def sweep(folders: list[Path]) -> None:
+    """Undo what a container could leave in host folders to act on the host later: set-id
+    bits (coi/setid.py) and submodules planted to run code (coi/gitlinks.py)."""
+    from coi import gitlinks
+
+    clear_setid(folders)
+    for folder in folders:
+        gitlinks.neutralize(folder, output.warn)
 
 
 def clear_setid(folders: list[Path]) -> None:

@@ -477,7 +477,7 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
             if running:
                 incus.set_state(name, "stop", timeout=30)
                 log(f"{name} stopped and kept (persistent): the next session reuses it")
-            launch.clear_setid(launch.host_folders(incus, name))
+            launch.sweep(launch.host_folders(incus, name))
             if settled_status(incus, name) == "Stopped":  # never under a running container
                 launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
 

@@ -309,3 +309,31 @@ def test_a_reused_persistent_container_is_protected_again(
         for name in names:
             coi("kill", name)
     assert tree(ws) == before
+
+
+PLANT_SUBMODULE = """set -e
+cd /workspace && mkdir -p vendor/lib && cd vendor/lib
+git init -q && echo x > x && git add x
+git -c user.name=a -c user.email=a@a commit -qm x
+git config core.fsmonitor "touch $1; false"
+cd /workspace && git add vendor/lib && echo planted
+"""
+
+
+def test_a_submodule_planted_through_the_index_does_not_run_on_the_host(
+    env: dict[str, str], tmp_path: Path, markers: dict[str, Path], incus: Incus
+) -> None:
+    """The index stays writable (commits inside need it): the container adds a nested
+    repository whose config runs a payload on the host's `git status`; coi moves that
+    config aside when the session ends."""
+    if incus.image_alias("coi") is None:
+        pytest.skip("no 'coi' image (it has git): build it with `coi build`")
+    ws = scratch_repo(tmp_path / "ws")
+    marker = markers["fsmonitor"]
+    done = coi("run", "--image", "coi", "--workspace", str(ws), "--",
+               "sh", "-c", PLANT_SUBMODULE, "sh", str(marker))  # fmt: skip
+    assert done.returncode == 0 and "planted" in done.stdout, done.stderr
+    assert "submodule vendor/lib: moved config" in done.stderr
+    assert "160000" in git(ws, "ls-files", "--stage", "vendor/lib").stdout  # still a gitlink
+    git(ws, "status")
+    assert not marker.exists()
