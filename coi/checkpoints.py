@@ -340,16 +340,27 @@ def tree_size(root: Path, skip: str | None = None, stop: int | None = None) -> i
     import stat
 
     total = 0
-    for folder, dirs, files in os.walk(root):
-        rel = os.path.relpath(folder, root)
-        dirs[:] = [d for d in dirs if not skip or os.path.normpath(os.path.join(rel, d)) != skip]
-        for name in files:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(folder, name))
-                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    for _rel, st in _walk(root, skip):
+        total += st.st_size if stat.S_ISREG(st.st_mode) else 0
         if stop is not None and total > stop:
             break
     return total
+
+
+def _walk(root: Path, skip: str | None = None) -> Iterator[tuple[str, os.stat_result]]:
+    """Every path under root (relative) with its lstat; `skip` (coi's own home), what it
+    holds and the folders on the way to it left out."""
+    for folder, dirs, files in os.walk(root):
+        here = os.path.relpath(folder, root)
+        if skip:
+            dirs[:] = [d for d in dirs if os.path.normpath(os.path.join(here, d)) != skip]
+        for name in [*dirs, *files]:
+            full = os.path.join(folder, name)
+            rel = os.path.relpath(full, root)
+            if skip and skip.startswith(rel + "/"):
+                continue
+            with contextlib.suppress(OSError):  # gone meanwhile
+                yield rel, os.lstat(full)
 
 
 def _copy_list(workspace: Path) -> list[Checkpoint]:
@@ -366,15 +377,7 @@ def _copy_list(workspace: Path) -> list[Checkpoint]:
 
 def _entries(root: Path, skip: str | None = None) -> dict[str, os.stat_result]:
     """Every path under root (relative) with its lstat; `skip` and what it holds left out."""
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            full = os.path.join(folder, name)
-            rel = os.path.relpath(full, root)
-            if skip and (rel == skip or rel.startswith(skip + "/") or skip.startswith(rel + "/")):
-                continue  # coi's own home, and the folders on the way to it
-            found[rel] = os.lstat(full)
-    return found
+    return dict(_walk(root, skip))
 
 
 def _copy_changes(old: Path, new: Path, skip: str | None) -> list[tuple[str, str]]:

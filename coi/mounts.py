@@ -57,10 +57,11 @@ def parse_flag(text: str, cwd: Path) -> Mount:
 
 def from_config(entries: Iterable[Mapping[str, Any]], home: Path) -> list[Mount]:
     """The `[[mounts]]` tables (validated by the schema) as Mounts."""
+    from coi.config_model import expand
+
     found = []
     for entry in entries:
-        raw = str(entry["source"])
-        source = home / raw[2:] if raw == "~" or raw.startswith("~/") else Path(raw)
+        source = expand(str(entry["source"]), home)
         found.append(Mount(source, str(entry["target"]), bool(entry.get("readonly", True))))
     return found
 
