@@ -281,8 +281,12 @@ def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
     """Delete an instance coi made and everything coi holds for it (network rules...)."""
     from coi import network
 
-    mode = network.mode_of(incus, name)
-    folders = host_folders(incus, name)
+    try:  # one read serves both: the mode (which rules go) and the folders to sweep
+        record = incus.instance(name)
+    except NotFound:
+        record = {}
+    mode = (record.get("config") or {}).get(network.MODE_KEY)
+    folders = folders_of(record)
     _discard(incus, name) if force else incus.delete_instance(name)
     network.forget(incus, name, mode)
     sweep(folders)  # the container is gone: nothing can plant anything again meanwhile
@@ -304,9 +308,13 @@ def host_folders(incus: Incus, name: str) -> list[Path]:
     """The host folders mounted into an instance (its disks with a host path); the
     workspace is its own folder, not the locked view the disk mounts."""
     try:
-        record = incus.instance(name)
+        return folders_of(incus.instance(name))
     except NotFound:
         return []
+
+
+def folders_of(record: dict[str, Any]) -> list[Path]:
+    """host_folders of an instance record already read."""
     workspace = (record.get("config") or {}).get(LABEL + "workspace")
     found = []
     for device in (record.get("devices") or {}).values():

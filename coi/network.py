@@ -373,14 +373,6 @@ def pin_hosts(
 # -- lifecycle ------------------------------------------------------------------------------
 
 
-def mode_of(incus: Incus, name: str) -> str | None:
-    """The instance's network mode label, or None when it is gone or not coi's."""
-    try:
-        return (incus.instance(name).get("config") or {}).get(MODE_KEY)
-    except NotFound:
-        return None
-
-
 def forget(incus: Incus, name: str, mode: str | None) -> None:
     """After a delete: remove the instance's rules (kept while the instance still exists)."""
     if mode == "open" or not can_apply() or incus.exists(f"instances/{name}"):

@@ -202,24 +202,24 @@ def _claim(
     readonly: frozenset[str] = frozenset(),
 ) -> tuple[str, int]:
     """Reuse an idle persistent container or create one in a free slot, under the lock."""
+    from coi import network
+
     prefix = slots.prefix()
     limit = cfg.defaults.max_slots
+    # Containers that lost their rules get them back, or stop: no slot decision hangs on
+    # it, so not under the slot lock that parallel sessions of this workspace wait for.
+    network.heal(incus)
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with file_lock(lock, what=f"the slot lock of {workspace}"):
         # One listing serves both: reaping what was left stopped, then the free slots.
         listing = incus.get("instances", "listing instances", recursion=1)
         gone = set(reap(incus, cfg, log, listing))
-        from coi import network
-
-        network.heal(incus)  # containers that lost their rules get them back, or stop
         occupants = _occupants([i for i in listing if i["name"] not in gone], workspace, prefix)
         slot, reuse = slots.choose(occupants, limit, preferred, cfg.defaults.persistent)
         if preferred and slot != preferred:
             log(f"slot {preferred} is busy: using slot {slot}")
         name = slots.container_name(workspace, slot, prefix)
         if reuse:
-            from coi import network
-
             log(f"reusing persistent container {name}")
             network.ensure_rules(incus, name)  # after a reboot the host holds none
             hold(name)
