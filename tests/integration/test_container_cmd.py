@@ -79,10 +79,14 @@ def test_exec_on_missing_container_is_one_line() -> None:
 def test_launch_returns_after_early_boot(
     incus: Incus, base_image: str, name: str, cleanup: list[str]
 ) -> None:
-    """Early boot empties /tmp: launch returns only once it is over, so /tmp keeps files."""
+    """Early boot empties /tmp: launch returns once that is done, so /tmp keeps files."""
     cleanup.append(name)
     assert coi("container", "launch", base_image, name).returncode == 0
-    probe = "systemctl is-active sysinit.target; echo kept > /tmp/mark; sleep 2; cat /tmp/mark"
+    # what the barrier waits for: the unit that empties /tmp has run (sysinit.target may
+    # still be on its way: `is-active A B` holds once either is)
+    probe = (
+        "systemctl is-active systemd-tmpfiles-setup; echo kept > /tmp/mark; sleep 2; cat /tmp/mark"
+    )
     done = coi("container", "exec", name, "--", "sh", "-c", probe)
     assert done.stdout.split() == ["active", "kept"], done.stdout + done.stderr
 
