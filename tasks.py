@@ -10,7 +10,7 @@ from invoke import Collection, Context, Exit, task
 def _coi(*argv: str, passthrough: bool = False) -> None:
     """Run one coi command in-process; a failure ends invoke with coi's exit code
     (silently for `passthrough`, where the code is the inner command's own)."""
-    from coi.cli import main
+    from coi.commands.cli import main
 
     code = main(list(argv))
     if code != 0:
@@ -42,7 +42,7 @@ def _profile_target() -> tuple[Any, dict[str, str]]:
 @task(name="diff", help={"check": "exit 1 when any live profile differs from its file"})
 def profiles_diff(c: Context, check: bool = False) -> None:
     """Show drift between profiles/*.yaml and the live Incus profiles, key by key."""
-    from coi.profiles import survey
+    from coi.launch.profiles import survey
 
     found = survey(*_profile_target())
     for item in found:
@@ -55,8 +55,8 @@ def profiles_diff(c: Context, check: bool = False) -> None:
 @task(name="apply")
 def profiles_apply(c: Context) -> None:
     """Create missing and upgrade older live profiles; a newer live one is left alone."""
-    from coi.output import warn
-    from coi.profiles import apply
+    from coi.core.output import warn
+    from coi.launch.profiles import apply
 
     for name, action in apply(*_profile_target(), log=warn).items():
         print(f"{name}: {action.value}")
@@ -92,8 +92,8 @@ def images_base(c: Context, release: str = "debian/12", force: bool = False) -> 
     """Build (or find up to date) coi's local Debian base image."""
     import argparse
 
-    from coi.baseimage import ensure_base
     from coi.commands.common import connect, load_config
+    from coi.images.base import ensure_base
 
     print(ensure_base(connect(load_config(argparse.Namespace())), release, force=force))
 

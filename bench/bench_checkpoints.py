@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coi import checkpoints
+from coi.workspace import checkpoints
 
 TOTAL_MB = int(os.environ.get("COI_BENCH_CHECKPOINT_MB", "1024"))
 FILES = int(os.environ.get("COI_BENCH_CHECKPOINT_FILES", "20000"))

@@ -19,9 +19,9 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 
-from coi import launch
-from coi.errors import IncusError
-from coi.incus import Incus, connect, create_project, drop_project
+from coi.core.errors import IncusError
+from coi.incus.adapter import Incus, connect, create_project, drop_project
+from coi.launch import executor as launch
 
 EXECS_PER_CONTAINER = 3
 INTERCEPTS = ("security.syscalls.intercept.mknod", "security.syscalls.intercept.setxattr")

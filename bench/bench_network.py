@@ -19,10 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _timing import median_of, report
 
-from coi import launch, network, network_policy
-from coi.baseimage import ensure_base
-from coi.errors import CoiError
-from coi.incus import Incus, connect, create_project, drop_project
+from coi.core.errors import CoiError
+from coi.images.base import ensure_base
+from coi.incus.adapter import Incus, connect, create_project, drop_project
+from coi.launch import executor as launch
+from coi.network import enforce as network
+from coi.network import policy as network_policy
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 

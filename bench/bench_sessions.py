@@ -73,13 +73,13 @@ def counted(self, *a, **k):
     count[0] += 1
     return original(self, *a, **k)
 rs.Session.request = counted
-import coi.execws as ew
+import coi.incus.execws as ew
 opened = ew.Channel.open
 def ws(self, path):
     count[0] += 1
     return opened(self, path)
 ew.Channel.open = ws
-from coi.cli import main
+from coi.commands.cli import main
 try:
     main(["run", "--image", {IMAGE!r}, "--tool", "shell", "--network", "open", "--", "true"])
 finally:
@@ -99,8 +99,8 @@ def make_state(root: Path, files: int = 5000, total: int = 50 * 1024 * 1024) -> 
 
 
 def transfer(workspace: Path) -> tuple[float, float]:
-    from coi import sessions
-    from coi.incus import connect
+    from coi.incus.adapter import connect
+    from coi.sessions import store as sessions
 
     api = connect()
     name = f"bench-xfer-{uuid.uuid4().hex[:6]}"

@@ -2,6 +2,6 @@
 
 import sys
 
-from coi.cli import main
+from coi.commands.cli import main
 
 sys.exit(main())

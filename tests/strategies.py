@@ -6,8 +6,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from coi.config import Layer
-from coi.config_schema import (
+from coi.config.load import Layer
+from coi.config.schema import (
     BUILTIN_TOOLS,
     LIMIT_KEYS,
     NETWORK_MODES,

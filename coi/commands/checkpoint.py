@@ -8,16 +8,16 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from coi import output
-from coi.cli import Command
+from coi.commands.cli import Command
 from coi.commands.common import load_config, workspace_of
+from coi.core import output
 
 C = "coi.commands.checkpoint:"
 
 
 def create(args: argparse.Namespace) -> int:
     """Record the workspace's files now."""
-    from coi import checkpoints
+    from coi.workspace import checkpoints
 
     cap = load_config(args).checkpoints.max_bytes
     made = checkpoints.create(workspace_of(args), args.name, args.message or "", max_size=cap)
@@ -27,7 +27,7 @@ def create(args: argparse.Namespace) -> int:
 
 def list_(args: argparse.Namespace) -> int:
     """The workspace's checkpoints, newest first."""
-    from coi import checkpoints
+    from coi.workspace import checkpoints
 
     found = checkpoints.all_of(workspace_of(args))
     if args.format == "json":
@@ -44,7 +44,7 @@ def _when(stamp: float) -> str:
 
 def prune(args: argparse.Namespace) -> int:
     """Keep the newest N checkpoints."""
-    from coi import checkpoints
+    from coi.workspace import checkpoints
 
     gone = checkpoints.prune(workspace_of(args), args.keep)
     output.info(f"deleted {len(gone)} checkpoint(s), kept the newest {args.keep}")
@@ -53,7 +53,7 @@ def prune(args: argparse.Namespace) -> int:
 
 def diff(args: argparse.Namespace) -> int:
     """What changed in the workspace since a checkpoint (the newest by default)."""
-    from coi import checkpoints
+    from coi.workspace import checkpoints
 
     workspace = workspace_of(args)
     since = checkpoints.find(workspace, args.checkpoint)
@@ -70,7 +70,7 @@ def diff(args: argparse.Namespace) -> int:
 
 def rollback(args: argparse.Namespace) -> int:
     """Put the workspace's files back as a checkpoint had them; the state before is saved."""
-    from coi import checkpoints
+    from coi.workspace import checkpoints
 
     workspace = workspace_of(args)
     target = checkpoints.find(workspace, args.checkpoint)

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coi.errors import UsageError
+from coi.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from coi.config import Config
-    from coi.incus import Incus
+    from coi.config.load import Config
+    from coi.incus.adapter import Incus
 
 
 def workspace_of(args: argparse.Namespace) -> Path:
@@ -33,7 +33,8 @@ def load_config(
     args: argparse.Namespace, profile: str | None = None, *, quiet: bool = False
 ) -> Config:
     """The merged config for this workspace, profile and flags; warnings printed once."""
-    from coi import config, output
+    from coi.config import load as config
+    from coi.core import output
 
     cfg = config.load(
         workspace_of(args),
@@ -47,7 +48,7 @@ def load_config(
 
 def connect(cfg: Config) -> Incus:
     """An Incus connection in the configured project (local socket or HTTPS remote)."""
-    from coi.incus import Endpoint, connect, socket_path
+    from coi.incus.adapter import Endpoint, connect, socket_path
 
     section = cfg.incus
     endpoint = Endpoint(socket_path())

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import argparse
 
-from coi import output
-from coi.cli import Command
+from coi.commands.cli import Command
 from coi.commands.common import connect, load_config
-from coi.errors import NotFound, UsageError
+from coi.core import output
+from coi.core.errors import NotFound, UsageError
 
 P = "coi.commands.port:"
 
 
 def add(args: argparse.Namespace) -> int:
     """Add a proxy device; a running container gets it at once."""
-    from coi import ports
+    from coi.network import ports
 
     port = ports.parse(args.host, args.container_port, args.protocol)
     incus = connect(load_config(args))
@@ -37,8 +37,8 @@ def add(args: argparse.Namespace) -> int:
 
 def list_(args: argparse.Namespace) -> int:
     """The forwards of one container, or of every coi container."""
-    from coi import ports
-    from coi.commands.manage_cmd import is_coi
+    from coi.commands.session.manage import is_coi
+    from coi.network import ports
 
     incus = connect(load_config(args))
     if args.name:
@@ -63,7 +63,7 @@ def list_(args: argparse.Namespace) -> int:
 
 def remove(args: argparse.Namespace) -> int:
     """Remove one forward (by host port) or all of them."""
-    from coi import ports
+    from coi.network import ports
 
     incus = connect(load_config(args))
     forwards = ports.from_devices(incus.instance(args.name).get("devices") or {})

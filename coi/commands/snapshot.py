@@ -12,13 +12,13 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from coi import output
-from coi.cli import Command
+from coi.commands.cli import Command
 from coi.commands.common import connect, load_config
-from coi.errors import NotFound, UsageError
+from coi.core import output
+from coi.core.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
-    from coi.incus import Incus
+    from coi.incus.adapter import Incus
 
 S = "coi.commands.snapshot:"
 SNAP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")

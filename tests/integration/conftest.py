@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from coi import launch
-from coi.errors import CoiError
-from coi.incus import Incus, connect, create_project, drop_project
+from coi.core.errors import CoiError
+from coi.incus.adapter import Incus, connect, create_project, drop_project
+from coi.launch import executor as launch
 
 POOL, NETWORK = "coi", "coibr0"
 BASE = os.environ.get("COI_TEST_BASE", "debian/12")
@@ -66,7 +66,7 @@ def incus(session_incus: Incus, project: str, monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture(scope="session")
 def base_image(session_incus: Incus) -> str:
     """The local Debian base image alias (built once, shared through the default project)."""
-    from coi.baseimage import ensure_base
+    from coi.images.base import ensure_base
 
     return ensure_base(session_incus, BASE, log=lambda line: None)
 

@@ -24,9 +24,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from coi import launch
-from coi.errors import CoiError
-from coi.incus import Incus, connect
+from coi.core.errors import CoiError
+from coi.incus.adapter import Incus, connect
+from coi.launch import executor as launch
 
 PORTS = (8080, 9090)
 SERVER = (
@@ -177,7 +177,7 @@ class Lab:
         raw = "".join(f"host-record={n},{a}\n" for n, a in names.items())
         self.admin.call("PATCH", f"networks/{self.pub_bridge}", {"config": {"raw.dnsmasq": raw}})
         deadline = time.monotonic() + 20
-        from coi.network_dns import ResolveError, resolve
+        from coi.network.dns import ResolveError, resolve
 
         while time.monotonic() < deadline:  # dnsmasq restarts: wait until it answers
             with contextlib.suppress(ResolveError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coi import launch
-from coi.errors import IncusError, NotFound
-from coi.incus import Endpoint, Incus
+from coi.core.errors import IncusError, NotFound
+from coi.incus.adapter import Endpoint, Incus
+from coi.launch import executor as launch
 
 
 def test_launch_exec_delete(incus: Incus, base_image: str, name: str) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from coi import baseimage as b
-from coi.errors import CoiError
-from coi.incus import Incus
+from coi.core.errors import CoiError
+from coi.images import base as b
+from coi.incus.adapter import Incus
 
 pytestmark = pytest.mark.integration
 

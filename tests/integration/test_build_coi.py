@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from coi import images_pins, launch
-from coi.errors import CoiError
-from coi.incus import ExecResult, Incus
+from coi.core.errors import CoiError
+from coi.images import pins as images_pins
+from coi.incus.adapter import ExecResult, Incus
+from coi.launch import executor as launch
 from tests.integration.conftest import NETWORK
 from tests.integration.helpers import coi
 
@@ -272,7 +273,8 @@ def test_each_installed_tool_runs_and_keeps_its_state_across_resume(
     """Sessions issue, item 5: for each tool the image installs, --version runs inside a
     session, and a file planted in its state folder survives save and resume. The npm
     query also proves a session trusts the host's extra CAs (HTTPS through the proxy)."""
-    from coi import config, tools
+    from coi.config import load as config
+    from coi.config import tools
 
     workspace = tmp_path / "project"
     workspace.mkdir()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coi.incus import Incus
+from coi.incus.adapter import Incus
 from tests.integration.helpers import coi
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from coi import profiles
-from coi.incus import Incus
+from coi.incus.adapter import Incus
+from coi.launch import profiles
 from tests.integration.helpers import coi
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from coi.incus import Incus
+from coi.incus.adapter import Incus
 from tests.integration.helpers import coi
 
 

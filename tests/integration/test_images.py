@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from coi import certs, dnsfix, images_naming
-from coi.errors import CoiError
-from coi.incus import Incus
+from coi.core.errors import CoiError
+from coi.images import certs, dnsfix
+from coi.images import naming as images_naming
+from coi.incus.adapter import Incus
 from tests.integration.conftest import NETWORK
 from tests.integration.helpers import coi
 

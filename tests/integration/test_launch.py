@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from coi import launch, protect, slots
-from coi.incus import Incus
+from coi.boundary import protect
+from coi.core import slots
+from coi.incus.adapter import Incus
+from coi.launch import executor as launch
 
 
 def test_launch_config_is_what_incus_holds(
@@ -79,8 +81,8 @@ def test_workspace_owned_by_another_uid(
 ALLOCATE = """
 import sys
 from pathlib import Path
-from coi import launch
-from coi.incus import connect
+from coi.launch import executor as launch
+from coi.incus.adapter import connect
 incus = connect(project=sys.argv[1])
 ws = Path(sys.argv[2])
 spec = launch.create_in_slot(
@@ -124,7 +126,7 @@ def test_parallel_processes_take_distinct_slots(
 def test_failed_start_leaves_nothing(
     incus: Incus, base_image: str, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from coi.faults import InjectedFault
+    from coi.core.faults import InjectedFault
 
     monkeypatch.setenv("COI_FAULT", "start")
     with pytest.raises(InjectedFault):

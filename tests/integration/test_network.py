@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from coi import launch, network_policy
-from coi.errors import CoiError
-from coi.incus import Incus
+from coi.core.errors import CoiError
+from coi.incus.adapter import Incus
+from coi.launch import executor as launch
+from coi.network import policy as network_policy
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import (
     Lab,

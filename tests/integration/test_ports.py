@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coi.incus import Incus
+from coi.incus.adapter import Incus
 from tests.integration.helpers import coi
 
 SERVER = (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from coi import doctor, profiles
-from coi.incus import Incus
+from coi.host import doctor
+from coi.incus.adapter import Incus
+from coi.launch import profiles
 
 VALUES = {"pool": "coi", "network": "coibr0"}
 

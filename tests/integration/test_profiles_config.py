@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from coi import config, launch
-from coi.config import limits_config
-from coi.incus import Incus
+from coi.config import load as config
+from coi.config.load import limits_config
+from coi.incus.adapter import Incus
+from coi.launch import executor as launch
 from tests.integration.helpers import coi
 
 # cgroup v2 shows the limit in memory.max; a cgroup v1 host (this machine kind) in the

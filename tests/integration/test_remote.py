@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from coi import launch
-from coi.errors import IncusError
-from coi.incus import Endpoint, Incus, connect
+from coi.core.errors import IncusError
+from coi.incus.adapter import Endpoint, Incus, connect
+from coi.launch import executor as launch
 
 SERVER_CERT = Path("/var/lib/incus/server.crt")
 

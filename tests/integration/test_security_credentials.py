@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.incus import Incus
+from coi.incus.adapter import Incus
 from tests.integration.helpers import coi
 
 # The markers travel on stdin to the root search, never in a command line that sudo logs.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.incus import Incus
+from coi.incus.adapter import Incus
 from tests.integration.helpers import coi
 
 READ_ONLY = ("Read-only file system", "Permission denied")
@@ -254,7 +254,7 @@ def test_worktrees_and_submodules_of_the_workspace_repository_keep_their_links(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the locked view is built as root")
 def test_parallel_views_of_one_workspace_leave_nothing_behind(tmp_path: Path) -> None:
-    from coi import protect, protect_host
+    from coi.boundary import protect, protect_host
 
     ws = scratch_repo(tmp_path / "ws")
     before = tree(ws)
@@ -274,7 +274,7 @@ def test_parallel_views_of_one_workspace_leave_nothing_behind(tmp_path: Path) ->
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the locked view is built as root")
 def test_placeholders_left_by_a_reboot_go_at_the_next_release(tmp_path: Path) -> None:
-    from coi import protect, protect_host
+    from coi.boundary import protect, protect_host
 
     ws = tmp_path / "plain"
     ws.mkdir()

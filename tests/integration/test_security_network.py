@@ -24,9 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from coi import hostsetup, launch, network_setup, nft_guard, nft_helper
-from coi.errors import CoiError
-from coi.incus import Incus
+from coi.core.errors import CoiError
+from coi.host import bridge as network_setup
+from coi.host import setup as hostsetup
+from coi.incus.adapter import Incus
+from coi.launch import executor as launch
+from coi.network import nft_guard, nft_helper
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import (
     coi_rules,

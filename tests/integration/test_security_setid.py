@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from coi import launch
-from coi.incus import Incus
+from coi.incus.adapter import Incus
+from coi.launch import executor as launch
 from tests.integration.helpers import coi
 
 IMAGE = os.environ.get("COI_TEST_IMAGE", "coi")  # python3 and docker.io, as sessions have

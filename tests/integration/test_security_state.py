@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from coi.errors import CoiError
-from coi.incus import Incus
+from coi.core.errors import CoiError
+from coi.incus.adapter import Incus
 from tests.integration.helpers import coi
 
 MiB = 1024**2

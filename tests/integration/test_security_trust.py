@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from coi import trust
-from coi.incus import Incus
+from coi.config import trust
+from coi.incus.adapter import Incus
 from tests.integration.helpers import Pty, coi
 from tests.integration.netfixtures import Lab, make_lab
 

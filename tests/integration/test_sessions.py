@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from coi import slots
-from coi.errors import CoiError
-from coi.incus import Incus
+from coi.core import slots
+from coi.core.errors import CoiError
+from coi.incus.adapter import Incus
 from tests.integration.helpers import Pty, coi
 
 STATE_SCRIPT = 'mkdir -p ~/.fake && echo "$1" >> ~/.fake/state'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.incus import Incus
+from coi.incus.adapter import Incus
 from tests.integration.helpers import coi
 
 

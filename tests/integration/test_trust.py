@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.incus import Incus
+from coi.incus.adapter import Incus
 from tests.integration.conftest import NETWORK
 from tests.integration.helpers import coi
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from coi import checkpoints
-from coi.errors import CoiError
+from coi.core.errors import CoiError
+from coi.workspace import checkpoints
 from tests.strategies import workspace_trees
 
 SETTINGS = settings(

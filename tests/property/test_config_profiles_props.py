@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi import profiles
-from coi.profiles import Action, ProfileSpec
+from coi.launch import profiles
+from coi.launch.profiles import Action, ProfileSpec
 
 VALUES = {"pool": "p", "network": "n"}
 

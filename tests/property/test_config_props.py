@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coi.config import (
+from coi.config.load import (
     LAYER_ORDER,
     env_layer,
     flags_layer_from,

@@ -10,7 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coi import credentials, network_policy, nft, trust
+from coi.config import trust
+from coi.network import nft
+from coi.network import policy as network_policy
+from coi.sessions import credentials
 from tests.strategies import (
     allowlist_entries,
     claude_settings,

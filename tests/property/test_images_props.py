@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi import dnsfix, images_naming, images_pins, images_plan
-from coi.dnsfix import Action, Probe
+from coi.images import dnsfix
+from coi.images import naming as images_naming
+from coi.images import pins as images_pins
+from coi.images import plan as images_plan
+from coi.images.dnsfix import Action, Probe
 
 # Strategies of this file only (tests/strategies.py belongs to the config and slot tests).
 times = st.datetimes(

@@ -7,7 +7,8 @@ import ipaddress
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coi import network_policy, nft
+from coi.network import nft
+from coi.network import policy as network_policy
 
 # Strategies of the network area (kept here: they serve only these properties).
 names = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
@@ -271,7 +272,7 @@ instances = st.lists(
 def test_the_guard_heals_exactly_the_running_restricted_containers_without_rules(
     found: list[dict[str, object]], data: st.DataObject
 ) -> None:
-    from coi import nft_guard
+    from coi.network import nft_guard
 
     every = [nft.comment(str(i["project"]), str(i["name"])) for i in found]
     have = data.draw(st.lists(st.sampled_from(every), unique=True) if every else st.just([]))

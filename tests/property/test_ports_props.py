@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi import ports
-from coi.errors import UsageError
+from coi.core.errors import UsageError
+from coi.network import ports
 
 PORT = st.integers(1, 65535)
 ADDR = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str)

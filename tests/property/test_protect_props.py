@@ -8,8 +8,8 @@ from pathlib import PurePosixPath
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from coi import protect
-from coi.errors import UsageError
+from coi.boundary import protect
+from coi.core.errors import UsageError
 from tests.strategies import path_kinds, relative_paths
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi import trust
-from coi.config_schema import size_bytes
+from coi.config import trust
+from coi.config.schema import size_bytes
 from tests.strategies import size_units, state_sizes
 
 MiB, GiB = 1024**2, 1024**3

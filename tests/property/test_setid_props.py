@@ -10,7 +10,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi import launch, seccomp, setid
+from coi.boundary import seccomp, setid
+from coi.launch import executor as launch
 from tests.strategies import container_uids, file_modes, host_uids, workspace_paths
 
 RULE = re.compile(r"^(\w+) errno (\d+) \[(\d+),(\d+),SCMP_CMP_MASKED_EQ,(\d+)\]$")

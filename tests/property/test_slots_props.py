@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from coi import slots
+from coi.core import slots
 from tests.strategies import name_prefixes, slot_limits, taken_slots, workspace_paths
 
 

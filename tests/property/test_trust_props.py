@@ -8,9 +8,9 @@ from typing import Any
 
 from hypothesis import given, settings
 
-from coi import trust
-from coi.config import default_layer, merge
-from coi.config_schema import BUILTIN_TOOLS
+from coi.config import trust
+from coi.config.load import default_layer, merge
+from coi.config.schema import BUILTIN_TOOLS
 from tests.strategies import config_dicts
 
 MODES = ("open", "restricted", "allowlist")  # least to most strict, as the README says

@@ -12,9 +12,9 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from coi import baseimage as b
-from coi.errors import CoiError, UsageError
-from coi.incus import Incus
+from coi.core.errors import CoiError, UsageError
+from coi.images import base as b
+from coi.incus.adapter import Incus
 
 AMD64 = b.BaseSpec(release="12", arch="amd64")
 

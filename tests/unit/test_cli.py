@@ -8,15 +8,15 @@ import sys
 import pytest
 
 from coi import __version__
-from coi.cli import build_parser, main
+from coi.commands.cli import build_parser, main
 
-HEAVY = ("pylxd", "requests", "yaml", "coi.incus", "coi.config")
+HEAVY = ("pylxd", "requests", "yaml", "coi.incus.adapter", "coi.config.load")
 
 
 def test_help_imports_nothing_heavy() -> None:
     code = (
         "import sys\n"
-        "from coi.cli import main\n"
+        "from coi.commands.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
@@ -80,19 +80,19 @@ def test_python_dash_m_runs() -> None:
 def test_internal_error_has_no_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import coi.cli
+    import coi.commands.cli
 
     def boom(argv: list[str]) -> int:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(coi.cli, "dispatch", boom)
+    monkeypatch.setattr(coi.commands.cli, "dispatch", boom)
     assert main(["config", "show"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "Traceback" not in err
 
 
 def test_a_group_with_a_default_subcommand_gets_it() -> None:
-    from coi.cli import all_commands, with_default_sub
+    from coi.commands.cli import all_commands, with_default_sub
 
     table = all_commands()
     assert with_default_sub(["checkpoint"], table) == ["checkpoint", "create"]

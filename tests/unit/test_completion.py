@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coi import completion
+from coi.commands import completion
 
 
 def ask(line: str, tmp_path: Path, env: dict[str, str] | None = None) -> list[str]:

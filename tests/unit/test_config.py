@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from coi.commands.config_cmd import show
-from coi.config import (
+from coi.commands.config import show
+from coi.config.load import (
     Config,
     Layer,
     default_layer,
@@ -26,7 +26,7 @@ from coi.config import (
     merge_with_origins,
     validate,
 )
-from coi.errors import ConfigError, UsageError
+from coi.core.errors import ConfigError, UsageError
 
 ShowArgs = Callable[..., argparse.Namespace]
 
@@ -621,7 +621,7 @@ def test_show_defaults_the_workspace_to_the_current_folder(
 
 
 def test_importing_config_stays_cheap() -> None:
-    code = "import sys, coi.config, coi.commands.config_cmd; print(' '.join(sys.modules))"
+    code = "import sys, coi.config.load, coi.commands.config; print(' '.join(sys.modules))"
     root = Path(__file__).resolve().parents[2]  # the autouse fixture moved cwd away from it
     argv = [sys.executable, "-c", code]
     done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=root)

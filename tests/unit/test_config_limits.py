@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from coi import config
-from coi.config import limits_config, load, resume_profile
-from coi.config_schema import cpu_amount, memory_amount
-from coi.errors import ConfigError
-from coi.launch import LaunchSpec, instance_config
+from coi.config import load as config
+from coi.config.load import limits_config, load, resume_profile
+from coi.config.schema import cpu_amount, memory_amount
+from coi.core.errors import ConfigError
+from coi.launch.executor import LaunchSpec, instance_config
 
 GOOD = [
     ("cpu", "2", 2),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from coi.config import load
-from coi.errors import ConfigError
+from coi.config.load import load
+from coi.core.errors import ConfigError
 
 MiB, GiB = 1024**2, 1024**3
 

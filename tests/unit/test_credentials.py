@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from coi import credentials, tools
-from coi.config import load
+from coi.config import tools
+from coi.config.load import load
+from coi.sessions import credentials
 
 CLAUDE = tools.BUILTIN["claude"]
 HOST_JSON = {

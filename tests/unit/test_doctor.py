@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from coi import doctor
-from coi.doctor import FAIL, OK, WARN, Check
+from coi.host import doctor
+from coi.host.doctor import FAIL, OK, WARN, Check
 
 
 def test_exit_codes() -> None:

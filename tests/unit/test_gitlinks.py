@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coi import gitlinks
+from coi.workspace import gitlinks
 
 
 def git(repo: Path, *argv: str) -> subprocess.CompletedProcess[str]:

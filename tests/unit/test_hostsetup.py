@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coi import hostsetup as hs
-from coi.errors import CoiError
+from coi.core.errors import CoiError
+from coi.host import setup as hs
 
 FRESH = hs.HostFacts("debian", "12", hs.PACKAGES, systemd=False, daemon_ready=False, is_root=True)
 READY = hs.HostFacts("debian", "12", (), systemd=False, daemon_ready=True, is_root=True)

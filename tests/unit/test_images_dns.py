@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from coi import dnsfix
-from coi.dnsfix import Action, Probe
-from coi.errors import CoiError
-from coi.incus import ExecResult
+from coi.core.errors import CoiError
+from coi.images import dnsfix
+from coi.images.dnsfix import Action, Probe
+from coi.incus.adapter import ExecResult
 
 BROKEN = Probe("10.0.0.2", ("10.0.0.254",), names=False, reach=True)
 HEALTHY = Probe("10.0.0.2", ("10.0.0.1",), names=True)

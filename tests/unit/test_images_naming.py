@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from coi import images_naming as n
-from coi.errors import UsageError
+from coi.core.errors import UsageError
+from coi.images import naming as n
 
 WHEN = datetime(2026, 11, 27, 17, 5, 9, tzinfo=UTC)
 

@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 
-from coi import certs, images_export, images_manifest, tools
-from coi.cli import build_parser
-from coi.commands import build_cmd, image_cmd
-from coi.config import Config, load
-from coi.errors import CoiError, ConfigError, UsageError
-from coi.images_progress import Progress, log_path
-from coi.incus import ExecResult
+from coi.commands.cli import build_parser
+from coi.commands.image import build as build_cmd
+from coi.commands.image import manage as image_cmd
+from coi.config import tools
+from coi.config.load import Config, load
+from coi.core.errors import CoiError, ConfigError, UsageError
+from coi.images import certs
+from coi.images import export as images_export
+from coi.images import manifest as images_manifest
+from coi.images.progress import Progress, log_path
+from coi.incus.adapter import ExecResult
 
 PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -261,10 +265,11 @@ def test_image_list_rows_filter_by_coi_and_prefix() -> None:
 
 def test_the_image_commands_are_in_the_table() -> None:
     args = parse("image", "cleanup", "coi-", "--keep", "2")
-    assert args._target == "coi.commands.image_cmd:cleanup" and args.keep == 2
+    assert args._target == "coi.commands.image.manage:cleanup" and args.keep == 2
     probe = (
-        "import sys; from coi.cli import build_parser; build_parser(); "
-        "print(any(m.startswith(('coi.images', 'coi.dnsfix', 'pylxd')) for m in sys.modules))"
+        "import sys; from coi.commands.cli import build_parser; build_parser(); "
+        "heavy = ('coi.images.build', 'coi.images.dnsfix', 'pylxd'); "
+        "print(any(m.startswith(heavy) for m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
@@ -301,8 +306,8 @@ class Aliases:
 
 
 def test_a_new_build_gets_a_dated_alias_and_the_moving_one() -> None:
-    from coi import images_naming
-    from coi import images_publish as images
+    from coi.images import naming as images_naming
+    from coi.images import publish as images
 
     fake = Aliases({"old": "2026-01-02T03:04:05Z", "new": ""}, {"coi": "old"})
     dated = images.publish_aliases(fake, "coi", "new")  # type: ignore[arg-type]
@@ -314,8 +319,8 @@ def test_a_new_build_gets_a_dated_alias_and_the_moving_one() -> None:
 def test_a_failed_alias_move_deletes_the_new_image_and_keeps_the_old(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from coi import images_publish as images
-    from coi.faults import InjectedFault
+    from coi.core.faults import InjectedFault
+    from coi.images import publish as images
 
     fake = Aliases({"old": "", "new": ""}, {"coi": "old", "coi-20260101-000000": "old"})
     monkeypatch.setenv("COI_FAULT", "build-alias")
@@ -328,8 +333,10 @@ def test_a_failed_alias_move_deletes_the_new_image_and_keeps_the_old(
 def test_a_base_that_cannot_be_fetched_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from coi import images, images_plan, launch
-    from coi.errors import IncusError
+    from coi.core.errors import IncusError
+    from coi.images import build as images
+    from coi.images import plan as images_plan
+    from coi.launch import executor as launch
 
     def refuse(incus: object, spec: object, **kwargs: object) -> str:
         raise IncusError("Failed getting remote image info: connection refused")
@@ -353,7 +360,7 @@ def test_a_base_that_cannot_be_fetched_is_one_clear_line(
 
 
 def test_a_full_disk_message_says_where_to_make_room(tmp_path: Path) -> None:
-    from coi import images
+    from coi.images import build as images
 
     message = images.disk_full("publishing the image", config(tmp_path), "no space left on device")
     assert message.startswith("disk full during publishing the image (no space left on device)")
@@ -362,7 +369,7 @@ def test_a_full_disk_message_says_where_to_make_room(tmp_path: Path) -> None:
 
 def test_the_build_assets_live_inside_the_package() -> None:
     import coi
-    from coi import images_plan
+    from coi.images import plan as images_plan
 
     package = Path(coi.__file__).parent
     assert images_plan.assets_dir().is_relative_to(package)
@@ -370,7 +377,7 @@ def test_the_build_assets_live_inside_the_package() -> None:
 
 
 def test_age_line_names_the_tools_and_the_days_since_the_build() -> None:
-    from coi import images_manifest
+    from coi.images import manifest as images_manifest
 
     manifest = {
         "built": "2026-11-20T10:00:00+00:00",

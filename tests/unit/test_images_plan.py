@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from coi import images_pins, images_plan, tools
-from coi.config import load
-from coi.errors import ConfigError, UsageError
+from coi.config import tools
+from coi.config.load import load
+from coi.core.errors import ConfigError, UsageError
+from coi.images import pins as images_pins
+from coi.images import plan as images_plan
 
 GOOD = """
 base = "debian/12"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from coi import launch
-from coi.errors import UsageError
+from coi.core.errors import UsageError
+from coi.launch import executor as launch
 
 
 def _spec(**kw: object) -> launch.LaunchSpec:

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi import config, mounts
-from coi.errors import ConfigError, UsageError
+from coi.config import load as config
+from coi.config import mounts
+from coi.core.errors import ConfigError, UsageError
 
 HOME = Path("/home/alice")
 SEGMENT = st.from_regex(r"[a-z][a-z0-9_-]{0,7}", fullmatch=True)

@@ -13,18 +13,14 @@ from typing import Any
 
 import pytest
 
-from coi import (
-    launch,
-    network,
-    network_dns,
-    network_doctor,
-    network_policy,
-    network_setup,
-    nft,
-    nft_guard,
-    nft_helper,
-)
-from coi.errors import CoiError, UsageError
+from coi.core.errors import CoiError, UsageError
+from coi.host import bridge as network_setup
+from coi.host import network_checks as network_doctor
+from coi.launch import executor as launch
+from coi.network import dns as network_dns
+from coi.network import enforce as network
+from coi.network import nft, nft_guard, nft_helper
+from coi.network import policy as network_policy
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from coi import doctor, network, network_doctor, nft_guard, nft_helper
+from coi.host import doctor
+from coi.host import network_checks as network_doctor
+from coi.network import enforce as network
+from coi.network import nft_guard, nft_helper
 
 LISTING = """table inet coi {
 \tchain forward {
@@ -156,7 +159,7 @@ def test_doctor_names_containers_running_without_rules(
 def test_port_filters_pin_the_mac_and_address_at_the_veth_once_it_exists() -> None:
     from dataclasses import replace
 
-    from coi import nft
+    from coi.network import nft
 
     target = nft.Target(
         "p", "c1", "coibr0", "10.171.0.5", "10:66:6a:00:00:01", "10.171.0.1", "10.171.0.0/24"
@@ -179,7 +182,7 @@ def test_a_running_container_without_its_port_filters_is_unguarded_too() -> None
 
 
 def test_only_the_daemon_itself_counts_as_incusd_not_its_exec_helpers(tmp_path: Path) -> None:
-    from coi import hostsetup
+    from coi.host import setup as hostsetup
 
     lines = {
         "10": [hostsetup.INCUSD, "--group", "incus-admin"],

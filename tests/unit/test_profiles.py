@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from coi import doctor, profiles
-from coi.errors import ConfigError
+from coi.core.errors import ConfigError
+from coi.host import doctor
+from coi.launch import profiles
 
 GOOD = {
     "name": "coi-x",

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from coi import launch, protect, protect_host, trust
-from coi.config import default_layer, load, merge
-from coi.errors import ConfigError, UsageError
-from coi.protect import DIR, FILE, LINK, MISSING, Entry, Survey
+from coi.boundary import protect, protect_host
+from coi.boundary.protect import DIR, FILE, LINK, MISSING, Entry, Survey
+from coi.config import trust
+from coi.config.load import default_layer, load, merge
+from coi.core.errors import ConfigError, UsageError
+from coi.launch import executor as launch
 
 
 def test_the_default_list_covers_what_runs_on_the_host() -> None:

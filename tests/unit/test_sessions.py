@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
-from coi import execws, runtime, sessions, tarsafe
-from coi.errors import UsageError
-from coi.incus import ExecResult
+from coi.core import tarsafe
+from coi.core.errors import UsageError
+from coi.incus import execws
+from coi.incus.adapter import ExecResult
+from coi.sessions import lifecycle as runtime
+from coi.sessions import store as sessions
 
 
 class FakeIncus:

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from coi import setid
+from coi.boundary import setid
 
 
 def _make(path: Path, mode: int) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coi import slots
+from coi.core import slots
 
 
 def test_name_matches_the_go_tool_convention() -> None:

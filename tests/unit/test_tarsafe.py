@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coi import tarsafe
+from coi.core import tarsafe
 
 
 def _tar(path: Path, entries: dict[str, bytes | None], mode: str = "w") -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from coi import tools
-from coi.config import Config, load
-from coi.errors import UsageError
+from coi.config import tools
+from coi.config.load import Config, load
+from coi.core.errors import UsageError
 
 
 def config(tmp_path: Path, text: str = "") -> Config:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from coi import trust
-from coi.config import default_layer, load, merge
-from coi.errors import CoiError, ConfigError
+from coi.config import trust
+from coi.config.load import default_layer, load, merge
+from coi.core.errors import CoiError, ConfigError
 
 LOWER = merge(
     default_layer().data,

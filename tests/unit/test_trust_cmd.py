@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from coi import trust
-from coi.cli import main
+from coi.commands.cli import main
+from coi.config import trust
 
 RISKY = '[defaults]\nmount_claude_config = true\n[network]\nmode = "open"\n'
 

@@ -1,0 +1,312 @@
+"""Carry out coi/protect.py's plan on the host: a locked, read-only view of protected paths.
+
+Read-only disk devices over /workspace do not hold: root in the container (and the AI
+has sudo) can `umount` them, or bind /workspace elsewhere without them, and write what
+lies beneath (measured). Mounts the container inherits from the host's mount namespace
+are locked instead (the kernel's MNT_LOCKED: no umount, no remount rw, no bind that
+would uncover them; see mount_namespaces(7), "Restrictions on mount namespaces"). So,
+as root, coi builds the workspace view under /run/coi-protect before each start: a private
+bind of the workspace, with each protected path bound read-only over itself and the
+folders on the way bound over themselves (a mount point cannot be renamed), and gives
+Incus that view as the workspace disk with `recursive=true`.
+
+Missing paths get an empty placeholder (owned by the workspace owner) while a session
+runs; `release` unmounts the view and removes exactly the placeholders coi created (a
+folder only when still empty, a file only when it still holds coi's bytes). Every path is
+opened component by component with O_NOFOLLOW, and mounts go through /proc/self/fd, so
+a link planted in the workspace can never send a root mount elsewhere on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+
+from coi.boundary import protect
+from coi.core.errors import CoiError
+
+# What each view created in its workspace, kept across reboots (the views on /run are not):
+# a session that a reboot or a crash ended leaves placeholders that the next release removes.
+RECORDS = Path("/var/lib/coi-protect")
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_PRIVATE = 1, 32, 4096, 1 << 18
+MNT_DETACH = 2
+_MAX_GIT_DIRS = 64  # worktrees and submodules looked at, so a planted swarm stays cheap
+
+
+def can_stage() -> bool:
+    """Whether this process may build the locked view (mounting needs root)."""
+    return os.geteuid() == 0
+
+
+# --- survey (read the host's workspace, never following links) ---------------------------
+
+
+def survey(workspace: Path, listed: Sequence[str]) -> protect.Survey:
+    """The layout protect.plan needs: git facts, then the kind of every path it may touch."""
+    pointer = _pointer(workspace)
+    gitdirs = [d for d in (".git", pointer) if d]
+    commondirs = {d: _commondir(workspace, d) for d in gitdirs}
+    facts = protect.Survey(
+        kinds={".git": kind_of(workspace, ".git")},
+        git_pointer=pointer,
+        commondirs=commondirs,
+        worktrees=_subdirs(workspace, ".git/worktrees"),
+        modules=_subdirs(workspace, ".git/modules"),
+    )
+    kinds = dict(facts.kinds)
+    for rel in protect.targets(listed, facts):
+        for part in [*reversed(PurePosixPath(rel).parents[:-1]), PurePosixPath(rel)]:
+            kinds[part.as_posix()] = kind_of(workspace, part.as_posix())
+    return protect.Survey(kinds, pointer, commondirs, facts.worktrees, facts.modules)
+
+
+def kind_of(workspace: Path, rel: str) -> str:
+    """file, dir, link, other or missing for rel under workspace (a link on the way: link)."""
+    try:
+        with _walk(workspace, rel) as fd:
+            mode = os.fstat(fd).st_mode
+    except FileNotFoundError:
+        return protect.MISSING
+    except _Link:
+        return protect.LINK
+    except NotADirectoryError:
+        return protect.OTHER
+    if stat.S_ISDIR(mode):
+        return protect.DIR
+    return protect.FILE if stat.S_ISREG(mode) else protect.OTHER
+
+
+def _pointer(workspace: Path) -> str | None:
+    """The workspace-relative target of a `.git` file (gitdir: PATH); None when outside or none."""
+    if kind_of(workspace, ".git") != protect.FILE:
+        return None
+    text = _read_small(workspace, ".git")
+    if not text.startswith("gitdir:"):
+        return None
+    return _inside(workspace, workspace, text[len("gitdir:") :].strip())
+
+
+def _commondir(workspace: Path, gitdir: str) -> str | None:
+    if kind_of(workspace, f"{gitdir}/commondir") != protect.FILE:
+        return None
+    return _inside(workspace, workspace / gitdir, _read_small(workspace, f"{gitdir}/commondir"))
+
+
+def _inside(workspace: Path, base: Path, target: str) -> str | None:
+    """target (relative to base, or absolute) as a workspace-relative path; None if outside."""
+    full = Path(os.path.normpath(base / target.strip()))
+    try:
+        rel = full.relative_to(workspace)
+    except ValueError:
+        return None
+    return rel.as_posix() if rel.parts else None
+
+
+def _subdirs(workspace: Path, rel: str) -> tuple[str, ...]:
+    if kind_of(workspace, rel) != protect.DIR:
+        return ()
+    names = sorted(os.listdir(workspace / rel))[:_MAX_GIT_DIRS]
+    return tuple(f"{rel}/{n}" for n in names if kind_of(workspace, f"{rel}/{n}") == protect.DIR)
+
+
+def _read_small(workspace: Path, rel: str) -> str:
+    with _walk(workspace, rel, os.O_RDONLY) as fd:
+        return os.read(fd, 4096).decode("utf-8", "replace")
+
+
+class _Link(Exception):
+    """A symbolic link on the way to a path."""
+
+
+@contextlib.contextmanager
+def _walk(root: Path, rel: str, flags: int = os.O_PATH) -> Iterator[int]:
+    """An fd for rel under root, opened component by component without following links."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        parts = PurePosixPath(rel).parts
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                step = os.open(part, (flags if last else os.O_PATH) | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise _Link(rel) from None
+                raise
+            if stat.S_ISLNK(os.fstat(step).st_mode):  # O_PATH|O_NOFOLLOW opens the link itself
+                os.close(step)
+                raise _Link(rel)
+            os.close(fd)
+            fd = step
+        yield fd
+    finally:
+        os.close(fd)
+
+
+# --- stage and release -------------------------------------------------------------------
+
+
+def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
+    """Build the locked view of workspace for instance `name`; return its path.
+
+    A view left from an earlier start (a crash, a persistent container) is released first.
+    """
+    release(name)
+    entries = protect.plan(listed, survey(workspace, listed))
+    target = protect.view_path(name)
+    protect.VIEW_ROOT.mkdir(mode=0o700, exist_ok=True)
+    RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, exist_ok=True)
+    owner = os.stat(workspace)
+    # A placeholder another slot's view made is ours too: the last view released removes it.
+    shared = _created_by_others(workspace)
+    created = [[e.rel, e.kind] for e in entries if [e.rel, e.kind] in shared]
+    _record(name, workspace, created)
+    try:
+        _mount(str(workspace), str(target), MS_BIND)
+        _mount(None, str(target), MS_PRIVATE)
+        for entry in entries:
+            if entry.placeholder is not None:
+                _create(target, entry, owner.st_uid, owner.st_gid)
+                created.append([entry.rel, entry.kind])
+                _record(name, workspace, created)
+            _bind_over_itself(target, entry)
+    except _Link as exc:
+        release(name)
+        raise CoiError(f"workspace path {exc} turned into a symbolic link: start again") from None
+    except BaseException:
+        release(name)
+        raise
+    return target
+
+
+def _record(name: str, workspace: Path, created: list[list[str]]) -> None:
+    _manifest(name).write_text(json.dumps({"workspace": str(workspace), "created": created}))
+
+
+def _created_by_others(workspace: Path) -> list[list[str]]:
+    found: list[list[str]] = []
+    for manifest in RECORDS.glob("*.json"):
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("workspace") == str(workspace):
+            found += [list(item) for item in record.get("created", [])]
+    return found
+
+
+def _manifest(name: str) -> Path:
+    return RECORDS / f"{name}.json"
+
+
+def _create(view: Path, entry: protect.Entry, uid: int, gid: int) -> None:
+    parent, leaf = PurePosixPath(entry.rel).parent.as_posix(), PurePosixPath(entry.rel).name
+    with _walk(view, parent, os.O_RDONLY | os.O_DIRECTORY) as dfd:
+        if entry.kind == protect.DIR:
+            os.mkdir(leaf, 0o755, dir_fd=dfd)
+            fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(leaf, flags, 0o644, dir_fd=dfd)
+            os.write(fd, entry.placeholder or b"")
+        try:
+            os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
+
+
+def _bind_over_itself(view: Path, entry: protect.Entry) -> None:
+    with _walk(view, entry.rel) as fd:
+        path = f"/proc/self/fd/{fd}"
+        _mount(path, path, MS_BIND)
+    with _walk(view, entry.rel) as fd:  # opened again: now the new mount's root
+        path = f"/proc/self/fd/{fd}"
+        _mount(None, path, MS_PRIVATE)
+        if entry.readonly:
+            _mount(None, path, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def release(name: str) -> None:
+    """Unmount the view of `name` and remove the placeholders coi created; nothing: no-op.
+
+    Only for a stopped or deleted instance: unlinking a placeholder that a running
+    container has mounted would unmount it there (mount_namespaces(7)).
+    """
+    target, manifest = protect.view_path(name), _manifest(name)
+    if not manifest.exists() and not target.exists():
+        return
+    with contextlib.suppress(OSError):
+        _umount(str(target))
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        record = {"workspace": "", "created": []}
+    if record.get("workspace"):
+        remove_placeholders(Path(record["workspace"]), record.get("created", []))
+    manifest.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        target.rmdir()
+
+
+def remove_placeholders(workspace: Path, created: Sequence[Sequence[str]]) -> list[str]:
+    """Remove what coi created, deepest first; return the paths left (changed or not empty)."""
+    left = []
+    for rel, kind in sorted(created, key=lambda item: -len(PurePosixPath(item[0]).parts)):
+        if not _remove_one(workspace, rel, kind):
+            left.append(rel)
+    return left
+
+
+def _remove_one(workspace: Path, rel: str, kind: str) -> bool:
+    parent, leaf = PurePosixPath(rel).parent.as_posix(), PurePosixPath(rel).name
+    try:
+        with _walk(workspace, parent, os.O_RDONLY | os.O_DIRECTORY) as dfd:
+            if kind == protect.DIR:
+                os.rmdir(leaf, dir_fd=dfd)
+                return True
+            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+            try:
+                info, data = os.fstat(fd), os.read(fd, 64)
+            finally:
+                os.close(fd)
+            if stat.S_ISREG(info.st_mode) and data == protect.placeholder(rel):
+                os.unlink(leaf, dir_fd=dfd)
+                return True
+            return False
+    except FileNotFoundError:
+        return True
+    except (OSError, _Link):
+        return False
+
+
+# --- libc --------------------------------------------------------------------------------
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    src = source.encode() if source is not None else None
+    if _lib().mount(src, target.encode(), None, ctypes.c_ulong(flags), None) != 0:
+        err = ctypes.get_errno()
+        raise CoiError(f"protecting the workspace: mount {target} failed: {os.strerror(err)}")
+
+
+def _umount(target: str) -> None:
+    if _lib().umount2(target.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # not mounted, or gone
+            raise OSError(err, os.strerror(err), target)

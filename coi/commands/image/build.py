@@ -1,0 +1,109 @@
+"""`coi build` and `coi build custom NAME --script FILE`: thin over coi.images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from coi.commands.common import connect, load_config
+from coi.core import output
+from coi.core.errors import CoiError, UsageError
+
+if TYPE_CHECKING:
+    from coi.config.load import Config
+    from coi.images.build import BuildResult
+    from coi.images.plan import Recipe
+    from coi.incus.adapter import Incus
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the coi image (or a custom one); up to date means exit 0 at once."""
+    from coi.images import build as images
+    from coi.launch import executor as launch
+
+    cfg = load_config(args)
+    recipe = recipe_for(args, cfg)
+    incus = connect(cfg)
+    launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
+    result = images.build(
+        incus,
+        cfg,
+        recipe,
+        force=args.force,
+        network_timeout=args.network_timeout,
+        log=output.info,
+    )
+    show(result, args.format)
+    if result.up_to_date and args.format != "json":
+        _report_age(incus, result.fingerprint)
+    return 0
+
+
+def _report_age(incus: Incus, fingerprint: str) -> None:
+    """Say how old the tools of an up-to-date image are, and how to refresh them."""
+    import time
+
+    from coi.images import manifest as images_manifest
+
+    try:
+        manifest = images_manifest.from_image(incus.image(fingerprint))
+    except CoiError:
+        return  # not one of coi's builds: nothing recorded to report
+    output.info(
+        images_manifest.age_line(manifest, time.time())
+        + "; `[tool] pre_launch` updates them at each session, `--force` rebuilds"
+    )
+
+
+def recipe_for(args: argparse.Namespace, cfg: Config) -> Recipe:
+    """The recipe the arguments ask for; UsageError for a mixed-up command line."""
+    from coi.images import naming as images_naming
+    from coi.images import plan as images_plan
+
+    if args.kind == "custom":
+        if not args.name or not args.script:
+            raise UsageError("usage: coi build custom NAME --script FILE [--base IMAGE]")
+        if args.alias:
+            raise UsageError("--alias is for the coi image; a custom image is named by NAME")
+        name = images_naming.check_alias(args.name)
+        return images_plan.custom_recipe(name, Path(args.script), args.base or "coi")
+    if args.name or args.script or args.base:
+        raise UsageError("NAME, --script and --base need `coi build custom NAME --script FILE`")
+    return coi_recipe(cfg, images_naming.check_alias(args.alias or images_plan.COI_IMAGE))
+
+
+def coi_recipe(cfg: Config, alias: str) -> Recipe:
+    """The coi image at the shipped pins, with the tools `[build] tools` names."""
+    from coi.config import tools
+    from coi.config.load import DEFAULTS_LABEL
+    from coi.images import pins as images_pins
+    from coi.images import plan as images_plan
+
+    pins = images_pins.load()
+    base = ""
+    if cfg.origins.get("build.base", DEFAULTS_LABEL) != DEFAULTS_LABEL:
+        base = cfg.build.base
+        if base != pins.base:
+            output.warn(f"build.base {base} replaces the pinned base {pins.base}")
+    return images_plan.coi_recipe(
+        pins, tools.for_build(cfg), alias=alias, uid=cfg.incus.claude_uid, base=base
+    )
+
+
+def show(result: BuildResult, fmt: str) -> None:
+    """The result: JSON on stdout, or one line for people."""
+    if fmt == "json":
+        output.emit_json(result.to_dict())
+        return
+    if result.up_to_date:
+        output.info(
+            f"image {result.alias} is up to date ({result.fingerprint[:12]}, same inputs); "
+            "--force rebuilds it"
+        )
+        return
+    size = result.size / 2**20
+    output.info(
+        f"built image {result.alias} = {result.dated_alias} ({result.fingerprint[:12]}, "
+        f"{size:.0f} MiB) in {result.seconds:.0f} s"
+    )

@@ -1,0 +1,222 @@
+"""`coi list`, `info`, `shutdown`, `kill`, `clean`, `persist`: managing coi containers."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import TYPE_CHECKING, Any
+
+from coi.commands.common import connect, load_config, workspace_of
+from coi.core import output
+from coi.core.errors import CoiError, NotFound, UsageError
+from coi.launch import executor as launch
+from coi.sessions import lifecycle as runtime
+from coi.sessions import store as sessions
+
+if TYPE_CHECKING:
+    from coi.config.load import Config
+    from coi.incus.adapter import Incus
+
+LABEL = launch.LABEL
+
+
+def is_coi(inst: dict[str, Any]) -> bool:
+    """A container coi made (it carries coi's labels)."""
+    return any(k.startswith(LABEL) for k in (inst.get("config") or {}))
+
+
+def describe(inst: dict[str, Any]) -> dict[str, Any]:
+    """One container as `coi list --format json` shows it (lowercase keys)."""
+    config = inst.get("config") or {}
+    state = inst.get("state") or {}
+    eth0 = ((state.get("network") or {}).get("eth0") or {}).get("addresses", [])
+    ipv4 = next((a["address"] for a in eth0 if a.get("family") == "inet"), None)
+    slot = config.get(LABEL + "slot", "")
+    return {
+        "name": inst["name"],
+        "persistent": config.get(LABEL + "persistent") == "true",
+        "status": inst.get("status", "").lower(),
+        "workspace": config.get(LABEL + "workspace"),
+        "slot": int(slot) if slot.isdigit() else None,
+        "tool": config.get(LABEL + "tool"),
+        "image": config.get(LABEL + "image"),
+        "ipv4": ipv4,
+        "created": inst.get("created_at"),
+        "network_mode": config.get(LABEL + "network_mode"),
+        "session": config.get(LABEL + "session"),
+        "limits": {k[len("limits.") :]: v for k, v in config.items() if k.startswith("limits.")},
+    }
+
+
+def coi_containers(incus: Incus) -> list[dict[str, Any]]:
+    """Every coi container of the project, with state, as `describe` shows it."""
+    found = incus.get("instances", "listing instances", recursion=2)
+    return sorted((describe(i) for i in found if is_coi(i)), key=lambda d: d["name"])
+
+
+def list_(args: argparse.Namespace) -> int:
+    """List coi containers (and, with --all, saved sessions)."""
+    cfg = load_config(args)
+    incus = connect(cfg)
+    runtime.reap(incus, cfg)
+    from coi.network import enforce as network
+
+    network.heal(incus)  # a container that lost its rules (flush, reboot) gets them back
+    containers = coi_containers(incus)
+    saved = [dict(vars(m), path=str(p)) for m, p in sessions.all_sessions()] if args.all else []
+    if args.format == "json":
+        output.emit_json({"containers": containers, **({"sessions": saved} if args.all else {})})
+        return 0
+    mode = {True: "persistent", False: "ephemeral"}
+    output.table(
+        ["name", "mode", "status", "slot", "tool", "ipv4", "workspace"],
+        [
+            [
+                c["name"],
+                mode[c["persistent"]],
+                c["status"],
+                c["slot"] or "",
+                c["tool"] or "",
+                c["ipv4"] or "",
+                c["workspace"] or "",
+            ]
+            for c in containers
+        ],
+    )
+    if args.all:
+        output.data("")
+        output.table(
+            ["session", "tool", "saved", "workspace"],
+            [[s["session_id"], s["tool"], s["saved_at"][:19], s["workspace"]] for s in saved],
+        )
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    """Show one saved session (default: the newest of this workspace)."""
+    workspace = workspace_of(args)
+    found = [
+        (m, p)
+        for m, p in sessions.all_sessions()
+        if (m.session_id == args.id if args.id else m.workspace == str(workspace))
+    ]
+    if not found:
+        raise UsageError("no such saved session: see `coi list --all`")
+    meta, folder = found[0]
+    files = sum(1 for p in folder.rglob("*") if p.is_file())
+    output.emit_json({**vars(meta), "path": str(folder), "files": files})
+    return 0
+
+
+def confirm(question: str, force: bool) -> None:
+    """Ask before acting on all containers; with no terminal, require --force."""
+    if force:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs confirmation: there is no terminal, pass --force")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise CoiError("cancelled")
+
+
+def _targets(incus: Incus, args: argparse.Namespace, verb: str) -> list[dict[str, Any]]:
+    containers = {c["name"]: c for c in coi_containers(incus)}
+    if args.all:
+        confirm(f"{verb} all {len(containers)} coi containers?", args.force)
+        return list(containers.values())
+    if not args.names:
+        raise UsageError(f"name the containers to {verb}, or pass --all")
+    missing = [n for n in args.names if n not in containers]
+    if missing:
+        raise NotFound(f"no coi container {', '.join(missing)}: see `coi list`")
+    return [containers[n] for n in args.names]
+
+
+def save_running(incus: Incus, cfg: Config, container: dict[str, Any]) -> None:
+    """Save the session of a running coi container (before it stops)."""
+    from coi.config import tools
+
+    if not container.get("session") or not container.get("tool"):
+        return
+    tool = tools.resolve(cfg, container["tool"])
+    meta = sessions.Metadata(
+        session_id=container["session"],
+        container_name=container["name"],
+        slot=container["slot"],
+        workspace=container["workspace"] or "",
+        tool=tool.name,
+        persistent=container["persistent"],
+        profile=None,
+        saved_at=sessions.now(),
+    )
+    running, limit = container["status"] == "running", cfg.sessions.max_state_bytes
+    saved = sessions.save(
+        incus, container["name"], meta, tool.state_dir, running=running, limit=limit
+    )
+    if saved:
+        output.info(f"session {meta.session_id} saved to {saved}")
+
+
+def shutdown(args: argparse.Namespace) -> int:
+    """Stop gracefully (then force after --timeout), saving sessions; delete unless persistent."""
+    cfg = load_config(args)
+    incus = connect(cfg)
+    for container in _targets(incus, args, "shut down"):
+        name = container["name"]
+        if container["status"] == "running":
+            save_running(incus, cfg, container)
+            try:
+                incus.set_state(name, "stop", timeout=args.timeout)
+            except CoiError:
+                incus.set_state(name, "stop", force=True)
+        if not container["persistent"]:
+            launch.teardown(incus, name)
+        output.info(f"{name}: stopped" + ("" if container["persistent"] else " and deleted"))
+    return 0
+
+
+def kill(args: argparse.Namespace) -> int:
+    """Force-stop and delete at once."""
+    incus = connect(load_config(args))
+    for container in _targets(incus, args, "kill"):
+        launch.teardown(incus, container["name"])
+        output.info(f"{container['name']}: killed")
+    return 0
+
+
+def clean(args: argparse.Namespace) -> int:
+    """Remove stopped coi containers (sessions saved first); --sessions also saved sessions."""
+    cfg = load_config(args)
+    incus = connect(cfg)
+    runtime.reap(incus, cfg)
+    stopped = [c for c in coi_containers(incus) if c["status"] == "stopped"]
+    if stopped:
+        confirm(f"delete {len(stopped)} stopped coi containers?", args.force)
+    for container in stopped:
+        launch.teardown(incus, container["name"])
+        output.info(f"{container['name']}: deleted")
+    if args.orphans:
+        from coi.network import enforce as network
+
+        for rule in network.remove_orphans(incus):
+            output.info(f"removed network rules of {rule}, whose container is gone")
+    if args.sessions:
+        saved = sessions.all_sessions()
+        if saved:
+            confirm(f"delete {len(saved)} saved sessions?", args.force)
+        for _meta, folder in saved:
+            shutil.rmtree(folder)
+        output.info(f"{len(saved)} saved sessions deleted")
+    return 0
+
+
+def persist(args: argparse.Namespace) -> int:
+    """Mark containers persistent: kept (not deleted) when their session ends."""
+    incus = connect(load_config(args))
+    for container in _targets(incus, args, "persist"):
+        config = incus.instance(container["name"]).get("config") or {}
+        config[LABEL + "persistent"] = "true"
+        incus.update_instance(container["name"], {"config": config})
+        output.info(f"{container['name']}: persistent")
+    return 0

@@ -1,0 +1,180 @@
+"""`coi shell`, `coi run` and `coi attach`: one launch path, one cleanup, every exit."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO
+
+from coi.commands.common import connect, load_config, workspace_of
+from coi.core import faults, output, signals
+from coi.core.errors import UsageError
+from coi.sessions import lifecycle as runtime
+
+if TYPE_CHECKING:
+    from coi.incus.adapter import Incus
+
+WORKSPACE = "/workspace"
+
+
+def _writer(stream: BinaryIO) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        stream.write(data)
+        stream.flush()
+
+    return write
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one command in a fresh session container; exit with its exit code."""
+    if not args.cmd:
+        raise UsageError("no command given: coi run [--] CMD ...")
+    undo: list[Callable[[], None]] = []
+    session = None
+    with signals.raising():
+        try:
+            # A command is not the tool: its credentials enter only when --tool names it.
+            session = runtime.open_session(args, undo, runs_tool=False)
+            faults.point("exec")
+            with runtime.watching(session.name, session.incus):
+                result = session.incus.execute(
+                    session.name,
+                    runtime.as_code(args.cmd),
+                    env=runtime.code_env(),
+                    cwd=WORKSPACE,
+                    stdin=None if sys.stdin.isatty() else sys.stdin.buffer,
+                    raw_stdout=_writer(sys.stdout.buffer),
+                    raw_stderr=_writer(sys.stderr.buffer),
+                )
+        finally:
+            runtime.close(session, undo)
+    return result.exit_code
+
+
+def tmux_name(container: str) -> str:
+    """The tmux session coi starts in a container."""
+    return f"coi-{container}"
+
+
+def tool_shell(argv: list[str], pre_launch: tuple[str, ...] = ()) -> str:
+    """bash runs `[tool] pre_launch` (a failure is shown, not fatal), then the tool, then
+    stays: when the tool exits the user is in bash."""
+    steps = [
+        f"bash -lc {shlex.quote(step)} || echo "
+        + shlex.quote(f"coi: pre_launch `{step}` failed (exit ")
+        + '"$?"'
+        + shlex.quote("): starting the tool anyway")
+        + " >&2"
+        for step in pre_launch
+    ]
+    return "; ".join([*steps, shlex.join(argv), "exec bash -l"])
+
+
+def shell(args: argparse.Namespace) -> int:
+    """Open a session: tmux as `code` running bash running the tool, then attach."""
+    undo: list[Callable[[], None]] = []
+    session = None
+    detached = False
+    with signals.raising():
+        try:
+            session = runtime.open_session(args, undo)
+            resume = getattr(args, "resume", None) is not None
+            command = tool_shell(session.tool.command(resume=resume), session.cfg.tool.pre_launch)
+            _start_tmux(session, command)
+            if getattr(args, "background", False):
+                detached = True
+                _say_detached(session.name)
+                return 0
+            with runtime.watching(session.name, session.incus):
+                _attach(session.incus, session.name, bash=False)
+            if not runtime.stopping(session.incus, session.name):
+                detached = True
+                _save_snapshot(session)
+                _say_detached(session.name)
+        finally:
+            if not detached:
+                runtime.close(session, undo)
+    return 0
+
+
+def _start_tmux(session: runtime.Session, command: str) -> None:
+    target = tmux_name(session.name)
+    # `|| has-session` makes a second try harmless if the first one did start tmux.
+    start = shlex.join(["tmux", "new-session", "-d", "-s", target, "-c", WORKSPACE, command])
+    argv = ["sh", "-c", f"{start} || tmux has-session -t {shlex.quote(target)}"]
+    result = session.incus.execute(
+        session.name,
+        runtime.as_code(argv),
+        env=runtime.code_env(),
+        cwd=WORKSPACE,
+        idempotent=True,
+    )
+    if result.exit_code != 0:
+        raise UsageError(
+            f"could not start tmux in {session.name}: {result.stderr.strip()} "
+            "(is this a coi image? build one with `coi build`)"
+        )
+
+
+def _attach(incus: Incus, name: str, *, bash: bool) -> int:
+    argv = (
+        ["bash", "-l"]
+        if bash
+        else ["tmux", "new-session", "-A", "-s", tmux_name(name), "-c", WORKSPACE]
+    )
+    return incus.execute_interactive(
+        name, runtime.as_code(argv), env=runtime.code_env(), cwd=WORKSPACE
+    )
+
+
+def _save_snapshot(session: runtime.Session) -> None:
+    from coi.sessions import store as sessions
+
+    meta = runtime.metadata(session)
+    limit = session.cfg.sessions.max_state_bytes
+    sessions.save(
+        session.incus, session.name, meta, session.tool.state_dir, running=True, limit=limit
+    )
+
+
+def _say_detached(name: str) -> None:
+    output.info(
+        f"{name} keeps running. Attach: coi attach {name} | "
+        f"stop and save: coi shutdown {name} | delete now: coi kill {name}"
+    )
+
+
+def attach(args: argparse.Namespace) -> int:
+    """Attach to a running session container (by name, --slot, or the only one)."""
+    cfg = load_config(args)
+    incus = connect(cfg)
+    name = args.name or _pick(incus, args)
+    if incus.state(name).get("status") != "Running":
+        raise UsageError(f"{name} is not running: start a session with coi shell")
+    with runtime.watching(name, incus):
+        return _attach(incus, name, bash=args.bash)
+
+
+def _pick(incus: Incus, args: argparse.Namespace) -> str:
+    from coi.core import slots
+
+    workspace = workspace_of(args)
+    prefix = slots.prefix()
+    if getattr(args, "slot", 0):
+        return slots.container_name(workspace, args.slot, prefix)
+    wanted = slots.workspace_id(workspace)
+    running: list[str] = []
+    for inst in incus.get("instances", "listing instances", recursion=1):
+        parsed = slots.parse_name(inst["name"], prefix)
+        if parsed and parsed.workspace_id == wanted and inst.get("status") == "Running":
+            running.append(inst["name"])
+    if len(running) == 1:
+        return str(running[0])
+    if not running:
+        raise UsageError(f"no running coi container for {workspace}: start one with coi shell")
+    raise UsageError(
+        f"several containers run for this workspace ({', '.join(running)}): "
+        "name one or pass --slot N"
+    )

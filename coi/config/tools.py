@@ -1,0 +1,184 @@
+"""The AI tools coi runs, as data: binary, state folder, credentials, arguments, install steps.
+
+Pure: no I/O. A tool's versions are pinned in the image's pins file (`[tools] NAME`); the
+install lines read the pinned version from $COI_TOOL_VERSION when the build runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from coi.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from coi.config.load import Config, ToolDef
+
+DEFAULT = "claude"
+_NPM = 'npm install -g --no-fund --no-audit --no-update-notifier "{package}@$COI_TOOL_VERSION"'
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One AI tool: how to install it, start it, resume it and what state it keeps.
+
+    state_dir is relative to the home ("" when the tool keeps no state folder, as the
+    plain shell); credential_files are relative to the HOME; resume_args replace args
+    when resuming (empty: resume runs with args); install lines run as root in the build.
+    """
+
+    name: str
+    binary: str
+    state_dir: str
+    credential_files: tuple[str, ...]
+    args: tuple[str, ...]
+    resume_args: tuple[str, ...]
+    version_command: tuple[str, ...]
+    install: tuple[str, ...]
+
+    def command(self, resume: bool = False) -> list[str]:
+        """The argv that starts the tool (or resumes its newest conversation)."""
+        return [self.binary, *(self.resume_args if resume and self.resume_args else self.args)]
+
+
+BUILTIN: dict[str, Tool] = {
+    "claude": Tool(
+        name="claude",
+        binary="claude",
+        state_dir=".claude",
+        credential_files=(".claude/.credentials.json", ".claude.json"),
+        # The container is the sandbox, so the tool's own prompts would only get in the way.
+        args=("--dangerously-skip-permissions",),
+        resume_args=("--dangerously-skip-permissions", "--continue"),
+        version_command=("claude", "--version"),
+        install=(_NPM.format(package="@anthropic-ai/claude-code"),),
+    ),
+    "codex": Tool(
+        name="codex",
+        binary="codex",
+        state_dir=".codex",
+        credential_files=(".codex/auth.json", ".codex/config.toml"),
+        args=("--dangerously-bypass-approvals-and-sandbox",),
+        resume_args=("resume", "--last", "--dangerously-bypass-approvals-and-sandbox"),
+        version_command=("codex", "--version"),
+        install=(_NPM.format(package="@openai/codex"),),
+    ),
+    "opencode": Tool(
+        name="opencode",
+        binary="opencode",
+        state_dir=".local/share/opencode",
+        credential_files=(".local/share/opencode/auth.json",),
+        args=(),
+        resume_args=("--continue",),
+        version_command=("opencode", "--version"),
+        install=(_NPM.format(package="opencode-ai"),),
+    ),
+    "aider": Tool(
+        name="aider",
+        binary="aider",
+        state_dir=".aider",
+        # Not ~/.env: a user's home .env often holds far more than aider's keys.
+        credential_files=(".aider.conf.yml",),
+        args=("--yes-always",),
+        resume_args=("--yes-always", "--restore-chat-history"),
+        version_command=("aider", "--version"),
+        # aider-chat needs Python < 3.13: Debian 12's 3.11, in a venv (PEP 668).
+        install=(
+            "apt-get install -y -q --no-install-recommends python3-venv",
+            "python3 -m venv /opt/aider",
+            '/opt/aider/bin/pip install --no-cache-dir -q "aider-chat==$COI_TOOL_VERSION"',
+            "ln -sf /opt/aider/bin/aider /usr/local/bin/aider",
+        ),
+    ),
+    "shell": Tool(
+        name="shell",
+        binary="bash",
+        state_dir="",
+        credential_files=(),
+        args=(),
+        resume_args=(),
+        version_command=("bash", "--version"),
+        install=(),
+    ),
+}
+
+
+def known(cfg: Config | None = None) -> list[str]:
+    """Tool names: the built-in ones first, then those config defines."""
+    extra = sorted(set(cfg.tools) - set(BUILTIN)) if cfg is not None else []
+    return [*BUILTIN, *extra]
+
+
+def resolve(cfg: Config, name: str | None = None) -> Tool:
+    """The tool NAME (default: the configured one) with config's definitions applied.
+
+    `[tools.NAME]` defines a tool or overrides the keys it sets on a built-in one; its
+    credential_files are relative to its state_dir. `[tool] binary` overrides the binary
+    of the configured tool.
+    """
+    chosen = name or cfg.tool.name
+    tool = BUILTIN.get(chosen)
+    definition = cfg.tools.get(chosen)
+    if definition is not None:
+        tool = from_definition(definition, cfg.origins, tool)
+    if tool is None:
+        raise UsageError(f"unknown tool {chosen!r}: use one of {', '.join(known(cfg))}")
+    if cfg.tool.binary and chosen == cfg.tool.name:
+        tool = with_binary(tool, cfg.tool.binary)
+    return tool
+
+
+def from_definition(
+    definition: ToolDef, origins: Mapping[str, str], base: Tool | None = None
+) -> Tool:
+    """A Tool from a `[tools.NAME]` definition; over a built-in, only the keys a layer set."""
+    from coi.config.load import DEFAULTS_LABEL
+
+    prefix = f"tools.{definition.name}."
+    state_dir = definition.state_dir
+    values: dict[str, Any] = {
+        "binary": definition.binary,
+        "state_dir": state_dir,
+        "credential_files": tuple(_under(state_dir, f) for f in definition.credential_files),
+        "args": definition.args,
+        "resume_args": definition.resume_args,
+        "version_command": definition.version_command,
+        "install": definition.install,
+    }
+    if base is None:
+        return Tool(name=definition.name, **values)
+    given = {
+        k: v for k, v in values.items() if origins.get(prefix + k, DEFAULTS_LABEL) != DEFAULTS_LABEL
+    }
+    if "credential_files" in given and "state_dir" not in given:
+        given["credential_files"] = tuple(
+            _under(base.state_dir, f) for f in definition.credential_files
+        )
+    tool = replace(base, **given)
+    if "binary" in given and "version_command" not in given:
+        tool = with_binary(tool, tool.binary, old=base.binary)
+    return tool
+
+
+def with_binary(tool: Tool, binary: str, old: str | None = None) -> Tool:
+    """The tool started by another binary; a version command that named the old one follows."""
+    previous = old or tool.binary
+    version = tool.version_command
+    if version and version[0] == previous:
+        version = (binary, *version[1:])
+    return replace(tool, binary=binary, version_command=version)
+
+
+def _under(state_dir: str, path: str) -> str:
+    """A path relative to the state folder, made relative to the home."""
+    return f"{state_dir.rstrip('/')}/{path}" if state_dir else path
+
+
+def for_build(cfg: Config) -> list[Tool]:
+    """The tools the coi image installs: `[build] tools`, in order, without repeats."""
+    seen: dict[str, Tool] = {}
+    for name in cfg.build.tools:
+        if name not in seen:
+            seen[name] = resolve(cfg, name)
+    return list(seen.values())

@@ -1,0 +1,46 @@
+"""Advisory file locks held across slot allocation and creation, and across builds."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from coi.core.errors import CoiError
+
+
+class LockBusy(CoiError):
+    """Another coi process holds the lock and did not release it in time."""
+
+
+@contextmanager
+def file_lock(path: Path, *, timeout: float = 60.0, what: str = "") -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing); wait at most `timeout`."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _acquire(fd, timeout, what or str(path))
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _acquire(fd: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockBusy(
+                    f"{what} is held by another coi process: wait for it or stop it"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)

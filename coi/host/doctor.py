@@ -1,0 +1,243 @@
+"""`coi doctor`: every host check, what it found, and a one-line fix for each failure."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from coi.core import proc
+from coi.core.errors import CoiError
+
+if TYPE_CHECKING:
+    from coi.config.load import Config
+    from coi.incus.adapter import Incus
+    from coi.launch.profiles import ProfileSpec
+
+OK, WARN, FAIL = "ok", "degraded", "fail"
+MIN_VERSION = (6, 0)
+LAUNCH_COST = {
+    "btrfs": "about 0.3 s per launch (clone)",
+    "zfs": "about 0.1 s per launch (clone)",
+    "lvm": "about 1 s per launch (snapshot)",
+    "dir": "3-5 s per launch (full copy)",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome."""
+
+    name: str
+    status: str
+    found: str
+    fix: str = ""
+    action: str = ""  # a safe repair `coi doctor --fix` may carry out (coi/repair.py)
+
+
+def exit_code(checks: list[Check]) -> int:
+    """0 healthy, 1 degraded, 2 unusable."""
+    statuses = {c.status for c in checks}
+    return 2 if FAIL in statuses else 1 if WARN in statuses else 0
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """(6, 0, 4) from '6.0.4' or 'Client version: 6.0.4'."""
+    token = text.strip().split()[-1] if text.strip() else ""
+    parts = [p for p in token.split(".") if p.isdigit()]
+    return tuple(int(p) for p in parts)
+
+
+def check_installed() -> Check:
+    if shutil.which("incus") is None:
+        return Check("incus installed", FAIL, "no `incus` command", "run `sudo coi setup`")
+    version = parse_version(proc.run(["incus", "--version"], check=False).stdout)
+    found = ".".join(map(str, version)) or "unknown version"
+    if version < MIN_VERSION:
+        return Check("incus installed", FAIL, found, "upgrade Incus to 6.0 or newer")
+    return Check("incus installed", OK, f"incus {found}")
+
+
+def check_group(group: str) -> Check:
+    if os.geteuid() == 0:
+        return Check("group membership", OK, "running as root")
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return Check("group membership", FAIL, f"no group {group}", "run `sudo coi setup`")
+    if gid in os.getgroups():
+        return Check("group membership", OK, f"in {group}")
+    return Check(
+        "group membership",
+        FAIL,
+        f"not in {group}",
+        f"sudo usermod -aG {group} $USER, then log in again",
+    )
+
+
+def check_pool(incus: Incus, pool: str) -> Check:
+    if not incus.exists(f"storage-pools/{pool}"):
+        return Check("storage pool", FAIL, f"no pool {pool}", "run `sudo coi setup`")
+    driver = incus.get(f"storage-pools/{pool}").get("driver", "?")
+    cost = LAUNCH_COST.get(driver, "unknown launch cost")
+    if driver == "dir":
+        return Check(
+            "storage pool",
+            WARN,
+            f"{pool}: dir, {cost}",
+            "install btrfs-progs, delete the pool and run `sudo coi setup`",
+        )
+    return Check("storage pool", OK, f"{pool}: {driver}, {cost}")
+
+
+def check_bridge(incus: Incus, network: str) -> Check:
+    if not incus.exists(f"networks/{network}"):
+        return Check("bridge", FAIL, f"no network {network}", "run `sudo coi setup`")
+    config = incus.get(f"networks/{network}").get("config") or {}
+    address = config.get("ipv4.address", "none")
+    state = incus.get(f"networks/{network}/state")
+    problems = []
+    if address in ("", "none"):
+        problems.append("no IPv4 address")
+    if config.get("ipv4.dhcp", "true") == "false":
+        problems.append("DHCP off")
+    if config.get("dns.mode", "managed") == "none":
+        problems.append("DNS off")
+    if state.get("state") != "up":
+        problems.append(f"state {state.get('state')}")
+    found = f"{network} {address}, DHCP and DNS by Incus's dnsmasq"
+    if problems:
+        return Check(
+            "bridge",
+            FAIL,
+            f"{network}: {', '.join(problems)}",
+            f"incus network unset {network} ipv4.dhcp; or recreate with `coi setup`",
+        )
+    return Check("bridge", OK, found)
+
+
+def forward_drop_chains(ruleset: dict[str, Any]) -> list[str]:
+    """Chains on the forward hook whose policy is drop (Docker and firewalld leave them)."""
+    found = []
+    for item in ruleset.get("nftables", []):
+        chain = item.get("chain")
+        if chain and chain.get("hook") == "forward" and chain.get("policy") == "drop":
+            found.append(f"{chain.get('family')} {chain.get('table')} {chain.get('name')}")
+    return found
+
+
+def check_forward() -> Check:
+    if shutil.which("nft") is None:
+        return Check("forward policy", OK, "nft not installed: no nftables rules to inspect")
+    done = proc.run(["nft", "-j", "list", "ruleset"], check=False)
+    if done.returncode != 0:
+        return Check("forward policy", OK, "ruleset not readable without root: not checked")
+    drops = forward_drop_chains(json.loads(done.stdout or "{}"))
+    if drops:
+        return Check(
+            "forward policy",
+            WARN,
+            f"policy drop in {'; '.join(drops)}",
+            "allow the coi bridge in that chain (Docker: DOCKER-USER; firewalld: "
+            "add the bridge to the trusted zone)",
+        )
+    return Check("forward policy", OK, "no forward chain drops by policy")
+
+
+def check_network() -> Check:
+    """Whether Incus network ACLs or coi's nftables fallback enforce the network modes."""
+    from coi.host import network_checks as network_doctor
+
+    return network_doctor.doctor_check()
+
+
+def check_rules() -> Check:
+    """Whether every running restricted container has its rules (nothing is changed)."""
+    from coi.host import network_checks as network_doctor
+
+    return network_doctor.rules_check()
+
+
+def check_subid() -> Check:
+    from coi.host.setup import has_root_range, subid_lines
+
+    if has_root_range(subid_lines()):
+        return Check("subuid/subgid", OK, "root has an idmap range in /etc/subuid and /etc/subgid")
+    return Check(
+        "subuid/subgid", FAIL, "no idmap range for root", "run `sudo coi setup`", "subid-range"
+    )
+
+
+def check_image(incus: Incus, alias: str) -> Check:
+    if incus.image_alias(alias) is None:
+        return Check("coi image", WARN, f"no image {alias!r}", "run `coi build`")
+    return Check("coi image", OK, f"image {alias!r} present")
+
+
+def check_profiles(
+    incus: Incus, pool: str, network: str, specs: Sequence[ProfileSpec] | None = None
+) -> Check:
+    """Compare each profile file (the shipped ones by default) with its live profile.
+
+    Drift is degraded, never a failure: each differing key is listed; a live profile newer
+    than its file, or edited by hand at the same version, is one that apply leaves alone.
+    """
+    from coi.launch import profiles
+
+    found = profiles.survey(incus, {"pool": pool, "network": network}, specs)
+    notes = "; ".join(d.describe() for d in found) or "no profile files"
+    drifted = [d for d in found if not d.in_sync]
+    if not drifted:
+        return Check("profiles", OK, notes)
+    stuck = [
+        d.name for d in drifted if d.action in (profiles.Action.NEWER, profiles.Action.CURRENT)
+    ]
+    fix = "run `coi doctor --fix`, `coi setup` or `invoke profiles.apply`"
+    if stuck:
+        fix = (
+            f"apply leaves {', '.join(stuck)} alone: to replace it, raise `version` in its file "
+            "above the live one, then run `invoke profiles.apply`"
+        )
+    return Check("profiles", WARN, notes, fix, "" if stuck else "apply-profiles")
+
+
+def run_checks(cfg: Config) -> list[Check]:
+    """All host checks, in order; later checks are skipped once Incus is unreachable."""
+    from coi.commands.common import connect
+
+    checks = [check_installed(), check_group(cfg.incus.group)]
+    try:
+        incus = connect(cfg)
+        version = incus.server().get("environment", {}).get("server_version", "?")
+        checks.append(
+            Check("daemon", OK, f"reachable, server {version}, project {cfg.incus.project}")
+        )
+    except CoiError as exc:
+        checks.append(Check("daemon", FAIL, str(exc), "run `sudo coi setup`", "start-daemon"))
+        return checks
+    steps: list[Callable[[], Check]] = [
+        lambda: check_pool(incus, cfg.incus.storage_pool),
+        lambda: check_bridge(incus, cfg.incus.network),
+        check_forward,
+        check_network,
+        check_rules,
+        check_subid,
+        lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
+        lambda: check_image(incus, cfg.defaults.image),
+    ]
+    for step in steps:
+        try:
+            checks.append(step())
+        except CoiError as exc:
+            checks.append(Check(getattr(step, "__name__", "check"), FAIL, str(exc)))
+    return checks
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    """The report in JSON form."""
+    status = {0: "healthy", 1: "degraded", 2: "unusable"}[exit_code(checks)]
+    return {"status": status, "checks": [asdict(c) for c in checks]}

@@ -1,0 +1,612 @@
+"""A coi session in a container: open it (slot, launch or reuse, CAs, credentials,
+restored state), then finish it (save, tear down unless persistent) exactly once.
+
+`coi shell` and `coi run` share this; only what they do in between differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from coi.boundary import protect
+from coi.commands.common import connect, load_config, workspace_of
+from coi.core import faults, output, paths, slots
+from coi.core.errors import CoiError, NotFound, UsageError
+from coi.core.lock import LockBusy, file_lock
+from coi.launch import executor as launch
+from coi.sessions import store as sessions
+
+if TYPE_CHECKING:
+    from coi.config.load import Config
+    from coi.config.mounts import Mount
+    from coi.config.tools import Tool
+    from coi.incus.adapter import Incus
+
+HOME = sessions.HOME
+CODE_UID = 1000
+WAIT_NETWORK = 20.0
+SAVE_SCRIPT = f"""#!/bin/sh
+# coi: keep the AI tool's state for the host before the container stops.
+. /etc/coi/session.env 2>/dev/null || exit 0
+mkdir -p /var/lib/coi
+# at most one byte past the cap: the host refuses a larger state, and a sparse or huge
+# file must not fill the storage pool on the way
+most=$(( ${{COI_MAX_STATE:-{sessions.DEFAULT_LIMIT}}} + 1 )) new=/var/lib/coi/state.tar.new
+tar -C {HOME} -cf - --ignore-failed-read "$COI_STATE_DIR" 2>/dev/null | head -c "$most" >"$new"
+mv -f /var/lib/coi/state.tar.new {sessions.STOPPED_STATE}
+sync
+"""
+STOPPING_MARK = "/run/coi-stopping"
+WRAPPER = f"""#!/bin/sh
+# coi: save the session, then {{verb}} for real.
+touch {STOPPING_MARK}
+/usr/local/lib/coi/save-state
+exec /usr/sbin/{{verb}} "$@"
+"""
+
+
+@dataclass
+class Session:
+    """An open session: its container and everything needed to finish it."""
+
+    incus: Incus
+    cfg: Config
+    tool: Tool
+    workspace: Path
+    name: str
+    slot: int
+    session_id: str
+    persistent: bool
+    profile: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
+    credentials: dict[str, bytes] = field(default_factory=dict, repr=False)
+    announce: bool = True  # say where the session was saved (coi run: only once, or --verbose)
+
+
+def as_code(argv: list[str]) -> list[str]:
+    """argv run as `code` with its groups (docker among them): exec's --user sets none."""
+    return ["runuser", "-u", "code", "--", *argv]
+
+
+def code_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the `code` user's processes (nothing from the host)."""
+    base = {
+        "HOME": HOME,
+        "USER": "code",
+        "LOGNAME": "code",
+        "SHELL": "/bin/bash",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/ca-certificates.crt",
+    }
+    return {**base, **(extra or {})}
+
+
+def _occupants(
+    instances: list[dict[str, Any]], workspace: Path, prefix: str
+) -> list[slots.Occupant]:
+    wanted = slots.workspace_id(workspace)
+    found = []
+    for inst in instances:
+        parsed = slots.parse_name(inst["name"], prefix)
+        if parsed and parsed.workspace_id == wanted:
+            persistent = (inst.get("config") or {}).get("user.coi.persistent") == "true"
+            found.append(slots.Occupant(parsed.slot, inst.get("status") != "Stopped", persistent))
+    return found
+
+
+def _resume_target(args: argparse.Namespace, workspace: Path, tool: str) -> Any:
+    resume = getattr(args, "resume", None)
+    if resume is None:
+        return None
+    if resume == "":
+        found = sessions.latest_for(workspace, tool)
+        if found is None:
+            raise UsageError(f"no saved {tool} session for {workspace}: start one with coi shell")
+        return found
+    return sessions.find(resume, workspace, tool)
+
+
+def open_session(
+    args: argparse.Namespace,
+    undo: list[Callable[[], None]],
+    log: Callable[[str], None] = output.info,
+    *,
+    runs_tool: bool = True,
+) -> Session:
+    """Take a slot, launch or reuse its container and make it ready for the tool.
+
+    The removal of a container is added to `undo` before it is made, so the caller's
+    cleanup can remove it whatever step fails or is interrupted. runs_tool is False for a
+    command that is not the tool (`coi run`): then only --tool brings its credentials.
+    """
+    from coi.config import load as config
+    from coi.config import tools
+    from coi.sessions import credentials
+
+    requested = getattr(args, "profile", None)
+    cfg = load_config(args, quiet=getattr(args, "resume", None) is not None)
+    workspace = workspace_of(args)
+    tool = tools.resolve(cfg, getattr(args, "tool", None))
+    resumed = _resume_target(args, workspace, tool.name)
+    if resumed is not None:  # a resumed session keeps the profile it was saved with
+        cfg = load_config(args, config.resume_profile(requested, resumed[0].profile))
+        tool = tools.resolve(cfg, getattr(args, "tool", None) or resumed[0].tool)
+    incus = connect(cfg)
+    launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
+    session_id = resumed[0].session_id if resumed else sessions.new_id()
+    preferred = getattr(args, "slot", 0) or (resumed[0].slot if resumed else 0) or 0
+    profile = cfg.profile
+    _checkpoint(cfg, workspace, session_id)
+    mounts = disks(cfg, tool, storage_path(getattr(args, "storage", None), cfg), log)
+    extra = extra_mounts(cfg, getattr(args, "mount", None))
+    mounts.update({f"mount-{i}": (m.source, m.target) for i, m in enumerate(extra)})
+    readonly = frozenset(f"mount-{i}" for i, m in enumerate(extra) if m.readonly)
+    name, slot = _claim(
+        incus,
+        cfg,
+        workspace,
+        tool.name,
+        session_id,
+        preferred,
+        mounts,
+        profile,
+        undo,
+        log,
+        readonly=readonly,
+    )
+    session = Session(
+        incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
+    )
+    session.announce = runs_tool
+    flag = getattr(args, "tool", None)
+    session.credentials = credentials.for_session(
+        cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
+    )
+    _prepare(session, resumed[1] if resumed else None, log)
+    return session
+
+
+def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
+    """Record the workspace before the agent touches it (`coi rollback` undoes a session);
+    a checkpoint that cannot be made is said once and does not stop the session."""
+    from coi.workspace import checkpoints
+
+    if not cfg.checkpoints.auto:
+        return
+    try:
+        section = cfg.checkpoints
+        made = checkpoints.before_session(workspace, session_id, section.keep, section.max_bytes)
+    except CoiError as exc:
+        output.once("checkpoint-failed", f"no checkpoint before this session: {exc}", level="warn")
+        return
+    output.detail(f"checkpoint {made.id} of {workspace}: `coi rollback` puts it back")
+
+
+def _claim(
+    incus: Incus,
+    cfg: Config,
+    workspace: Path,
+    tool: str,
+    session_id: str,
+    preferred: int,
+    mounts: dict[str, tuple[Path, str]],
+    profile: str | None,
+    undo: list[Callable[[], None]],
+    log: Callable[[str], None],
+    readonly: frozenset[str] = frozenset(),
+) -> tuple[str, int]:
+    """Reuse an idle persistent container or create one in a free slot, under the lock."""
+    from coi.network import enforce as network
+
+    prefix = slots.prefix()
+    limit = cfg.defaults.max_slots
+    # Containers that lost their rules get them back, or stop: no slot decision hangs on
+    # it, so not under the slot lock that parallel sessions of this workspace wait for.
+    network.heal(incus)
+    lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
+    with file_lock(lock, what=f"the slot lock of {workspace}"):
+        # One listing serves both: reaping what was left stopped, then the free slots.
+        listing = incus.get("instances", "listing instances", recursion=1)
+        gone = set(reap(incus, cfg, log, listing))
+        occupants = _occupants([i for i in listing if i["name"] not in gone], workspace, prefix)
+        slot, reuse = slots.choose(occupants, limit, preferred, cfg.defaults.persistent)
+        if preferred and slot != preferred:
+            log(f"slot {preferred} is busy: using slot {slot}")
+        name = slots.container_name(workspace, slot, prefix)
+        if reuse:
+            log(f"reusing persistent container {name}")
+            network.ensure_rules(incus, name)  # after a reboot the host holds none
+            hold(name)
+            launch.protect_workspace(_spec(cfg, workspace, name, slot, tool, session_id, {}, None))
+            incus.set_state(name, "start")
+            return name, slot
+        spec = _spec(cfg, workspace, name, slot, tool, session_id, mounts, profile, readonly)
+        hold(name)
+        undo.append(lambda: launch.teardown(incus, name))
+        launch.create(incus, spec, start=False)
+    launch.start_or_discard(incus, name, spec)
+    return name, slot
+
+
+def _spec(
+    cfg: Config,
+    workspace: Path,
+    name: str,
+    slot: int,
+    tool: str,
+    session_id: str,
+    mounts: dict[str, tuple[Path, str]],
+    profile: str | None,
+    readonly: frozenset[str] = frozenset(),
+) -> launch.LaunchSpec:
+    """The launch spec of a session's container, protected paths included."""
+    from coi.config.load import limits_config
+
+    return launch.LaunchSpec(
+        name=name,
+        image=cfg.defaults.image,
+        workspace=workspace,
+        workspace_uid=launch.owner_uid(workspace),
+        container_uid=cfg.incus.claude_uid,
+        slot=slot,
+        tool=tool,
+        session=session_id,
+        network_mode=cfg.network.mode,
+        persistent=cfg.defaults.persistent,
+        environment=dict(cfg.defaults.environment),
+        limits=limits_config(cfg),
+        disks=mounts,
+        readonly=readonly,
+        profile=profile,
+        protected_paths=protect.paths(cfg.security.protected_paths, cfg.security.writable_paths),
+    )
+
+
+def storage_path(raw: str | None, cfg: Config) -> Path | None:
+    """--storage: a bare name lives under [paths] storage_dir; a path is used as given."""
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if "/" not in raw and not raw.startswith("."):
+        path = Path(cfg.paths.storage_dir) / raw
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def disks(
+    cfg: Config, tool: Tool, storage: Path | None, log: Callable[[str], None]
+) -> dict[str, tuple[Path, str]]:
+    """Extra mounts: persistent storage, and the host's tool folder when config asks."""
+    mounts: dict[str, tuple[Path, str]] = {}
+    if storage is not None:
+        mounts["storage"] = (storage, "/storage")
+    if cfg.defaults.mount_claude_config and tool.state_dir not in ("", "."):
+        host = Path.home() / tool.state_dir
+        host.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log(f"mounting the host's {host} into the container (mount_claude_config), not a copy")
+        mounts["tool-config"] = (host, f"{HOME}/{tool.state_dir}")
+    return mounts
+
+
+def extra_mounts(cfg: Config, flags: list[str] | None) -> list[Mount]:
+    """`[[mounts]]` of the trusted config and `--mount` flags, each checked (refusals are
+    usage errors naming why)."""
+    from coi.config import mounts
+
+    home = Path.home()
+    wanted = mounts.from_config(cfg.mounts, home)
+    wanted += [mounts.parse_flag(text, Path.cwd()) for text in flags or []]
+    return [mounts.check(m, home, [paths.coi_home()]) for m in wanted]
+
+
+def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None]) -> None:
+    from coi.sessions import credentials
+
+    incus, name = session.incus, session.name
+    faults.point("prepare")
+    cas = _extra_cas(session.cfg, log)
+    faults.point("credentials")
+    # A saved state holds what the tool kept, its login too: what this session is not
+    # given is removed again after the restore.
+    drop = credentials.withheld(session.tool, session.credentials) if resumed else []
+    argv = ["sh", "-c", _SETUP_SH, "sh", *drop]
+    with _setup_tar(session, resumed, cas) as tar:
+        result = incus.execute(name, argv, stdin=tar, idempotent=True)
+    if result.exit_code != 0:
+        raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
+    faults.point("restore")
+    _wait_network(incus, name, log)  # DHCP went on meanwhile; wait only for the rest
+
+
+# One exec unpacks the session's files and trusts the extra CAs. Debian's
+# update-ca-certificates takes seconds (it rebuilds every hash and the bundle), so the
+# CAs are appended to the bundle the tools read, once; update-ca-certificates, when apt
+# runs it later, finds the same files under /usr/local/share/ca-certificates.
+_SETUP_SH = """set -e
+tar -C / -xf - --no-same-permissions --no-overwrite-dir
+for rel in "$@"; do rm -f -- "/home/code/$rel"; done
+bundle=/etc/ssl/certs/ca-certificates.crt
+for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
+  [ -e "$cert" ] || continue
+  key=$(sed -n 2p "$cert")
+  grep -qF -- "$key" "$bundle" 2>/dev/null || cat "$cert" >> "$bundle"
+done
+"""
+_SETUP_SH += launch.BOOT_BARRIER_SH
+
+
+def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
+    """The extra CA certificates a session trusts: the host's, or those config names."""
+    from coi.images import certs
+
+    files = certs.sources(cfg)
+    if files:
+        output.once(
+            "session-cas", f"trusting extra CA certificates: {', '.join(str(f) for f in files)}"
+        )
+    return {f"coi-session-{i}-{f.stem}.crt": certs.read_pem(f) for i, f in enumerate(files)}
+
+
+@contextmanager
+def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) -> Iterator[BinaryIO]:
+    """One tar stream: wrappers, the session env, CAs, restored state, credentials; in a
+    temporary file (rewound), so that a large restored state is sent in chunks rather
+    than held in memory."""
+    with (
+        tempfile.TemporaryFile() as buffer,
+        tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive,
+    ):
+        for file_name, pem in cas.items():
+            _add(archive, f"usr/local/share/ca-certificates/{file_name}", pem, 0o644)
+        _add(archive, "usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755)
+        for verb in ("poweroff", "shutdown"):
+            _add(archive, f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
+        env = (
+            f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
+            f"COI_MAX_STATE={session.cfg.sessions.max_state_bytes}\n"
+        )
+        _add(archive, "etc/coi/session.env", env.encode(), 0o644)
+        if resumed is not None:
+            sessions.add_state(archive, resumed, session.tool.state_dir, "home/code/", CODE_UID)
+        for rel, data in session.credentials.items():
+            _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
+        archive.close()
+        buffer.seek(0)
+        yield buffer
+
+
+def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int = 0) -> None:
+    for parent in reversed(Path(path).parents[:-1]):
+        if parent.as_posix().startswith("home/code"):
+            info = tarfile.TarInfo(parent.as_posix())
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o700, uid, uid
+            archive.addfile(info)
+    info = tarfile.TarInfo(path)
+    info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, time.time()
+    archive.addfile(info, io.BytesIO(data))
+
+
+def settled_status(incus: Incus, name: str, timeout: float = 60.0) -> str | None:
+    """Running or Stopped once the instance is in neither transition (None: it is gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = str(incus.state(name).get("status"))
+        except NotFound:
+            return None
+        except CoiError:  # Incus answers oddly ("Invalid PID") while an instance stops
+            status = "Stopping"
+        if status in ("Running", "Stopped") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.3)
+
+
+def stopping(incus: Incus, name: str, timeout: float = 60.0) -> bool:
+    """True when the container is powering off (then wait, bounded, until it has stopped)."""
+    try:
+        probe = incus.execute(name, ["test", "-e", STOPPING_MARK], idempotent=True)
+        going = probe.exit_code == 0
+    except CoiError:  # exec refused: the instance is already on its way down
+        going = True
+    deadline = time.monotonic() + timeout
+    while going and time.monotonic() < deadline:
+        try:
+            if incus.state(name).get("status") == "Stopped":
+                break
+        except NotFound:
+            break
+        except CoiError:  # Incus answers oddly while an instance stops
+            pass
+        time.sleep(0.3)
+    return going
+
+
+def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
+    """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API.
+
+    A lease does not prove early boot is over (networking.service is not ordered after
+    sysinit.target): the setup exec waits for that itself (launch.BOOT_BARRIER_SH).
+    """
+    deadline = time.monotonic() + WAIT_NETWORK
+    while time.monotonic() < deadline:
+        nets = (incus.state(name).get("network") or {}).get("eth0", {})
+        if any(a.get("family") == "inet" for a in nets.get("addresses", [])):
+            return
+        time.sleep(0.1)
+    log(f"{name} has no IPv4 address after {WAIT_NETWORK:.0f} s: going on without network")
+
+
+def finish(session: Session, *, log: Callable[[str], None] = output.info) -> None:
+    """Save the session, then delete the container, or stop it when persistent, and clear
+    set-id bits it left in host folders. Runs once."""
+    if session.finished:
+        return
+    session.finished = True
+    incus, name = session.incus, session.name
+    status = settled_status(incus, name)
+    if status is None:
+        return
+    running = status == "Running"
+    meta = metadata(session)
+    try:
+        # a tool without a state folder (the plain shell) has nothing to save
+        state_dir = session.tool.state_dir
+        limit = session.cfg.sessions.max_state_bytes
+        saved = (
+            sessions.save(incus, name, meta, state_dir, running=running, limit=limit)
+            if state_dir
+            else None
+        )
+        if saved:
+            said = f"session {session.session_id} saved to {saved}"
+            if session.announce:
+                log(said)
+            else:  # coi run: where sessions go is said the first time
+                output.once("session-saved", said, fact=str(saved.parent))
+    finally:
+        if not session.persistent:
+            launch.teardown(incus, name)
+        else:
+            if running:
+                incus.set_state(name, "stop", timeout=30)
+                log(f"{name} stopped and kept (persistent): the next session reuses it")
+            launch.sweep(launch.host_folders(incus, name))
+            if settled_status(incus, name) == "Stopped":  # never under a running container
+                launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
+
+
+def metadata(session: Session) -> sessions.Metadata:
+    """The metadata a save of this session records."""
+    return sessions.Metadata(
+        session_id=session.session_id,
+        container_name=session.name,
+        slot=session.slot,
+        workspace=str(session.workspace),
+        tool=session.tool.name,
+        persistent=session.persistent,
+        profile=session.profile,
+        saved_at=sessions.now(),
+    )
+
+
+_HELD: dict[str, ExitStack] = {}
+
+
+def hold(name: str) -> None:
+    """Mark a container as watched by this process until it exits, so no other coi
+    process reaps it (taken before the container exists, so it is never unwatched)."""
+    if name not in _HELD:
+        stack = ExitStack()
+        lock = paths.locks_dir() / f"watch-{name}.lock"
+        try:
+            stack.enter_context(file_lock(lock, timeout=0.1, what=f"the watch of {name}"))
+        except LockBusy:  # another coi process (an earlier attach, say) already watches it
+            return
+        _HELD[name] = stack
+
+
+@contextmanager
+def watching(name: str, incus: Incus | None = None) -> Iterator[None]:
+    """Hold the container's watch; meanwhile an allowlist container's names are resolved
+    again on schedule."""
+    import threading
+
+    hold(name)
+    stop = threading.Event()
+    if incus is not None:
+        from coi.network import enforce as network
+
+        threading.Thread(target=network.watch, args=(incus, name, stop), daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def is_watched(name: str) -> bool:
+    """True when a live coi process holds the watch lock of this container."""
+    try:
+        with file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=0):
+            return False
+    except LockBusy:
+        return True
+
+
+def reap(
+    incus: Incus,
+    cfg: Config,
+    log: Callable[[str], None] = output.info,
+    instances: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Save and remove stopped ephemeral coi containers that nobody watches (from the
+    given listing, or a fresh one)."""
+    if instances is None:
+        instances = incus.get("instances", "listing instances", recursion=1)
+    reaped = []
+    for inst in instances:
+        config = inst.get("config") or {}
+        if (
+            inst.get("status") != "Stopped"
+            or "user.coi.session" not in config
+            or config.get("user.coi.persistent") == "true"
+            or is_watched(inst["name"])
+        ):
+            continue
+        try:
+            _reap_one(incus, cfg, inst["name"], config, log)
+            reaped.append(inst["name"])
+        except CoiError as exc:
+            output.warn(f"could not clean up {inst['name']}: {exc}")
+    return reaped
+
+
+def _reap_one(
+    incus: Incus, cfg: Config, name: str, config: dict[str, str], log: Callable[[str], None]
+) -> None:
+    from coi.config import tools
+
+    try:
+        tool: Tool | None = tools.resolve(cfg, config.get("user.coi.tool"))
+    except UsageError:
+        tool = None
+    slot = config.get("user.coi.slot", "")
+    meta = sessions.Metadata(
+        session_id=config["user.coi.session"],
+        container_name=name,
+        slot=int(slot) if slot.isdigit() else None,
+        workspace=config.get("user.coi.workspace", ""),
+        tool=config.get("user.coi.tool", ""),
+        persistent=False,
+        profile=config.get("user.coi.profile"),
+        saved_at=sessions.now(),
+    )
+    with ExitStack() as stack:
+        stack.callback(launch.teardown, incus, name)
+        if tool is not None:
+            limit = cfg.sessions.max_state_bytes
+            sessions.save(incus, name, meta, tool.state_dir, running=False, limit=limit)
+    log(f"saved and removed {name}, which was stopped while detached")
+
+
+def close(session: Session | None, undo: list[Callable[[], None]]) -> None:
+    """The one cleanup of a session command: finish the session, or undo what was made."""
+    from coi.core import signals
+
+    with signals.shielded():
+        if session is not None:
+            finish(session)
+            return
+        for step in undo:
+            step()
