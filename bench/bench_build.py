@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _timing import median_of, report, wall
 
 from coi.core.errors import CoiError
-from coi.incus.adapter import Incus, connect, create_project, drop_project
+from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
+from coi.testing import create_project, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 NETWORK = os.environ.get("COI_BENCH_NETWORK", "coibr0")

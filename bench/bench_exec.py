@@ -20,8 +20,9 @@ from collections import Counter
 from collections.abc import Mapping
 
 from coi.core.errors import IncusError
-from coi.incus.adapter import Incus, connect, create_project, drop_project
+from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
+from coi.testing import create_project, drop_project
 
 EXECS_PER_CONTAINER = 3
 INTERCEPTS = ("security.syscalls.intercept.mknod", "security.syscalls.intercept.setxattr")

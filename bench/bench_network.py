@@ -21,10 +21,11 @@ from _timing import median_of, report
 
 from coi.core.errors import CoiError
 from coi.images.base import ensure_base
-from coi.incus.adapter import Incus, connect, create_project, drop_project
+from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
 from coi.network import enforce as network
 from coi.network import policy as network_policy
+from coi.testing import create_project, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
 

@@ -12,6 +12,7 @@ from coi.core.errors import UsageError
 if TYPE_CHECKING:
     from coi.config.load import Config
     from coi.incus.adapter import Incus
+    from coi.sessions.lifecycle import Request
 
 
 def workspace_of(args: argparse.Namespace) -> Path:
@@ -34,25 +35,29 @@ def load_config(
 ) -> Config:
     """The merged config for this workspace, profile and flags; warnings printed once."""
     from coi.config import load as config
-    from coi.core import output
 
-    cfg = config.load(
+    chosen = profile or getattr(args, "profile", None)
+    return config.load_said(workspace_of(args), chosen, flag_values(args), quiet=quiet)
+
+
+def session_request(args: argparse.Namespace) -> Request:
+    """The session the command line asks for, in the terms of coi/sessions."""
+    from coi.sessions.lifecycle import Request
+
+    return Request(
         workspace_of(args),
-        profile=profile or getattr(args, "profile", None),
-        flags=flag_values(args),
+        flag_values(args),
+        profile=getattr(args, "profile", None),
+        tool=getattr(args, "tool", None),
+        resume=getattr(args, "resume", None),
+        slot=getattr(args, "slot", 0) or 0,
+        storage=getattr(args, "storage", None),
+        mounts=tuple(getattr(args, "mount", None) or ()),
     )
-    for message in [] if quiet else cfg.warnings:
-        output.warn(message)
-    return cfg
 
 
 def connect(cfg: Config) -> Incus:
     """An Incus connection in the configured project (local socket or HTTPS remote)."""
-    from coi.incus.adapter import Endpoint, connect, socket_path
+    from coi.config.endpoint import connect
 
-    section = cfg.incus
-    endpoint = Endpoint(socket_path())
-    if section.remote:
-        certs = (section.client_cert, section.client_key, section.server_cert)
-        endpoint = Endpoint(section.remote, *(None if c is None else str(c) for c in certs))
-    return connect(project=section.project, group=section.group, endpoint=endpoint)
+    return connect(cfg)

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from coi.commands.common import load_config
 from coi.core import output
+from coi.host.check import exit_code
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.host.doctor import Check
+    from coi.host.check import Check
 
 MARK = {"ok": "ok  ", "degraded": "WARN", "fail": "FAIL"}
 
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     checks = doctor.run_checks(cfg)
     if getattr(args, "fix", False):
         if not _repair(checks, cfg, dry_run=args.dry_run) or args.dry_run:
-            return doctor.exit_code(checks)
+            return exit_code(checks)
         checks = doctor.run_checks(cfg)
     if args.format == "json":
         output.emit_json(doctor.as_json(checks))
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         for check in checks:
             line = f"[{MARK[check.status]}] {check.name}: {check.found}"
             output.data(line + (f"\n       fix: {check.fix}" if check.fix else ""))
-    return doctor.exit_code(checks)
+    return exit_code(checks)
 
 
 def _repair(checks: list[Check], cfg: Config, *, dry_run: bool) -> bool:

@@ -490,3 +490,15 @@ def _warnings(layers: Sequence[Layer]) -> tuple[str, ...]:
             fix = "sessions are kept in COI_HOME/sessions-<tool>/ instead; remove the key"
             found.append(f"{where}: paths.sessions_dir is deprecated and ignored; {fix}")
     return tuple(found)
+
+
+def load_said(
+    workspace: Path, profile: str | None, flags: Mapping[str, Any], *, quiet: bool = False
+) -> Config:
+    """load() for a command: the merged config, its warnings said on stderr (unless quiet)."""
+    from coi.core import output
+
+    cfg = load(workspace, profile=profile, flags=flags)
+    for message in [] if quiet else cfg.warnings:
+        output.warn(message)
+    return cfg

@@ -7,18 +7,18 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from coi.core import proc
 from coi.core.errors import CoiError
+from coi.host.check import FAIL, OK, WARN, Check, exit_code
 
 if TYPE_CHECKING:
     from coi.config.load import Config
     from coi.incus.adapter import Incus
     from coi.launch.profiles import ProfileSpec
 
-OK, WARN, FAIL = "ok", "degraded", "fail"
 MIN_VERSION = (6, 0)
 LAUNCH_COST = {
     "btrfs": "about 0.3 s per launch (clone)",
@@ -26,23 +26,6 @@ LAUNCH_COST = {
     "lvm": "about 1 s per launch (snapshot)",
     "dir": "3-5 s per launch (full copy)",
 }
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check's outcome."""
-
-    name: str
-    status: str
-    found: str
-    fix: str = ""
-    action: str = ""  # a safe repair `coi doctor --fix` may carry out (coi/repair.py)
-
-
-def exit_code(checks: list[Check]) -> int:
-    """0 healthy, 1 degraded, 2 unusable."""
-    statuses = {c.status for c in checks}
-    return 2 if FAIL in statuses else 1 if WARN in statuses else 0
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -163,7 +146,7 @@ def check_rules() -> Check:
 
 
 def check_subid() -> Check:
-    from coi.host.setup import has_root_range, subid_lines
+    from coi.boundary.idmap import has_root_range, subid_lines
 
     if has_root_range(subid_lines()):
         return Check("subuid/subgid", OK, "root has an idmap range in /etc/subuid and /etc/subgid")
@@ -207,7 +190,7 @@ def check_profiles(
 
 def run_checks(cfg: Config) -> list[Check]:
     """All host checks, in order; later checks are skipped once Incus is unreachable."""
-    from coi.commands.common import connect
+    from coi.config.endpoint import connect
 
     checks = [check_installed(), check_group(cfg.incus.group)]
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from coi.core.errors import CoiError
-from coi.host.doctor import FAIL, OK, WARN, Check
+from coi.host.check import FAIL, OK, WARN, Check
 from coi.network import enforce as network
 from coi.network import nft
 

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from coi.core.errors import CoiError
+from coi.host.steps import Step
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.host.doctor import Check
+    from coi.host.check import Check
 
 Log = Callable[[str], None]
 NEEDS_ROOT = frozenset({"start-daemon", "subid-range"})
@@ -38,14 +39,12 @@ def _start_daemon(cfg: Config, log: Log) -> None:
     from coi.host import setup as hostsetup
 
     systemd = hostsetup.survey_host().systemd
-    step = hostsetup.Step(
-        "start", "start the Incus daemon", {"systemd": systemd, "group": cfg.incus.group}
-    )
+    step = Step("start", "start the Incus daemon", {"systemd": systemd, "group": cfg.incus.group})
     hostsetup.do_start(step, log)
 
 
 def _apply_profiles(cfg: Config, log: Log) -> None:
-    from coi.commands.common import connect
+    from coi.config.endpoint import connect
     from coi.launch import profiles
 
     values = {"pool": cfg.incus.storage_pool, "network": cfg.incus.network}
@@ -56,11 +55,11 @@ def _apply_profiles(cfg: Config, log: Log) -> None:
 def _subid_range(cfg: Config, log: Log) -> None:
     from coi.host import setup as hostsetup
 
-    hostsetup.do_subid_range(hostsetup.Step("subid", "give root an idmap range"), log)
+    hostsetup.do_subid_range(Step("subid", "give root an idmap range"), log)
 
 
 def _restore_rules(cfg: Config, log: Log) -> None:
-    from coi.commands.common import connect
+    from coi.config.endpoint import connect
     from coi.network import enforce as network
 
     network.heal(connect(cfg))

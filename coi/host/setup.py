@@ -18,13 +18,15 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from coi.boundary.idmap import add_subid_lines, has_root_range, subid_lines
 from coi.core import output, proc
 from coi.core.errors import CoiError
+from coi.host.steps import Step
 
 # dnsmasq-base serves DHCP and DNS on Incus bridges; incus-base only recommends it.
 PACKAGES = ("incus-base", "incus-client", "dnsmasq-base", "btrfs-progs", "debootstrap", "nftables")
@@ -40,15 +42,6 @@ DAEMON_LOG = Path("/var/log/incus/incusd.log")
 POOL_SIZE = "15GiB"
 SUBID_RANGE = "root:1000000:1000000000"
 RESOURCE_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One thing setup will do: a kind the executor knows, what it says, its params."""
-
-    kind: str
-    detail: str
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -202,16 +195,6 @@ def survey_host() -> HostFacts:
     )
 
 
-def has_root_range(lines: Iterable[str]) -> bool:
-    """True when root owns a subordinate id range large enough for containers."""
-    for line in lines:
-        user, _, rest = line.partition(":")
-        start, _, count = rest.partition(":")
-        if user == "root" and start.isdigit() and count.isdigit() and int(count) >= 65536:
-            return True
-    return False
-
-
 def _installed(package: str) -> bool:
     done = proc.run(["dpkg-query", "-W", "-f=${Status}", package], check=False)
     return done.returncode == 0 and is_installed_status(done.stdout)
@@ -230,15 +213,6 @@ def needed_subid_lines(sudo_uid: int | None, container_uid: int) -> tuple[str, .
     if sudo_uid is not None and sudo_uid != 0:
         lines.append(f"root:{sudo_uid}:1")
     return tuple(lines)
-
-
-def subid_lines() -> tuple[str, ...]:
-    """Lines present in both /etc/subuid and /etc/subgid."""
-
-    def read(p: str) -> set[str]:
-        return set(Path(p).read_text().split()) if Path(p).exists() else set()
-
-    return tuple(sorted(read("/etc/subuid") & read("/etc/subgid")))
 
 
 def survey_incus(incus: Any, pool: str, network: str, group: str, container_uid: int) -> IncusFacts:
@@ -419,16 +393,6 @@ def do_network(incus: Any, step: Step) -> None:
     incus.call("POST", "networks", body, f"creating network {step.params['name']}")
 
 
-def add_subid_lines(lines: Iterable[str]) -> None:
-    """Append idmap lines to /etc/subuid and /etc/subgid where they are missing."""
-    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
-        present = path.read_text().split() if path.exists() else []
-        extra = [line for line in lines if line not in present]
-        if extra:
-            with open(path, "a") as handle:
-                handle.write("".join(f"{line}\n" for line in extra))
-
-
 def do_group(step: Step, group: str) -> None:
     proc.run(["usermod", "-aG", group, step.params["user"]])
     output.info(f"  {step.params['user']} must log in again for the group to take effect")
@@ -487,7 +451,7 @@ def setup(opts: SetupOptions) -> list[Step]:
 
 def _network_helper(opts: SetupOptions, host: HostFacts) -> list[Step]:
     """sudo and coi's network helper, so non-root users can launch restricted containers."""
-    from coi.host import bridge as network_setup
+    from coi.host import netrules as network_setup
 
     steps = network_setup.plan(opts.group)
     if steps and not host.is_root and not opts.dry_run:

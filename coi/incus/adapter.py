@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -573,38 +573,6 @@ def _exec_body(
         {k: v for k, v in (("user", user), ("group", group), ("cwd", cwd)) if v is not None}
     )
     return body
-
-
-def create_project(name: str, description: str = "") -> None:
-    """A throwaway project, as tests and benchmarks make them: it shares the default
-    project's images (imported once) and keeps its own profiles (so they get applied)."""
-    config = {
-        "features.images": "false",
-        "features.profiles": "true",
-        "features.storage.volumes": "false",
-        "features.networks": "false",
-    }
-    body = {"name": name, "description": description, "config": config}
-    connect().call("POST", "projects", body, f"creating project {name}")
-
-
-def drop_project(name: str) -> None:
-    """Delete a throwaway project and what is in it (instances, profiles), as tests and
-    benchmarks make them; an instance caught mid-shutdown is tried again, bounded."""
-    from coi.launch import executor as launch
-
-    scoped = connect(project=name)
-    for _ in range(20):
-        for inst in scoped.instance_names():
-            with suppress(CoiError):
-                launch.teardown(scoped, inst)
-        if not scoped.instance_names():
-            break
-        time.sleep(0.5)
-    for profile in scoped.names("profiles"):
-        if profile != "default":
-            scoped.delete_profile(profile)
-    connect().call("DELETE", f"projects/{name}", what=f"deleting project {name}")
 
 
 def _fingerprint(pem_path: str) -> str:

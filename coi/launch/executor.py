@@ -149,7 +149,7 @@ def network_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
     are created without a NIC; before_start gives them a filtered one (coi/network.py)."""
     from coi.network import enforce as network
 
-    return network.devices(spec)
+    return network.devices(spec.network_mode)
 
 
 def instance_config(spec: LaunchSpec) -> dict[str, Any]:
@@ -200,7 +200,7 @@ def owner_uid(workspace: Path) -> int:
 
 def ensure_idmap(uid: int) -> None:
     """Make sure /etc/subuid and /etc/subgid allow mapping `uid` (raw.idmap needs it)."""
-    from coi.host.setup import add_subid_lines, subid_lines
+    from coi.boundary.idmap import add_subid_lines, subid_lines
 
     line = f"root:{uid}:1"
     if line in subid_lines():
@@ -258,8 +258,23 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
     """Put the network rules in place before the first packet; raise (fail closed) if not."""
     from coi.network import enforce as network
 
-    network.before_start(incus, spec)
+    network.before_start(incus, spec.name, spec.network_mode, allowlist_policy(spec))
     protect_workspace(spec)
+
+
+def allowlist_policy(spec: LaunchSpec) -> dict[str, str]:
+    """[network]'s allowlist settings for an allowlist instance launched without them
+    (`coi container launch`); sessions put them in extra_config themselves."""
+    from coi.network import policy
+
+    if spec.network_mode != "allowlist" or policy.ENTRIES_KEY in spec.extra_config:
+        return {}
+    from coi.config import load as coi_config
+
+    section = coi_config.load(spec.workspace or Path.cwd()).network
+    return policy.policy_keys(
+        section.allowed_domains, section.resolver, section.refresh_interval_minutes
+    )
 
 
 def protect_workspace(spec: LaunchSpec) -> None:

@@ -35,14 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from coi.core import faults, output, proc
 from coi.core.errors import CoiError, IncusError, NotFound, UsageError
-from coi.network import nft, nft_helper
+from coi.network import nft, nft_cli, nft_helper
 from coi.network import policy as network_policy
 from coi.network.dns import ResolveError, resolve
 
 if TYPE_CHECKING:
-    from coi.config.load import Network
     from coi.incus.adapter import Incus
-    from coi.launch.executor import LaunchSpec
 
 HELPER = Path("/usr/local/sbin/coi-netrules")
 MODE_KEY = nft_helper.MODE_KEY
@@ -72,51 +70,49 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
+def devices(mode: str) -> dict[str, dict[str, str]]:
     """Instance devices for the mode: restricted and allowlist start with no NIC at all."""
-    if check_mode(spec.network_mode) == "open":
+    if check_mode(mode) == "open":
         return {}
     # `none` hides the profile's eth0. before_start adds the real NIC once the address is
     # chosen and the rules are in place; an instance started any other way stays offline.
     return {"eth0": {"type": "none"}}
 
 
-def policy_config(section: Network) -> dict[str, str]:
-    """Instance keys carrying [network]'s allowlist settings (give them as extra_config)."""
-    return network_policy.policy_keys(
-        section.allowed_domains, section.resolver, section.refresh_interval_minutes
-    )
-
-
 # -- before the first start ---------------------------------------------------------------
 
 
-def before_start(incus: Incus, spec: LaunchSpec) -> None:
-    """Give a new instance its filtered NIC and put its rules in place (fail closed)."""
-    mode = check_mode(spec.network_mode)
-    inst = incus.instance(spec.name)
+def before_start(
+    incus: Incus, name: str, mode: str, policy: Mapping[str, str] | None = None
+) -> None:
+    """Give a new instance its filtered NIC and put its rules in place (fail closed).
+
+    policy: the allowlist settings (network_policy.policy_keys) for an instance whose
+    config does not already carry them."""
+    mode = check_mode(mode)
+    inst = incus.instance(name)
     if mode != "open" and not HELPER.exists():
         raise CoiError(
             f"{mode} mode needs coi's network helper {HELPER} (it applies the rules before "
             "every start): run `sudo coi setup`, or choose --network open"
         )
     if mode == "open":
-        _open(incus, spec.name, inst)
+        _open(incus, name, inst)
         return
     config = dict(inst.get("config") or {})
-    keys = _policy(config, spec.workspace) if mode == "allowlist" else {}
+    keys = _policy(config, policy or {}) if mode == "allowlist" else {}
     resolved: dict[str, list[str]] = {}
     if mode == "allowlist":
         resolved, allows = _resolve({**config, **keys}, {})
         keys.update(network_policy.state_keys(resolved, allows))
-    attach(incus, spec.name, inst, keys)
+    attach(incus, name, inst, keys)
     try:
         faults.point("network-rules")
-        apply_rules(incus, spec.name)
+        apply_rules(incus, name)
         if mode == "allowlist":
-            pin_hosts(incus, spec.name, resolved, running=False)
+            pin_hosts(incus, name, resolved, running=False)
     except BaseException:
-        _quietly_remove(incus, spec.name)
+        _quietly_remove(incus, name)
         raise
 
 
@@ -135,14 +131,9 @@ def _open(incus: Incus, name: str, inst: Mapping[str, Any]) -> None:
         output.warn(f"open mode: could not clear stale network rules: {exc}")
 
 
-def _policy(config: Mapping[str, str], workspace: Path | None) -> dict[str, str]:
-    """The allowlist settings: the instance's own keys when the caller set them, else config."""
-    if network_policy.ENTRIES_KEY in config:
-        return {}
-    from coi.config import load as coi_config
-
-    section = coi_config.load(workspace or Path.cwd()).network
-    return policy_config(section)
+def _policy(config: Mapping[str, str], policy: Mapping[str, str]) -> dict[str, str]:
+    """The allowlist settings: the instance's own keys when the caller set them, else policy."""
+    return {} if network_policy.ENTRIES_KEY in config else dict(policy)
 
 
 def _resolve(
@@ -300,7 +291,7 @@ def privileged(incus: Incus | None, *args: str) -> Any:
     """Run one helper command: in-process as root, else through sudo and the helper."""
     if os.geteuid() == 0:
         try:
-            return nft_helper.run(list(args), socket_path=_socket(incus))
+            return nft_cli.run(list(args), socket_path=_socket(incus))
         except (nft_helper.HelperError, ValueError) as exc:
             raise CoiError(f"network rules: {exc}") from exc
     if not HELPER.exists():
@@ -308,7 +299,7 @@ def privileged(incus: Incus | None, *args: str) -> Any:
             "network rules need root: run `sudo coi setup` once to install coi's network "
             "helper, or choose --network open"
         )
-    argv = ["sudo", "-n", str(HELPER), "--expect", nft_helper.fingerprint(), *args]
+    argv = ["sudo", "-n", str(HELPER), "--expect", nft_cli.fingerprint(), *args]
     done = proc.run(argv, check=False, timeout=60)
     if done.returncode != 0:
         detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]

@@ -1,5 +1,8 @@
 """The privileged side of coi's network isolation: the only code that changes coi's table.
 
+This is its library; nft_cli.py is its command line (what sudo runs), nft_guard.py the
+process that keeps the rules in force.
+
 coi calls it in-process when it runs as root. For members of the Incus admin group,
 `coi setup` installs a root-owned copy of this file and of `nft.py` under
 /usr/local/lib/coi-netrules and one sudoers rule for /usr/local/sbin/coi-netrules, which
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import ipaddress
 import json
@@ -24,10 +26,8 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import nft
@@ -40,11 +40,6 @@ RACE_TRIES = 3
 NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
 MODE_KEY = "user.coi.network_mode"
 ALLOW_KEY = "user.coi.network.allow"
-USAGE = (
-    "usage: coi-netrules [--expect FINGERPRINT] "
-    "apply PROJECT NAME | remove PROJECT NAME | orphans | list | probe | fingerprint | "
-    "heal | check"
-)
 
 
 class HelperError(Exception):
@@ -53,15 +48,6 @@ class HelperError(Exception):
 
 class Missing(HelperError):
     """Incus says the object does not exist."""
-
-
-def fingerprint() -> str:
-    """sha256 of this file and nft.py: coi refuses a helper copy that differs from itself."""
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in ("nft.py", "nft_helper.py", "nft_guard.py"):
-        digest.update((here / name).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 # -- Incus over the unix socket ---------------------------------------------------------
@@ -265,10 +251,6 @@ def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
     target, mode, allows = target_of(project, name, socket_path)
     planned = [] if target is None else nft.plan(target, mode, allows)
     retried(lambda: _replace(project, name, target, planned, socket_path))
-    if planned:
-        from . import nft_guard
-
-        nft_guard.ensure_running(socket_path)
     return [nft.render(r) for r in planned]
 
 
@@ -395,52 +377,3 @@ def probe() -> dict[str, Any]:
 
 
 # -- entry point --------------------------------------------------------------------------
-
-
-def run(argv: Sequence[str], socket_path: str = SOCKET) -> Any:
-    """Carry out one command line; returns what to print as JSON."""
-    args = list(argv)
-    if len(args) >= 2 and args[0] == "--expect":
-        if args[1] != fingerprint():
-            raise HelperError(
-                f"the installed coi network helper ({fingerprint()}) is not this coi's "
-                f"({args[1]}): run `sudo coi setup` to update it"
-            )
-        args = args[2:]
-    if len(args) == 3 and args[0] in ("apply", "remove"):
-        if args[0] == "apply":
-            return {"rules": apply(args[1], args[2], socket_path)}
-        return {"removed": remove(args[1], args[2])}
-    if len(args) == 1 and args[0] in ("heal", "check"):
-        from . import nft_guard
-
-        if args[0] == "heal":
-            return nft_guard.heal(socket_path)
-        return nft_guard.check(socket_path)
-    if len(args) == 1 and args[0] in ("orphans", "list", "probe", "fingerprint"):
-        commands: dict[str, Callable[[], Any]] = {
-            "orphans": lambda: {"removed": orphans(socket_path)},
-            "list": lambda: {"rules": listing()},
-            "probe": probe,
-            "fingerprint": lambda: {"fingerprint": fingerprint()},
-        }
-        return commands[args[0]]()
-    raise HelperError(USAGE)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The installed helper's entry point: one JSON line on stdout, or one error line."""
-    if os.geteuid() != 0:
-        print("coi-netrules: must run as root (through sudo)", file=sys.stderr)
-        return 1
-    try:
-        result = run(sys.argv[1:] if argv is None else argv)
-    except (HelperError, ValueError) as exc:
-        print(f"coi-netrules: {exc}", file=sys.stderr)
-        return 2 if str(exc) == USAGE else 1
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,6 @@ restored state), then finish it (save, tear down unless persistent) exactly once
 
 from __future__ import annotations
 
-import argparse
 import io
 import tarfile
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from coi.boundary import protect
-from coi.commands.common import connect, load_config, workspace_of
+from coi.config.endpoint import connect
 from coi.core import faults, output, paths, slots
 from coi.core.errors import CoiError, NotFound, UsageError
 from coi.core.lock import LockBusy, file_lock
@@ -105,8 +104,31 @@ def _occupants(
     return found
 
 
-def _resume_target(args: argparse.Namespace, workspace: Path, tool: str) -> Any:
-    resume = getattr(args, "resume", None)
+@dataclass(frozen=True)
+class Request:
+    """What the command line asks of a session; None (or 0) where it asked nothing."""
+
+    workspace: Path
+    flags: dict[str, Any] = field(default_factory=dict)  # the config-bearing flags given
+    profile: str | None = None
+    tool: str | None = None
+    resume: str | None = None  # "" means the newest session of this workspace and tool
+    slot: int = 0
+    storage: str | None = None
+    mounts: tuple[str, ...] = ()
+
+
+def load_config(request: Request, profile: str | None = None, *, quiet: bool = False) -> Config:
+    """The merged config for the request's workspace, profile and flags; warnings said."""
+    from coi.config import load as config
+
+    return config.load_said(
+        request.workspace, profile or request.profile, request.flags, quiet=quiet
+    )
+
+
+def _resume_target(request: Request, workspace: Path, tool: str) -> Any:
+    resume = request.resume
     if resume is None:
         return None
     if resume == "":
@@ -118,7 +140,7 @@ def _resume_target(args: argparse.Namespace, workspace: Path, tool: str) -> Any:
 
 
 def open_session(
-    args: argparse.Namespace,
+    request: Request,
     undo: list[Callable[[], None]],
     log: Callable[[str], None] = output.info,
     *,
@@ -134,22 +156,21 @@ def open_session(
     from coi.config import tools
     from coi.sessions import credentials
 
-    requested = getattr(args, "profile", None)
-    cfg = load_config(args, quiet=getattr(args, "resume", None) is not None)
-    workspace = workspace_of(args)
-    tool = tools.resolve(cfg, getattr(args, "tool", None))
-    resumed = _resume_target(args, workspace, tool.name)
+    cfg = load_config(request, quiet=request.resume is not None)
+    workspace = request.workspace
+    tool = tools.resolve(cfg, request.tool)
+    resumed = _resume_target(request, workspace, tool.name)
     if resumed is not None:  # a resumed session keeps the profile it was saved with
-        cfg = load_config(args, config.resume_profile(requested, resumed[0].profile))
-        tool = tools.resolve(cfg, getattr(args, "tool", None) or resumed[0].tool)
+        cfg = load_config(request, config.resume_profile(request.profile, resumed[0].profile))
+        tool = tools.resolve(cfg, request.tool or resumed[0].tool)
     incus = connect(cfg)
     launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
     session_id = resumed[0].session_id if resumed else sessions.new_id()
-    preferred = getattr(args, "slot", 0) or (resumed[0].slot if resumed else 0) or 0
+    preferred = request.slot or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
     _checkpoint(cfg, workspace, session_id)
-    mounts = disks(cfg, tool, storage_path(getattr(args, "storage", None), cfg), log)
-    extra = extra_mounts(cfg, getattr(args, "mount", None))
+    mounts = disks(cfg, tool, storage_path(request.storage, cfg), log)
+    extra = extra_mounts(cfg, list(request.mounts))
     mounts.update({f"mount-{i}": (m.source, m.target) for i, m in enumerate(extra)})
     readonly = frozenset(f"mount-{i}" for i, m in enumerate(extra) if m.readonly)
     name, slot = _claim(
@@ -169,9 +190,8 @@ def open_session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
     )
     session.announce = runs_tool
-    flag = getattr(args, "tool", None)
     session.credentials = credentials.for_session(
-        cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
+        cfg, tool, workspace, flag=request.tool, runs_tool=runs_tool, warn=output.warn
     )
     _prepare(session, resumed[1] if resumed else None, log)
     return session

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from coi.core.errors import CoiError
-from coi.incus.adapter import Incus, connect, create_project, drop_project
+from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
+from coi.testing import create_project, drop_project
 
 POOL, NETWORK = "coi", "coibr0"
 BASE = os.environ.get("COI_TEST_BASE", "debian/12")

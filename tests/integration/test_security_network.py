@@ -25,11 +25,12 @@ from pathlib import Path
 import pytest
 
 from coi.core.errors import CoiError
-from coi.host import bridge as network_setup
+from coi.host import netrules as network_setup
 from coi.host import setup as hostsetup
+from coi.host.steps import Step
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
-from coi.network import nft_guard, nft_helper
+from coi.network import nft_cli, nft_guard
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import (
     coi_rules,
@@ -57,7 +58,7 @@ def current_helper() -> None:
     installed = subprocess.run(
         [str(network_setup.HELPER), "fingerprint"], capture_output=True, text=True, timeout=30
     )
-    if nft_helper.fingerprint() not in installed.stdout:
+    if nft_cli.fingerprint() not in installed.stdout:
         network_setup.install(GROUP)
 
 
@@ -118,7 +119,7 @@ def _stop_guard() -> None:
 
 
 def _start_daemon() -> None:
-    step = hostsetup.Step("start", "start incusd", {"systemd": False, "group": GROUP})
+    step = Step("start", "start incusd", {"systemd": False, "group": GROUP})
     hostsetup.do_start(step, lambda line: None)
 
 

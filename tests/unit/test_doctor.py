@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coi.host import doctor
-from coi.host.doctor import FAIL, OK, WARN, Check
+from coi.host.check import FAIL, OK, WARN, Check
 
 
 def test_exit_codes() -> None:

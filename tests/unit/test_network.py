@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from coi.core.errors import CoiError, UsageError
-from coi.host import bridge as network_setup
+from coi.host import netrules as network_setup
 from coi.host import network_checks as network_doctor
 from coi.launch import executor as launch
 from coi.network import dns as network_dns
 from coi.network import enforce as network
-from coi.network import nft, nft_guard, nft_helper
+from coi.network import nft, nft_cli, nft_guard, nft_helper
 from coi.network import policy as network_policy
 
 
@@ -162,20 +162,20 @@ def test_installed_rules_are_read_back_with_their_keys() -> None:
 )
 def test_the_helper_refuses_other_command_lines(argv: list[str]) -> None:
     with pytest.raises(nft_helper.HelperError, match="usage"):
-        nft_helper.run(argv)
+        nft_cli.run(argv)
 
 
 def test_the_helper_refuses_a_foreign_fingerprint() -> None:
     with pytest.raises(nft_helper.HelperError, match="sudo coi setup"):
-        nft_helper.run(["--expect", "0" * 16, "list"])
+        nft_cli.run(["--expect", "0" * 16, "list"])
 
 
 @pytest.mark.parametrize("name", ["a b", "a;b", "../x", "-rf", "x" * 80, 'a"b'])
 def test_the_helper_refuses_odd_names_before_asking_incus(name: str) -> None:
     with pytest.raises((nft_helper.HelperError, ValueError)):
-        nft_helper.run(["apply", "proj", name], socket_path="/nonexistent")
+        nft_cli.run(["apply", "proj", name], socket_path="/nonexistent")
     with pytest.raises((nft_helper.HelperError, ValueError)):
-        nft_helper.run(["remove", name, "c"], socket_path="/nonexistent")
+        nft_cli.run(["remove", name, "c"], socket_path="/nonexistent")
 
 
 def _fake_incus_get(instances: dict[str, Any], networks: dict[str, Any]) -> Any:
@@ -487,9 +487,8 @@ def test_the_fault_seam_stops_the_launch_and_removes_what_was_applied(
     monkeypatch.setenv("COI_FAULT", "network-rules")
     monkeypatch.setattr(network, "attach", lambda *a, **k: "10.171.0.5")
     monkeypatch.setattr(network, "privileged", lambda incus, *args: calls.append(args) or {})
-    spec = launch.LaunchSpec(name="c1", image="i")
     with pytest.raises(CoiError, match="network-rules"):
-        network.before_start(FakeIncus({}), spec)  # type: ignore[arg-type]
+        network.before_start(FakeIncus({}), "c1", "restricted")  # type: ignore[arg-type]
     assert calls == [("remove", "proj", "c1")]
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
-from coi.commands.common import connect, load_config, workspace_of
+from coi.commands.common import connect, load_config, session_request, workspace_of
 from coi.core import faults, output, signals
 from coi.core.errors import UsageError
 from coi.sessions import lifecycle as runtime
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     with signals.raising():
         try:
             # A command is not the tool: its credentials enter only when --tool names it.
-            session = runtime.open_session(args, undo, runs_tool=False)
+            session = runtime.open_session(session_request(args), undo, runs_tool=False)
             faults.point("exec")
             with runtime.watching(session.name, session.incus):
                 result = session.incus.execute(
@@ -79,7 +79,7 @@ def shell(args: argparse.Namespace) -> int:
     detached = False
     with signals.raising():
         try:
-            session = runtime.open_session(args, undo)
+            session = runtime.open_session(session_request(args), undo)
             resume = getattr(args, "resume", None) is not None
             command = tool_shell(session.tool.command(resume=resume), session.cfg.tool.pre_launch)
             _start_tmux(session, command)

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from coi.core import proc
 from coi.core.errors import CoiError
-from coi.host.setup import Step
+from coi.host.steps import Step
+from coi.network.nft_cli import SOURCES
 
 HELPER = Path("/usr/local/sbin/coi-netrules")
 LIBDIR = Path("/usr/local/lib/coi-netrules")
 PACKAGE = "coi_netrules"
 SUDOERS = Path("/etc/sudoers.d/coi")
-SOURCES = ("nft.py", "nft_helper.py", "nft_guard.py")
+
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 GROUP = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
@@ -69,7 +70,7 @@ def loaded():
 refuse_unsafe([sys.executable, __file__, LIB, *sys.path, *loaded()])
 refuse_unsafe(os.path.join(LIB, {package!r}, f) for f in os.listdir(os.path.join(LIB, {package!r})))
 sys.path.insert(0, LIB)
-from {package}.nft_helper import main  # noqa: E402
+from {package}.nft_cli import main  # noqa: E402
 
 refuse_unsafe(loaded())
 sys.exit(main())
