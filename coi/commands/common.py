@@ -11,7 +11,7 @@ from coi.core.errors import UsageError
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
     from coi.sessions.lifecycle import Request
 
 
@@ -56,7 +56,7 @@ def session_request(args: argparse.Namespace) -> Request:
     )
 
 
-def connect(cfg: Config) -> Incus:
+def connect(cfg: Config) -> IncusAPI:
     """An Incus connection in the configured project (local socket or HTTPS remote)."""
     from coi.config.endpoint import connect
 

@@ -18,13 +18,13 @@ from coi.core import output
 from coi.core.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 S = "coi.commands.snapshot:"
 SNAP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
-def _persistent(args: argparse.Namespace) -> Incus:
+def _persistent(args: argparse.Namespace) -> IncusAPI:
     """The connection, once NAME is known to be a persistent coi container."""
     incus = connect(load_config(args))
     config = incus.instance(args.name).get("config") or {}
@@ -67,7 +67,7 @@ def list_(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing(incus: Incus, name: str, raw: str | None) -> str:
+def _existing(incus: IncusAPI, name: str, raw: str | None) -> str:
     """The snapshot named, or the newest one."""
     snaps = [s["name"] for s in incus.snapshots(name)]
     if not snaps:

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 
-def connect(cfg: Config) -> Incus:
+def connect(cfg: Config) -> IncusAPI:
     """An Incus connection in the configured project (local socket or HTTPS remote)."""
     from coi.incus.adapter import Endpoint, connect, socket_path
 

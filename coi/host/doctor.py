@@ -16,7 +16,7 @@ from coi.host.check import FAIL, OK, WARN, Check, exit_code
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
     from coi.launch.profiles import ProfileSpec
 
 MIN_VERSION = (6, 0)
@@ -62,7 +62,7 @@ def check_group(group: str) -> Check:
     )
 
 
-def check_pool(incus: Incus, pool: str) -> Check:
+def check_pool(incus: IncusAPI, pool: str) -> Check:
     if not incus.exists(f"storage-pools/{pool}"):
         return Check("storage pool", FAIL, f"no pool {pool}", "run `sudo coi setup`")
     driver = incus.get(f"storage-pools/{pool}").get("driver", "?")
@@ -77,7 +77,7 @@ def check_pool(incus: Incus, pool: str) -> Check:
     return Check("storage pool", OK, f"{pool}: {driver}, {cost}")
 
 
-def check_bridge(incus: Incus, network: str) -> Check:
+def check_bridge(incus: IncusAPI, network: str) -> Check:
     if not incus.exists(f"networks/{network}"):
         return Check("bridge", FAIL, f"no network {network}", "run `sudo coi setup`")
     config = incus.get(f"networks/{network}").get("config") or {}
@@ -155,14 +155,14 @@ def check_subid() -> Check:
     )
 
 
-def check_image(incus: Incus, alias: str) -> Check:
+def check_image(incus: IncusAPI, alias: str) -> Check:
     if incus.image_alias(alias) is None:
         return Check("coi image", WARN, f"no image {alias!r}", "run `coi build`")
     return Check("coi image", OK, f"image {alias!r} present")
 
 
 def check_profiles(
-    incus: Incus, pool: str, network: str, specs: Sequence[ProfileSpec] | None = None
+    incus: IncusAPI, pool: str, network: str, specs: Sequence[ProfileSpec] | None = None
 ) -> Check:
     """Compare each profile file (the shipped ones by default) with its live profile.
 

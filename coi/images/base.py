@@ -32,7 +32,7 @@ from coi.core import output, paths, proc
 from coi.core.errors import CoiError, NotFound, UsageError
 from coi.core.lock import file_lock
 from coi.core.paths import locks_dir
-from coi.incus.adapter import Incus
+from coi.incus.api import IncusAPI
 
 Log = Callable[[str], None]
 
@@ -231,7 +231,7 @@ def inputs_hash(spec: BaseSpec) -> str:
 # -- Incus side -----------------------------------------------------------------------
 
 
-def ensure_base(incus: Incus, ref: str, *, log: Log = print, force: bool = False) -> str:
+def ensure_base(incus: IncusAPI, ref: str, *, log: Log = print, force: bool = False) -> str:
     """Return an image source for ref, building and importing a local base if needed."""
     base = parse_base(ref)
     if isinstance(base, RemoteBase):
@@ -252,7 +252,7 @@ def ensure_base(incus: Incus, ref: str, *, log: Log = print, force: bool = False
     return alias
 
 
-def _cached(incus: Incus, alias: str, digest: str) -> bool:
+def _cached(incus: IncusAPI, alias: str, digest: str) -> bool:
     """True when alias exists and points at an image built from these inputs."""
     record = incus.image_alias(alias)
     if record is None:
@@ -273,7 +273,7 @@ def _require_root() -> None:
         )
 
 
-def build_base(incus: Incus, spec: BaseSpec, digest: str, log: Log = print) -> str:
+def build_base(incus: IncusAPI, spec: BaseSpec, digest: str, log: Log = print) -> str:
     """Debootstrap, customise, pack and import one base; returns the new fingerprint."""
     with _workdir(log) as work:
         rootfs = work / "rootfs"
@@ -287,7 +287,7 @@ def build_base(incus: Incus, spec: BaseSpec, digest: str, log: Log = print) -> s
         return incus.import_image(meta_tar, root_tar, properties)
 
 
-def _move_alias(incus: Incus, alias: str, fingerprint: str, description: str) -> None:
+def _move_alias(incus: IncusAPI, alias: str, fingerprint: str, description: str) -> None:
     """Point alias at the new image; drop the old image when nothing else names it."""
     old = incus.image_alias(alias)
     try:

@@ -31,7 +31,7 @@ from coi.launch import executor as launch
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 Log = Callable[[str], None]
 INPUTS = "coi.inputs"  # the same key the base image uses
@@ -78,14 +78,14 @@ class BuildResult:
 # -- what is there ---------------------------------------------------------------------
 
 
-def resolve_base(incus: Incus, ref: str, log: Log) -> tuple[str, str]:
+def resolve_base(incus: IncusAPI, ref: str, log: Log) -> tuple[str, str]:
     """The image source to launch from and its fingerprint ("" for a remote image)."""
     from coi.images import base as baseimage
 
     if ref.startswith("debian/"):
         ref = baseimage.ensure_base(incus, ref, log=log)
     if ":" in ref:
-        return ref, ""  # a remote image: Incus fetches it when the container is created
+        return ref, ""  # a remote image: IncusAPI fetches it when the container is created
     record = incus.image_alias(ref)
     if record is None:
         raise NotFound(
@@ -99,7 +99,7 @@ def resolve_base(incus: Incus, ref: str, log: Log) -> tuple[str, str]:
 
 
 def build(
-    incus: Incus,
+    incus: IncusAPI,
     cfg: Config,
     recipe: plan.Recipe,
     *,
@@ -129,7 +129,7 @@ def build(
         ) from None
 
 
-def _up_to_date(incus: Incus, alias: str, digest: str) -> BuildResult | None:
+def _up_to_date(incus: IncusAPI, alias: str, digest: str) -> BuildResult | None:
     image = current(incus, alias)
     if image is None or (image.get("properties") or {}).get(INPUTS) != digest:
         return None
@@ -156,7 +156,7 @@ class _Job:
 
     def __init__(
         self,
-        incus: Incus,
+        incus: IncusAPI,
         cfg: Config,
         recipe: plan.Recipe,
         base: str,
@@ -362,7 +362,7 @@ def disk_full(where: str, cfg: Config, detail: str) -> str:
     )
 
 
-def _teardown(incus: Incus, name: str) -> None:
+def _teardown(incus: IncusAPI, name: str) -> None:
     """Delete the build container; a second Ctrl+C must not stop the cleanup halfway."""
     with signals.shielded():
         launch.teardown(incus, name)

@@ -19,7 +19,7 @@ from coi.core.errors import CoiError, ConfigError
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 Log = Callable[[str], None]
 HOST_DIR = Path("/usr/local/share/ca-certificates")
@@ -108,7 +108,7 @@ def profile_text(env: dict[str, str] = ENV) -> str:
     )
 
 
-def trust_extra_cas(incus: Incus, name: str, cfg: Config, log: Log) -> list[str]:
+def trust_extra_cas(incus: IncusAPI, name: str, cfg: Config, log: Log) -> list[str]:
     """Make the container trust the extra CAs; returns the host files it added."""
     files = sources(cfg)
     if not files:
@@ -125,14 +125,14 @@ def trust_extra_cas(incus: Incus, name: str, cfg: Config, log: Log) -> list[str]
     return added
 
 
-def remove_extra_cas(incus: Incus, name: str) -> None:
+def remove_extra_cas(incus: IncusAPI, name: str) -> None:
     """Take back what trust_extra_cas added (the images coi publishes carry no host CA)."""
     patterns = " ".join(f"-e '/^{key}=/d'" for key in sorted(ENV))
     script = REMOVE_SCRIPT.format(dir=CONTAINER_DIR, profile=PROFILE, patterns=patterns)
     _run(incus, name, ["/bin/sh", "-c", script])
 
 
-def _run(incus: Incus, name: str, argv: Iterable[str]) -> None:
+def _run(incus: IncusAPI, name: str, argv: Iterable[str]) -> None:
     result = incus.execute(name, list(argv))
     if result.exit_code != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -22,7 +22,7 @@ from coi.core.errors import CoiError
 from coi.launch import executor as launch
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 Log = Callable[[str], None]
 PROBE_NAME = "deb.debian.org"  # the first name every coi build needs (the Debian archive)
@@ -145,7 +145,7 @@ def permanent_fix(bridge: str, resolvers: Sequence[str]) -> str:
 # -- executor -------------------------------------------------------------------------
 
 
-def probe(incus: Incus, name: str, address: str) -> Probe:
+def probe(incus: IncusAPI, name: str, address: str) -> Probe:
     """Run one probe round inside the container."""
     argv = ["/bin/bash", "-c", PROBE_SCRIPT, "probe", PROBE_NAME, address]
     try:
@@ -156,7 +156,7 @@ def probe(incus: Incus, name: str, address: str) -> Probe:
 
 
 def ensure_network(
-    incus: Incus,
+    incus: IncusAPI,
     name: str,
     *,
     resolvers: Sequence[str],
@@ -200,20 +200,20 @@ def no_network(last: Probe, timeout: float, bridge: str, address: str, fixed: bo
     )
 
 
-def apply_fix(incus: Incus, name: str, resolvers: Sequence[str]) -> None:
+def apply_fix(incus: IncusAPI, name: str, resolvers: Sequence[str]) -> None:
     """Write resolvers into the container and keep dhclient from replacing them."""
     lines = " ".join(shlex.quote(line) for line in resolv_conf(resolvers))
     script = APPLY_SCRIPT.format(backup=BACKUP, hook=HOOK, lines=lines)
     _run(incus, name, script, "writing resolvers into the build container")
 
 
-def remove_fix(incus: Incus, name: str, keep: bool = False) -> None:
+def remove_fix(incus: IncusAPI, name: str, keep: bool = False) -> None:
     """Restore the container's own resolver setup (or, with keep, drop only the backup)."""
     script = (KEEP_SCRIPT if keep else REMOVE_SCRIPT).format(backup=BACKUP, hook=HOOK)
     _run(incus, name, script, "removing the DNS fix")
 
 
-def _run(incus: Incus, name: str, script: str, what: str) -> None:
+def _run(incus: IncusAPI, name: str, script: str, what: str) -> None:
     result = incus.execute(name, ["/bin/sh", "-c", script])
     if result.exit_code != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]

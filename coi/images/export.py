@@ -19,7 +19,7 @@ from coi.core.errors import CoiError, NotFound, UsageError
 from coi.images import manifest as manifests
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 SUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
@@ -71,7 +71,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def find_image(incus: Incus, ref: str) -> dict[str, Any]:
+def find_image(incus: IncusAPI, ref: str) -> dict[str, Any]:
     """The image an alias names, or the one a fingerprint (prefix of 12+) names."""
     record = incus.image_alias(ref)
     if record is not None:
@@ -83,7 +83,7 @@ def find_image(incus: Incus, ref: str) -> dict[str, Any]:
     raise NotFound(f"image {ref!r} not found: see `coi image list --all`")
 
 
-def export(incus: Incus, ref: str, folder: Path) -> Export:
+def export(incus: IncusAPI, ref: str, folder: Path) -> Export:
     """Write the image, its manifest and SHA256SUMS into folder."""
     image = find_image(incus, ref)
     fingerprint = image["fingerprint"]
@@ -136,7 +136,7 @@ def verify(folder: Path) -> tuple[Path, dict[str, Any]]:
     return tarballs[0], manifest
 
 
-def import_export(incus: Incus, folder: Path, alias: str | None = None) -> tuple[str, str]:
+def import_export(incus: IncusAPI, folder: Path, alias: str | None = None) -> tuple[str, str]:
     """Import an export folder (checked first); returns (alias, fingerprint)."""
     tarball, manifest = verify(folder)
     name = alias or manifest.get("alias") or ""

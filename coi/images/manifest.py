@@ -17,7 +17,8 @@ from coi.core.errors import CoiError, IncusError
 
 if TYPE_CHECKING:
     from coi.config.tools import Tool
-    from coi.incus.adapter import ExecResult, Incus
+    from coi.incus.adapter import ExecResult
+    from coi.incus.api import IncusAPI
 
 SCHEMA = 1
 QUERY_ATTEMPTS = 3
@@ -60,7 +61,7 @@ def tool_probe(tool: Tool) -> str:
     return f"command -v {binary} >/dev/null || exit 0; {shlex.join(tool.version_command)} 2>&1"
 
 
-def collect(incus: Incus, name: str, tools: Sequence[Tool]) -> dict[str, Any]:
+def collect(incus: IncusAPI, name: str, tools: Sequence[Tool]) -> dict[str, Any]:
     """What is installed inside the container: dpkg, npm, node, each tool's version."""
     env = {"HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -85,7 +86,7 @@ def collect(incus: Incus, name: str, tools: Sequence[Tool]) -> dict[str, Any]:
     }
 
 
-def _query(incus: Incus, name: str, argv: list[str], env: Mapping[str, str]) -> ExecResult:
+def _query(incus: IncusAPI, name: str, argv: list[str], env: Mapping[str, str]) -> ExecResult:
     """A read-only command, asked again when the exec itself failed to connect (under load
     the daemon now and then refuses an exec websocket; the command never ran then)."""
     for attempt in range(QUERY_ATTEMPTS):

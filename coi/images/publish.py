@@ -17,10 +17,10 @@ from coi.core.errors import CoiError, NotFound
 from coi.images import naming
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 
-def aliases(incus: Incus) -> dict[str, str]:
+def aliases(incus: IncusAPI) -> dict[str, str]:
     """Every image alias of the project's image space -> its fingerprint."""
     found: dict[str, str] = {}
     for image in incus.images():
@@ -29,7 +29,7 @@ def aliases(incus: Incus) -> dict[str, str]:
     return found
 
 
-def current(incus: Incus, alias: str) -> dict[str, Any] | None:
+def current(incus: IncusAPI, alias: str) -> dict[str, Any] | None:
     """The image alias points at, or None."""
     record = incus.image_alias(alias)
     if record is None:
@@ -40,12 +40,12 @@ def current(incus: Incus, alias: str) -> dict[str, Any] | None:
         return None
 
 
-def compression(incus: Incus) -> str | None:
+def compression(incus: IncusAPI) -> str | None:
     """zstd when the local daemon can use it (publish: 8 s instead of 47 s for gzip here)."""
     return "zstd" if incus.endpoint.is_local and shutil.which("zstd") else None
 
 
-def publish_aliases(incus: Incus, alias: str, fingerprint: str) -> str:
+def publish_aliases(incus: IncusAPI, alias: str, fingerprint: str) -> str:
     """Give a new image its dated alias, then move alias to it; returns the dated alias.
 
     The previous target keeps (or gets) a dated alias of its own so `cleanup` finds it.
@@ -66,7 +66,7 @@ def publish_aliases(incus: Incus, alias: str, fingerprint: str) -> str:
     return dated
 
 
-def _free_dated(incus: Incus, alias: str, when: datetime) -> str:
+def _free_dated(incus: IncusAPI, alias: str, when: datetime) -> str:
     """The dated alias for when, one second later while that name is taken."""
     for offset in range(60):
         name = naming.dated_alias(alias, when + timedelta(seconds=offset))
@@ -75,7 +75,7 @@ def _free_dated(incus: Incus, alias: str, when: datetime) -> str:
     raise CoiError(f"no free dated alias for {alias} near {when:%Y-%m-%d %H:%M:%S}")
 
 
-def _keep_named(incus: Incus, alias: str, image: dict[str, Any]) -> None:
+def _keep_named(incus: IncusAPI, alias: str, image: dict[str, Any]) -> None:
     """An image the moving alias left keeps a dated alias (from its creation time)."""
     names = {a["name"] for a in image.get("aliases") or []} - {alias}
     if names:

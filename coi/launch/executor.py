@@ -21,7 +21,7 @@ from coi.core.errors import CoiError, IncusError, NotFound, UsageError
 from coi.launch import profiles
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 LABEL = "user.coi."
 WORKSPACE_PATH = "/workspace"
@@ -213,7 +213,7 @@ def ensure_idmap(uid: int) -> None:
     add_subid_lines([line])
 
 
-def prepare(incus: Incus, pool: str, network: str) -> None:
+def prepare(incus: IncusAPI, pool: str, network: str) -> None:
     """Make the coi profiles current before the first launch of this process."""
     key = (id(incus), pool, network)
     if key not in _prepared:
@@ -225,7 +225,11 @@ _prepared: set[tuple[int, str, str]] = set()
 
 
 def create(
-    incus: Incus, spec: LaunchSpec, *, start: bool = True, log: Callable[[str], None] | None = None
+    incus: IncusAPI,
+    spec: LaunchSpec,
+    *,
+    start: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> str:
     """Create (and start) the instance; on a failure halfway, delete what was made."""
     body = instance_config(spec)
@@ -254,7 +258,7 @@ def create(
     return spec.name
 
 
-def before_start(incus: Incus, spec: LaunchSpec) -> None:
+def before_start(incus: IncusAPI, spec: LaunchSpec) -> None:
     """Put the network rules in place before the first packet; raise (fail closed) if not."""
     from coi.network import enforce as network
 
@@ -295,7 +299,7 @@ def protect_workspace(spec: LaunchSpec) -> None:
         )
 
 
-def teardown(incus: Incus, name: str, *, force: bool = True) -> None:
+def teardown(incus: IncusAPI, name: str, *, force: bool = True) -> None:
     """Delete an instance coi made and everything coi holds for it (network rules...)."""
     from coi.network import enforce as network
 
@@ -322,7 +326,7 @@ def release_workspace(name: str) -> None:
         protect_host.release(name)
 
 
-def host_folders(incus: Incus, name: str) -> list[Path]:
+def host_folders(incus: IncusAPI, name: str) -> list[Path]:
     """The host folders mounted into an instance (its disks with a host path); the
     workspace is its own folder, not the locked view the disk mounts."""
     try:
@@ -362,7 +366,7 @@ def clear_setid(folders: list[Path]) -> None:
     setid.report(setid.clear(folders), output.warn)
 
 
-def start_or_discard(incus: Incus, name: str, spec: LaunchSpec | None = None) -> None:
+def start_or_discard(incus: IncusAPI, name: str, spec: LaunchSpec | None = None) -> None:
     """Start a fresh instance; delete it when starting fails or is interrupted."""
     try:
         if spec is not None:
@@ -374,13 +378,13 @@ def start_or_discard(incus: Incus, name: str, spec: LaunchSpec | None = None) ->
         raise
 
 
-def _discard(incus: Incus, name: str) -> None:
+def _discard(incus: IncusAPI, name: str) -> None:
     with contextlib.suppress(CoiError):
         incus.delete_instance(name, force=True)
 
 
 def create_in_slot(
-    incus: Incus,
+    incus: IncusAPI,
     workspace: Path,
     make_spec: Callable[[str, int], LaunchSpec],
     *,

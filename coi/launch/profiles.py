@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from coi.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 VERSION_KEY = "user.coi.version"
 KNOWN_KEYS = {"name", "version", "description", "config", "devices"}
@@ -259,7 +259,7 @@ def drift(spec: ProfileSpec, live: Mapping[str, Any] | None, values: Mapping[str
 
 
 def survey(
-    incus: Incus, values: Mapping[str, str], specs: Sequence[ProfileSpec] | None = None
+    incus: IncusAPI, values: Mapping[str, str], specs: Sequence[ProfileSpec] | None = None
 ) -> list[Drift]:
     """The drift of every profile file (the shipped ones by default) against Incus."""
     chosen = specs if specs is not None else load_all()
@@ -267,7 +267,7 @@ def survey(
 
 
 def apply(
-    incus: Incus,
+    incus: IncusAPI,
     values: Mapping[str, str],
     specs: Sequence[ProfileSpec] | None = None,
     log: Callable[[str], None] | None = None,

@@ -40,7 +40,7 @@ from coi.network import policy as network_policy
 from coi.network.dns import ResolveError, resolve
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 HELPER = Path("/usr/local/sbin/coi-netrules")
 MODE_KEY = nft_helper.MODE_KEY
@@ -83,7 +83,7 @@ def devices(mode: str) -> dict[str, dict[str, str]]:
 
 
 def before_start(
-    incus: Incus, name: str, mode: str, policy: Mapping[str, str] | None = None
+    incus: IncusAPI, name: str, mode: str, policy: Mapping[str, str] | None = None
 ) -> None:
     """Give a new instance its filtered NIC and put its rules in place (fail closed).
 
@@ -116,7 +116,7 @@ def before_start(
         raise
 
 
-def _open(incus: Incus, name: str, inst: Mapping[str, Any]) -> None:
+def _open(incus: IncusAPI, name: str, inst: Mapping[str, Any]) -> None:
     """Open mode has no rules, but a rule left on an address by a container that went (or
     is going) would hold whoever gets that address next. So, when this process can change
     rules, the container gets a static address too and any rule on it is removed first."""
@@ -161,7 +161,7 @@ def _resolve(
     return resolved, result.allows
 
 
-def profile_nic(incus: Incus, profiles: Sequence[str]) -> dict[str, str]:
+def profile_nic(incus: IncusAPI, profiles: Sequence[str]) -> dict[str, str]:
     """The eth0 NIC the instance's profiles define (the last profile wins, as in Incus)."""
     nic: dict[str, str] | None = None
     for name in profiles:
@@ -177,7 +177,7 @@ def profile_nic(incus: Incus, profiles: Sequence[str]) -> dict[str, str]:
 
 
 def attach(
-    incus: Incus,
+    incus: IncusAPI,
     name: str,
     inst: Mapping[str, Any],
     keys: Mapping[str, str],
@@ -234,7 +234,7 @@ def _new_mac() -> str:
     return network_policy.mac_from(os.urandom(3))
 
 
-def addresses_in_use(incus: Incus, bridge: str) -> set[str]:
+def addresses_in_use(incus: IncusAPI, bridge: str) -> set[str]:
     """IPv4 addresses held on the bridge in every project: static, leased and live."""
     sock = _socket(incus)
     used: set[str] = set()
@@ -273,7 +273,7 @@ def dnsmasq_leases(bridge: str, root: Path = Path("/var/lib/incus/networks")) ->
     return {parts[2] for line in text.splitlines() if len(parts := line.split()) >= 3}
 
 
-def _socket(incus: Incus | None) -> str:
+def _socket(incus: IncusAPI | None) -> str:
     if incus is not None and incus.endpoint.is_local:
         return incus.endpoint.url
     return nft_helper.SOCKET
@@ -287,7 +287,7 @@ def can_apply() -> bool:
     return os.geteuid() == 0 or HELPER.exists()
 
 
-def privileged(incus: Incus | None, *args: str) -> Any:
+def privileged(incus: IncusAPI | None, *args: str) -> Any:
     """Run one helper command: in-process as root, else through sudo and the helper."""
     if os.geteuid() == 0:
         try:
@@ -307,7 +307,7 @@ def privileged(incus: Incus | None, *args: str) -> Any:
     return json.loads(done.stdout or "{}")
 
 
-def heal(incus: Incus | None) -> None:
+def heal(incus: IncusAPI | None) -> None:
     """Re-apply the rules of running restricted containers that lost them (a flush, a
     reboot), stopping those whose rules cannot be applied; a no-op without privileges."""
     if not can_apply():
@@ -326,13 +326,13 @@ def heal(incus: Incus | None) -> None:
         )
 
 
-def apply_rules(incus: Incus, name: str) -> list[str]:
+def apply_rules(incus: IncusAPI, name: str) -> list[str]:
     """Write the rules the instance's record calls for; the rules as nft text."""
     rules: list[str] = privileged(incus, "apply", incus.project, name)["rules"]
     return rules
 
 
-def ensure_rules(incus: Incus, name: str) -> None:
+def ensure_rules(incus: IncusAPI, name: str) -> None:
     """Re-apply a stopped coi container's rules before starting it again (after a reboot
     the host has none); a no-op for open mode."""
     config = incus.instance(name).get("config") or {}
@@ -341,7 +341,7 @@ def ensure_rules(incus: Incus, name: str) -> None:
 
 
 def pin_hosts(
-    incus: Incus, name: str, resolved: Mapping[str, Sequence[str]], *, running: bool
+    incus: IncusAPI, name: str, resolved: Mapping[str, Sequence[str]], *, running: bool
 ) -> None:
     """Write the allowlist's names into the container's /etc/hosts."""
     text = network_policy.hosts_file(name, resolved).encode()
@@ -366,7 +366,7 @@ def pin_hosts(
 # -- lifecycle ------------------------------------------------------------------------------
 
 
-def forget(incus: Incus, name: str, mode: str | None) -> None:
+def forget(incus: IncusAPI, name: str, mode: str | None) -> None:
     """After a delete: remove the instance's rules (kept while the instance still exists)."""
     if mode == "open" or not can_apply() or incus.exists(f"instances/{name}"):
         return
@@ -376,13 +376,13 @@ def forget(incus: Incus, name: str, mode: str | None) -> None:
         output.warn(f"{exc}: run `coi clean --orphans` to remove what is left")
 
 
-def _quietly_remove(incus: Incus, name: str) -> None:
+def _quietly_remove(incus: IncusAPI, name: str) -> None:
     # The instance is being discarded: orphan cleanup catches anything left.
     with contextlib.suppress(CoiError):
         privileged(incus, "remove", incus.project, name)
 
 
-def remove_orphans(incus: Incus) -> list[str]:
+def remove_orphans(incus: IncusAPI) -> list[str]:
     """Remove the rules of containers that are gone (every project); `project/name` each."""
     if not can_apply():
         return []
@@ -390,7 +390,7 @@ def remove_orphans(incus: Incus) -> list[str]:
     return removed
 
 
-def rules(incus: Incus | None = None) -> dict[str, list[str]]:
+def rules(incus: IncusAPI | None = None) -> dict[str, list[str]]:
     """coi's rules now in place, grouped by container comment."""
     found: dict[str, list[str]] = privileged(incus, "list")["rules"]
     return found
@@ -408,7 +408,7 @@ class Refreshed:
     changed: bool
 
 
-def refresh(incus: Incus, name: str) -> Refreshed:
+def refresh(incus: IncusAPI, name: str) -> Refreshed:
     """Resolve an allowlist container's names again and replace its rules and /etc/hosts."""
     inst = incus.instance(name)
     config = inst.get("config") or {}
@@ -426,7 +426,7 @@ def refresh(incus: Incus, name: str) -> Refreshed:
     return Refreshed(resolved, tuple(str(a) for a in allows), changed)
 
 
-def watch(incus: Incus, name: str, stop: threading.Event, interval: float | None = None) -> None:
+def watch(incus: IncusAPI, name: str, stop: threading.Event, interval: float | None = None) -> None:
     """Refresh an allowlist container every refresh_interval_minutes until stop is set.
 
     Meant for a daemon thread of the coi process that runs the session; returns at once

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from coi.config.load import Config
     from coi.config.mounts import Mount
     from coi.config.tools import Tool
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 HOME = sessions.HOME
 CODE_UID = 1000
@@ -57,7 +57,7 @@ exec /usr/sbin/{{verb}} "$@"
 class Session:
     """An open session: its container and everything needed to finish it."""
 
-    incus: Incus
+    incus: IncusAPI
     cfg: Config
     tool: Tool
     workspace: Path
@@ -214,7 +214,7 @@ def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
 
 
 def _claim(
-    incus: Incus,
+    incus: IncusAPI,
     cfg: Config,
     workspace: Path,
     tool: str,
@@ -418,7 +418,7 @@ def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int =
     archive.addfile(info, io.BytesIO(data))
 
 
-def settled_status(incus: Incus, name: str, timeout: float = 60.0) -> str | None:
+def settled_status(incus: IncusAPI, name: str, timeout: float = 60.0) -> str | None:
     """Running or Stopped once the instance is in neither transition (None: it is gone)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -433,7 +433,7 @@ def settled_status(incus: Incus, name: str, timeout: float = 60.0) -> str | None
         time.sleep(0.3)
 
 
-def stopping(incus: Incus, name: str, timeout: float = 60.0) -> bool:
+def stopping(incus: IncusAPI, name: str, timeout: float = 60.0) -> bool:
     """True when the container is powering off (then wait, bounded, until it has stopped)."""
     try:
         probe = incus.execute(name, ["test", "-e", STOPPING_MARK], idempotent=True)
@@ -453,7 +453,7 @@ def stopping(incus: Incus, name: str, timeout: float = 60.0) -> bool:
     return going
 
 
-def _wait_network(incus: Incus, name: str, log: Callable[[str], None]) -> None:
+def _wait_network(incus: IncusAPI, name: str, log: Callable[[str], None]) -> None:
     """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API.
 
     A lease does not prove early boot is over (networking.service is not ordered after
@@ -538,7 +538,7 @@ def hold(name: str) -> None:
 
 
 @contextmanager
-def watching(name: str, incus: Incus | None = None) -> Iterator[None]:
+def watching(name: str, incus: IncusAPI | None = None) -> Iterator[None]:
     """Hold the container's watch; meanwhile an allowlist container's names are resolved
     again on schedule."""
     import threading
@@ -565,7 +565,7 @@ def is_watched(name: str) -> bool:
 
 
 def reap(
-    incus: Incus,
+    incus: IncusAPI,
     cfg: Config,
     log: Callable[[str], None] = output.info,
     instances: list[dict[str, Any]] | None = None,
@@ -593,7 +593,7 @@ def reap(
 
 
 def _reap_one(
-    incus: Incus, cfg: Config, name: str, config: dict[str, str], log: Callable[[str], None]
+    incus: IncusAPI, cfg: Config, name: str, config: dict[str, str], log: Callable[[str], None]
 ) -> None:
     from coi.config import tools
 

@@ -27,7 +27,7 @@ from coi.core import faults, paths, tarsafe
 from coi.core.errors import CoiError, UsageError
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 SCHEMA_VERSION = 1
 METADATA = "metadata.json"
@@ -130,7 +130,7 @@ class StateTooLarge(CoiError):
 
 
 def save(
-    incus: Incus,
+    incus: IncusAPI,
     name: str,
     meta: Metadata,
     state_dir: str,
@@ -218,7 +218,9 @@ class _Unpacking:
         return True
 
 
-def _fetch(incus: Incus, name: str, state_dir: str, dest: Path, running: bool, limit: int) -> bool:
+def _fetch(
+    incus: IncusAPI, name: str, state_dir: str, dest: Path, running: bool, limit: int
+) -> bool:
     """Unpack the container's state folder into dest, at most limit bytes; False when
     the container holds none."""
     from coi.core.errors import NotFound
@@ -277,7 +279,7 @@ def recover(tool: str) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def restore(incus: Incus, name: str, folder: Path, state_dir: str, uid: int = 1000) -> None:
+def restore(incus: IncusAPI, name: str, folder: Path, state_dir: str, uid: int = 1000) -> None:
     """Push a saved state folder into the container's home as one tar stream (a session
     start sends it inside its setup stream instead, through add_state)."""
     if not (folder / state_dir).is_dir():

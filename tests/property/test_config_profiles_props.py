@@ -10,22 +10,9 @@ from hypothesis import strategies as st
 
 from coi.launch import profiles
 from coi.launch.profiles import Action, ProfileSpec
+from tests.fakes import FakeIncus
 
 VALUES = {"pool": "p", "network": "n"}
-
-
-class FakeIncus:
-    """The two profile calls apply makes, over a dict."""
-
-    def __init__(self, live: dict[str, dict[str, Any]]) -> None:
-        self.live = copy.deepcopy(live)
-
-    def profile(self, name: str) -> dict[str, Any] | None:
-        found = self.live.get(name)
-        return copy.deepcopy(found) if found is not None else None
-
-    def put_profile(self, name: str, body: dict[str, Any]) -> None:
-        self.live[name] = copy.deepcopy(body)
 
 
 small_maps = st.dictionaries(
@@ -55,11 +42,11 @@ def test_applying_twice_changes_nothing_more(
     case: tuple[list[ProfileSpec], dict[str, dict[str, Any]]],
 ) -> None:
     specs, live = case
-    incus = FakeIncus(live)
+    incus = FakeIncus(profiles=copy.deepcopy(live))
     profiles.apply(incus, VALUES, specs)
-    after_once = copy.deepcopy(incus.live)
+    after_once = copy.deepcopy(incus.profiles)
     second = profiles.apply(incus, VALUES, specs)
-    assert incus.live == after_once
+    assert incus.profiles == after_once
     assert set(second.values()) <= {Action.CURRENT, Action.NEWER}
     drifts = profiles.survey(incus, VALUES, specs)
     assert all(d.action in (Action.CURRENT, Action.NEWER) for d in drifts)
@@ -70,11 +57,11 @@ def test_apply_never_downgrades_and_brings_older_ones_to_the_file(
     case: tuple[list[ProfileSpec], dict[str, dict[str, Any]]],
 ) -> None:
     specs, live = case
-    incus = FakeIncus(live)
+    incus = FakeIncus(profiles=copy.deepcopy(live))
     done = profiles.apply(incus, VALUES, specs)
     for spec in specs:
         if done[spec.name] is Action.NEWER:
-            assert incus.live[spec.name] == live[spec.name]
+            assert incus.profiles[spec.name] == live[spec.name]
         elif done[spec.name] is not Action.CURRENT:
-            assert incus.live[spec.name] == profiles.render(spec, VALUES)
-        assert (profiles.live_version(incus.live[spec.name]) or 0) >= spec.version
+            assert incus.profiles[spec.name] == profiles.render(spec, VALUES)
+        assert (profiles.live_version(incus.profiles[spec.name]) or 0) >= spec.version

@@ -7,14 +7,13 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 import yaml
 
 from coi.core.errors import CoiError, UsageError
 from coi.images import base as b
-from coi.incus.adapter import Incus
+from tests.fakes import FakeIncus
 
 AMD64 = b.BaseSpec(release="12", arch="amd64")
 
@@ -198,32 +197,20 @@ def test_mounts_below() -> None:
 # -- ensure_base against a stand-in for Incus -----------------------------------------
 
 
-class FakeIncus:
-    """Answers the two requests of the cache check."""
-
-    def __init__(self, properties: dict[str, str] | None) -> None:
-        self.properties = properties
-
-    def image_alias(self, alias: str) -> dict[str, Any] | None:
-        return None if self.properties is None else {"name": alias, "target": "f" * 64}
-
-    def image(self, fingerprint: str) -> dict[str, Any]:
-        return {"fingerprint": fingerprint, "properties": self.properties}
-
-
 def no_build(*args: object, **kwargs: object) -> str:
     raise AssertionError("ensure_base must not build here")
 
 
 def test_ensure_remote_is_passed_through() -> None:
-    assert b.ensure_base(cast(Incus, None), "images:debian/12") == "images:debian/12"
+    assert b.ensure_base(FakeIncus(), "images:debian/12") == "images:debian/12"
 
 
 def test_ensure_cache_hit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(b, "host_arch", lambda: "amd64")
     monkeypatch.setattr(b, "build_base", no_build)
-    fake = FakeIncus({b.INPUTS_PROPERTY: b.inputs_hash(AMD64)})
-    assert b.ensure_base(cast(Incus, fake), "debian/12") == "coi-base-debian-12"
+    fake = FakeIncus()
+    fake.add_image("coi-base-debian-12", {b.INPUTS_PROPERTY: b.inputs_hash(AMD64)})
+    assert b.ensure_base(fake, "debian/12") == "coi-base-debian-12"
 
 
 @pytest.mark.parametrize("properties", [None, {}, {b.INPUTS_PROPERTY: "stale"}])
@@ -234,7 +221,10 @@ def test_ensure_needs_root_to_build(
     monkeypatch.setattr(b, "build_base", no_build)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(CoiError, match="sudo coi setup"):
-        b.ensure_base(cast(Incus, FakeIncus(properties)), "debian/12")
+        fake = FakeIncus()
+        if properties is not None:
+            fake.add_image("coi-base-debian-12", properties)
+        b.ensure_base(fake, "debian/12")
 
 
 # -- streaming a command ----------------------------------------------------------------

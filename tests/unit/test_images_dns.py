@@ -11,6 +11,7 @@ from coi.core.errors import CoiError
 from coi.images import dnsfix
 from coi.images.dnsfix import Action, Probe
 from coi.incus.adapter import ExecResult
+from tests.fakes import FakeIncus
 
 BROKEN = Probe("10.0.0.2", ("10.0.0.254",), names=False, reach=True)
 HEALTHY = Probe("10.0.0.2", ("10.0.0.1",), names=True)
@@ -57,25 +58,27 @@ def test_the_message_names_the_permanent_fix_for_this_bridge() -> None:
     assert "host settings untouched" in message
 
 
-class FakeIncus:
-    """Answers probe rounds from a script of Probes and records the other commands."""
+def scripted(probes: list[Probe]) -> FakeIncus:
+    """The fake daemon, answering probe rounds from a script of Probes (the last repeats)."""
+    script: Iterator[Probe] = iter(probes)
 
-    def __init__(self, probes: list[Probe]) -> None:
-        self.probes: Iterator[Probe] = iter(probes)
-        self.last = probes[-1]
-        self.commands: list[list[str]] = []
+    def answer(name: str, argv: list[str], options: dict[str, Any]) -> ExecResult:
+        if argv[2] != dnsfix.PROBE_SCRIPT:
+            return ExecResult(0, "", "")
+        assert argv[-2:] == [dnsfix.PROBE_NAME, "10.0.0.1"]
+        probe = next(script, probes[-1])
+        text = (
+            f"address={probe.address}\nresolvers={' '.join(probe.resolvers)}\n"
+            f"names={int(probe.names)}\nreach={int(probe.reach)}\n"
+        )
+        return ExecResult(0, text, "")
 
-    def execute(self, name: str, argv: list[str], **kwargs: Any) -> ExecResult:
-        if argv[2] == dnsfix.PROBE_SCRIPT:
-            assert argv[-2:] == [dnsfix.PROBE_NAME, "10.0.0.1"]
-            probe = next(self.probes, self.last)
-            text = (
-                f"address={probe.address}\nresolvers={' '.join(probe.resolvers)}\n"
-                f"names={int(probe.names)}\nreach={int(probe.reach)}\n"
-            )
-            return ExecResult(0, text, "")
-        self.commands.append(list(argv))
-        return ExecResult(0, "", "")
+    return FakeIncus(runs=answer)
+
+
+def fixes(fake: FakeIncus) -> list[list[str]]:
+    """The commands other than the probes: what the fix ran."""
+    return [argv for argv in fake.commands if argv[2] != dnsfix.PROBE_SCRIPT]
 
 
 class Clock:
@@ -92,7 +95,7 @@ class Clock:
 def wait(fake: FakeIncus, timeout: float = 10.0) -> tuple[bool, list[str]]:
     clock, said = Clock(), []
     fixed = dnsfix.ensure_network(
-        fake,  # type: ignore[arg-type]
+        fake,
         "c1",
         resolvers=["10.0.0.1"],
         probe_address="10.0.0.1",
@@ -106,40 +109,40 @@ def wait(fake: FakeIncus, timeout: float = 10.0) -> tuple[bool, list[str]]:
 
 
 def test_a_healthy_network_needs_no_fix_and_no_command() -> None:
-    fake = FakeIncus([Probe(), HEALTHY])
+    fake = scripted([Probe(), HEALTHY])
     assert wait(fake) == (False, [])
-    assert fake.commands == []
+    assert fixes(fake) == []
 
 
 def test_broken_names_get_the_fix_once_and_the_message() -> None:
-    fake = FakeIncus([BROKEN, BROKEN, HEALTHY])
+    fake = scripted([BROKEN, BROKEN, HEALTHY])
     fixed, said = wait(fake)
     assert fixed is True
-    assert len(fake.commands) == 1 and "nameserver 10.0.0.1" in fake.commands[0][-1]
+    assert len(fixes(fake)) == 1 and "nameserver 10.0.0.1" in fixes(fake)[0][-1]
     assert len(said) == 1 and "dns.mode managed" in said[0]
 
 
 def test_a_network_that_never_comes_up_is_a_bounded_error() -> None:
-    fake = FakeIncus([DOWN])
+    fake = scripted([DOWN])
     with pytest.raises(CoiError) as caught:
         wait(fake, timeout=5)
     message = str(caught.value)
     assert "no working network after 5 s" in message
     assert "DHCP address from coibr0" in message and "10.0.0.1:53" in message
-    assert fake.commands == []
+    assert fixes(fake) == []
 
 
 def test_names_still_failing_after_the_fix_say_so() -> None:
-    fake = FakeIncus([BROKEN])
+    fake = scripted([BROKEN])
     with pytest.raises(CoiError, match="wrote the configured resolvers"):
         wait(fake, timeout=5)
-    assert len(fake.commands) == 1
+    assert len(fixes(fake)) == 1
 
 
 def test_removing_the_fix_restores_or_keeps() -> None:
-    fake = FakeIncus([HEALTHY])
-    dnsfix.remove_fix(fake, "c1")  # type: ignore[arg-type]
-    dnsfix.remove_fix(fake, "c1", keep=True)  # type: ignore[arg-type]
-    restore, keep = (cmd[-1] for cmd in fake.commands)
+    fake = scripted([HEALTHY])
+    dnsfix.remove_fix(fake, "c1")
+    dnsfix.remove_fix(fake, "c1", keep=True)
+    restore, keep = (cmd[-1] for cmd in fixes(fake))
     assert dnsfix.HOOK in restore and dnsfix.BACKUP in restore
     assert dnsfix.HOOK not in keep and dnsfix.BACKUP in keep

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from coi.images import certs
 from coi.images import export as images_export
 from coi.images import manifest as images_manifest
 from coi.images.progress import Progress, log_path
-from coi.incus.adapter import ExecResult
+from tests.fakes import FakeIncus
 
 PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -32,21 +31,6 @@ def config(tmp_path: Path, text: str = "") -> Config:
     path = tmp_path / "extra.toml"
     path.write_text(text)
     return load(tmp_path, environ={**os.environ, "COI_CONFIG": str(path)})
-
-
-class Recorder:
-    """A stand-in for Incus that records pushes and commands."""
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, bytes] = {}
-        self.commands: list[list[str]] = []
-
-    def push_file(self, name: str, path: str, content: bytes, **kwargs: Any) -> None:
-        self.pushed[path] = content
-
-    def execute(self, name: str, argv: list[str], **kwargs: Any) -> ExecResult:
-        self.commands.append(list(argv))
-        return ExecResult(0, "", "")
 
 
 # -- certificates ---------------------------------------------------------------------
@@ -83,22 +67,25 @@ def test_trust_pushes_files_and_sets_the_node_variable(
     mine = tmp_path / "mine.crt"
     mine.write_bytes(PEM)
     monkeypatch.setattr(certs, "HOST_DIR", tmp_path / "none")
-    fake, said = Recorder(), []
+    fake, said = FakeIncus(), []
     cfg = config(tmp_path, f'[certificates]\nfiles = ["{mine}"]\n')
     monkeypatch.setattr(certs, "sources", lambda c, folder=None: [mine])
-    added = certs.trust_extra_cas(fake, "c1", cfg, said.append)  # type: ignore[arg-type]
+    added = certs.trust_extra_cas(fake, "c1", cfg, said.append)
     assert added == [str(mine)]
-    assert fake.pushed["/usr/local/share/ca-certificates/coi-mine.crt"] == PEM
-    assert b"NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" in fake.pushed[certs.PROFILE]
+    assert fake.files[("c1", "/usr/local/share/ca-certificates/coi-mine.crt")] == PEM
+    assert (
+        b"NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt"
+        in fake.files[("c1", certs.PROFILE)]
+    )
     assert "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" in fake.commands[0]
     assert str(mine) in said[0]
 
 
 def test_nothing_to_trust_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake, said = Recorder(), []
+    fake, said = FakeIncus(), []
     cfg = config(tmp_path, "[certificates]\ntrust_host = false\n")
-    assert certs.trust_extra_cas(fake, "c1", cfg, said.append) == []  # type: ignore[arg-type]
-    assert fake.pushed == {} and fake.commands == []
+    assert certs.trust_extra_cas(fake, "c1", cfg, said.append) == []
+    assert fake.files == {} and fake.commands == []
     assert "trust_host is false" in said[0]
 
 
@@ -278,39 +265,21 @@ def test_the_image_commands_are_in_the_table() -> None:
 # -- publishing and launching (images.py) with a fake adapter ---------------------------
 
 
-class Aliases:
-    """Just enough of the adapter for publish_aliases: images and their aliases."""
-
-    def __init__(self, images: dict[str, str], aliases: dict[str, str]) -> None:
-        self.created = images  # fingerprint -> created_at
-        self.aliases = aliases  # alias -> fingerprint
-        self.deleted: list[str] = []
-
-    def image_alias(self, alias: str) -> dict[str, str] | None:
-        return {"name": alias, "target": self.aliases[alias]} if alias in self.aliases else None
-
-    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
-        self.aliases[alias] = fingerprint
-
-    def image(self, fingerprint: str) -> dict[str, Any]:
-        names = [{"name": a} for a, fp in self.aliases.items() if fp == fingerprint]
-        return {
-            "fingerprint": fingerprint,
-            "aliases": names,
-            "created_at": self.created[fingerprint],
-        }
-
-    def delete_image(self, fingerprint: str) -> None:
-        self.deleted.append(fingerprint)
-        self.aliases = {a: fp for a, fp in self.aliases.items() if fp != fingerprint}
+def published(created: dict[str, str], aliases: dict[str, str]) -> FakeIncus:
+    """The fake daemon with these images (fingerprint -> created_at) and aliases."""
+    fake = FakeIncus()
+    for fingerprint, created_at in created.items():
+        fake.add_image(None, fingerprint=fingerprint, created_at=created_at)
+    fake.aliases.update(aliases)
+    return fake
 
 
 def test_a_new_build_gets_a_dated_alias_and_the_moving_one() -> None:
     from coi.images import naming as images_naming
     from coi.images import publish as images
 
-    fake = Aliases({"old": "2026-01-02T03:04:05Z", "new": ""}, {"coi": "old"})
-    dated = images.publish_aliases(fake, "coi", "new")  # type: ignore[arg-type]
+    fake = published({"old": "2026-01-02T03:04:05Z", "new": ""}, {"coi": "old"})
+    dated = images.publish_aliases(fake, "coi", "new")
     assert images_naming.stamp_of(dated, "coi-") is not None
     assert fake.aliases["coi"] == "new" and fake.aliases[dated] == "new"
     assert fake.aliases["coi-20260102-030405"] == "old"  # the old build stays findable
@@ -322,11 +291,12 @@ def test_a_failed_alias_move_deletes_the_new_image_and_keeps_the_old(
     from coi.core.faults import InjectedFault
     from coi.images import publish as images
 
-    fake = Aliases({"old": "", "new": ""}, {"coi": "old", "coi-20260101-000000": "old"})
+    fake = published({"old": "", "new": ""}, {"coi": "old", "coi-20260101-000000": "old"})
     monkeypatch.setenv("COI_FAULT", "build-alias")
     with pytest.raises(InjectedFault):
-        images.publish_aliases(fake, "coi", "new")  # type: ignore[arg-type]
-    assert fake.deleted == ["new"]
+        images.publish_aliases(fake, "coi", "new")
+    assert "new" not in fake.images_by_fingerprint
+    assert "old" in fake.images_by_fingerprint
     assert fake.aliases == {"coi": "old", "coi-20260101-000000": "old"}
 
 
@@ -343,7 +313,7 @@ def test_a_base_that_cannot_be_fetched_is_one_clear_line(
 
     monkeypatch.setattr(launch, "create", refuse)
     job = images._Job(
-        None,  # type: ignore[arg-type]
+        FakeIncus(),
         config(tmp_path),
         images_plan.Recipe("x", "images:debian/12", ()),
         "images:debian/12",

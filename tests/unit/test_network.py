@@ -21,6 +21,7 @@ from coi.network import dns as network_dns
 from coi.network import enforce as network
 from coi.network import nft, nft_cli, nft_guard, nft_helper
 from coi.network import policy as network_policy
+from tests.fakes import FakeIncus
 
 
 @pytest.fixture(autouse=True)
@@ -391,22 +392,12 @@ def test_dns_errors_mismatches_and_truncation() -> None:
 # -- orchestration with a fake Incus --------------------------------------------------------
 
 
-class FakeIncus:
-    project = "proj"
-
-    def __init__(self, config: dict[str, str], status: str = "Running") -> None:
-        self.config = config
-        self.status = status
-        self.pushed: dict[str, bytes] = {}
-
-    def instance(self, name: str) -> dict[str, Any]:
-        return {"config": dict(self.config), "status": self.status, "profiles": ["coi-base"]}
-
-    def update_instance(self, name: str, patch: dict[str, Any]) -> None:
-        self.config.update(patch.get("config", {}))
-
-    def push_file(self, name: str, path: str, content: bytes) -> None:
-        self.pushed[path] = content
+def with_instances(config: dict[str, str], status: str = "Running") -> FakeIncus:
+    """The fake daemon holding containers c and c1, each with this config."""
+    fake = FakeIncus()
+    for name in ("c", "c1"):
+        fake.add_instance(name, config, status)
+    return fake
 
 
 def _allowlist(entries: str, resolved: dict[str, list[str]]) -> dict[str, str]:
@@ -430,29 +421,31 @@ def test_refresh_keeps_the_last_good_addresses_of_a_failed_name(
     applied: list[str] = []
     monkeypatch.setattr(network, "resolve", fake_resolve)
     monkeypatch.setattr(network, "apply_rules", lambda incus, name: applied.append(name) or [])
-    incus = FakeIncus(
+    incus = with_instances(
         _allowlist("a.test b.test:443", {"a.test": ["203.0.113.9"], "b.test": ["203.0.113.7"]})
     )
-    done = network.refresh(incus, "c1")  # type: ignore[arg-type]
+    done = network.refresh(incus, "c1")
     assert done.resolved == {"a.test": ["203.0.113.20"], "b.test": ["203.0.113.7"]}
     assert done.allows == ("203.0.113.20", "203.0.113.7:443") and done.changed
-    assert incus.config[network_policy.ALLOW_KEY] == "203.0.113.20 203.0.113.7:443"
-    assert applied == ["c1"] and b"203.0.113.20\ta.test" in incus.pushed["/etc/hosts"]
-    assert not network.refresh(incus, "c1").changed  # type: ignore[arg-type]
+    assert (
+        incus.instance("c1")["config"][network_policy.ALLOW_KEY] == "203.0.113.20 203.0.113.7:443"
+    )
+    assert applied == ["c1"] and b"203.0.113.20\ta.test" in incus.files[("c1", "/etc/hosts")]
+    assert not network.refresh(incus, "c1").changed
     assert applied == ["c1"]
 
 
 def test_refresh_is_for_allowlist_containers_only() -> None:
     with pytest.raises(UsageError, match="not in allowlist mode"):
-        network.refresh(FakeIncus({"user.coi.network_mode": "restricted"}), "c1")  # type: ignore[arg-type]
+        network.refresh(with_instances({"user.coi.network_mode": "restricted"}), "c1")
 
 
 def test_watch_returns_at_once_when_there_is_nothing_to_watch() -> None:
     stop = threading.Event()
-    network.watch(FakeIncus({"user.coi.network_mode": "restricted"}), "c", stop)  # type: ignore[arg-type]
+    network.watch(with_instances({"user.coi.network_mode": "restricted"}), "c", stop)
     network.watch(
-        FakeIncus(_allowlist("a.test", {}) | {network_policy.REFRESH_KEY: "0"}), "c", stop
-    )  # type: ignore[arg-type]
+        with_instances(_allowlist("a.test", {}) | {network_policy.REFRESH_KEY: "0"}), "c", stop
+    )
 
 
 def test_watch_refreshes_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -465,7 +458,7 @@ def test_watch_refreshes_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
             stop.set()
 
     monkeypatch.setattr(network, "refresh", fake_refresh)
-    network.watch(FakeIncus(_allowlist("a.test", {})), "c", stop, interval=0.01)  # type: ignore[arg-type]
+    network.watch(with_instances(_allowlist("a.test", {})), "c", stop, interval=0.01)
     assert calls == ["c", "c"]
 
 
@@ -488,7 +481,7 @@ def test_the_fault_seam_stops_the_launch_and_removes_what_was_applied(
     monkeypatch.setattr(network, "attach", lambda *a, **k: "10.171.0.5")
     monkeypatch.setattr(network, "privileged", lambda incus, *args: calls.append(args) or {})
     with pytest.raises(CoiError, match="network-rules"):
-        network.before_start(FakeIncus({}), "c1", "restricted")  # type: ignore[arg-type]
+        network.before_start(with_instances({}), "c1", "restricted")
     assert calls == [("remove", "proj", "c1")]
 
 
@@ -496,8 +489,8 @@ def test_without_root_or_helper_rules_fail_with_the_fix(monkeypatch: pytest.Monk
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(network, "HELPER", Path("/nonexistent/coi-netrules"))
     with pytest.raises(CoiError, match="sudo coi setup"):
-        network.apply_rules(FakeIncus({}), "c1")  # type: ignore[arg-type]
-    assert network.remove_orphans(FakeIncus({})) == []  # type: ignore[arg-type]
+        network.apply_rules(with_instances({}), "c1")
+    assert network.remove_orphans(with_instances({})) == []
 
 
 def test_doctor_names_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import pytest
 from coi.core.errors import ConfigError
 from coi.host import doctor
 from coi.launch import profiles
+from tests.fakes import FakeIncus
 
 GOOD = {
     "name": "coi-x",
@@ -160,19 +161,11 @@ def test_a_missing_profile_drifts() -> None:
     assert found.describe() == "coi-x missing (file v2)"
 
 
-class FakeIncus:
-    def __init__(self, live: dict[str, dict[str, Any]]) -> None:
-        self.live = live
-
-    def profile(self, name: str) -> dict[str, Any] | None:
-        return self.live.get(name)
-
-
 def test_doctor_lists_each_differing_key_as_degraded() -> None:
     spec = profiles.parse(GOOD, "f")
     other = profiles.parse({**GOOD, "name": "coi-y", "version": 1}, "g")
     live = {"coi-x": live_of(spec, 4, **{"limits.cpu": "1"}), "coi-y": live_of(other, 1)}
-    check = doctor.check_profiles(FakeIncus(live), "p1", "n1", [spec, other])
+    check = doctor.check_profiles(FakeIncus(profiles=live), "p1", "n1", [spec, other])
     assert check.status == doctor.WARN
     assert check.found == (
         "coi-x live v4 newer than file v2, left alone: config.limits.cpu (live '1', file None); "
@@ -183,12 +176,14 @@ def test_doctor_lists_each_differing_key_as_degraded() -> None:
 
 def test_doctor_is_ok_when_every_profile_is_in_sync() -> None:
     spec = profiles.parse(GOOD, "f")
-    check = doctor.check_profiles(FakeIncus({"coi-x": live_of(spec, 2)}), "p1", "n1", [spec])
+    check = doctor.check_profiles(
+        FakeIncus(profiles={"coi-x": live_of(spec, 2)}), "p1", "n1", [spec]
+    )
     assert (check.status, check.found, check.fix) == (doctor.OK, "coi-x v2", "")
 
 
 def test_doctor_suggests_apply_for_missing_and_older_profiles() -> None:
     spec = profiles.parse(GOOD, "f")
-    check = doctor.check_profiles(FakeIncus({}), "p1", "n1", [spec])
+    check = doctor.check_profiles(FakeIncus(), "p1", "n1", [spec])
     assert check.status == doctor.WARN
     assert "invoke profiles.apply" in check.fix

@@ -18,19 +18,42 @@ from coi.incus import execws
 from coi.incus.adapter import ExecResult
 from coi.sessions import lifecycle as runtime
 from coi.sessions import store as sessions
+from tests.fakes import FakeIncus
 
 
-class FakeIncus:
-    """Answers `tar -c` with a tar of a host folder standing in for /home/code."""
+def _tar_folder(home: Path, state_dir: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(home / state_dir, arcname=state_dir)
+    return buffer.getvalue()
+
+
+def serving(home: Path) -> FakeIncus:
+    """The fake daemon; its `tar -c` answers with a tar of a host folder standing in for
+    /home/code."""
+
+    def tar(name: str, argv: list[str], options: dict[str, Any]) -> ExecResult:
+        options["raw_stdout"](_tar_folder(home, argv[-1]))
+        return ExecResult(0, "", "")
+
+    return FakeIncus(runs=tar)
+
+
+class Streaming:
+    """Answers `tar -c` in 64 KiB chunks and notes when the sink stops it, as execws does."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        self.stopped = False
 
-    def execute(self, name: str, argv: list[str], **kw: Any) -> ExecResult:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            archive.add(self.home / argv[-1], arcname=argv[-1])
-        kw["raw_stdout"](buffer.getvalue())
+    def __call__(self, name: str, argv: list[str], options: dict[str, Any]) -> ExecResult:
+        data = _tar_folder(self.home, argv[-1])
+        try:
+            for start in range(0, len(data), 65536):
+                options["raw_stdout"](data[start : start + 65536])
+        except execws.StopStream:
+            self.stopped = True
+            return ExecResult(-1, "", "")
         return ExecResult(0, "", "")
 
 
@@ -47,7 +70,7 @@ def test_save_drops_links_fifos_and_escapes(tmp_path: Path) -> None:
     (state / "sub" / "kept").write_text("data")
     os.symlink("/etc", state / "etc-link")
     os.mkfifo(state / "pipe")
-    folder = sessions.save(FakeIncus(home), "c", _meta(), ".fake", running=True)  # type: ignore[arg-type]
+    folder = sessions.save(serving(home), "c", _meta(), ".fake", running=True)
     assert folder is not None
     assert (folder / ".fake" / "sub" / "kept").read_text() == "data"
     assert not os.path.lexists(folder / ".fake" / "etc-link")
@@ -70,10 +93,10 @@ def test_second_save_replaces_the_first_whole(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".fake").mkdir(parents=True)
     (home / ".fake" / "a").write_text("1")
-    sessions.save(FakeIncus(home), "c", _meta(), ".fake", running=True)  # type: ignore[arg-type]
+    sessions.save(serving(home), "c", _meta(), ".fake", running=True)
     (home / ".fake" / "a").unlink()
     (home / ".fake" / "b").write_text("2")
-    folder = sessions.save(FakeIncus(home), "c", _meta(), ".fake", running=True)  # type: ignore[arg-type]
+    folder = sessions.save(serving(home), "c", _meta(), ".fake", running=True)
     assert folder is not None
     assert sorted(p.name for p in (folder / ".fake").iterdir()) == ["b"]
     assert [p.name for p in folder.parent.iterdir()] == ["s1"]
@@ -92,7 +115,7 @@ def test_interrupted_replace_is_recovered(tmp_path: Path) -> None:
 def test_latest_is_scoped_to_the_workspace(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".fake").mkdir(parents=True)
-    fake: Any = FakeIncus(home)
+    fake = serving(home)
     sessions.save(fake, "c", _meta("a", "/w1"), ".fake", running=True)
     sessions.save(fake, "c", _meta("b", "/w2"), ".fake", running=True)
     found = sessions.latest_for(Path("/w1"), "fake")
@@ -185,32 +208,6 @@ def test_a_saved_state_goes_back_as_folders_and_files_owned_inside(tmp_path: Pat
     }
 
 
-class StreamingFake(FakeIncus):
-    """Sends the tar in 64 KiB chunks and stops when the sink says so, as execws does."""
-
-    stopped = False
-
-    def _chunks(self, state_dir: str) -> list[bytes]:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            archive.add(self.home / state_dir, arcname=state_dir)
-        data = buffer.getvalue()
-        return [data[i : i + 65536] for i in range(0, len(data), 65536)]
-
-    def execute(self, name: str, argv: list[str], **kw: Any) -> ExecResult:
-        try:
-            for chunk in self._chunks(argv[-1]):
-                kw["raw_stdout"](chunk)
-        except execws.StopStream:
-            self.stopped = True
-            return ExecResult(-1, "", "")
-        return ExecResult(0, "", "")
-
-    def pull_stream(self, name: str, path: str, sink: Any) -> None:
-        for chunk in self._chunks(".fake"):
-            sink(chunk)
-
-
 @pytest.mark.parametrize("running", [True, False])
 def test_a_save_past_the_cap_stops_and_keeps_the_previous_one(
     tmp_path: Path, running: bool
@@ -218,13 +215,16 @@ def test_a_save_past_the_cap_stops_and_keeps_the_previous_one(
     home = tmp_path / "home"
     (home / ".fake").mkdir(parents=True)
     (home / ".fake" / "marker").write_text("good")
-    fake = StreamingFake(home)
-    first = sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)  # type: ignore[arg-type]
+    streaming = Streaming(home)
+    fake = FakeIncus(runs=streaming)
+    fake.files[("c", sessions.STOPPED_STATE)] = _tar_folder(home, ".fake")
+    first = sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)
     assert first is not None
     (home / ".fake" / "big").write_bytes(os.urandom(3 * 2**20))
+    fake.files[("c", sessions.STOPPED_STATE)] = _tar_folder(home, ".fake")
     with pytest.raises(sessions.StateTooLarge, match=r"max_state_size \(1MiB\)"):
-        sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)  # type: ignore[arg-type]
-    assert fake.stopped == running  # the exec was told to stop, not read to its end
+        sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)
+    assert streaming.stopped == running  # the exec was told to stop, not read to its end
     assert sorted(p.name for p in (first / ".fake").iterdir()) == ["marker"]
     assert [p.name for p in first.parent.iterdir()] == ["s1"]  # no temporary folder left
 

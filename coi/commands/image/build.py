@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from coi.config.load import Config
     from coi.images.build import BuildResult
     from coi.images.plan import Recipe
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_age(incus: Incus, fingerprint: str) -> None:
+def _report_age(incus: IncusAPI, fingerprint: str) -> None:
     """Say how old the tools of an up-to-date image are, and how to refresh them."""
     import time
 

@@ -11,10 +11,10 @@ from coi.core import output
 from coi.core.errors import CoiError, NotFound, UsageError
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 
-def _incus(args: argparse.Namespace) -> Incus:
+def _incus(args: argparse.Namespace) -> IncusAPI:
     return connect(load_config(args))
 
 

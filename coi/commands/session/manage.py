@@ -16,7 +16,7 @@ from coi.sessions import store as sessions
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 LABEL = launch.LABEL
 
@@ -49,7 +49,7 @@ def describe(inst: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def coi_containers(incus: Incus) -> list[dict[str, Any]]:
+def coi_containers(incus: IncusAPI) -> list[dict[str, Any]]:
     """Every coi container of the project, with state, as `describe` shows it."""
     found = incus.get("instances", "listing instances", recursion=2)
     return sorted((describe(i) for i in found if is_coi(i)), key=lambda d: d["name"])
@@ -120,7 +120,7 @@ def confirm(question: str, force: bool) -> None:
         raise CoiError("cancelled")
 
 
-def _targets(incus: Incus, args: argparse.Namespace, verb: str) -> list[dict[str, Any]]:
+def _targets(incus: IncusAPI, args: argparse.Namespace, verb: str) -> list[dict[str, Any]]:
     containers = {c["name"]: c for c in coi_containers(incus)}
     if args.all:
         confirm(f"{verb} all {len(containers)} coi containers?", args.force)
@@ -133,7 +133,7 @@ def _targets(incus: Incus, args: argparse.Namespace, verb: str) -> list[dict[str
     return [containers[n] for n in args.names]
 
 
-def save_running(incus: Incus, cfg: Config, container: dict[str, Any]) -> None:
+def save_running(incus: IncusAPI, cfg: Config, container: dict[str, Any]) -> None:
     """Save the session of a running coi container (before it stops)."""
     from coi.config import tools
 

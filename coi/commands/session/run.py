@@ -14,7 +14,7 @@ from coi.core.errors import UsageError
 from coi.sessions import lifecycle as runtime
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
 
 WORKSPACE = "/workspace"
 
@@ -118,7 +118,7 @@ def _start_tmux(session: runtime.Session, command: str) -> None:
         )
 
 
-def _attach(incus: Incus, name: str, *, bash: bool) -> int:
+def _attach(incus: IncusAPI, name: str, *, bash: bool) -> int:
     argv = (
         ["bash", "-l"]
         if bash
@@ -157,7 +157,7 @@ def attach(args: argparse.Namespace) -> int:
         return _attach(incus, name, bash=args.bash)
 
 
-def _pick(incus: Incus, args: argparse.Namespace) -> str:
+def _pick(incus: IncusAPI, args: argparse.Namespace) -> str:
     from coi.core import slots
 
     workspace = workspace_of(args)
