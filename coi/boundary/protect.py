@@ -2,7 +2,7 @@
 
 A hostile container could plant code that the host runs later: a git hook, a
 `core.fsmonitor` in `.git/config`, a `.vscode` task, an `.envrc`, a tool's hook settings.
-`plan` (pure) turns the workspace's layout (a `Survey`, read by coi/protect_host.py) and
+`plan` (pure) turns the workspace's layout (a `Survey`, read by coi/boundary/protect_host.py) and
 the configured list into the entries to keep read-only, the folders on their way to pin
 (a mount point cannot be renamed, so `mv .git .git-old; mkdir .git` fails) and the
 placeholders to create for entries that do not exist yet.

@@ -1,6 +1,6 @@
 """Set-id files in host folders a session mounted: find and clear them when it ends.
 
-Defence in depth behind the container's seccomp policy (coi/seccomp.py), for what gets
+Defence in depth behind the container's seccomp policy (coi/boundary/seccomp.py), for what gets
 through anyway: overlayfs copy-up inside the container keeps a set-uid file's mode with
 the kernel's own calls, which seccomp never sees (measured: a copy-up of /usr/bin/sudo
 into /workspace stayed 4755 until the session ended); a container made before the policy;

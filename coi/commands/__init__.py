@@ -1,1 +1,2 @@
-"""One module per command group; each function takes the parsed args, returns an exit code."""
+"""The command line: the parser and main (cli.py), then one module or package per command
+group; each handler takes the parsed args and returns an exit code."""

@@ -5,13 +5,13 @@ Layers, lowest to highest precedence; a layer that omits a key leaves it as it w
 1. built-in defaults
 2. /etc/coi/config.toml (COI_SYSTEM_CONFIG names another file, for tests)
 3. $XDG_CONFIG_HOME/coi/config.toml, else ~/.config/coi/config.toml
-4. <workspace>/.coi.toml, untrusted until `coi trust`: see coi/trust.py for what it may set
+4. <workspace>/.coi.toml, untrusted until `coi trust`: see coi/config/trust.py for what it may set
 5. the file named by COI_CONFIG (it must exist; a missing file of layers 2-4 is skipped)
 6. COI_<SECTION>_<KEY> environment variables, e.g. COI_NETWORK_MODE
 7. the profile chosen with --profile NAME, looked up in the merge of layers 1-6
 8. command-line flags
 
-The dataclasses and the step that builds them live in coi/config_model.py.
+The dataclasses and the step that builds them live in coi/config/model.py.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ class Checkpoints:
 
 @dataclass(frozen=True)
 class Security:
-    """[security]: workspace paths the container may not change (coi/protect.py).
+    """[security]: workspace paths the container may not change (coi/boundary/protect.py).
 
     protected_paths joins the lists of every layer; writable_paths takes default entries
     off (an untrusted .coi.toml may only shorten it).

@@ -311,7 +311,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "credentials": {
         "claude_mcp_env": Key("bool", False),
     },
-    # [security]: protected_paths adds to coi/protect.py's list from every layer (its values
+    # [security]: protected_paths adds to coi/boundary/protect.py's list from every layer (its values
     # are joined, not replaced); writable_paths takes defaults off it, trusted layers only.
     "security": {
         "protected_paths": Key("list", (), _each(_protected_path)),
@@ -347,7 +347,7 @@ def _state_size(value: Any) -> str | None:
 
 
 SECTIONS["sessions"] = {"max_state_size": Key("size", "1GiB", _state_size)}
-# [checkpoints]: a checkpoint of the workspace before each session (coi/checkpoints.py);
+# [checkpoints]: a checkpoint of the workspace before each session (coi/workspace/checkpoints.py);
 # max_size caps a plain copy outside git (a reflink copy or a git commit costs little).
 SECTIONS["checkpoints"] = {
     "auto": Key("bool", True),

@@ -15,7 +15,7 @@ class Check:
     status: str
     found: str
     fix: str = ""
-    action: str = ""  # a safe repair `coi doctor --fix` may carry out (coi/repair.py)
+    action: str = ""  # a safe repair `coi doctor --fix` may carry out (coi/host/repair.py)
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -1,8 +1,8 @@
 """`coi setup`'s network step: the privileged helper that lets non-root users apply rules.
 
 Members of the Incus admin group may run exactly one command as root without a password,
-/usr/local/sbin/coi-netrules. It runs a root-owned copy of coi/nft.py and
-coi/nft_helper.py with the system Python in isolated mode (-I -S: no environment, no
+/usr/local/sbin/coi-netrules. It runs a root-owned copy of coi/network/nft.py and
+coi/network/nft_helper.py with the system Python in isolated mode (-I -S: no environment, no
 site-packages), and refuses to start when the interpreter, its standard library or the
 copy could be changed by anyone but root; otherwise the sudoers rule would be a root shell.
 """

@@ -1,4 +1,4 @@
-"""`coi doctor --fix`: carry out the safe repairs the checks name (coi/doctor.py `action`).
+"""`coi doctor --fix`: carry out the safe repairs the checks name (coi/host/doctor.py `action`).
 
 Each repair is one that `coi setup` would make too and that cannot lose data: start the
 daemon, create or upgrade coi's profiles, give root its idmap range, put back a running

@@ -1,0 +1,1 @@
+"""Building, naming, pinning, publishing and exporting coi's images."""

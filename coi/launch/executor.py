@@ -66,7 +66,7 @@ class LaunchSpec:
     disks: Mapping[str, tuple[Path, str]] = field(default_factory=dict)
     readonly: frozenset[str] = frozenset()  # names of the disks mounted read-only
     extra_config: Mapping[str, str] = field(default_factory=dict)
-    # Workspace paths the container may not change (coi/protect.py); enforced when coi
+    # Workspace paths the container may not change (coi/boundary/protect.py); enforced when coi
     # can build the locked view (as root), else warned about at start.
     protected_paths: tuple[str, ...] = protect.DEFAULT_PATHS
     locked_view: bool = field(default_factory=lambda: os.geteuid() == 0)
@@ -119,7 +119,7 @@ def root_owned_warning(workspace: Path) -> str:
 
 def workspace_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
     """The workspace disk, unshifted: the instance-wide raw.idmap (idmap_for) is its map.
-    As root its source is the locked view (coi/protect_host.py) that carries the
+    As root its source is the locked view (coi/boundary/protect_host.py) that carries the
     read-only protected paths."""
     if spec.workspace is None:
         return {}
@@ -146,7 +146,7 @@ def labels(spec: LaunchSpec) -> dict[str, str]:
 
 def network_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
     """Per-instance NIC settings for the network mode: restricted and allowlist instances
-    are created without a NIC; before_start gives them a filtered one (coi/network.py)."""
+    are created without a NIC; before_start gives them a filtered one (coi/network/enforce.py)."""
     from coi.network import enforce as network
 
     return network.devices(spec.network_mode)
@@ -164,7 +164,7 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
     if mapping:
         config["raw.idmap"] = mapping
     if spec.workspace is not None or spec.disks:
-        # no set-id file may reach a host folder (coi/seccomp.py); image builds mount none
+        # no set-id file may reach a host folder (coi/boundary/seccomp.py); image builds mount none
         config["raw.seccomp"] = seccomp.policy()
     devices.update(network_devices(spec))
     for dev, (source, path) in spec.disks.items():  # the same map as the workspace
@@ -183,7 +183,7 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
 
 
 def protected_view(spec: LaunchSpec) -> bool:
-    """Whether the workspace disk is the locked view of coi/protect_host.py."""
+    """Whether the workspace disk is the locked view of coi/boundary/protect_host.py."""
     return spec.workspace is not None and bool(spec.protected_paths) and spec.locked_view
 
 
@@ -351,7 +351,7 @@ def folders_of(record: dict[str, Any]) -> list[Path]:
 
 def sweep(folders: list[Path]) -> None:
     """Undo what a container could leave in host folders to act on the host later: set-id
-    bits (coi/setid.py) and submodules planted to run code (coi/gitlinks.py)."""
+    bits (coi/boundary/setid.py) and submodules planted to run code (coi/workspace/gitlinks.py)."""
     from coi.workspace import gitlinks
 
     clear_setid(folders)
@@ -360,7 +360,7 @@ def sweep(folders: list[Path]) -> None:
 
 
 def clear_setid(folders: list[Path]) -> None:
-    """Clear, and warn about, set-id bits a container left in host folders (coi/setid.py)."""
+    """Clear, and warn about, set-id bits a container left in host folders (coi/boundary/setid.py)."""
     from coi.boundary import setid
 
     setid.report(setid.clear(folders), output.warn)

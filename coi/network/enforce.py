@@ -1,6 +1,6 @@
 """Network isolation: carry out the modes open, restricted and allowlist for one container.
 
-The decisions are pure (coi/nft.py: the rules; coi/network_policy.py: the address, the
+The decisions are pure (coi/network/nft.py: the rules; coi/network/policy.py: the address, the
 allowlist, /etc/hosts). Here they are carried out, in this order, before the first start:
 
 1. the instance is created with its NIC withheld (an `eth0` device of type none), so it
@@ -8,11 +8,11 @@ allowlist, /etc/hosts). Here they are carried out, in this order, before the fir
 2. `before_start` picks a free static address on the bridge (under a lock; Incus itself
    refuses a duplicate), resolves the allowlist on the host, and gives the instance its
    real NIC with address, MAC, IPv4/IPv6/MAC filtering and port isolation;
-3. the privileged side (coi/nft_helper.py: in-process as root, else the root-owned copy
+3. the privileged side (coi/network/nft_helper.py: in-process as root, else the root-owned copy
    `coi setup` installs, through sudo) writes the rules from the instance's own record.
 
 If any step fails, the launch fails (fail closed) and the launch path deletes the instance.
-After that, coi/nft_guard.py keeps the rules in force: every later start runs the helper
+After that, coi/network/nft_guard.py keeps the rules in force: every later start runs the helper
 first (an LXC pre-start hook; a failing hook refuses the start), such a container never
 starts by itself at boot (`boot.autostart=false`), and a root guard process puts coi's
 table back the moment it goes (a flush) and re-applies lost rules.

@@ -25,7 +25,7 @@ CHAINS = ("forward", "input")
 # a `flush ruleset` removes and an Incus restart does not write again for running
 # instances (measured). Rules keyed on a source address hold only while that address is
 # unspoofable, so coi keeps the same filters in a bridge table of its own, keyed on the
-# container's host-side veth; the guard restores it with the rest (coi/nft_guard.py).
+# container's host-side veth; the guard restores it with the rest (coi/network/nft_guard.py).
 PORT_FAMILY = "bridge"
 PORT_CHAIN = "prerouting"
 # Before Incus's own chains (priority filter): a reject here is final whatever they accept.

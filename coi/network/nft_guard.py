@@ -6,7 +6,7 @@ containers run. Three things keep a restricted or allowlist container from runni
 without its rules (measured on Incus 6.0.4, kernel 6.18, nftables 1.0.6):
 
 1. every start runs the helper first: coi gives such a container an LXC pre-start hook
-   (`raw.lxc`, see coi/network.py) that applies its rules, and a failing hook makes Incus
+   (`raw.lxc`, see coi/network/enforce.py) that applies its rules, and a failing hook makes Incus
    refuse the start, whoever starts it (autostart, `incus start`, coi);
 2. this guard, a root process the helper starts whenever it applies rules (no systemd
    here), follows `nft monitor tables`: when coi's table goes, it loads the last copy it

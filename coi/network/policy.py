@@ -1,6 +1,6 @@
 """Pure decisions of network isolation: a container's address, its allowlist, its /etc/hosts.
 
-The I/O side (coi/network.py) gathers the facts (addresses in use, what names resolve to)
+The I/O side (coi/network/enforce.py) gathers the facts (addresses in use, what names resolve to)
 and records the outcome on the instance as `user.coi.network.*` keys, so a later refresh
 and the privileged helper work from the instance alone.
 """

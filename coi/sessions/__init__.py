@@ -1,0 +1,2 @@
+"""Sessions: opening one from an explicit request, finishing it exactly once, the saved-
+session store, and credentials."""
