@@ -1,4 +1,4 @@
-"""Carry out coi/boundary/protect.py's plan on the host: a locked, read-only view of protected paths.
+"""Carry out protect.py's plan on the host: a locked, read-only view of protected paths.
 
 Read-only disk devices over /workspace do not hold: root in the container (and the AI
 has sudo) can `umount` them, or bind /workspace elsewhere without them, and write what

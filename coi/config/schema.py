@@ -311,8 +311,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "credentials": {
         "claude_mcp_env": Key("bool", False),
     },
-    # [security]: protected_paths adds to coi/boundary/protect.py's list from every layer (its values
-    # are joined, not replaced); writable_paths takes defaults off it, trusted layers only.
+    # [security]: protected_paths adds to coi/boundary/protect.py's list from every layer
+    # (its values are joined, not replaced); writable_paths takes defaults off it, trusted
+    # layers only.
     "security": {
         "protected_paths": Key("list", (), _each(_protected_path)),
         "writable_paths": Key("list", (), _each(_protected_path)),

@@ -360,7 +360,7 @@ def sweep(folders: list[Path]) -> None:
 
 
 def clear_setid(folders: list[Path]) -> None:
-    """Clear, and warn about, set-id bits a container left in host folders (coi/boundary/setid.py)."""
+    """Clear, and warn about, set-id bits a container left in host folders (boundary/setid.py)."""
     from coi.boundary import setid
 
     setid.report(setid.clear(folders), output.warn)

@@ -41,7 +41,8 @@ def test_launch_config_is_what_incus_holds(
     assert config["user.coi.network_mode"] == "restricted"
     assert config["environment.GREETING"] == "a,b=c"
     assert config["limits.processes"] == "500"
-    assert devices["workspace"] == {  # the locked view of the workspace (coi/boundary/protect_host.py)
+    # the locked view of the workspace (coi/boundary/protect_host.py)
+    assert devices["workspace"] == {
         "type": "disk",
         "source": str(protect.view_path(name)),
         "path": "/workspace",
