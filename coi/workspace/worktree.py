@@ -89,6 +89,22 @@ def folder(workspace: Path, branch: str, home: Path | None = None) -> Path:
     return root(workspace, home) / folder_name(branch)
 
 
+# Inside the container these hold its own file systems (tmpfs, proc, the worktree itself):
+# a git dir mounted there at its host path would be hidden or would hide them.
+HIDDEN_INSIDE = ("/workspace", "/proc", "/sys", "/dev", "/run")
+
+
+def unreachable(common: Path) -> str | None:
+    """Why the shared git dir cannot be mounted inside at its own path (None: it can)."""
+    for top in HIDDEN_INSIDE:
+        if common == Path(top) or Path(top) in common.parents:
+            return (
+                f"the repository's git dir {common} lies under {top}, which the container "
+                "has for itself: --worktree needs the repository elsewhere"
+            )
+    return None
+
+
 def wanted_branch(flag: str | None, configured: bool, slot: int) -> str | None:
     """The branch a session asks for: --worktree BRANCH, --worktree or the config alone give
     the slot's default; None: no worktree."""
@@ -116,6 +132,9 @@ def ensure(workspace: Path, branch: str) -> Worktree:
         raise UsageError(why)
     if not checkpoints.is_git(workspace):
         raise UsageError(f"--worktree needs a git repository: {workspace} is not the top of one")
+    why = unreachable(common_dir(workspace))
+    if why:
+        raise UsageError(why)
     place = folder(workspace, branch)
     if (place / ".git").is_file():
         _check_reused(place, branch)
@@ -165,9 +184,14 @@ def _git_user_error(workspace: Path, *args: str) -> bytes:
     try:
         return checkpoints.git(workspace, *args)
     except CommandFailed as exc:
-        lines = [ln for ln in exc.stderr.splitlines() if ln.startswith(("fatal:", "error:"))]
-        said = (lines or [exc.stderr.strip()])[-1]
-        raise UsageError(f"git {args[0]} {args[1]}: {said}") from None
+        raise UsageError(f"git {args[0]} {args[1]}: {said(exc)}") from None
+
+
+def said(exc: CommandFailed) -> str:
+    """The line of git's output that says why it failed."""
+    lines = [ln.strip() for ln in (exc.stderr or exc.stdout).splitlines() if ln.strip()]
+    why = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+    return (why or lines or ["no output"])[-1]
 
 
 def give(workspace: Path, place: Path) -> None:
@@ -234,7 +258,7 @@ def merge(workspace: Path, branch: str) -> str:
                 f"merging {branch} conflicts in {', '.join(conflicts[:5])}: nothing changed; "
                 f"merge it yourself with `git merge {branch}`"
             ) from None
-        raise CoiError(f"git merge {branch} failed: {exc.stderr.strip()[-300:]}") from None
+        raise CoiError(f"git merge {branch} failed: {said(exc)}; nothing changed") from None
     return as_owner(workspace, ["rev-parse", "HEAD"]).decode().strip()
 
 
