@@ -17,13 +17,13 @@ import contextlib
 import os
 import pwd
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from coi.core import paths, proc, slots
 from coi.core.errors import CoiError, CommandFailed, UsageError
-from coi.workspace import checkpoints
+from coi.workspace import checkpoints, owner
 
 PREFIX = "coi/"
 # A conservative subset of git-check-ref-format(1): letters, digits, '.', '_', '-', '/'.
@@ -196,31 +196,15 @@ def said(exc: CommandFailed) -> str:
 
 def give(workspace: Path, place: Path) -> None:
     """Give what coi (as root) just made for a worktree to the workspace's owner: the
-    worktree, its git dir, the branch's ref and log, and object folders (which
-    checkpoints made as root and a commit inside must write into)."""
-    owner = os.stat(workspace)
-    if os.geteuid() != 0 or owner.st_uid == 0:
+    worktree, its git dir, the branch's ref and log, and object folders (which a commit
+    inside writes into)."""
+    who = owner.needed(workspace)
+    if who is None:
         return
+    owner.hand_back(place.parent, [place.name], who)
     common = common_dir(workspace)
-    roots = [place, common / "worktrees", common / "refs" / "heads", common / "logs" / "refs"]
-    for path in _root_owned(roots):
-        os.lchown(path, owner.st_uid, owner.st_gid)
-    for entry in os.scandir(common / "objects"):  # top level only: 256 folders at most
-        if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == 0:
-            os.lchown(entry.path, owner.st_uid, owner.st_gid)
-
-
-def _root_owned(roots: Iterable[Path]) -> Iterable[str]:
-    for top in roots:
-        if not top.exists() or top.is_symlink():
-            continue
-        if top.lstat().st_uid == 0:
-            yield str(top)
-        for base, dirs, files in os.walk(top):
-            for name in dirs + files:
-                full = os.path.join(base, name)
-                if os.lstat(full).st_uid == 0:
-                    yield full
+    owner.hand_back(common, ["worktrees", "refs/heads", "logs/refs/heads"], who)
+    owner.objects(common, who)
 
 
 def all_of(workspace: Path) -> list[Worktree]:
