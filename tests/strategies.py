@@ -221,3 +221,9 @@ path_parts = st.sampled_from(
 )
 relative_paths = st.lists(path_parts, min_size=1, max_size=4).map("/".join)
 path_kinds = st.sampled_from(["file", "dir", "missing"])
+
+# --- worktrees ----------------------------------------------------------------------------------
+
+branch_names = st.lists(
+    st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_%-]{0,8}", fullmatch=True), min_size=1, max_size=3
+).map("/".join)

@@ -90,6 +90,14 @@ def session_flags(parser: argparse.ArgumentParser) -> None:
     add("--network", choices=["restricted", "allowlist", "open"], default=s, help="network mode")
     add("--tool", metavar="NAME", default=s, help="AI tool to run (default: claude)")
     add("--verbose", action="store_true", default=s, help="also say the one-time facts again")
+    add(
+        "--worktree",
+        nargs="?",
+        const="",
+        metavar="BRANCH",
+        default=s,
+        help="work in the slot's own git worktree on BRANCH (default coi/<slot>)",
+    )
 
 
 def _slot(text: str) -> int:
@@ -220,6 +228,7 @@ AREAS = (
     "coi.commands.port",
     "coi.commands.checkpoint",
     "coi.commands.snapshot",
+    "coi.commands.worktree",
 )
 
 

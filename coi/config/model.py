@@ -53,6 +53,7 @@ class Defaults:
     mount_claude_config: bool
     environment: Mapping[str, str]
     max_slots: int
+    worktree: bool = False  # each slot works in its own git worktree (coi/workspace/worktree.py)
 
 
 @dataclass(frozen=True)

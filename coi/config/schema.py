@@ -267,6 +267,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "mount_claude_config": Key("bool", False),
         "environment": Key("table", {}),
         "max_slots": Key("int", 10, _within(1, 99)),
+        "worktree": Key("bool", False),
     },
     "tool": {
         "name": Key("str", "claude", _TOOL_REF),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from coi.boundary import protect, seccomp
 from coi.core import faults, output, slots
 from coi.core.errors import CoiError, IncusError, NotFound, UsageError
-from coi.launch import profiles
+from coi.launch import profiles, worktrees
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -70,6 +70,8 @@ class LaunchSpec:
     # can build the locked view (as root), else warned about at start.
     protected_paths: tuple[str, ...] = protect.DEFAULT_PATHS
     locked_view: bool = field(default_factory=lambda: os.geteuid() == 0)
+    # A worktree session: the main repository's shared git dir (coi/launch/worktrees.py).
+    shared_git: Path | None = None
 
 
 def image_source(image: str) -> dict[str, str]:
@@ -167,6 +169,7 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
         # no set-id file may reach a host folder (coi/boundary/seccomp.py); image builds mount none
         config["raw.seccomp"] = seccomp.policy()
     devices.update(network_devices(spec))
+    devices.update(worktrees.devices(spec.name, spec.shared_git, protected_view(spec)))
     for dev, (source, path) in spec.disks.items():  # the same map as the workspace
         devices[dev] = {"type": "disk", "source": str(source), "path": path}
         if dev in spec.readonly:
@@ -243,6 +246,9 @@ def create(
         )
     if protected_view(spec):  # Incus takes a recursive disk only when its source exists
         protect.view_path(spec.name).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if spec.shared_git is not None:
+            view = protect.view_path(worktrees.view_name(spec.name))
+            view.mkdir(parents=True, exist_ok=True, mode=0o700)
     faults.point("create")
     try:
         incus.create_instance(body)
@@ -290,7 +296,9 @@ def protect_workspace(spec: LaunchSpec) -> None:
         return
     if protected_view(spec):
         protect_host.stage(spec.name, spec.workspace, spec.protected_paths)
+        worktrees.stage(spec.name, spec.shared_git, locked=True)
     else:
+        worktrees.stage(spec.name, spec.shared_git, locked=False)
         output.once(
             "protect-not-enforced",
             "protected paths (.git/hooks, .vscode...) are not enforced: building their "
@@ -324,6 +332,7 @@ def release_workspace(name: str) -> None:
 
     if protect_host.can_stage():
         protect_host.release(name)
+        worktrees.release(name)
 
 
 def host_folders(incus: IncusAPI, name: str) -> list[Path]:
@@ -337,11 +346,15 @@ def host_folders(incus: IncusAPI, name: str) -> list[Path]:
 
 def folders_of(record: dict[str, Any]) -> list[Path]:
     """host_folders of an instance record already read."""
-    workspace = (record.get("config") or {}).get(LABEL + "workspace")
+    config = record.get("config") or {}
+    workspace = config.get(worktrees.FOLDER_KEY) or config.get(LABEL + "workspace")
     found = []
-    for device in (record.get("devices") or {}).values():
+    for dev, device in (record.get("devices") or {}).items():
         source = str(device.get("source", ""))
         if device.get("type") != "disk" or not source.startswith("/"):
+            continue
+        if (shared := worktrees.host_folder(dev, device)) is not None:
+            found.append(shared)
             continue
         found.append(
             Path(workspace if device.get("path") == WORKSPACE_PATH and workspace else source)

@@ -185,6 +185,7 @@ def open_session(
         undo,
         log,
         readonly=readonly,
+        worktree=_worktree_flag(args, cfg),
     )
     session = Session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
@@ -195,6 +196,12 @@ def open_session(
     )
     _prepare(session, resumed[1] if resumed else None, log)
     return session
+
+
+def _worktree_flag(args: argparse.Namespace, cfg: Config) -> str | None:
+    """--worktree [BRANCH], or "" when [defaults] worktree asks for the slot's own branch."""
+    flag = getattr(args, "worktree", None)
+    return "" if flag is None and cfg.defaults.worktree else flag
 
 
 def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
@@ -225,8 +232,11 @@ def _claim(
     undo: list[Callable[[], None]],
     log: Callable[[str], None],
     readonly: frozenset[str] = frozenset(),
+    worktree: str | None = None,
 ) -> tuple[str, int]:
-    """Reuse an idle persistent container or create one in a free slot, under the lock."""
+    """Reuse an idle persistent container or create one in a free slot, under the lock;
+    worktree: the branch asked for ("": the slot's own), the slot then works in its worktree."""
+    from coi.launch import worktrees
     from coi.network import enforce as network
 
     prefix = slots.prefix()
@@ -244,14 +254,18 @@ def _claim(
         if preferred and slot != preferred:
             log(f"slot {preferred} is busy: using slot {slot}")
         name = slots.container_name(workspace, slot, prefix)
+        live = [i for i in listing if i["name"] not in gone]
+        tree = worktrees.for_slot(worktree, workspace, slot, name, live, reuse)
         if reuse:
             log(f"reusing persistent container {name}")
             network.ensure_rules(incus, name)  # after a reboot the host holds none
             hold(name)
-            launch.protect_workspace(_spec(cfg, workspace, name, slot, tool, session_id, {}, None))
+            spec = _spec(cfg, workspace, name, slot, tool, session_id, {}, None)
+            launch.protect_workspace(worktrees.apply(spec, tree))
             incus.set_state(name, "start")
             return name, slot
         spec = _spec(cfg, workspace, name, slot, tool, session_id, mounts, profile, readonly)
+        spec = worktrees.apply(spec, tree)
         hold(name)
         undo.append(lambda: launch.teardown(incus, name))
         launch.create(incus, spec, start=False)

@@ -19,13 +19,14 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from coi.core import paths, proc, slots
 from coi.core.errors import CoiError, UsageError
+from coi.workspace import owner
 
 REFS = "refs/coi/checkpoints/"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -193,7 +194,20 @@ def _git_create(workspace: Path, ident: str, message: str, now: float) -> Checkp
     commit = git(workspace, "commit-tree", tree, *parents, env=env, input=text.encode())
     sha = commit.decode().strip()
     git(workspace, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
+    hand_back(workspace)
     return Checkpoint(ident, now, message, "git", sha)
+
+
+def hand_back(workspace: Path, restored: Iterable[str] = ()) -> None:
+    """coi as root in another user's repository: the object folders and refs git made, and
+    the files a rollback wrote, go to that user (coi/workspace/owner.py)."""
+    who = owner.needed(workspace)
+    if who is None:
+        return
+    common = Path(workspace, git(workspace, "rev-parse", "--git-common-dir").decode().strip())
+    owner.objects(common, who)
+    owner.hand_back(common, ["refs/coi"], who)
+    owner.hand_back(workspace, restored, who, deep=False)
 
 
 def _head(workspace: Path) -> str:
@@ -245,6 +259,7 @@ def _git_restore(workspace: Path, current: str, target: str) -> None:
         git(workspace, "read-tree", target, env=env)
         names = b"\0".join(os.fsencode(p) for p in wanted) + b"\0"
         git(workspace, "checkout-index", "-f", "-z", "--stdin", env=env, input=names)
+    hand_back(workspace, wanted)
 
 
 def _refuse_to_drop_ignored(workspace: Path, wanted: list[str], gone: set[str]) -> None:

@@ -45,6 +45,7 @@ def describe(inst: dict[str, Any]) -> dict[str, Any]:
         "created": inst.get("created_at"),
         "network_mode": config.get(LABEL + "network_mode"),
         "session": config.get(LABEL + "session"),
+        "branch": config.get(LABEL + "worktree_branch"),
         "limits": {k[len("limits.") :]: v for k, v in config.items() if k.startswith("limits.")},
     }
 
@@ -70,7 +71,7 @@ def list_(args: argparse.Namespace) -> int:
         return 0
     mode = {True: "persistent", False: "ephemeral"}
     output.table(
-        ["name", "mode", "status", "slot", "tool", "ipv4", "workspace"],
+        ["name", "mode", "status", "slot", "tool", "ipv4", "workspace", "branch"],
         [
             [
                 c["name"],
@@ -80,6 +81,7 @@ def list_(args: argparse.Namespace) -> int:
                 c["tool"] or "",
                 c["ipv4"] or "",
                 c["workspace"] or "",
+                c["branch"] or "",
             ]
             for c in containers
         ],

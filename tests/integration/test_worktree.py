@@ -1,0 +1,230 @@
+"""A git worktree per slot: two slots edit the same path on their own branches at the same
+time, `coi worktree merge` brings one in (and refuses the conflicting other, changing
+nothing), a hook planted from inside never runs on the host, discard cleans up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coi.incus.adapter import Incus
+from coi.launch import executor as launch
+from tests.integration.helpers import coi
+
+OWNER = 1000
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+# Each slot writes its own text to the same file, waits while the other slot writes too,
+# checks it still reads its own text, commits inside and prints its branch.
+EDIT = """set -e
+echo {text} > shared.txt
+sleep 3
+test "$(cat shared.txt)" = {text}
+git -c user.name=agent -c user.email=agent@t.invalid commit -q -am "slot {text}"
+git rev-parse --abbrev-ref HEAD
+"""
+
+
+@pytest.fixture(scope="module")
+def git_image(session_incus: Incus, session_image: str) -> Iterator[str]:
+    """The session test image with git (commits happen inside)."""
+    alias = f"coitest-git-{uuid.uuid4().hex[:6]}"
+    builder = f"build-git-{uuid.uuid4().hex[:6]}"
+    launch.create(
+        session_incus, launch.LaunchSpec(name=builder, image=session_image, network_mode="open")
+    )
+    try:
+        for _ in range(100):  # wait (bounded) for the DHCP lease
+            net = session_incus.state(builder).get("network", {}).get("eth0", {})
+            if any(a.get("family") == "inet" for a in net.get("addresses", [])):
+                break
+            time.sleep(0.2)
+        script = "apt-get update -qq && apt-get install -y -qq --no-install-recommends git"
+        result = session_incus.execute(builder, ["sh", "-c", script])
+        assert result.exit_code == 0, result.stderr
+        session_incus.set_state(builder, "stop", timeout=30)
+        op = session_incus.call(
+            "POST",
+            "images",
+            {"source": {"type": "instance", "name": builder}, "aliases": [{"name": alias}]},
+        )
+        fingerprint = op["metadata"]["fingerprint"]
+    finally:
+        session_incus.delete_instance(builder, force=True)
+    try:
+        yield alias
+    finally:
+        session_incus.delete_image(fingerprint)
+
+
+@pytest.fixture
+def user_config(incus: Incus, git_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[defaults]\nimage = "{git_image}"\n[tool]\nname = "shell"\n')
+    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"w{uuid.uuid4().hex[:5]}-")
+
+
+@pytest.fixture
+def repo() -> Iterator[Path]:
+    """A git workspace owned by uid 1000, in a folder that uid can reach (merges run as it)."""
+    base = Path(tempfile.mkdtemp(prefix="coi-wt-", dir="/var/tmp"))
+    base.chmod(0o755)
+    ws = base / "project"
+    ws.mkdir()
+    (ws / "shared.txt").write_text("base\n")
+    (ws / "other.txt").write_text("untouched\n")
+    git(ws, "init", "-q", "-b", "main")
+    git(ws, "config", "user.name", "Owner")  # the user's identity: merge commits carry it
+    git(ws, "config", "user.email", "owner@t.invalid")
+    git(ws, "add", ".")
+    git(ws, "commit", "-qm", "base")
+    subprocess.run(["chown", "-R", f"{OWNER}:{OWNER}", str(ws)], check=True)
+    try:
+        yield ws
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def git(ws: Path, *args: str) -> str:
+    """git on the host, as the test (hooks as the repository says: a planted one would run)."""
+    done = subprocess.run(
+        [*GIT, "-c", f"safe.directory={ws}", *args], cwd=ws, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def state(ws: Path) -> tuple[str, str, str, str]:
+    """HEAD, the index's entries, the status and the working file: what merge must not touch."""
+    return (
+        git(ws, "rev-parse", "HEAD"),
+        git(ws, "ls-files", "--stage"),
+        git(ws, "status", "--porcelain"),
+        (ws / "shared.txt").read_text(),
+    )
+
+
+def test_two_slots_edit_the_same_path_and_merge_brings_one_in(
+    user_config: None, repo: Path
+) -> None:
+    before = state(repo)
+    runs = {
+        slot: subprocess.Popen(
+            [
+                *("python", "-m", "coi", "run", "--workspace", str(repo)),
+                *("--slot", str(slot), "--worktree", "--"),
+                *("sh", "-c", EDIT.format(text=text)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for slot, text in ((1, "one"), (2, "two"))
+    }
+    for slot, proc in runs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert out.strip().splitlines()[-1] == f"coi/{slot}"
+    assert state(repo) == before  # the main tree, index and HEAD saw none of it
+    assert git(repo, "show", "coi/1:shared.txt") == "one"
+    assert git(repo, "show", "coi/2:shared.txt") == "two"
+    listed = json.loads(
+        coi("worktree", "list", "--workspace", str(repo), "--format", "json").stdout
+    )
+    assert sorted(t["branch"] for t in listed) == ["coi/1", "coi/2"]
+
+    merged = coi("worktree", "merge", "1", "--workspace", str(repo))
+    assert merged.returncode == 0, merged.stderr
+    assert (repo / "shared.txt").read_text() == "one\n"
+    assert git(repo, "rev-parse", "HEAD^2") == git(repo, "rev-parse", "coi/1")
+    assert git(repo, "status", "--porcelain") == ""
+    assert (repo / "shared.txt").stat().st_uid == OWNER  # the merge ran as the owner
+
+    after = state(repo)
+    refused = coi("worktree", "merge", "coi/2", "--workspace", str(repo))
+    assert refused.returncode == 1
+    assert "conflicts in shared.txt" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert state(repo) == after  # aborted: nothing changed
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+
+
+PLANT = """
+common=$(git rev-parse --path-format=absolute --git-common-dir)
+own=$(git rev-parse --absolute-git-dir)
+echo "common=$common own=$own"
+# the control: what commits need stays writable
+touch "$common/objects/probe" "$own/probe" && rm "$common/objects/probe" "$own/probe" \
+  && echo WRITABLE
+for try in \
+    "printf '#!/bin/sh\\ntouch {mark}\\n' > $common/hooks/post-merge" \
+    "chmod +x $common/hooks/post-merge" \
+    "git config --file $common/config core.hooksPath /tmp" \
+    "echo /tmp/evil > $common/commondir" \
+    "echo '[core]' > $common/config.worktree" \
+    "echo /tmp/evil > $own/commondir" \
+    "echo '[core] fsmonitor = touch {mark}' > $own/config.worktree" \
+    "umount $common/hooks" \
+    "umount -l $common/config"; do
+  if sudo sh -c "$try" 2>/dev/null; then echo "WROTE: $try"; fi
+done
+echo done
+"""
+
+
+def test_a_hook_planted_from_inside_never_runs_on_the_host(user_config: None, repo: Path) -> None:
+    mark = repo.parent / "pwned"
+    config_before = (repo / ".git" / "config").read_bytes()
+    top_before = sorted(os.listdir(repo / ".git"))
+    done = coi(
+        *("run", "--workspace", str(repo), "--worktree", "--"),
+        *("sh", "-c", PLANT.format(mark=mark)),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "done" in done.stdout and "WROTE" not in done.stdout, done.stdout
+    assert f"common={repo / '.git'} own={repo / '.git' / 'worktrees'}/" in done.stdout
+    assert "WRITABLE" in done.stdout
+    assert (repo / ".git" / "config").read_bytes() == config_before
+    assert not (repo / ".git" / "hooks" / "post-merge").exists()
+    # placeholders gone again (config.worktree, commondir); worktrees/ holds the new one
+    assert sorted(set(os.listdir(repo / ".git")) - {"worktrees"}) == top_before
+    admin = next((repo / ".git" / "worktrees").iterdir())
+    assert not (admin / "config.worktree").exists()
+    assert (admin / "commondir").read_text() == "../..\n"
+    # the host's own git, hooks as configured, in the main tree and in the worktree
+    git(repo, "merge", "--no-ff", "--no-edit", "coi/1")
+    git(Path(os.environ["COI_HOME"]).joinpath("worktrees").glob("*/coi%2F1").__next__(), "status")
+    assert not mark.exists()
+
+
+def test_list_shows_the_branch_and_discard_waits_for_the_container(
+    user_config: None, repo: Path
+) -> None:
+    started = coi("shell", "--background", "--workspace", str(repo), "--worktree", "feature/x")
+    assert started.returncode == 0, started.stderr
+    listed = json.loads(coi("list", "--format", "json").stdout)["containers"]
+    mine = [c for c in listed if c["branch"] == "feature/x"]
+    assert len(mine) == 1 and mine[0]["workspace"] == str(repo)
+    name = mine[0]["name"]
+    assert "feature/x" in coi("list").stdout
+    try:
+        refused = coi("worktree", "discard", name)
+        assert refused.returncode == 2 and name in refused.stderr
+        assert git(repo, "rev-parse", "--verify", "feature/x")
+    finally:
+        assert coi("kill", name).returncode == 0
+    folder = Path(os.environ["COI_HOME"]) / "worktrees"
+    assert list(folder.glob("*/feature%2Fx"))
+    gone = coi("worktree", "discard", "feature/x", "--workspace", str(repo))
+    assert gone.returncode == 0, gone.stderr
+    assert not list(folder.glob("*/feature%2Fx"))
+    assert "feature/x" not in git(repo, "branch", "--list")
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1

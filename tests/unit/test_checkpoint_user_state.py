@@ -1,0 +1,63 @@
+"""Must-show 2 of issue 15, with a user state that is not empty: a stash entry, a staged
+change the index holds apart from HEAD, a second branch, reflogs. Checkpoints (create,
+diff, rollback and its undo, prune) leave every one of them byte for byte as it was."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from coi.workspace import checkpoints
+
+
+def git(ws: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(ws.parent)}
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    done = subprocess.run(["git", *ident, *args], cwd=ws, capture_output=True, text=True,
+                          env=env, check=True)  # fmt: skip
+    return done.stdout
+
+
+def users(ws: Path) -> dict[str, bytes | str]:
+    """Everything the user's git keeps: HEAD, the index bytes, refs, stash, every reflog."""
+    dot = ws / ".git"
+    state: dict[str, bytes | str] = {
+        "HEAD": (dot / "HEAD").read_bytes(),
+        "index": (dot / "index").read_bytes(),
+        "refs": git(ws, "for-each-ref", "refs/heads", "refs/tags", "refs/stash"),
+        "stash": git(ws, "stash", "list", "-p"),
+        "staged": git(ws, "diff", "--cached"),
+    }
+    for log in sorted((dot / "logs").rglob("*")):
+        if log.is_file():
+            state[str(log.relative_to(dot))] = log.read_bytes()
+    return state
+
+
+def test_checkpoints_never_touch_head_index_branches_stash_or_reflogs(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    git(ws, "init", "-q", "-b", "main")
+    (ws / "a.txt").write_text("one\n")
+    git(ws, "add", "a.txt")
+    git(ws, "commit", "-qm", "one")
+    git(ws, "branch", "side")
+    (ws / "a.txt").write_text("stashed\n")
+    git(ws, "stash", "-q")
+    (ws / "a.txt").write_text("staged\n")
+    git(ws, "add", "a.txt")
+    (ws / "a.txt").write_text("worktree\n")
+    (ws / "new.txt").write_text("untracked\n")
+    before = users(ws)
+    first = checkpoints.create(ws, "x", "m")
+    (ws / "a.txt").write_text("agent\n")
+    (ws / "new.txt").unlink()
+    assert checkpoints.diff(ws, first)
+    undo = checkpoints.rollback(ws, first)
+    assert (ws / "a.txt").read_text() == "worktree\n" and (ws / "new.txt").exists()
+    assert users(ws) == before
+    checkpoints.rollback(ws, undo)
+    assert (ws / "a.txt").read_text() == "agent\n"
+    checkpoints.prune(ws, 0)
+    assert users(ws) == before
