@@ -53,6 +53,7 @@ def session_request(args: argparse.Namespace) -> Request:
         slot=getattr(args, "slot", 0) or 0,
         storage=getattr(args, "storage", None),
         mounts=tuple(getattr(args, "mount", None) or ()),
+        worktree=getattr(args, "worktree", None),
     )
 
 

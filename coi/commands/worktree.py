@@ -17,7 +17,7 @@ from coi.core import output
 from coi.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from coi.incus.adapter import Incus
+    from coi.incus.api import IncusAPI
     from coi.workspace.worktree import Worktree
 
 W = "coi.commands.worktree:"
@@ -25,7 +25,7 @@ BRANCH_KEY = "user.coi.worktree_branch"
 WORKSPACE_KEY = "user.coi.workspace"
 
 
-def _users(incus: Incus, workspace: Path) -> dict[str, tuple[str, str]]:
+def _users(incus: IncusAPI, workspace: Path) -> dict[str, tuple[str, str]]:
     """branch -> (container, status) for this workspace's worktree containers."""
     found = {}
     for inst in incus.get("instances", "listing instances", recursion=1):

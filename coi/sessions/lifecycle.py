@@ -116,6 +116,7 @@ class Request:
     slot: int = 0
     storage: str | None = None
     mounts: tuple[str, ...] = ()
+    worktree: str | None = None  # --worktree [BRANCH]: "" means the slot's own branch
 
 
 def load_config(request: Request, profile: str | None = None, *, quiet: bool = False) -> Config:
@@ -185,7 +186,7 @@ def open_session(
         undo,
         log,
         readonly=readonly,
-        worktree=_worktree_flag(args, cfg),
+        worktree=_worktree_flag(request, cfg),
     )
     session = Session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
@@ -198,9 +199,9 @@ def open_session(
     return session
 
 
-def _worktree_flag(args: argparse.Namespace, cfg: Config) -> str | None:
+def _worktree_flag(request: Request, cfg: Config) -> str | None:
     """--worktree [BRANCH], or "" when [defaults] worktree asks for the slot's own branch."""
-    flag = getattr(args, "worktree", None)
+    flag = request.worktree
     return "" if flag is None and cfg.defaults.worktree else flag
 
 
