@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -120,7 +121,7 @@ def test_two_slots_edit_the_same_path_and_merge_brings_one_in(
     runs = {
         slot: subprocess.Popen(
             [
-                *("python", "-m", "coi", "run", "--workspace", str(repo)),
+                *(sys.executable, "-m", "coi", "run", "--workspace", str(repo)),
                 *("--slot", str(slot), "--worktree", "--"),
                 *("sh", "-c", EDIT.format(text=text)),
             ],
@@ -201,7 +202,8 @@ def test_a_hook_planted_from_inside_never_runs_on_the_host(user_config: None, re
     assert (admin / "commondir").read_text() == "../..\n"
     # the host's own git, hooks as configured, in the main tree and in the worktree
     git(repo, "merge", "--no-ff", "--no-edit", "coi/1")
-    git(Path(os.environ["COI_HOME"]).joinpath("worktrees").glob("*/coi%2F1").__next__(), "status")
+    (tree,) = Path(os.environ["COI_HOME"]).joinpath("worktrees").glob("*/coi%2F1")
+    git(tree, "status")
     assert not mark.exists()
 
 
