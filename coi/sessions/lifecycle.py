@@ -169,7 +169,8 @@ def open_session(
     session_id = resumed[0].session_id if resumed else sessions.new_id()
     preferred = request.slot or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
-    _checkpoint(cfg, workspace, session_id)
+    if _worktree_flag(request, cfg) is None:  # a worktree session never mounts the main tree
+        _checkpoint(cfg, workspace, session_id)
     mounts = disks(cfg, tool, storage_path(request.storage, cfg), log)
     extra = extra_mounts(cfg, list(request.mounts))
     mounts.update({f"mount-{i}": (m.source, m.target) for i, m in enumerate(extra)})

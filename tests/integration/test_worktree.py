@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -120,7 +121,7 @@ def test_two_slots_edit_the_same_path_and_merge_brings_one_in(
     runs = {
         slot: subprocess.Popen(
             [
-                *("python", "-m", "coi", "run", "--workspace", str(repo)),
+                *(sys.executable, "-m", "coi", "run", "--workspace", str(repo)),
                 *("--slot", str(slot), "--worktree", "--"),
                 *("sh", "-c", EDIT.format(text=text)),
             ],
@@ -201,7 +202,8 @@ def test_a_hook_planted_from_inside_never_runs_on_the_host(user_config: None, re
     assert (admin / "commondir").read_text() == "../..\n"
     # the host's own git, hooks as configured, in the main tree and in the worktree
     git(repo, "merge", "--no-ff", "--no-edit", "coi/1")
-    git(Path(os.environ["COI_HOME"]).joinpath("worktrees").glob("*/coi%2F1").__next__(), "status")
+    (tree,) = Path(os.environ["COI_HOME"]).joinpath("worktrees").glob("*/coi%2F1")
+    git(tree, "status")
     assert not mark.exists()
 
 
@@ -228,3 +230,28 @@ def test_list_shows_the_branch_and_discard_waits_for_the_container(
     assert not list(folder.glob("*/feature%2Fx"))
     assert "feature/x" not in git(repo, "branch", "--list")
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_a_kept_container_goes_on_in_its_worktree(user_config: None, repo: Path) -> None:
+    commit = "echo kept > shared.txt && git -c user.name=a -c user.email=a@t.invalid commit -qam k"
+    first = coi(
+        "run", "--workspace", str(repo), "--persistent", "--worktree", "--", "sh", "-c", commit
+    )
+    assert first.returncode == 0, first.stderr
+    listed = json.loads(coi("list", "--format", "json").stdout)["containers"]
+    (name,) = [c["name"] for c in listed if c["branch"] == "coi/1"]
+    try:
+        assert not Path(f"/run/coi-protect/{name}.git").exists()  # released while stopped
+        again = coi(
+            *("run", "--workspace", str(repo), "--persistent", "--"),
+            *("sh", "-c", "cat shared.txt && git rev-parse --abbrev-ref HEAD"),
+        )
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.split() == ["kept", "coi/1"]
+        other = coi(
+            "run", "--workspace", str(repo), "--persistent", "--worktree", "x", "--", "true"
+        )
+        assert other.returncode == 2 and "kept (persistent) with branch coi/1" in other.stderr
+        assert (repo / "shared.txt").read_text() == "base\n"
+    finally:
+        assert coi("kill", name).returncode == 0

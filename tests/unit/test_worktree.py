@@ -198,3 +198,18 @@ def test_a_merge_refuses_a_dirty_tree(repo: Path) -> None:
     with pytest.raises(UsageError, match="uncommitted"):
         worktree.merge(repo, "coi/1")
     assert (repo / "f.txt").read_text() == "mine\n"
+
+
+def test_the_config_key_turns_worktrees_on_and_a_bad_value_is_one_line(tmp_path: Path) -> None:
+    from coi.config import load
+    from coi.core.errors import ConfigError
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    assert load.load(ws, environ=dict(os.environ)).defaults.worktree is False
+    (ws / ".coi.toml").write_text("[defaults]\nworktree = true\n")
+    # tightening: a project file needs no trust for it
+    assert load.load(ws, environ=dict(os.environ)).defaults.worktree is True
+    (ws / ".coi.toml").write_text('[defaults]\nworktree = "yes"\n')
+    with pytest.raises(ConfigError, match=r"defaults\.worktree"):
+        load.load(ws, environ=dict(os.environ))
