@@ -27,6 +27,7 @@ from _timing import median_of, report, wall
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.testing import create_project, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
@@ -60,7 +61,7 @@ def _env(incus: Incus, folder: Path) -> dict[str, str]:
 def _rootfs_bytes(incus: Incus, alias: str) -> int:
     """The unpacked size of the image: `du` of / in a container made from it."""
     name = f"b-size-{uuid.uuid4().hex[:6]}"
-    launch.create(incus, launch.LaunchSpec(name=name, image=alias, network_mode="open"))
+    launch.create(incus, launch_spec.LaunchSpec(name=name, image=alias, network_mode="open"))
     try:
         out = incus.execute(name, ["du", "-sxb", "/"]).stdout
         return int(out.split()[0])

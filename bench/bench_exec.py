@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from coi.core.errors import IncusError
 from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.testing import create_project, drop_project
 
 EXECS_PER_CONTAINER = 3
@@ -30,7 +31,7 @@ INTERCEPTS = ("security.syscalls.intercept.mknod", "security.syscalls.intercept.
 
 def _one_container(incus: Incus, name: str, image: str, config: Mapping[str, str]) -> Counter[str]:
     counts: Counter[str] = Counter()
-    launch.create(incus, launch.LaunchSpec(name=name, image=image, extra_config=config))
+    launch.create(incus, launch_spec.LaunchSpec(name=name, image=image, extra_config=config))
     try:
         for k in range(EXECS_PER_CONTAINER):
             try:

@@ -23,6 +23,7 @@ from coi.core.errors import CoiError
 from coi.images.base import ensure_base
 from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.network import enforce as network
 from coi.network import policy as network_policy
 from coi.testing import create_project, drop_project
@@ -47,7 +48,7 @@ def main() -> None:
         def launch_one(mode: str, extra: dict[str, str] | None = None) -> None:
             name = f"b-{mode[:4]}-{uuid.uuid4().hex[:6]}"
             made.append(name)
-            spec = launch.LaunchSpec(
+            spec = launch_spec.LaunchSpec(
                 name=name, image=image, network_mode=mode, extra_config=extra or {}
             )
             launch.create(incus, spec)

@@ -16,11 +16,12 @@ from coi.core.errors import NotFound, UsageError
 def launch(args: argparse.Namespace) -> int:
     """Create and start NAME from IMAGE through the one launch path."""
     from coi.launch import executor as lp
+    from coi.launch.spec import BOOT_BARRIER_SH, LaunchSpec
 
     cfg = load_config(args)
     incus = connect(cfg)
     lp.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
-    spec = lp.LaunchSpec(
+    spec = LaunchSpec(
         name=args.name,
         image=args.image,
         ephemeral=args.ephemeral,
@@ -28,8 +29,8 @@ def launch(args: argparse.Namespace) -> int:
         container_uid=cfg.incus.claude_uid,
     )
     lp.create(incus, spec)
-    if not args.no_wait:  # ready: past early boot, which empties /tmp (launch.BOOT_BARRIER_SH)
-        incus.execute(args.name, ["sh", "-c", lp.BOOT_BARRIER_SH], idempotent=True)
+    if not args.no_wait:  # ready: past early boot, which empties /tmp
+        incus.execute(args.name, ["sh", "-c", BOOT_BARRIER_SH], idempotent=True)
     output.info(f"launched {args.name} from {args.image}")
     return 0
 

@@ -28,6 +28,7 @@ from coi.images import manifest as manifests
 from coi.images.progress import Progress, log_path
 from coi.images.publish import compression, current, publish_aliases
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -230,11 +231,11 @@ class _Job:
 
     def _launch(self) -> None:
         faults.point("build-launch")
-        spec = launch.LaunchSpec(
+        spec = launch_spec.LaunchSpec(
             name=self.name,
             image=self.base,
             network_mode="open",
-            extra_config={f"{launch.LABEL}build": self.recipe.alias},
+            extra_config={f"{launch_spec.LABEL}build": self.recipe.alias},
         )
         try:
             launch.create(self.incus, spec)

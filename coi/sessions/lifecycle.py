@@ -22,6 +22,7 @@ from coi.core import faults, output, paths, slots
 from coi.core.errors import CoiError, NotFound, UsageError
 from coi.core.lock import LockBusy, file_lock
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.sessions import store as sessions
 
 if TYPE_CHECKING:
@@ -285,15 +286,15 @@ def _spec(
     mounts: dict[str, tuple[Path, str]],
     profile: str | None,
     readonly: frozenset[str] = frozenset(),
-) -> launch.LaunchSpec:
+) -> launch_spec.LaunchSpec:
     """The launch spec of a session's container, protected paths included."""
     from coi.config.load import limits_config
 
-    return launch.LaunchSpec(
+    return launch_spec.LaunchSpec(
         name=name,
         image=cfg.defaults.image,
         workspace=workspace,
-        workspace_uid=launch.owner_uid(workspace),
+        workspace_uid=launch_spec.owner_uid(workspace),
         container_uid=cfg.incus.claude_uid,
         slot=slot,
         tool=tool,
@@ -380,7 +381,7 @@ for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
   grep -qF -- "$key" "$bundle" 2>/dev/null || cat "$cert" >> "$bundle"
 done
 """
-_SETUP_SH += launch.BOOT_BARRIER_SH
+_SETUP_SH += launch_spec.BOOT_BARRIER_SH
 
 
 def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
@@ -473,7 +474,7 @@ def _wait_network(incus: IncusAPI, name: str, log: Callable[[str], None]) -> Non
     """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API.
 
     A lease does not prove early boot is over (networking.service is not ordered after
-    sysinit.target): the setup exec waits for that itself (launch.BOOT_BARRIER_SH).
+    sysinit.target): the setup exec waits for that itself (launch_spec.BOOT_BARRIER_SH).
     """
     deadline = time.monotonic() + WAIT_NETWORK
     while time.monotonic() < deadline:

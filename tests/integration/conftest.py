@@ -18,6 +18,7 @@ import pytest
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus, connect
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.testing import create_project, drop_project
 
 POOL, NETWORK = "coi", "coibr0"
@@ -106,7 +107,7 @@ def session_image(session_incus: Incus, base_image: str, worker_id: str) -> Iter
     alias = f"coitest-sess-{RUN_ID}-{worker_id}"
     builder = f"build-{RUN_ID}"
     launch.create(
-        session_incus, launch.LaunchSpec(name=builder, image=base_image, network_mode="open")
+        session_incus, launch_spec.LaunchSpec(name=builder, image=base_image, network_mode="open")
     )
     try:
         for _ in range(100):  # wait (bounded) for the DHCP lease

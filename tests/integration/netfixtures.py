@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus, connect
-from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 
 PORTS = (8080, 9090)
 SERVER = (
@@ -212,8 +212,8 @@ def _bridge(admin: Incus, name: str, gateway: str, prefix: int) -> None:
 
 def _server(lab: Lab, name: str, image: str, bridge: str, address: str, extra: list[str]) -> None:
     nic = {"type": "nic", "name": "eth0", "network": bridge, "ipv4.address": address}
-    spec = launch.LaunchSpec(name=name, image=image, network_mode="open")
-    body = launch.instance_config(spec)
+    spec = launch_spec.LaunchSpec(name=name, image=image, network_mode="open")
+    body = launch_spec.instance_config(spec)
     body["devices"]["eth0"] = nic
     lab.incus.create_instance(body)
     lab.instances.append(name)

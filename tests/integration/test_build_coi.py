@@ -29,6 +29,7 @@ from coi.core.errors import CoiError
 from coi.images import pins as images_pins
 from coi.incus.adapter import ExecResult, Incus
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from tests.integration.conftest import NETWORK
 from tests.integration.helpers import coi
 
@@ -92,11 +93,11 @@ def session(
     os.chown(workspace, 1000, 1000)  # a user's project folder, as uid 1000 owns it inside
     workspace.chmod(0o755)
     name = f"t-coi-image-{uuid.uuid4().hex[:6]}"
-    spec = launch.LaunchSpec(
+    spec = launch_spec.LaunchSpec(
         name=name,
         image=ALIAS,
         workspace=workspace,
-        workspace_uid=launch.owner_uid(workspace),
+        workspace_uid=launch_spec.owner_uid(workspace),
         network_mode="open",
     )
     launch.create(session_incus, spec)
@@ -214,7 +215,7 @@ def status(incus: Incus, name: str) -> str:
 def test_poweroff_by_code_stops_the_container(incus: Incus, coi_image: dict[str, Any]) -> None:
     """The shutdown/poweroff wrappers end a session at once, also when `code` calls them."""
     name = f"t-coi-off-{uuid.uuid4().hex[:6]}"
-    launch.create(incus, launch.LaunchSpec(name=name, image=ALIAS, network_mode="open"))
+    launch.create(incus, launch_spec.LaunchSpec(name=name, image=ALIAS, network_mode="open"))
     try:
         wait_ready(incus, name)
         with contextlib.suppress(CoiError):  # the exec may die with the container

@@ -14,12 +14,13 @@ from coi.boundary import protect
 from coi.core import slots
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 
 
 def test_launch_config_is_what_incus_holds(
     incus: Incus, base_image: str, name: str, cleanup: list[str], tmp_path: Path
 ) -> None:
-    spec = launch.LaunchSpec(
+    spec = launch_spec.LaunchSpec(
         name=name,
         image=base_image,
         workspace=tmp_path,
@@ -64,8 +65,11 @@ def test_workspace_owned_by_another_uid(
     workspace = tmp_path / "ws"
     workspace.mkdir()
     os.chown(workspace, 1234, 1234)
-    spec = launch.LaunchSpec(
-        name=name, image=base_image, workspace=workspace, workspace_uid=launch.owner_uid(workspace)
+    spec = launch_spec.LaunchSpec(
+        name=name,
+        image=base_image,
+        workspace=workspace,
+        workspace_uid=launch_spec.owner_uid(workspace),
     )
     cleanup.append(name)
     launch.create(incus, spec)
@@ -83,11 +87,12 @@ ALLOCATE = """
 import sys
 from pathlib import Path
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.incus.adapter import connect
 incus = connect(project=sys.argv[1])
 ws = Path(sys.argv[2])
 spec = launch.create_in_slot(
-    incus, ws, lambda n, s: launch.LaunchSpec(name=n, image=sys.argv[3], workspace=ws,
+    incus, ws, lambda n, s: launch_spec.LaunchSpec(name=n, image=sys.argv[3], workspace=ws,
                                               workspace_uid=0, slot=s),
     limit=10, start=False)
 print(spec.name)
@@ -131,5 +136,5 @@ def test_failed_start_leaves_nothing(
 
     monkeypatch.setenv("COI_FAULT", "start")
     with pytest.raises(InjectedFault):
-        launch.create(incus, launch.LaunchSpec(name=name, image=base_image))
+        launch.create(incus, launch_spec.LaunchSpec(name=name, image=base_image))
     assert not incus.exists(f"instances/{name}")

@@ -14,6 +14,7 @@ import pytest
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.network import policy as network_policy
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import (
@@ -46,7 +47,9 @@ def gateway(session_incus: Incus) -> str:
 
 def _launch(incus: Incus, image: str, mode: str, extra: dict[str, str] | None = None) -> str:
     name = f"tn-{mode[:4]}-{uuid.uuid4().hex[:6]}"
-    spec = launch.LaunchSpec(name=name, image=image, network_mode=mode, extra_config=extra or {})
+    spec = launch_spec.LaunchSpec(
+        name=name, image=image, network_mode=mode, extra_config=extra or {}
+    )
     launch.create(incus, spec)
     wait_address(incus, name)
     return name

@@ -12,6 +12,7 @@ from coi.config import load as config
 from coi.config.load import limits_config
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from tests.integration.helpers import coi
 
 # cgroup v2 shows the limit in memory.max; a cgroup v1 host (this machine kind) in the
@@ -40,7 +41,7 @@ def test_a_memory_limit_from_config_is_the_containers_and_visible_inside(
     assert limits_config(cfg) == {"memory": "256MiB", "processes": "300"}
     cleanup.append(name)
     # Open mode: this test needs no network rules, and the cleanup fixture deletes directly.
-    spec = launch.LaunchSpec(
+    spec = launch_spec.LaunchSpec(
         name=name, image=base_image, network_mode="open", limits=limits_config(cfg)
     )
     launch.create(incus, spec)

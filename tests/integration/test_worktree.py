@@ -19,6 +19,7 @@ import pytest
 
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from tests.integration.helpers import coi
 
 OWNER = 1000
@@ -40,7 +41,8 @@ def git_image(session_incus: Incus, session_image: str) -> Iterator[str]:
     alias = f"coitest-git-{uuid.uuid4().hex[:6]}"
     builder = f"build-git-{uuid.uuid4().hex[:6]}"
     launch.create(
-        session_incus, launch.LaunchSpec(name=builder, image=session_image, network_mode="open")
+        session_incus,
+        launch_spec.LaunchSpec(name=builder, image=session_image, network_mode="open"),
     )
     try:
         for _ in range(100):  # wait (bounded) for the DHCP lease

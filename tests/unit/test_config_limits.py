@@ -12,7 +12,7 @@ from coi.config import load as config
 from coi.config.load import limits_config, load, resume_profile
 from coi.config.schema import cpu_amount, memory_amount
 from coi.core.errors import ConfigError
-from coi.launch.executor import LaunchSpec, instance_config
+from coi.launch.spec import LaunchSpec, instance_config
 
 GOOD = [
     ("cpu", "2", 2),

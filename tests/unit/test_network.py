@@ -16,7 +16,7 @@ import pytest
 from coi.core.errors import CoiError, UsageError
 from coi.host import netrules as network_setup
 from coi.host import network_checks as network_doctor
-from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.network import dns as network_dns
 from coi.network import enforce as network
 from coi.network import nft, nft_cli, nft_guard, nft_helper
@@ -464,7 +464,9 @@ def test_watch_refreshes_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_restricted_and_allowlist_instances_are_created_without_a_nic() -> None:
     def body(mode: str) -> dict[str, Any]:
-        return launch.instance_config(launch.LaunchSpec(name="c", image="i", network_mode=mode))
+        return launch_spec.instance_config(
+            launch_spec.LaunchSpec(name="c", image="i", network_mode=mode)
+        )
 
     assert body("restricted")["devices"]["eth0"] == {"type": "none"}
     assert body("allowlist")["devices"]["eth0"] == {"type": "none"}

@@ -13,6 +13,7 @@ from coi.config import trust
 from coi.config.load import default_layer, load, merge
 from coi.core.errors import ConfigError, UsageError
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 
 
 def test_the_default_list_covers_what_runs_on_the_host() -> None:
@@ -155,14 +156,14 @@ def test_only_unchanged_placeholders_are_removed(tmp_path: Path) -> None:
 
 
 def test_the_workspace_disk_is_the_locked_view_when_coi_can_build_it() -> None:
-    spec = launch.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=True)
-    disk = launch.instance_config(spec)["devices"]["workspace"]
+    spec = launch_spec.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=True)
+    disk = launch_spec.instance_config(spec)["devices"]["workspace"]
     assert disk["source"] == str(protect.view_path("c1")) and disk["recursive"] == "true"
     for plain in (
-        launch.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=False),
-        launch.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), protected_paths=()),
+        launch_spec.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=False),
+        launch_spec.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), protected_paths=()),
     ):
-        disk = launch.instance_config(plain)["devices"]["workspace"]
+        disk = launch_spec.instance_config(plain)["devices"]["workspace"]
         assert disk["source"] == "/w" and "recursive" not in disk
 
 
@@ -171,7 +172,7 @@ def test_without_root_coi_says_the_paths_are_not_enforced(
 ) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    spec = launch.LaunchSpec(name="c1", image="coi", workspace=ws, locked_view=False)
+    spec = launch_spec.LaunchSpec(name="c1", image="coi", workspace=ws, locked_view=False)
     launch.protect_workspace(spec)
     err = capsys.readouterr().err
     assert "not enforced" in err and len(err.strip().splitlines()) == 1

@@ -11,6 +11,7 @@ from coi.commands.common import connect, load_config, workspace_of
 from coi.core import output
 from coi.core.errors import CoiError, NotFound, UsageError
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.sessions import lifecycle as runtime
 from coi.sessions import store as sessions
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from coi.config.load import Config
     from coi.incus.api import IncusAPI
 
-LABEL = launch.LABEL
+LABEL = launch_spec.LABEL
 
 
 def is_coi(inst: dict[str, Any]) -> bool:
