@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from coi.incus.api import IncusAPI
 
 
 def coi(
@@ -86,3 +93,23 @@ class Pty:
         code = self.proc.wait()
         os.close(self.master)
         return code
+
+
+def user_config_path() -> Path:
+    """The user's coi config file under the test's own HOME, its folder made."""
+    path = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def own_prefix(monkeypatch: pytest.MonkeyPatch, tag: str) -> str:
+    """A container-name prefix of this test's own (COI_CONTAINER_PREFIX), so what it
+    launches is told apart from every other test's; returned too."""
+    prefix = f"{tag}{uuid.uuid4().hex[:5]}-"
+    monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
+    return prefix
+
+
+def ours(incus: IncusAPI, prefix: str) -> list[str]:
+    """The instances whose names carry this prefix."""
+    return [n for n in incus.instance_names() if n.startswith(prefix)]

@@ -31,7 +31,7 @@ from coi.incus.adapter import ExecResult, Incus
 from coi.launch import executor as launch
 from coi.launch import spec as launch_spec
 from tests.integration.conftest import NETWORK
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix
 
 OWN = f"coitest-img-coi-{uuid.uuid4().hex[:6]}"
 GIVEN = os.environ.get("COI_TEST_IMAGE", "")
@@ -281,7 +281,7 @@ def test_each_installed_tool_runs_and_keeps_its_state_across_resume(
     workspace.mkdir()
     os.chown(workspace, 1000, 1000)
     monkeypatch.chdir(workspace)
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"t{uuid.uuid4().hex[:5]}-")
+    own_prefix(monkeypatch, "t")
     built_with = config.load(workspace, environ={**os.environ, **build_env})
     installed = [n for n in built_with.build.tools if n in tools.BUILTIN]
     assert installed, "the image installs no tool"

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from coi.incus.adapter import Incus
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix, user_config_path
 
 AGENT = (
     "rm gone.txt sub/deep.txt && echo rewritten > keep.txt && chmod -x tool.sh "
@@ -53,10 +52,9 @@ def plant(ws: Path) -> None:
 
 @pytest.fixture
 def user_config(incus: Incus, session_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    config = user_config_path()
     config.write_text(f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n')
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"c{uuid.uuid4().hex[:5]}-")
+    own_prefix(monkeypatch, "c")
 
 
 @pytest.mark.parametrize("kind", ["git", "plain"])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from coi.incus.adapter import Incus
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix, user_config_path
 
 
 @pytest.fixture
@@ -26,10 +25,9 @@ def user_config(
     incus: Incus, session_image: str, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """The user's config: the test image, a plain shell tool, a prefix of our own."""
-    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    config = user_config_path()
     config.write_text(f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n')
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"e{uuid.uuid4().hex[:5]}-")
+    own_prefix(monkeypatch, "e")
     monkeypatch.chdir(workspace)
     return config
 

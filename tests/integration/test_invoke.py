@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from coi.incus.adapter import Incus
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +35,7 @@ def workspace(
     config = home / ".config" / "coi" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n')
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"i{uuid.uuid4().hex[:5]}-")
+    own_prefix(monkeypatch, "i")
     ws = tmp_path / "project"
     ws.mkdir()
     return ws

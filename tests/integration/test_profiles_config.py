@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from coi.config.load import limits_config
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
 from coi.launch import spec as launch_spec
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix, user_config_path
 
 # cgroup v2 shows the limit in memory.max; a cgroup v1 host (this machine kind) in the
 # memory controller's limit_in_bytes. Either is the container's own cgroup, seen inside.
@@ -27,8 +25,7 @@ MIB = 1024 * 1024
 
 
 def user_config(text: str) -> Path:
-    path = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = user_config_path()
     path.write_text(text)
     return path
 
@@ -65,8 +62,7 @@ def session_env(incus: Incus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     workspace = tmp_path / "ws"
     workspace.mkdir()
     monkeypatch.chdir(workspace)
-    prefix = f"p{uuid.uuid4().hex[:5]}-"
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
+    prefix = own_prefix(monkeypatch, "p")
     return {"COI_CONTAINER_PREFIX": prefix}
 
 

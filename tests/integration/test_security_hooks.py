@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from coi.incus.adapter import Incus
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix, user_config_path
 
 READ_ONLY = ("Read-only file system", "Permission denied")
 
@@ -28,15 +28,13 @@ def env(
     incus: Incus, session_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """A user config naming the test image and the plain shell; a prefix of our own."""
-    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    config = user_config_path()
     # no checkpoint before each session: its commit objects would change .git under test
     config.write_text(
         f'[defaults]\nimage = "{session_image}"\n[tool]\nname = "shell"\n'
         "[checkpoints]\nauto = false\n"
     )
-    prefix = f"h{uuid.uuid4().hex[:5]}-"
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
+    prefix = own_prefix(monkeypatch, "h")
     return {"COI_CONTAINER_PREFIX": prefix}
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
 from pathlib import Path
 
 import pytest
 
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix, user_config_path
 
 IMAGE = os.environ.get("COI_TEST_IMAGE", "coi")  # python3 and docker.io, as sessions have
 
@@ -59,11 +58,9 @@ def env(incus: Incus, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         pytest.skip(f"no {IMAGE!r} image: build it with `coi build` or set COI_TEST_IMAGE")
     if os.geteuid() != 0:
         pytest.skip("workspaces owned by other uids need root to chown")
-    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    config = user_config_path()
     config.write_text(f'[defaults]\nimage = "{IMAGE}"\n[tool]\nname = "shell"\n')
-    prefix = f"x{uuid.uuid4().hex[:5]}-"
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
+    prefix = own_prefix(monkeypatch, "x")
     return {"COI_CONTAINER_PREFIX": prefix}
 
 

@@ -10,14 +10,13 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, ours, own_prefix, user_config_path
 
 MiB = 1024**2
 MARK = "mkdir -p ~/.fake && echo good-state > ~/.fake/marker"
@@ -36,8 +35,7 @@ def env(
     """A user config naming the test image and a scriptable tool whose state is ~/.fake."""
     workspace = tmp_path / "project"
     workspace.mkdir()
-    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    config = user_config_path()
     config.write_text(f"""
 [defaults]
 image = "{session_image}"
@@ -51,8 +49,7 @@ state_dir = ".fake"
 args = ["-c", "echo tool-started"]
 resume_args = ["-c", "echo tool-resumed"]
 """)
-    prefix = f"st{uuid.uuid4().hex[:5]}-"
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
+    prefix = own_prefix(monkeypatch, "st")
     monkeypatch.chdir(workspace)
     return {"COI_CONTAINER_PREFIX": prefix}
 
@@ -112,10 +109,6 @@ def _assert_refused_and_intact(
     assert _disk_usage(Path(os.environ["COI_HOME"])) < cap
 
 
-def _ours(incus: Incus, prefix: str) -> list[str]:
-    return [n for n in incus.instance_names() if n.startswith(prefix)]
-
-
 @pytest.mark.parametrize(
     ("cap", "attack"),
     [("64MiB", SPARSE), ("64MiB", REAL), (None, SPARSE)],
@@ -130,7 +123,7 @@ def test_oversized_state_through_the_exec_stream_is_refused(
     assert code == 1, stderr
     _assert_refused_and_intact(stderr, folder, snapshot, 64 * MiB if cap else 1024 * MiB)
     assert rss < RSS_CEILING, f"peak RSS {rss // MiB} MiB"
-    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == []
+    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
 
 
 @pytest.mark.parametrize("attack", [SPARSE, REAL], ids=["sparse-64G", "real-2G"])
@@ -141,7 +134,7 @@ def test_oversized_state_left_by_a_poweroff_is_refused(
     limit = {"COI_SESSIONS_MAX_STATE_SIZE": "64MiB"}
     started = coi("shell", "--resume", "--background", env=limit)
     assert started.returncode == 0, started.stderr
-    (name,) = _ours(incus, env["COI_CONTAINER_PREFIX"])
+    (name,) = ours(incus, env["COI_CONTAINER_PREFIX"])
     as_code = ("container", "exec", name, "--user", "1000", "--")
     assert coi(*as_code, "sh", "-c", attack).returncode == 0
     coi(*as_code, "sudo", "poweroff")
@@ -155,7 +148,7 @@ def test_oversized_state_left_by_a_poweroff_is_refused(
     assert code == 0, stderr
     _assert_refused_and_intact(stderr, folder, snapshot, 64 * MiB)
     assert rss < RSS_CEILING, f"peak RSS {rss // MiB} MiB"
-    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == []
+    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
 
 
 def test_resume_memory_does_not_grow_with_the_state(env: dict[str, str]) -> None:

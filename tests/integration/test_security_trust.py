@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from coi.config import trust
 from coi.incus.adapter import Incus
-from tests.integration.helpers import Pty, coi
+from tests.integration.helpers import Pty, coi, own_prefix, user_config_path
 from tests.integration.netfixtures import Lab, make_lab
 
 RISKY = '[network]\nmode = "open"\n[defaults]\nmount_claude_config = true\n'
@@ -28,12 +27,11 @@ def workspace(
     incus: Incus, session_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """A workspace whose user config (trusted) names the test image; our own prefix."""
-    user = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    user.parent.mkdir(parents=True, exist_ok=True)
+    user = user_config_path()
     user.write_text(f'[defaults]\nimage = "{session_image}"\n')
     ws = tmp_path / "ws"
     ws.mkdir()
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"st{uuid.uuid4().hex[:5]}-")
+    own_prefix(monkeypatch, "st")
     monkeypatch.chdir(ws)
     return ws
 
@@ -142,7 +140,7 @@ def _reach(*addresses: str) -> tuple[list[str], str]:
 
 
 def _user_allowlist(session_image: str, entries: list[str]) -> None:
-    user = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    user = user_config_path()
     listed = ", ".join(f'"{e}"' for e in entries)
     user.write_text(
         f'[defaults]\nimage = "{session_image}"\n[network]\nallowed_domains = [{listed}]\n'

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from coi.core import slots
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
-from tests.integration.helpers import Pty, coi
+from tests.integration.helpers import Pty, coi, ours, own_prefix
 
 STATE_SCRIPT = 'mkdir -p ~/.fake && echo "$1" >> ~/.fake/state'
 
@@ -54,14 +53,9 @@ resume_args = ["-c", "echo tool-resumed; cat ~/.fake/state"]
 """)
     (home / ".fake").mkdir()
     (home / ".fake" / "token").write_text("allowed-credential-789\n")
-    prefix = f"s{uuid.uuid4().hex[:5]}-"
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
+    prefix = own_prefix(monkeypatch, "s")
     monkeypatch.chdir(workspace)
     return {"COI_CONTAINER_PREFIX": prefix}
-
-
-def _ours(incus: Incus, prefix: str) -> list[str]:
-    return [n for n in incus.instance_names() if n.startswith(prefix)]
 
 
 def test_run_identity_exit_code_and_live_output(env: dict[str, str], incus: Incus) -> None:
@@ -92,7 +86,7 @@ def test_run_identity_exit_code_and_live_output(env: dict[str, str], incus: Incu
     assert proc.poll() is None
     out, _ = proc.communicate("hello\n", timeout=120)
     assert out == "got-hello\n" and proc.returncode == 0
-    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == []
+    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
 
 
 def test_parallel_runs_get_their_own_slot_and_home(env: dict[str, str], workspace: Path) -> None:
@@ -179,7 +173,7 @@ def test_poweroff_while_detached_is_saved_by_the_next_listing(
 ) -> None:
     started = coi("shell", "--background")
     assert started.returncode == 0, started.stderr
-    name = _ours(incus, env["COI_CONTAINER_PREFIX"])[0]
+    name = ours(incus, env["COI_CONTAINER_PREFIX"])[0]
     write = "mkdir -p /home/code/.fake && echo before-poweroff > /home/code/.fake/state"
     assert coi("container", "exec", name, "--user", "1000", "--", "sh", "-c", write).returncode == 0
     capture = coi("tmux", "capture", name)
@@ -199,13 +193,13 @@ def test_poweroff_while_detached_is_saved_by_the_next_listing(
 
 def test_persistent_container_is_kept_and_reused(env: dict[str, str], incus: Incus) -> None:
     assert coi("run", "--persistent", "--", "sh", "-c", "touch ~/kept").returncode == 0
-    names = _ours(incus, env["COI_CONTAINER_PREFIX"])
+    names = ours(incus, env["COI_CONTAINER_PREFIX"])
     assert len(names) == 1
     again = coi("run", "--persistent", "--", "ls", "/home/code")
     assert "kept" in again.stdout
-    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == names
+    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == names
     assert coi("kill", names[0]).returncode == 0
-    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == []
+    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
 
 
 def test_file_pull_drops_links_and_fifos_and_keeps_destination(
@@ -213,7 +207,7 @@ def test_file_pull_drops_links_and_fifos_and_keeps_destination(
 ) -> None:
     started = coi("shell", "--background")
     assert started.returncode == 0, started.stderr
-    name = _ours(incus, env["COI_CONTAINER_PREFIX"])[0]
+    name = ours(incus, env["COI_CONTAINER_PREFIX"])[0]
     try:
         tree = (
             "mkdir -p /tmp/t/sub && echo hi > /tmp/t/sub/f && ln -s /etc /tmp/t/etc && "
@@ -245,7 +239,7 @@ def test_signal_at_each_phase_leaves_nothing(
     expected = 130 if sig == "SIGINT" else 128 + signal.Signals[sig].value
     assert done.returncode == expected, done.stderr
     assert "Traceback" not in done.stderr
-    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == []
+    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
     store = Path(os.environ["COI_HOME"]) / "sessions-fake"
     leftovers = [p.name for p in store.iterdir()] if store.exists() else []
     assert not [n for n in leftovers if n.startswith(".")]
@@ -265,7 +259,7 @@ def test_kill_9_during_save_keeps_the_previous_save(env: dict[str, str], incus: 
         env={"COI_FAULT_SIGNAL": "SIGKILL@save"},
     )
     assert crashed.returncode == -9
-    for name in _ours(incus, env["COI_CONTAINER_PREFIX"]):
+    for name in ours(incus, env["COI_CONTAINER_PREFIX"]):
         incus.delete_instance(name, force=True)
     resumed = coi("run", "--resume", "--", "cat", "/home/code/.fake/state")
     assert resumed.stdout == "good\n"
@@ -276,7 +270,7 @@ def test_attached_poweroff_saves_and_removes(env: dict[str, str], incus: Incus) 
     assert term.expect("tool-started"), term.seen[-2000:]
     term.type("mkdir -p ~/.fake && echo typed-inside > ~/.fake/state && sudo poweroff\r")
     assert term.wait() == 0, term.seen[-2000:]
-    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == []
+    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
     resumed = coi("run", "--resume", "--", "cat", "/home/code/.fake/state")
     assert resumed.stdout == "typed-inside\n"
 
@@ -284,7 +278,7 @@ def test_attached_poweroff_saves_and_removes(env: dict[str, str], incus: Incus) 
 def test_persistent_attach_shows_earlier_output(env: dict[str, str], incus: Incus) -> None:
     started = coi("shell", "--persistent", "--background")
     assert started.returncode == 0, started.stderr
-    name = _ours(incus, env["COI_CONTAINER_PREFIX"])[0]
+    name = ours(incus, env["COI_CONTAINER_PREFIX"])[0]
     try:
         term = Pty("attach", name)
         assert term.expect("tool-started"), term.seen[-2000:]

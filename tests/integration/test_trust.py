@@ -6,7 +6,6 @@ import http.server
 import ipaddress
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from coi.incus.adapter import Incus
 from tests.integration.conftest import NETWORK
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix
 
 BODY = b"private-test-server\n"
 
@@ -65,7 +64,7 @@ def workspace(
         '[network]\nmode = "open"\n[defaults]\nmount_claude_config = true\n'
     )
     monkeypatch.chdir(ws)
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"tr{uuid.uuid4().hex[:5]}-")
+    own_prefix(monkeypatch, "tr")
     return ws
 
 

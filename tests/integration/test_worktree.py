@@ -20,7 +20,7 @@ import pytest
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
 from coi.launch import spec as launch_spec
-from tests.integration.helpers import coi
+from tests.integration.helpers import coi, own_prefix, user_config_path
 
 OWNER = 1000
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
@@ -70,10 +70,9 @@ def git_image(session_incus: Incus, session_image: str) -> Iterator[str]:
 
 @pytest.fixture
 def user_config(incus: Incus, git_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    config = user_config_path()
     config.write_text(f'[defaults]\nimage = "{git_image}"\n[tool]\nname = "shell"\n')
-    monkeypatch.setenv("COI_CONTAINER_PREFIX", f"w{uuid.uuid4().hex[:5]}-")
+    own_prefix(monkeypatch, "w")
 
 
 @pytest.fixture
