@@ -161,6 +161,7 @@ SESSION_HELP = {
     "storage": "a persistent storage folder, mounted at /storage",
     "network": "restricted, allowlist or open",
     "tool": "the AI tool to run (default: claude)",
+    "worktree": "the slot's own git worktree: on branch coi/<slot>, or the branch given",
 }
 
 
@@ -192,7 +193,7 @@ def _command(c: Context) -> list[str]:
     return shlex.split(c.remainder)
 
 
-SESSION_OPTIONS: dict[str, Any] = dict(iterable=["env"], optional=["resume"])
+SESSION_OPTIONS: dict[str, Any] = dict(iterable=["env"], optional=["resume", "worktree"])
 
 
 @task(**SESSION_OPTIONS, help={**SESSION_HELP, "background": "start it, do not attach"})
@@ -208,6 +209,7 @@ def shell(
     storage: str = "",
     network: str = "",
     tool: str = "",
+    worktree: Any = None,
     background: bool = False,
 ) -> None:
     """Start or resume an AI coding session in a container and attach to it."""
@@ -229,6 +231,7 @@ def run(
     storage: str = "",
     network: str = "",
     tool: str = "",
+    worktree: Any = None,
 ) -> None:
     """Run the command after `--` in a fresh session container: `invoke run -- npm test`."""
     options = dict(locals())
@@ -237,13 +240,15 @@ def run(
 
 
 def _session_argv(options: dict[str, Any]) -> list[str]:
-    """--resume without a value (invoke gives True) resumes the newest session."""
-    resume = options.pop("resume")
+    """--resume and --worktree may come without a value (invoke then gives True): the
+    newest session, the slot's own branch."""
+    optional = {key: options.pop(key, None) for key in ("resume", "worktree")}
     argv = _flags(**options)
-    if resume is True:
-        argv.append("--resume")
-    elif resume:
-        argv.append(f"--resume={resume}")
+    for key, value in optional.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value:
+            argv.append(f"--{key}={value}")
     return argv
 
 

@@ -36,6 +36,12 @@ def test_resume_without_a_value_resumes_the_newest() -> None:
     assert tasks._session_argv({"resume": None}) == []
 
 
+def test_worktree_without_a_value_takes_the_slots_own_branch() -> None:
+    assert tasks._session_argv({"worktree": True}) == ["--worktree"]
+    assert tasks._session_argv({"worktree": "fix/x", "slot": 2}) == ["--slot=2", "--worktree=fix/x"]
+    assert tasks._session_argv({"worktree": None, "resume": True}) == ["--resume"]
+
+
 @given(
     st.dictionaries(
         st.from_regex(r"[a-z]{1,8}", fullmatch=True), st.sampled_from([False, "", 0, None])
