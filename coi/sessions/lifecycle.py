@@ -132,7 +132,6 @@ def open_session(
     """
     from coi.config import load as config
     from coi.config import tools
-    from coi.sessions import credentials
 
     requested = getattr(args, "profile", None)
     cfg = load_config(args, quiet=getattr(args, "resume", None) is not None)
@@ -170,11 +169,28 @@ def open_session(
     )
     session.announce = runs_tool
     flag = getattr(args, "tool", None)
-    session.credentials = credentials.for_session(
-        cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
-    )
+    session.credentials = _credentials(session, flag, runs_tool)
     _prepare(session, resumed[1] if resumed else None, log)
     return session
+
+
+def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[str, bytes]:
+    """The credential files that enter; in broker mode (coi/broker) the session's broker
+    starts and the container gets a placeholder instead of the token."""
+    from coi.broker import session as broker
+    from coi.sessions import credentials
+
+    cfg, tool, workspace = session.cfg, session.tool, session.workspace
+    given = credentials.granted(
+        cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
+    )
+    mode = broker.mode_for(cfg.credentials.mode, tool) if given else "none"
+    name, session_id = session.name, session.session_id
+    brokered = broker.attach(session.incus, cfg, tool, name, session_id, given=mode == "broker")
+    if mode == "none":
+        return {}
+    files = credentials.read(tool, Path.home(), workspace, cfg.credentials.claude_mcp_env)
+    return broker.container_files(files, tool) if brokered else files
 
 
 def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
@@ -477,8 +493,11 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
                 output.once("session-saved", said, fact=str(saved.parent))
     finally:
         if not session.persistent:
-            launch.teardown(incus, name)
+            launch.teardown(incus, name)  # stops the session's broker too
         else:
+            from coi.broker import process as broker
+
+            broker.stop(name)
             if running:
                 incus.set_state(name, "stop", timeout=30)
                 log(f"{name} stopped and kept (persistent): the next session reuses it")
