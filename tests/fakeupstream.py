@@ -62,9 +62,7 @@ def make_ca(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
     paths[0].write_bytes(ca.public_bytes(pem))
     paths[1].write_bytes(cert.public_bytes(pem))
     paths[2].write_bytes(
-        key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return paths
 

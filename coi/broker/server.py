@@ -28,6 +28,7 @@ HEAD_LIMIT = 64 * 1024
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 30.0
 HEAD_TIMEOUT = 60.0
+WATCH_EVERY = 2.0
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Settings:
     oauth_headers: list[list[str]] = field(default_factory=list)
     ca_file: str = ""
     port: int = 0
+    incus_socket: str = ""  # where to ask whether the container still runs ("" never)
+    project: str = "default"
 
     @classmethod
     def read(cls, path: Path) -> Settings:
@@ -98,6 +101,8 @@ class Broker:
         except asyncio.LimitOverrunError:
             return "-", "-", "-", await _reply(writer, 431, "request head too large"), 0
         method, target, headers = parse_head(head)
+        if sum(k.lower() == "host" for k, _ in headers) > 1:  # which one would the route trust?
+            return "-", method, target, await _reply(writer, 400, "more than one Host header"), 0
         decision = rules.route(method, target, _header(headers, "host"), self.upstreams)
         if isinstance(decision, rules.Refusal):
             status = await _reply(writer, decision.status, decision.reason)
@@ -266,8 +271,39 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     broker.write_state()
+    if settings.incus_socket:
+        watcher = asyncio.create_task(watch(settings, stop))
     async with server:
         await stop.wait()
+    if settings.incus_socket:
+        watcher.cancel()
     for path in (settings.socket, settings.state):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+async def watch(settings: Settings, stop: asyncio.Event) -> None:
+    """Set stop once the container is stopped or gone: a container powered off from
+    inside, while no coi process watched it, leaves no broker behind."""
+    while not stop.is_set():
+        await asyncio.sleep(WATCH_EVERY)
+        with contextlib.suppress(OSError, ValueError, asyncio.IncompleteReadError):
+            if await container_status(settings) in ("Stopped", "gone"):
+                stop.set()
+
+
+async def container_status(settings: Settings) -> str:
+    """The container's status as Incus says it ("gone" when Incus does not know it)."""
+    from urllib.parse import quote
+
+    reader, writer = await asyncio.open_unix_connection(settings.incus_socket)
+    try:
+        path = f"/1.0/instances/{quote(settings.container)}/state?project={quote(settings.project)}"
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: incus\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.split(b" ", 2)[1] == b"404":
+            return "gone"
+        body = json.loads(await reader.read())
+        return str((body.get("metadata") or {}).get("status", ""))
+    finally:
+        writer.close()

@@ -108,7 +108,15 @@ def settings(cfg: Config, tool: Tool, name: str, session_id: str, home: Path) ->
         "oauth_headers": [list(pair) for pair in spec.oauth_headers],
         "ca_file": str(cfg.credentials.ca_file or ""),
         "port": PORT,
+        "incus_socket": "" if cfg.incus.remote else _incus_socket(),
+        "project": cfg.incus.project,
     }
+
+
+def _incus_socket() -> str:
+    from coi.incus.adapter import socket_path
+
+    return socket_path()
 
 
 def attach(
@@ -177,3 +185,16 @@ def describe(name: str) -> dict[str, Any] | None:
         "requests": state.get("requests", 0),
         "audit": state.get("audit"),
     }
+
+
+def dead_line(name: str) -> str:
+    """The one line that says a container's broker died, and what to do."""
+    return (
+        f"the credential broker of {name} is not running: its tool's API requests fail; "
+        f"end the session (`coi kill {name}`) and start a new one"
+    )
+
+
+def dead() -> list[str]:
+    """The containers whose broker left its state but no longer runs."""
+    return [n for n in process.running() if not (process.status(n) or {}).get("alive", True)]
