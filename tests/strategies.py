@@ -221,3 +221,36 @@ path_parts = st.sampled_from(
 )
 relative_paths = st.lists(path_parts, min_size=1, max_size=4).map("/".join)
 path_kinds = st.sampled_from(["file", "dir", "missing"])
+
+
+# --- credential broker --------------------------------------------------------------------------
+
+header_names = st.sampled_from(
+    [
+        "Authorization",
+        "x-api-key",
+        "X-Api-Key",
+        "Cookie",
+        "Proxy-Authorization",
+        "Proxy-Foo",
+        "Host",
+        "Connection",
+        "anthropic-beta",
+        "Content-Type",
+        "Accept",
+        "User-Agent",
+    ]
+)
+header_lists = st.lists(st.tuples(header_names, st.text("abc ,=-", max_size=12)), max_size=8)
+broker_hosts = st.sampled_from(
+    ["api.anthropic.com", "127.0.0.1:41399", "localhost", "evil.example", "api.openai.com", ""]
+)
+request_targets = st.one_of(
+    st.sampled_from(["/v1/messages", "/", "/v1/x?q=1"]),
+    st.builds(
+        lambda scheme, host, path: f"{scheme}://{host}{path}",
+        st.sampled_from(["http", "https"]),
+        st.sampled_from(["api.anthropic.com", "evil.example", "api.anthropic.com:8443"]),
+        st.sampled_from(["", "/v1/messages", "/a?b=c"]),
+    ),
+)

@@ -9,9 +9,11 @@ COI_HOME/run (0700, so no other host user can reach the socket). It runs detache
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -36,8 +38,22 @@ def run_dir() -> Path:
 
 
 def socket_path(name: str) -> Path:
-    """The unix socket of the broker of container name."""
-    return paths.coi_home() / "run" / f"b-{name}.sock"
+    """The unix socket of the broker of container name: in COI_HOME/run, or when that path
+    is too long for a socket, in /tmp/coi-UID (0700, this user's, checked)."""
+    path = paths.coi_home() / "run" / f"b-{name}.sock"
+    if len(str(path)) <= SOCKET_MAX:
+        return path
+    digest = hashlib.sha256(f"{paths.coi_home()}\0{name}".encode()).hexdigest()[:16]
+    return Path(f"/tmp/coi-{os.getuid()}") / f"b-{digest}.sock"
+
+
+def _private(folder: Path) -> None:
+    """Make folder (0700) or check that it is this user's own, 0700, no symlink."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise CoiError(f"{folder} is not a folder of this user: remove it, then start again")
+    os.chmod(folder, 0o700)
 
 
 def state_path(name: str) -> Path:
@@ -59,8 +75,7 @@ def start(name: str, settings: dict[str, Any]) -> int:
     """Start the broker of container name with settings; its pid once it listens."""
     run_dir()
     sock = socket_path(name)
-    if len(str(sock)) > SOCKET_MAX:
-        raise CoiError(f"the broker's socket path {sock} is too long: set a shorter COI_HOME")
+    _private(sock.parent)
     stop(name)  # one broker per container: an earlier session's goes
     conf = settings_path(name)
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -87,11 +87,11 @@ class Broker:
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
+            if record[0] != "-" or record[3]:  # logged before the client sees the close
+                self._account(*record)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-            if record[0] != "-" or record[3]:
-                self._account(*record)
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
