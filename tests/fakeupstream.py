@@ -137,7 +137,64 @@ class Upstream:
                             "expires_in": 3600,
                         },
                     )
+                try:
+                    stream = bool(json.loads(body or b"{}").get("stream"))
+                except (ValueError, AttributeError):
+                    stream = False
+                if stream:
+                    return self._message_stream()
                 self._json(200, {"type": "message", "content": [{"type": "text", "text": "hi"}]})
+
+            def _message_stream(self) -> None:
+                """A Messages API stream answering "pong from the fake upstream"."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                usage = {"input_tokens": 1, "output_tokens": 1}
+                message = {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-fake",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": usage,
+                }
+                events = [
+                    ("message_start", {"type": "message_start", "message": message}),
+                    (
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": 0,
+                            "content_block": {"type": "text", "text": ""},
+                        },
+                    ),
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "text_delta", "text": "pong from the fake upstream"},
+                        },
+                    ),
+                    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                    (
+                        "message_delta",
+                        {
+                            "type": "message_delta",
+                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                            "usage": {"output_tokens": 5},
+                        },
+                    ),
+                    ("message_stop", {"type": "message_stop"}),
+                ]
+                for name, data in events:
+                    self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                    self.wfile.flush()
+                self.close_connection = True
 
             def _sse(self, query: dict[str, list[str]]) -> None:
                 count = int(query.get("n", ["10"])[0])

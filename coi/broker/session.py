@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 DEVICE = "coi-broker"
 CLAUDE_JSON = ".claude.json"
+WORKSPACE = "/workspace"
 # Keys of ~/.claude.json that are the host's login: in broker mode the container logs in
 # with the placeholder key, so none of them enters (primaryApiKey is a real key).
 CLAUDE_LOGIN_KEYS = ("primaryApiKey", "oauthAccount", "customApiKeyResponses")
@@ -56,6 +57,14 @@ def claude_json(data: bytes) -> bytes:
     for key in CLAUDE_LOGIN_KEYS:
         settings.pop(key, None)
     settings["hasCompletedOnboarding"] = True
+    # coi starts Claude Code with --dangerously-skip-permissions (the container is the
+    # sandbox): a host that never answered its warning would stop every session on it
+    settings.setdefault("bypassPermissionsModeAccepted", True)
+    projects = settings.setdefault("projects", {})
+    if isinstance(projects, dict):  # as the copy mode does (coi/sessions/credentials.py)
+        project = projects.setdefault(WORKSPACE, {})
+        if isinstance(project, dict):
+            project.setdefault("hasTrustDialogAccepted", True)
     settings["customApiKeyResponses"] = {"approved": [PLACEHOLDER[-20:]], "rejected": []}
     return json.dumps(settings, indent=2).encode()
 

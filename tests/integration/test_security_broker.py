@@ -280,3 +280,42 @@ def test_a_dead_broker_is_a_clear_error_inside_and_in_coi_list(
         assert f"the credential broker of {name} is not running" in doctor.stdout + doctor.stderr
     finally:
         coi("kill", name)
+
+
+@pytest.fixture
+def coi_image(incus: Incus) -> str:
+    """The `coi` image (Claude Code installed), shared from the default project."""
+    if incus.image_alias("coi") is None:
+        pytest.skip("no `coi` image here: build it with `coi build`")
+    return "coi"
+
+
+def test_claude_code_starts_with_no_login_and_answers_through_the_broker(
+    workspace: Path, upstream: Upstream, secret: str, coi_image: str
+) -> None:
+    user = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    user.write_text(re.sub(r'image = "[^"]*"', f'image = "{coi_image}"', user.read_text()))
+    done = coi("run", "--tool", "claude", "--", "timeout", "120", "claude", "-p", "say pong")
+    assert done.returncode == 0, done.stderr
+    assert "pong from the fake upstream" in done.stdout, done.stdout
+    # Interactive, as `coi shell` starts it: no login, no key question, an answer.
+    name = _started()
+    try:
+        screen = ""
+        for _ in range(60):  # bounded: Claude Code's first screen
+            screen = coi("tmux", "capture", name).stdout
+            if "bypass permissions on" in screen or "login" in screen.lower():
+                break
+            time.sleep(1)
+        assert "bypass permissions on" in screen, screen
+        assert "login" not in screen.lower() and "API key" not in screen, screen
+        coi("tmux", "send", name, "say pong")
+        for _ in range(60):
+            screen = coi("tmux", "capture", name).stdout
+            if "pong from the fake upstream" in screen:
+                break
+            time.sleep(1)
+        assert "pong from the fake upstream" in screen, screen
+    finally:
+        coi("kill", name)
+    assert set(upstream.credentials()) == {secret}

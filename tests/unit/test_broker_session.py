@@ -35,6 +35,8 @@ def test_the_token_file_stays_on_the_host_and_the_placeholder_is_approved() -> N
     assert settings == {
         "theme": "dark",
         "hasCompletedOnboarding": True,
+        "bypassPermissionsModeAccepted": True,
+        "projects": {"/workspace": {"hasTrustDialogAccepted": True}},
         "customApiKeyResponses": {"approved": [PLACEHOLDER[-20:]], "rejected": []},
     }
 
@@ -52,9 +54,9 @@ def test_no_login_key_of_the_host_enters_in_broker_mode(settings: dict[str, obje
     assert "primaryApiKey" not in out and "oauthAccount" not in out
     assert out["hasCompletedOnboarding"] is True
     kept = {k: v for k, v in settings.items() if k not in broker.CLAUDE_LOGIN_KEYS}
-    assert {k: out[k] for k in kept if k != "hasCompletedOnboarding"} == {
-        k: v for k, v in kept.items() if k != "hasCompletedOnboarding"
-    }
+    added = ("hasCompletedOnboarding", "projects", "bypassPermissionsModeAccepted")
+    same = [k for k in kept if k not in added]
+    assert {k: out[k] for k in same} == {k: settings[k] for k in same}
 
 
 def test_the_environment_points_the_tool_at_the_broker_with_the_placeholder() -> None:
