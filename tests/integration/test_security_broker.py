@@ -13,7 +13,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -218,8 +220,6 @@ def test_another_container_and_another_host_user_cannot_reach_the_broker(
 
 def coi_as_nobody(code: str, sock: str) -> str:
     """Run python as the host user nobody, connecting to sock; its output."""
-    import subprocess
-
     done = subprocess.run(
         [
             "setpriv",
@@ -319,3 +319,37 @@ def test_claude_code_starts_with_no_login_and_answers_through_the_broker(
     finally:
         coi("kill", name)
     assert set(upstream.credentials()) == {secret}
+
+
+def test_two_sessions_with_an_expiring_token_refresh_it_once(
+    workspace: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No API key on the host: the OAuth token of ~/.claude/.credentials.json, about to
+    expire; two sessions ask at once; the host refreshes once and both keep working."""
+    monkeypatch.delenv(KEY_VAR)
+    tokens = Path(os.environ["HOME"]) / ".claude" / ".credentials.json"
+    tokens.parent.mkdir(parents=True, exist_ok=True)
+    soon = int((time.time() + 60) * 1000)
+    login = {"accessToken": "old-access", "refreshToken": "old-refresh", "expiresAt": soon}
+    tokens.write_text(json.dumps({"claudeAiOauth": login}))
+    first, second = _started("--tool", "claude"), _started("--tool", "claude")
+    try:
+        answers: dict[str, str] = {}
+        threads = [
+            threading.Thread(target=lambda n=n: answers.update({n: _inside(n, REQUEST, "/v1/m")}))
+            for n in (first, second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert all("HTTP/1.1 200" in answers.get(n, "") for n in (first, second)), answers
+        assert upstream.seen.refreshes == 1
+        assert upstream.credentials() == ["Bearer fresh-access-1"] * 2
+        saved = json.loads(tokens.read_text())["claudeAiOauth"]
+        assert saved["refreshToken"] == "fresh-refresh-1"
+        again = _inside(first, REQUEST, "/v1/again", "")  # and both keep working
+        assert "HTTP/1.1 200" in again and upstream.seen.refreshes == 1
+        assert "old-access" not in _inside(second, "cat ~/.claude/.credentials.json; true")
+    finally:
+        coi("kill", first, second)
