@@ -227,3 +227,35 @@ path_kinds = st.sampled_from(["file", "dir", "missing"])
 branch_names = st.lists(
     st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_%-]{0,8}", fullmatch=True), min_size=1, max_size=3
 ).map("/".join)
+
+# --- credential broker --------------------------------------------------------------------------
+
+header_names = st.sampled_from(
+    [
+        "Authorization",
+        "x-api-key",
+        "X-Api-Key",
+        "Cookie",
+        "Proxy-Authorization",
+        "Proxy-Foo",
+        "Host",
+        "Connection",
+        "anthropic-beta",
+        "Content-Type",
+        "Accept",
+        "User-Agent",
+    ]
+)
+header_lists = st.lists(st.tuples(header_names, st.text("abc ,=-", max_size=12)), max_size=8)
+broker_hosts = st.sampled_from(
+    ["api.anthropic.com", "127.0.0.1:41399", "localhost", "evil.example", "api.openai.com", ""]
+)
+request_targets = st.one_of(
+    st.sampled_from(["/v1/messages", "/", "/v1/x?q=1"]),
+    st.builds(
+        lambda scheme, host, path: f"{scheme}://{host}{path}",
+        st.sampled_from(["http", "https"]),
+        st.sampled_from(["api.anthropic.com", "evil.example", "api.anthropic.com:8443"]),
+        st.sampled_from(["", "/v1/messages", "/a?b=c"]),
+    ),
+)

@@ -78,6 +78,7 @@ class ToolDef:
     resume_args: tuple[str, ...] = ()
     version_command: tuple[str, ...] = ()
     install: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()  # the broker's upstreams (coi/broker), over the built-in
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,12 @@ class Credentials:
     """[credentials]: what of the host's credentials enters a session container."""
 
     claude_mcp_env: bool
+    # the credential broker (coi/broker): mode, the host variable of the API key (default:
+    # the tool's), an extra CA the broker trusts upstream, the OAuth token endpoint
+    mode: str = "broker"
+    api_key_env: str = ""
+    ca_file: Path | None = None
+    token_url: str = ""
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,22 @@ def _memory(value: Any) -> str | None:
     return None
 
 
+def _https_url(value: Any) -> str | None:
+    if re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+(/\S*)?", value):
+        return None
+    return f"{value!r} is not an https URL (https://HOST[:PORT][/PATH])"
+
+
+def _https_or_empty(value: Any) -> str | None:
+    return _https_url(value) if value else None
+
+
+def _env_name_or_empty(value: Any) -> str | None:
+    if not value or ENV_NAME.fullmatch(value):
+        return None
+    return f"{value!r} is not an environment variable name"
+
+
 def _non_empty(value: Any) -> str | None:
     return None if value.strip() else "is empty; give a value or remove the key"
 
@@ -311,6 +327,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
     # broker adds `mode` here). claude_mcp_env lets user-scope MCP servers keep env/headers.
     "credentials": {
         "claude_mcp_env": Key("bool", False),
+        # the credential broker (coi/broker): broker where the tool supports it, else copy
+        "mode": Key("str", "broker", _one_of("broker", "copy", "none")),
+        "api_key_env": Key("str", "", _env_name_or_empty),
+        "ca_file": Key("str", None, _non_empty, path=True),
+        "token_url": Key("str", "", _https_or_empty),
     },
     # [security]: protected_paths adds to coi/boundary/protect.py's list from every layer
     # (its values are joined, not replaced); writable_paths takes defaults off it, trusted
@@ -368,6 +389,7 @@ TOOL_KEYS: dict[str, Key] = {
     "resume_args": Key("list", ()),
     "version_command": Key("list", check=_each(_non_empty, non_empty=True)),
     "install": Key("list", ()),
+    "upstreams": Key("list", (), _each(_https_url)),
 }
 PROFILE_KEYS: dict[str, Key] = {
     "image": Key("str", check=_non_empty),

@@ -20,6 +20,62 @@ _NPM = 'npm install -g --no-fund --no-audit --no-update-notifier "{package}@$COI
 
 
 @dataclass(frozen=True)
+class Brokered:
+    """How a tool reaches its model API through the credential broker (coi/broker).
+
+    upstreams are https URLs, the first one the default the base URL leads to; the
+    container gets base_url_env (the broker's URL plus base_path) and a placeholder in
+    key_env; the broker sends the real key in key_header ("authorization": as Bearer).
+    The host credential: an API key in the host variable host_key_env, else the OAuth
+    token at token_path of oauth_file (relative to HOME), refreshed at token_url when
+    expires_path (epoch ms) is near; oauth_headers go with an OAuth token.
+    """
+
+    upstreams: tuple[str, ...]
+    base_url_env: str
+    base_path: str
+    key_env: str
+    key_header: str
+    host_key_env: str
+    oauth_file: str = ""
+    token_path: tuple[str, ...] = ()
+    refresh_path: tuple[str, ...] = ()
+    expires_path: tuple[str, ...] = ()
+    token_url: str = ""
+    client_id: str = ""
+    oauth_headers: tuple[tuple[str, str], ...] = ()
+
+
+CLAUDE_BROKER = Brokered(
+    upstreams=("https://api.anthropic.com",),
+    base_url_env="ANTHROPIC_BASE_URL",
+    base_path="",
+    key_env="ANTHROPIC_API_KEY",
+    key_header="x-api-key",
+    host_key_env="ANTHROPIC_API_KEY",
+    oauth_file=".claude/.credentials.json",
+    token_path=("claudeAiOauth", "accessToken"),
+    refresh_path=("claudeAiOauth", "refreshToken"),
+    expires_path=("claudeAiOauth", "expiresAt"),
+    token_url="https://console.anthropic.com/v1/oauth/token",
+    client_id="9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+    # the API takes a subscription's OAuth token only with this beta flag
+    oauth_headers=(("anthropic-beta", "oauth-2025-04-20"),),
+)
+CODEX_BROKER = Brokered(
+    upstreams=("https://api.openai.com",),
+    base_url_env="OPENAI_BASE_URL",
+    base_path="/v1",
+    key_env="OPENAI_API_KEY",
+    key_header="authorization",
+    host_key_env="OPENAI_API_KEY",
+    oauth_file=".codex/auth.json",
+    token_path=("tokens", "access_token"),
+    refresh_path=("tokens", "refresh_token"),
+)
+
+
+@dataclass(frozen=True)
 class Tool:
     """One AI tool: how to install it, start it, resume it and what state it keeps.
 
@@ -36,6 +92,7 @@ class Tool:
     resume_args: tuple[str, ...]
     version_command: tuple[str, ...]
     install: tuple[str, ...]
+    broker: Brokered | None = None  # None: the tool cannot use the broker (copy or none)
 
     def command(self, resume: bool = False) -> list[str]:
         """The argv that starts the tool (or resumes its newest conversation)."""
@@ -53,6 +110,7 @@ BUILTIN: dict[str, Tool] = {
         resume_args=("--dangerously-skip-permissions", "--continue"),
         version_command=("claude", "--version"),
         install=(_NPM.format(package="@anthropic-ai/claude-code"),),
+        broker=CLAUDE_BROKER,
     ),
     "codex": Tool(
         name="codex",
@@ -63,6 +121,7 @@ BUILTIN: dict[str, Tool] = {
         resume_args=("resume", "--last", "--dangerously-bypass-approvals-and-sandbox"),
         version_command=("codex", "--version"),
         install=(_NPM.format(package="@openai/codex"),),
+        broker=CODEX_BROKER,
     ),
     "opencode": Tool(
         name="opencode",
@@ -158,7 +217,16 @@ def from_definition(
     tool = replace(base, **given)
     if "binary" in given and "version_command" not in given:
         tool = with_binary(tool, tool.binary, old=base.binary)
-    return tool
+    return with_upstreams(tool, definition.upstreams, origins.get(prefix + "upstreams"))
+
+
+def with_upstreams(tool: Tool, upstreams: tuple[str, ...], origin: str | None) -> Tool:
+    """The tool's broker sends to the upstreams a (trusted) layer set, when one did."""
+    from coi.config.load import DEFAULTS_LABEL
+
+    if tool.broker is None or not upstreams or origin in (None, DEFAULTS_LABEL):
+        return tool
+    return replace(tool, broker=replace(tool.broker, upstreams=tuple(upstreams)))
 
 
 def with_binary(tool: Tool, binary: str, old: str | None = None) -> Tool:

@@ -188,6 +188,18 @@ def check_profiles(
     return Check("profiles", WARN, notes, fix, "" if stuck else "apply-profiles")
 
 
+def check_brokers() -> Check:
+    """Every session's credential broker (coi/broker) still runs."""
+    from coi.broker import session as broker
+
+    gone = broker.dead()
+    if not gone:
+        return Check("credential brokers", OK, "every session's broker runs")
+    return Check(
+        "credential brokers", WARN, "; ".join(broker.dead_line(n) for n in gone), "coi kill NAME"
+    )
+
+
 def run_checks(cfg: Config) -> list[Check]:
     """All host checks, in order; later checks are skipped once Incus is unreachable."""
     from coi.config.endpoint import connect
@@ -211,6 +223,7 @@ def run_checks(cfg: Config) -> list[Check]:
         check_subid,
         lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
         lambda: check_image(incus, cfg.defaults.image),
+        check_brokers,
     ]
     for step in steps:
         try:

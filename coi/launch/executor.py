@@ -149,6 +149,9 @@ def teardown(incus: IncusAPI, name: str, *, force: bool = True) -> None:
     folders = folders_of(record)
     _discard(incus, name) if force else incus.delete_instance(name)
     network.forget(incus, name, mode)
+    from coi.broker import process as broker
+
+    broker.stop(name)  # the container is gone: its credential broker goes too
     sweep(folders)  # the container is gone: nothing can plant anything again meanwhile
     # Only once it is gone: unlinking a placeholder would unmount it in a live container.
     with contextlib.suppress(CoiError):

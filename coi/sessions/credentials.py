@@ -170,6 +170,21 @@ def for_session(
     home: Path | None = None,
 ) -> dict[str, bytes]:
     """The credential files a session's container gets (none when the tool is not entitled)."""
+    if not granted(cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=warn):
+        return {}
+    return read(tool, home or Path.home(), workspace, cfg.credentials.claude_mcp_env)
+
+
+def granted(
+    cfg: Config,
+    tool: Tool,
+    workspace: Path,
+    *,
+    flag: str | None,
+    runs_tool: bool,
+    warn: Callable[[str], None],
+) -> bool:
+    """Whether the tool that runs gets its credential (files or broker); warns when not."""
     chooser = cfg.origins.get("tool.name", "") if "tool.name" in cfg.untrusted_keys else ""
     given, warning = entitled(
         tool.name,
@@ -181,6 +196,4 @@ def for_session(
     )
     if warning and tool.credential_files:  # a tool with no files loses nothing: no noise
         warn(warning)
-    if not given:
-        return {}
-    return read(tool, home or Path.home(), workspace, cfg.credentials.claude_mcp_env)
+    return given

@@ -156,7 +156,6 @@ def open_session(
     """
     from coi.config import load as config
     from coi.config import tools
-    from coi.sessions import credentials
 
     cfg = load_config(request, quiet=request.resume is not None)
     workspace = request.workspace
@@ -194,9 +193,7 @@ def open_session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
     )
     session.announce = runs_tool
-    session.credentials = credentials.for_session(
-        cfg, tool, workspace, flag=request.tool, runs_tool=runs_tool, warn=output.warn
-    )
+    session.credentials = _credentials(session, request.tool, runs_tool)
     _prepare(session, resumed[1] if resumed else None, log)
     return session
 
@@ -205,6 +202,25 @@ def _worktree_flag(request: Request, cfg: Config) -> str | None:
     """--worktree [BRANCH], or "" when [defaults] worktree asks for the slot's own branch."""
     flag = request.worktree
     return "" if flag is None and cfg.defaults.worktree else flag
+
+
+def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[str, bytes]:
+    """The credential files that enter; in broker mode (coi/broker) the session's broker
+    starts and the container gets a placeholder instead of the token."""
+    from coi.broker import session as broker
+    from coi.sessions import credentials
+
+    cfg, tool, workspace = session.cfg, session.tool, session.workspace
+    given = credentials.granted(
+        cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
+    )
+    mode = broker.mode_for(cfg.credentials.mode, tool) if given else "none"
+    name, session_id = session.name, session.session_id
+    brokered = broker.attach(session.incus, cfg, tool, name, session_id, given=mode == "broker")
+    if mode == "none":
+        return {}
+    files = credentials.read(tool, Path.home(), workspace, cfg.credentials.claude_mcp_env)
+    return broker.container_files(files, tool) if brokered else files
 
 
 def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
@@ -514,8 +530,11 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
                 output.once("session-saved", said, fact=str(saved.parent))
     finally:
         if not session.persistent:
-            launch.teardown(incus, name)
+            launch.teardown(incus, name)  # stops the session's broker too
         else:
+            from coi.broker import process as broker
+
+            broker.stop(name)
             if running:
                 incus.set_state(name, "stop", timeout=30)
                 log(f"{name} stopped and kept (persistent): the next session reuses it")

@@ -94,6 +94,7 @@ def workspace(
         (home / rel).parent.mkdir(parents=True, exist_ok=True)
         (home / rel).write_text(text)
     monkeypatch.setenv("COI_CONTAINER_PREFIX", f"sc{uuid.uuid4().hex[:5]}-")
+    monkeypatch.setenv("COI_CREDENTIALS_MODE", "copy")  # these tests are about the copy mode
     monkeypatch.chdir(ws)
     return ws
 

@@ -66,6 +66,12 @@ def list_(args: argparse.Namespace) -> int:
 
     network.heal(incus)  # a container that lost its rules (flush, reboot) gets them back
     containers = coi_containers(incus)
+    from coi.broker import session as broker
+
+    for c in containers:  # the credential broker: port, upstreams, requests; a dead one is said
+        c["broker"] = broker.describe(c["name"])
+        if c["broker"] and not c["broker"]["alive"]:
+            output.warn(broker.dead_line(c["name"]))
     saved = [dict(vars(m), path=str(p)) for m, p in sessions.all_sessions()] if args.all else []
     if args.format == "json":
         output.emit_json({"containers": containers, **({"sessions": saved} if args.all else {})})

@@ -1,0 +1,168 @@
+"""Broker processes on this host: start one for a container, stop it, say how it is.
+
+A broker is named by its container: its socket, settings and state live in
+COI_HOME/run (0700, so no other host user can reach the socket). It runs detached
+(its own session, no terminal) as the user who ran coi, so it outlives `coi shell
+--background` and a detach; every teardown stops it (coi/launch/executor.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from coi.core import paths
+from coi.core.errors import CoiError
+
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+SOCKET_MAX = 107  # sun_path holds 108 bytes with its NUL
+
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def run_dir() -> Path:
+    """COI_HOME/run: brokers' sockets and state, private to this user."""
+    folder = paths.ensure(paths.coi_home() / "run")
+    os.chmod(folder, 0o700)  # an older, wider folder is narrowed: the socket relies on it
+    return folder
+
+
+def socket_path(name: str) -> Path:
+    """The unix socket of the broker of container name: in COI_HOME/run, or when that path
+    is too long for a socket, in /tmp/coi-UID (0700, this user's, checked)."""
+    path = paths.coi_home() / "run" / f"b-{name}.sock"
+    if len(str(path)) <= SOCKET_MAX:
+        return path
+    digest = hashlib.sha256(f"{paths.coi_home()}\0{name}".encode()).hexdigest()[:16]
+    return Path(f"/tmp/coi-{os.getuid()}") / f"b-{digest}.sock"
+
+
+def _private(folder: Path) -> None:
+    """Make folder (0700) or check that it is this user's own, 0700, no symlink."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise CoiError(f"{folder} is not a folder of this user: remove it, then start again")
+    os.chmod(folder, 0o700)
+
+
+def state_path(name: str) -> Path:
+    """The state file the broker of container name keeps (pid, port, requests...)."""
+    return paths.coi_home() / "run" / f"b-{name}.json"
+
+
+def settings_path(name: str) -> Path:
+    """The settings the broker of container name was started with."""
+    return paths.coi_home() / "run" / f"b-{name}.settings.json"
+
+
+def audit_path(session: str) -> Path:
+    """The JSON-lines audit log of one session's broker requests."""
+    return paths.ensure(paths.logs_dir()) / f"broker-{session}.jsonl"
+
+
+def start(name: str, settings: dict[str, Any]) -> int:
+    """Start the broker of container name with settings; its pid once it listens."""
+    run_dir()
+    sock = socket_path(name)
+    _private(sock.parent)
+    stop(name)  # one broker per container: an earlier session's goes
+    conf = settings_path(name)
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(settings, handle)
+    errors = paths.ensure(paths.logs_dir()) / f"broker-{name}.err"
+    with open(errors, "ab") as err:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "coi.broker", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # no terminal: Ctrl+C in the session does not reach it
+            close_fds=True,
+        )
+    _children[child.pid] = child
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if (status(name) or {}).get("pid") == child.pid and sock.exists():
+            return child.pid
+        if child.poll() is not None:
+            break
+        time.sleep(0.02)
+    stop(name)
+    tail = errors.read_text(errors="replace").strip().splitlines()[-1:] if errors.exists() else []
+    said = " ".join(tail) or "no output"
+    raise CoiError(f"the credential broker of {name} did not start: {said}")
+
+
+def status(name: str) -> dict[str, Any] | None:
+    """The broker's state (with alive: whether its process runs); None: no broker."""
+    try:
+        state = json.loads(state_path(name).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    state["alive"] = is_broker(int(state.get("pid", 0)), name)
+    return state
+
+
+def is_broker(pid: int, name: str) -> bool:
+    """Whether pid is a live broker of container name (not a reused pid)."""
+    if pid <= 0:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    wanted = str(settings_path(name)).encode()
+    return state != "Z" and b"coi.broker" in argv and wanted in argv
+
+
+def stop(name: str) -> bool:
+    """Stop the broker of container name (SIGTERM, then SIGKILL); True when one ran."""
+    state = status(name)
+    pid = int(state.get("pid", 0)) if state else 0
+    ran = bool(state and state["alive"])
+    if ran:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while is_broker(pid, name) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.02)
+        if is_broker(pid, name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+    for path in (socket_path(name), state_path(name), settings_path(name)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return ran
+
+
+def _reap(pid: int) -> None:
+    """Collect a broker this process started, so it leaves no zombie."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        _children.pop(pid, None)
+
+
+def running() -> list[str]:
+    """The containers whose broker state file is here (alive or not)."""
+    folder = paths.coi_home() / "run"
+    if not folder.is_dir():
+        return []
+    names = (p.name for p in folder.glob("b-*.json") if not p.name.endswith(".settings.json"))
+    return sorted(n[2:-5] for n in names)

@@ -1,0 +1,209 @@
+"""A session's broker: which credential mode it uses, what enters the container in
+broker mode (a placeholder, never the credential), and the device and variables that
+lead the tool to its broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coi.broker import PLACEHOLDER, PORT, process
+from coi.core import output, paths
+
+if TYPE_CHECKING:
+    from coi.config.load import Config
+    from coi.config.tools import Brokered, Tool
+    from coi.incus.api import IncusAPI
+
+DEVICE = "coi-broker"
+CLAUDE_JSON = ".claude.json"
+WORKSPACE = "/workspace"
+# Keys of ~/.claude.json that are the host's login: in broker mode the container logs in
+# with the placeholder key, so none of them enters (primaryApiKey is a real key).
+CLAUDE_LOGIN_KEYS = ("primaryApiKey", "oauthAccount", "customApiKeyResponses")
+
+
+def mode_for(configured: str, tool: Tool) -> str:
+    """The credential mode a session of tool uses: broker only where the tool supports it
+    (else copy, the documented fallback); copy and none as configured."""
+    if configured == "broker" and tool.broker is None:
+        return "copy"
+    return configured
+
+
+def container_files(files: Mapping[str, bytes], tool: Tool) -> dict[str, bytes]:
+    """The credential files that enter in broker mode: the tool's token file stays on the
+    host; ~/.claude.json loses the host's login and approves the placeholder key instead."""
+    spec = tool.broker
+    out = {rel: data for rel, data in files.items() if not spec or rel != spec.oauth_file}
+    if tool.name == "claude" or CLAUDE_JSON in out:
+        out[CLAUDE_JSON] = claude_json(out.get(CLAUDE_JSON, b"{}"))
+    return out
+
+
+def claude_json(data: bytes) -> bytes:
+    """~/.claude.json for broker mode: onboarding done, the placeholder key approved (Claude
+    Code asks about a key from the environment unless its last 20 characters are)."""
+    try:
+        settings = json.loads(data or b"{}")
+    except ValueError:
+        settings = {}
+    if not isinstance(settings, dict):
+        settings = {}
+    for key in CLAUDE_LOGIN_KEYS:
+        settings.pop(key, None)
+    settings["hasCompletedOnboarding"] = True
+    # coi starts Claude Code with --dangerously-skip-permissions (the container is the
+    # sandbox): a host that never answered its warning would stop every session on it
+    settings.setdefault("bypassPermissionsModeAccepted", True)
+    projects = settings.setdefault("projects", {})
+    if isinstance(projects, dict):  # as the copy mode does (coi/sessions/credentials.py)
+        project = projects.setdefault(WORKSPACE, {})
+        if isinstance(project, dict):
+            project.setdefault("hasTrustDialogAccepted", True)
+    settings["customApiKeyResponses"] = {"approved": [PLACEHOLDER[-20:]], "rejected": []}
+    return json.dumps(settings, indent=2).encode()
+
+
+def environment(spec: Brokered) -> dict[str, str]:
+    """The variables that lead the tool to the broker, with the placeholder credential."""
+    return {
+        spec.base_url_env: f"http://127.0.0.1:{PORT}{spec.base_path}",
+        spec.key_env: PLACEHOLDER,
+    }
+
+
+def device(name: str) -> dict[str, str]:
+    """The proxy device: a loopback port inside the container, the broker's socket outside
+    (bind=container: no other container and no host address listens)."""
+    return {
+        "type": "proxy",
+        "bind": "container",
+        "listen": f"tcp:127.0.0.1:{PORT}",
+        "connect": f"unix:{process.socket_path(name)}",
+    }
+
+
+def settings(cfg: Config, tool: Tool, name: str, session_id: str, home: Path) -> dict[str, Any]:
+    """The settings of this session's broker (coi/broker/server.py Settings)."""
+    spec = tool.broker
+    assert spec is not None
+    key_env = cfg.credentials.api_key_env or spec.host_key_env
+    oauth: dict[str, Any] = {}
+    if spec.oauth_file:
+        oauth = {
+            "path": str(home / spec.oauth_file),
+            "lock": str(paths.locks_dir() / f"oauth-{tool.name}.lock"),
+            "token_path": list(spec.token_path),
+            "refresh_path": list(spec.refresh_path),
+            "expires_path": list(spec.expires_path),
+            "token_url": cfg.credentials.token_url or spec.token_url,
+            "client_id": spec.client_id,
+        }
+    return {
+        "socket": str(process.socket_path(name)),
+        "state": str(process.state_path(name)),
+        "audit": str(process.audit_path(session_id)),
+        "session": session_id,
+        "container": name,
+        "upstreams": list(spec.upstreams),
+        "key_header": spec.key_header,
+        "key_env": key_env if os.environ.get(key_env) else "",
+        "oauth": oauth,
+        "oauth_headers": [list(pair) for pair in spec.oauth_headers],
+        "ca_file": str(cfg.credentials.ca_file or ""),
+        "port": PORT,
+        "incus_socket": "" if cfg.incus.remote else _incus_socket(),
+        "project": cfg.incus.project,
+    }
+
+
+def _incus_socket() -> str:
+    from coi.incus.adapter import socket_path
+
+    return socket_path()
+
+
+def attach(
+    incus: IncusAPI,
+    cfg: Config,
+    tool: Tool,
+    name: str,
+    session_id: str,
+    *,
+    given: bool,
+    home: Path | None = None,
+) -> bool:
+    """Start this session's broker and lead the container to it (True), or take an earlier
+    session's device and variables away when this one is not brokered (False)."""
+    brokered = given and mode_for(cfg.credentials.mode, tool) == "broker"
+    record = incus.instance(name)
+    config = record.get("config") or {}
+    stale = [k for k in config if k.startswith("user.coi.broker-env.")]
+    if not brokered:
+        process.stop(name)
+        if DEVICE in (record.get("devices") or {}) or stale:
+            _unset(incus, name, record, stale)
+        return False
+    assert tool.broker is not None
+    conf = settings(cfg, tool, name, session_id, home or Path.home())
+    if not conf["key_env"] and not Path(conf["oauth"].get("path", "/nonexistent")).exists():
+        variable = cfg.credentials.api_key_env or tool.broker.host_key_env
+        output.warn(
+            f"no {tool.name} credential on this host (${variable} or ~/{tool.broker.oauth_file}):"
+            " the broker forwards requests without one"
+        )
+    process.start(name, conf)
+    env = environment(tool.broker)
+    patch: dict[str, Any] = {
+        "config": {f"environment.{k}": v for k, v in env.items()}
+        | {f"user.coi.broker-env.{k}": "1" for k in env},
+        "devices": {DEVICE: device(name)},
+    }
+    incus.update_instance(name, patch)
+    return True
+
+
+def _unset(incus: IncusAPI, name: str, record: dict[str, Any], stale: list[str]) -> None:
+    """Remove the broker device and the variables an earlier brokered session set."""
+    config = dict(record.get("config") or {})
+    for key in stale:
+        config.pop(key, None)
+        config.pop("environment." + key.removeprefix("user.coi.broker-env."), None)
+    keys = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful")
+    body = {k: record[k] for k in keys if k in record}
+    body["config"] = config
+    body["devices"] = {k: v for k, v in (record.get("devices") or {}).items() if k != DEVICE}
+    body["description"] = record.get("description", "")
+    incus.call("PUT", f"instances/{name}", body, f"updating instance {name}")
+
+
+def describe(name: str) -> dict[str, Any] | None:
+    """What `coi list` shows of a container's broker (None: it has none)."""
+    state = process.status(name)
+    if state is None:
+        return None
+    return {
+        "alive": state["alive"],
+        "port": state.get("port"),
+        "upstreams": state.get("upstreams", []),
+        "requests": state.get("requests", 0),
+        "audit": state.get("audit"),
+    }
+
+
+def dead_line(name: str) -> str:
+    """The one line that says a container's broker died, and what to do."""
+    return (
+        f"the credential broker of {name} is not running: its tool's API requests fail; "
+        f"end the session (`coi kill {name}`) and start a new one"
+    )
+
+
+def dead() -> list[str]:
+    """The containers whose broker left its state but no longer runs."""
+    return [n for n in process.running() if not (process.status(n) or {}).get("alive", True)]
