@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"incus", "boundary", "workspace"},
     {"network"},
     {"config"},
+    {"broker"},
     {"launch"},
     {"images"},
     {"host", "sessions"},
