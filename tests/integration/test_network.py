@@ -145,11 +145,12 @@ def test_root_inside_cannot_escape_with_another_address_or_route(
     c = launched("restricted")
     own = wait_address(incus, c)
     spare = str(ipaddress.IPv4Address(own) + 100)
-    assert sh(incus, c, f"ip addr add {spare}/24 dev eth0")[0] == 0
+    # `replace`, not `add`: sh() runs a script again when Incus loses an exec that ran
+    assert sh(incus, c, f"ip addr replace {spare}/24 dev eth0")[0] == 0
     assert tcp(incus, c, lab.pub(10), source=spare) == ""  # the NIC drops other sources
     assert tcp(incus, c, lab.private_address, source=spare) == ""
     assert tcp(incus, c, lab.pub(10)) == f"hello from {lab.pub(10)}"  # still itself
-    route = f"ip route add {lab.prv_net} via {neighbour[1]} dev eth0 onlink"
+    route = f"ip route replace {lab.prv_net} via {neighbour[1]} dev eth0 onlink"
     assert sh(incus, c, route)[0] == 0, "could not add a route through the neighbour"
     assert tcp(incus, c, lab.private_address) == ""
     takeover = (
