@@ -154,7 +154,7 @@ def test_a_flush_leaves_the_restricted_container_reaching_nothing_on_the_host(
         # instances): coi's port filters keep another source address from getting through.
         own = wait_address(incus, restricted)
         spare = str(ipaddress.IPv4Address(own) + 100)
-        assert sh(incus, restricted, f"ip addr add {spare}/24 dev eth0")[0] == 0
+        assert sh(incus, restricted, f"ip addr replace {spare}/24 dev eth0")[0] == 0
         assert tcp(incus, restricted, gateway, port, source=spare) == ""
         assert tcp(incus, control, gateway, port) != ""
         assert _wait(lambda: _has_rules(incus.project, restricted))  # the guard put it back
