@@ -353,3 +353,25 @@ def test_two_sessions_with_an_expiring_token_refresh_it_once(
         assert "old-access" not in _inside(second, "cat ~/.claude/.credentials.json; true")
     finally:
         coi("kill", first, second)
+
+
+def test_the_git_helper_gives_the_token_for_listed_hosts_and_writes_nothing(
+    workspace: Path, upstream: Upstream, coi_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = f"ghp_{uuid.uuid4().hex}"
+    monkeypatch.setenv("BROKER_TEST_GH", token)
+    user = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    text = re.sub(r'image = "[^"]*"', f'image = "{coi_image}"', user.read_text())
+    user.write_text(text + 'git_hosts = ["github.com"]\ngit_token_env = "BROKER_TEST_GH"\n')
+    name = _started("--tool", "claude")
+    try:
+        fill = "printf 'protocol=https\\nhost=%s\\n\\n' \"$1\" | "
+        fill += "GIT_TERMINAL_PROMPT=0 git credential fill"
+        got = _inside(name, fill + "; true", "github.com")
+        assert f"password={token}" in got, got
+        refused = _inside(name, fill + " 2>&1; true", "gitlab.com")
+        assert token not in refused and "password=" not in refused, refused
+        found = _inside(name, SEARCH, token[:12], token[12:])
+        assert "search-done" in found and "found:" not in found, found
+    finally:
+        coi("kill", name)

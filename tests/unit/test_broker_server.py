@@ -187,3 +187,25 @@ def test_the_module_without_settings_is_a_usage_error() -> None:
         [sys.executable, "-m", "coi.broker"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_the_git_helper_is_answered_for_listed_hosts_only(
+    short_home: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNIT_GH", "ghp_unit")
+    conf = settings("g1", upstream, git_hosts=["github.com"], git_token_env="UNIT_GH")
+    process.start("g1", conf)
+
+    def git(body: bytes) -> tuple[int, bytes]:
+        conn = UnixHTTP(str(process.socket_path("g1")))
+        conn.request("POST", "/_coi/git-credential", body=body)
+        reply = conn.getresponse()
+        data = reply.read()
+        conn.close()
+        return reply.status, data
+
+    status, data = git(b"protocol=https\nhost=github.com\n")
+    assert status == 200 and b"password=ghp_unit" in data
+    status, data = git(b"protocol=https\nhost=evil.example\n")
+    assert status == 403 and b"ghp_unit" not in data
+    assert upstream.seen.requests == []
