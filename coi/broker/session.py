@@ -173,14 +173,19 @@ def attach(
             f"no {tool.name} credential on this host (${variable} or ~/{tool.broker.oauth_file}):"
             " the broker forwards requests without one"
         )
-    process.start(name, conf)
+    pid = process.spawn(name, conf)  # it starts while Incus takes the device
     env = environment(tool.broker, cfg.credentials.git_hosts)
     patch: dict[str, Any] = {
         "config": {f"environment.{k}": v for k, v in env.items()}
         | {f"user.coi.broker-env.{k}": "1" for k in env},
         "devices": {DEVICE: device(name)},
     }
-    incus.update_instance(name, patch)
+    try:
+        incus.update_instance(name, patch)
+    except BaseException:
+        process.stop(name)
+        raise
+    process.wait_ready(name, pid)
     return True
 
 

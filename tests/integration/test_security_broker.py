@@ -276,6 +276,8 @@ def test_a_dead_broker_is_a_clear_error_inside_and_in_coi_list(
         assert "HTTP/1.1 200" not in out, out
         row = _listed(name)
         assert row["broker"]["alive"] is False, row
+        listed = coi("list")
+        assert f"the credential broker of {name} is not running" in listed.stderr, listed.stderr
         doctor = coi("doctor")
         assert f"the credential broker of {name} is not running" in doctor.stdout + doctor.stderr
     finally:
