@@ -120,6 +120,19 @@ def _errors(name: str) -> Path:
     return paths.ensure(paths.logs_dir()) / f"broker-{name}.err"
 
 
+def revive(name: str) -> bool:
+    """Start again, with its settings, a broker that died while its session runs (True)."""
+    state = status(name)
+    if state is None or state["alive"]:
+        return False
+    try:
+        settings = json.loads(settings_path(name).read_text())
+    except (OSError, ValueError):
+        return False
+    start(name, settings)
+    return True
+
+
 def status(name: str) -> dict[str, Any] | None:
     """The broker's state (with alive: whether its process runs); None: no broker."""
     try:

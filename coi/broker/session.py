@@ -221,7 +221,7 @@ def dead_line(name: str) -> str:
     """The one line that says a container's broker died, and what to do."""
     return (
         f"the credential broker of {name} is not running: its tool's API requests fail; "
-        f"end the session (`coi kill {name}`) and start a new one"
+        f"`coi attach {name}` starts it again"
     )
 
 

@@ -134,6 +134,14 @@ def test_stop_ends_the_process_and_a_killed_broker_is_said_dead(
             break
         time.sleep(0.05)
     assert state is not None and state["alive"] is False
+    assert process.revive("c4") is True  # as `coi attach` does
+    assert ask("c4", "GET", "/v1/x")[0] == 200
+    assert process.revive("c4") is False  # alive: nothing to do
+    os.kill((process.status("c4") or {})["pid"], 9)
+    for _ in range(100):
+        if not (process.status("c4") or {}).get("alive"):
+            break
+        time.sleep(0.05)
     assert process.stop("c4") is False and process.status("c4") is None
     pid = process.start("c4", settings("c4", upstream))
     assert process.stop("c4") is True and not process.is_broker(pid, "c4")
