@@ -88,6 +88,9 @@ class Broker:
             record = await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except ValueError:  # a malformed head or body framing: one bad request, no more
+            with contextlib.suppress(Exception):
+                record = ("-", "-", "-", await _reply(writer, 400, "malformed request"), 0)
         finally:
             if record[0] != "-" or record[3]:  # logged before the client sees the close
                 self._account(*record)
@@ -113,6 +116,11 @@ class Broker:
             return decision.named, method, target, status, 0
         upstream = decision.upstream
         try:
+            credential = await self.credential()
+        except Exception as exc:  # a refresh that failed: the tool says why, the host logs in
+            message = f"the host's OAuth token could not be refreshed ({exc}): log in on the host"
+            return upstream.authority, method, decision.path, await _reply(writer, 502, message), 0
+        try:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     upstream.host, upstream.port, ssl=self.tls, server_hostname=upstream.host
@@ -128,7 +136,7 @@ class Broker:
             sent = rules.rewrite(
                 [(k, v) for k, v in headers if k.lower() != "expect"],
                 upstream,
-                await self.credential(),
+                credential,
                 self.settings.key_header,
                 [(k, v) for k, v in self.settings.oauth_headers],
             )

@@ -217,3 +217,30 @@ def test_the_git_helper_is_answered_for_listed_hosts_only(
     status, data = git(b"protocol=https\nhost=evil.example\n")
     assert status == 403 and b"ghp_unit" not in data
     assert upstream.seen.requests == []
+
+
+def test_a_failed_refresh_and_a_malformed_request_are_clear_errors(
+    short_home: Path, upstream: Upstream, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "credentials.json"
+    soon = int((time.time() + 10) * 1000)
+    tokens.write_text(json.dumps({"o": {"a": "old", "r": "r0", "e": soon}}))
+    oauth = {
+        "path": str(tokens),
+        "lock": str(short_home / "locks" / "oauth-x.lock"),
+        "token_path": ["o", "a"],
+        "refresh_path": ["o", "r"],
+        "expires_path": ["o", "e"],
+        "token_url": "https://127.0.0.1:1/oauth/token",  # nothing listens
+        "client_id": "c",
+    }
+    process.start("f1", settings("f1", upstream, oauth=oauth))
+    status, body = ask("f1", "GET", "/v1/m")
+    assert status == 502 and b"could not be refreshed" in body and b"log in" in body
+    assert upstream.seen.requests == []  # nothing went out with the stale token
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(30)
+        raw.connect(str(process.socket_path("f1")))
+        raw.sendall(b"NONSENSE\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400")
+    assert (process.status("f1") or {}).get("alive") is True
