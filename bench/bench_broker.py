@@ -40,7 +40,8 @@ def conn():
     return ctx.wrap_socket(s, server_hostname=host) if tls else s
 def request(path):
     s = conn()
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nx-api-key: p\r\nConnection: close\r\n\r\n".encode())
+    head = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nx-api-key: p\r\n"
+    s.sendall((head + "Connection: close\r\n\r\n").encode())
     return s
 events, buf = [], b""
 s = request(f"/sse?n={int(sys.argv[5])}&gap={float(sys.argv[6])}")

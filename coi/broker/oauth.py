@@ -12,7 +12,6 @@ import json
 import os
 import ssl
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +80,8 @@ class TokenFile:
             return fresh
 
     def _ask(self, refresh_token: str) -> dict[str, Any]:
+        import urllib.request  # only a refresh needs it: not on every broker's start
+
         body = json.dumps(
             {
                 "grant_type": "refresh_token",

@@ -73,16 +73,20 @@ def audit_path(session: str) -> Path:
 
 def start(name: str, settings: dict[str, Any]) -> int:
     """Start the broker of container name with settings; its pid once it listens."""
+    return wait_ready(name, spawn(name, settings))
+
+
+def spawn(name: str, settings: dict[str, Any]) -> int:
+    """Start the broker of container name (an earlier one of that name stops first); its
+    pid, at once: wait_ready waits until it listens."""
     run_dir()
-    sock = socket_path(name)
-    _private(sock.parent)
+    _private(socket_path(name).parent)
     stop(name)  # one broker per container: an earlier session's goes
     conf = settings_path(name)
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(settings, handle)
-    errors = paths.ensure(paths.logs_dir()) / f"broker-{name}.err"
-    with open(errors, "ab") as err:
+    with open(_errors(name), "ab") as err:
         child = subprocess.Popen(
             [sys.executable, "-m", "coi.broker", str(conf)],
             stdin=subprocess.DEVNULL,
@@ -92,17 +96,41 @@ def start(name: str, settings: dict[str, Any]) -> int:
             close_fds=True,
         )
     _children[child.pid] = child
+    return child.pid
+
+
+def wait_ready(name: str, pid: int) -> int:
+    """Wait (bounded) until the broker pid listens; stop it and raise when it does not."""
     deadline = time.monotonic() + READY_TIMEOUT
+    child = _children.get(pid)
     while time.monotonic() < deadline:
-        if (status(name) or {}).get("pid") == child.pid and sock.exists():
-            return child.pid
-        if child.poll() is not None:
+        if (status(name) or {}).get("pid") == pid and socket_path(name).exists():
+            return pid
+        if child is not None and child.poll() is not None:
             break
         time.sleep(0.02)
     stop(name)
+    errors = _errors(name)
     tail = errors.read_text(errors="replace").strip().splitlines()[-1:] if errors.exists() else []
     said = " ".join(tail) or "no output"
     raise CoiError(f"the credential broker of {name} did not start: {said}")
+
+
+def _errors(name: str) -> Path:
+    return paths.ensure(paths.logs_dir()) / f"broker-{name}.err"
+
+
+def revive(name: str) -> bool:
+    """Start again, with its settings, a broker that died while its session runs (True)."""
+    state = status(name)
+    if state is None or state["alive"]:
+        return False
+    try:
+        settings = json.loads(settings_path(name).read_text())
+    except (OSError, ValueError):
+        return False
+    start(name, settings)
+    return True
 
 
 def status(name: str) -> dict[str, Any] | None:

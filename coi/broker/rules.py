@@ -217,3 +217,18 @@ def audit_record(
         "status": status,
         "bytes": sent,
     }
+
+
+# --- git credential helper ------------------------------------------------------------
+
+GIT_PATH = "/_coi/git-credential"
+
+
+def git_answer(request: str, hosts: Sequence[str], token: str) -> str | None:
+    """The answer to a `git credential get` request (key=value lines): the token for an
+    https remote whose host a trusted layer listed; None (refused) for anything else."""
+    fields = dict(line.split("=", 1) for line in request.splitlines() if "=" in line)
+    host = fields.get("host", "").lower()
+    if not token or fields.get("protocol") != "https" or host not in {h.lower() for h in hosts}:
+        return None
+    return f"protocol=https\nhost={host}\nusername=x-access-token\npassword={token}\n"

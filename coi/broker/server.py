@@ -49,6 +49,8 @@ class Settings:
     port: int = 0
     incus_socket: str = ""  # where to ask whether the container still runs ("" never)
     project: str = "default"
+    git_hosts: list[str] = field(default_factory=list)  # the git credential helper's hosts
+    git_token_env: str = ""  # the host variable holding their token
 
     @classmethod
     def read(cls, path: Path) -> Settings:
@@ -86,6 +88,9 @@ class Broker:
             record = await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except ValueError:  # a malformed head or body framing: one bad request, no more
+            with contextlib.suppress(Exception):
+                record = ("-", "-", "-", await _reply(writer, 400, "malformed request"), 0)
         finally:
             if record[0] != "-" or record[3]:  # logged before the client sees the close
                 self._account(*record)
@@ -103,11 +108,18 @@ class Broker:
         method, target, headers = parse_head(head)
         if sum(k.lower() == "host" for k, _ in headers) > 1:  # which one would the route trust?
             return "-", method, target, await _reply(writer, 400, "more than one Host header"), 0
+        if target.split("?")[0] == rules.GIT_PATH and method == "POST":
+            return await self._git(reader, writer, headers)
         decision = rules.route(method, target, _header(headers, "host"), self.upstreams)
         if isinstance(decision, rules.Refusal):
             status = await _reply(writer, decision.status, decision.reason)
             return decision.named, method, target, status, 0
         upstream = decision.upstream
+        try:
+            credential = await self.credential()
+        except Exception as exc:  # a refresh that failed: the tool says why, the host logs in
+            message = f"the host's OAuth token could not be refreshed ({exc}): log in on the host"
+            return upstream.authority, method, decision.path, await _reply(writer, 502, message), 0
         try:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -124,7 +136,7 @@ class Broker:
             sent = rules.rewrite(
                 [(k, v) for k, v in headers if k.lower() != "expect"],
                 upstream,
-                await self.credential(),
+                credential,
                 self.settings.key_header,
                 [(k, v) for k, v in self.settings.oauth_headers],
             )
@@ -135,6 +147,29 @@ class Broker:
         finally:
             up_writer.close()
         return upstream.authority, method, decision.path, status, size
+
+    async def _git(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: list[tuple[str, str]],
+    ) -> tuple[str, str, str, int, int]:
+        """Answer the container's git credential helper for a listed host, else 403."""
+        size = min(int(_header(headers, "content-length") or 0), 4096)
+        request = (await reader.readexactly(size)).decode(errors="replace")
+        token = (
+            os.environ.get(self.settings.git_token_env, "") if self.settings.git_token_env else ""
+        )
+        answer = rules.git_answer(request, self.settings.git_hosts, token)
+        host = next((x[5:] for x in request.splitlines() if x.startswith("host=")), "")
+        if answer is None:
+            status = await _reply(writer, 403, f"no git credential for {host or 'this remote'}")
+            return f"git:{host}", "POST", rules.GIT_PATH, status, 0
+        body = answer.encode()
+        head = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        writer.write(format_head("HTTP/1.1 200 OK", head) + body)
+        await writer.drain()
+        return f"git:{host}", "POST", rules.GIT_PATH, 200, len(body)
 
     def _account(self, upstream: str, method: str, path: str, status: int, size: int) -> None:
         self.requests += 1

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
 
 DEVICE = "coi-broker"
+# git's credential helper inside: `get` asks the broker; store and erase do nothing.
+GIT_HELPER = (
+    '!f() { test "$1" = get && curl -fsS --data-binary @- '
+    f"http://127.0.0.1:{PORT}/_coi/git-credential; }}; f"
+)
 CLAUDE_JSON = ".claude.json"
 WORKSPACE = "/workspace"
 # Keys of ~/.claude.json that are the host's login: in broker mode the container logs in
@@ -69,12 +74,21 @@ def claude_json(data: bytes) -> bytes:
     return json.dumps(settings, indent=2).encode()
 
 
-def environment(spec: Brokered) -> dict[str, str]:
-    """The variables that lead the tool to the broker, with the placeholder credential."""
-    return {
+def environment(spec: Brokered, git_hosts: tuple[str, ...] = ()) -> dict[str, str]:
+    """The variables that lead the tool to the broker, with the placeholder credential,
+    and (when a trusted layer lists git hosts) git's credential helper, set through the
+    environment so that nothing is written to disk inside."""
+    env = {
         spec.base_url_env: f"http://127.0.0.1:{PORT}{spec.base_path}",
         spec.key_env: PLACEHOLDER,
     }
+    if git_hosts:
+        env |= {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "credential.helper",
+            "GIT_CONFIG_VALUE_0": GIT_HELPER,
+        }
+    return env
 
 
 def device(name: str) -> dict[str, str]:
@@ -119,6 +133,8 @@ def settings(cfg: Config, tool: Tool, name: str, session_id: str, home: Path) ->
         "port": PORT,
         "incus_socket": "" if cfg.incus.remote else _incus_socket(),
         "project": cfg.incus.project,
+        "git_hosts": list(cfg.credentials.git_hosts),
+        "git_token_env": cfg.credentials.git_token_env,
     }
 
 
@@ -157,14 +173,19 @@ def attach(
             f"no {tool.name} credential on this host (${variable} or ~/{tool.broker.oauth_file}):"
             " the broker forwards requests without one"
         )
-    process.start(name, conf)
-    env = environment(tool.broker)
+    pid = process.spawn(name, conf)  # it starts while Incus takes the device
+    env = environment(tool.broker, cfg.credentials.git_hosts)
     patch: dict[str, Any] = {
         "config": {f"environment.{k}": v for k, v in env.items()}
         | {f"user.coi.broker-env.{k}": "1" for k in env},
         "devices": {DEVICE: device(name)},
     }
-    incus.update_instance(name, patch)
+    try:
+        incus.update_instance(name, patch)
+    except BaseException:
+        process.stop(name)
+        raise
+    process.wait_ready(name, pid)
     return True
 
 
@@ -200,7 +221,7 @@ def dead_line(name: str) -> str:
     """The one line that says a container's broker died, and what to do."""
     return (
         f"the credential broker of {name} is not running: its tool's API requests fail; "
-        f"end the session (`coi kill {name}`) and start a new one"
+        f"`coi attach {name}` starts it again"
     )
 
 

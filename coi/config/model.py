@@ -153,6 +153,9 @@ class Credentials:
     api_key_env: str = ""
     ca_file: Path | None = None
     token_url: str = ""
+    # the git credential helper (opt-in): hosts it answers for, the host variable of the token
+    git_hosts: tuple[str, ...] = ()
+    git_token_env: str = "GH_TOKEN"
 
 
 @dataclass(frozen=True)

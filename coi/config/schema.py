@@ -332,6 +332,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "api_key_env": Key("str", "", _env_name_or_empty),
         "ca_file": Key("str", None, _non_empty, path=True),
         "token_url": Key("str", "", _https_or_empty),
+        "git_hosts": Key("list", (), _each(_non_empty)),
+        "git_token_env": Key("str", "GH_TOKEN", _env_name_or_empty),
     },
     # [security]: protected_paths adds to coi/boundary/protect.py's list from every layer
     # (its values are joined, not replaced); writable_paths takes defaults off it, trusted

@@ -196,7 +196,7 @@ def check_brokers() -> Check:
     if not gone:
         return Check("credential brokers", OK, "every session's broker runs")
     return Check(
-        "credential brokers", WARN, "; ".join(broker.dead_line(n) for n in gone), "coi kill NAME"
+        "credential brokers", WARN, "; ".join(broker.dead_line(n) for n in gone), "coi attach NAME"
     )
 
 

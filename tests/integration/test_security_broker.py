@@ -276,6 +276,8 @@ def test_a_dead_broker_is_a_clear_error_inside_and_in_coi_list(
         assert "HTTP/1.1 200" not in out, out
         row = _listed(name)
         assert row["broker"]["alive"] is False, row
+        listed = coi("list")
+        assert f"the credential broker of {name} is not running" in listed.stderr, listed.stderr
         doctor = coi("doctor")
         assert f"the credential broker of {name} is not running" in doctor.stdout + doctor.stderr
     finally:
@@ -353,3 +355,25 @@ def test_two_sessions_with_an_expiring_token_refresh_it_once(
         assert "old-access" not in _inside(second, "cat ~/.claude/.credentials.json; true")
     finally:
         coi("kill", first, second)
+
+
+def test_the_git_helper_gives_the_token_for_listed_hosts_and_writes_nothing(
+    workspace: Path, upstream: Upstream, coi_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = f"ghp_{uuid.uuid4().hex}"
+    monkeypatch.setenv("BROKER_TEST_GH", token)
+    user = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    text = re.sub(r'image = "[^"]*"', f'image = "{coi_image}"', user.read_text())
+    user.write_text(text + 'git_hosts = ["github.com"]\ngit_token_env = "BROKER_TEST_GH"\n')
+    name = _started("--tool", "claude")
+    try:
+        fill = "printf 'protocol=https\\nhost=%s\\n\\n' \"$1\" | "
+        fill += "GIT_TERMINAL_PROMPT=0 git credential fill"
+        got = _inside(name, fill + "; true", "github.com")
+        assert f"password={token}" in got, got
+        refused = _inside(name, fill + " 2>&1; true", "gitlab.com")
+        assert token not in refused and "password=" not in refused, refused
+        found = _inside(name, SEARCH, token[:12], token[12:])
+        assert "search-done" in found and "found:" not in found, found
+    finally:
+        coi("kill", name)

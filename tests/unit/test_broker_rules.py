@@ -123,3 +123,13 @@ def test_the_audit_line_has_no_query_header_or_body() -> None:
         "status": 200,
         "bytes": 10,
     }
+
+
+def test_the_git_helper_answers_only_for_a_listed_https_host() -> None:
+    ask = "protocol=https\nhost=GitHub.com\npath=o/r.git\n"
+    answer = rules.git_answer(ask, ["github.com"], "ghp_T")
+    assert answer is not None and "password=ghp_T" in answer and "host=github.com" in answer
+    assert rules.git_answer(ask, ["gitlab.com"], "ghp_T") is None
+    assert rules.git_answer("protocol=http\nhost=github.com\n", ["github.com"], "T") is None
+    assert rules.git_answer(ask, ["github.com"], "") is None
+    assert rules.git_answer("host=github.com\n", ["github.com"], "T") is None

@@ -134,6 +134,14 @@ def test_stop_ends_the_process_and_a_killed_broker_is_said_dead(
             break
         time.sleep(0.05)
     assert state is not None and state["alive"] is False
+    assert process.revive("c4") is True  # as `coi attach` does
+    assert ask("c4", "GET", "/v1/x")[0] == 200
+    assert process.revive("c4") is False  # alive: nothing to do
+    os.kill((process.status("c4") or {})["pid"], 9)
+    for _ in range(100):
+        if not (process.status("c4") or {}).get("alive"):
+            break
+        time.sleep(0.05)
     assert process.stop("c4") is False and process.status("c4") is None
     pid = process.start("c4", settings("c4", upstream))
     assert process.stop("c4") is True and not process.is_broker(pid, "c4")
@@ -187,3 +195,52 @@ def test_the_module_without_settings_is_a_usage_error() -> None:
         [sys.executable, "-m", "coi.broker"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_the_git_helper_is_answered_for_listed_hosts_only(
+    short_home: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNIT_GH", "ghp_unit")
+    conf = settings("g1", upstream, git_hosts=["github.com"], git_token_env="UNIT_GH")
+    process.start("g1", conf)
+
+    def git(body: bytes) -> tuple[int, bytes]:
+        conn = UnixHTTP(str(process.socket_path("g1")))
+        conn.request("POST", "/_coi/git-credential", body=body)
+        reply = conn.getresponse()
+        data = reply.read()
+        conn.close()
+        return reply.status, data
+
+    status, data = git(b"protocol=https\nhost=github.com\n")
+    assert status == 200 and b"password=ghp_unit" in data
+    status, data = git(b"protocol=https\nhost=evil.example\n")
+    assert status == 403 and b"ghp_unit" not in data
+    assert upstream.seen.requests == []
+
+
+def test_a_failed_refresh_and_a_malformed_request_are_clear_errors(
+    short_home: Path, upstream: Upstream, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "credentials.json"
+    soon = int((time.time() + 10) * 1000)
+    tokens.write_text(json.dumps({"o": {"a": "old", "r": "r0", "e": soon}}))
+    oauth = {
+        "path": str(tokens),
+        "lock": str(short_home / "locks" / "oauth-x.lock"),
+        "token_path": ["o", "a"],
+        "refresh_path": ["o", "r"],
+        "expires_path": ["o", "e"],
+        "token_url": "https://127.0.0.1:1/oauth/token",  # nothing listens
+        "client_id": "c",
+    }
+    process.start("f1", settings("f1", upstream, oauth=oauth))
+    status, body = ask("f1", "GET", "/v1/m")
+    assert status == 502 and b"could not be refreshed" in body and b"log in" in body
+    assert upstream.seen.requests == []  # nothing went out with the stale token
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(30)
+        raw.connect(str(process.socket_path("f1")))
+        raw.sendall(b"NONSENSE\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400")
+    assert (process.status("f1") or {}).get("alive") is True

@@ -153,6 +153,10 @@ def attach(args: argparse.Namespace) -> int:
     name = args.name or _pick(incus, args)
     if incus.state(name).get("status") != "Running":
         raise UsageError(f"{name} is not running: start a session with coi shell")
+    from coi.broker import process as broker
+
+    if broker.revive(name):  # a broker that died meanwhile: its session needs it again
+        output.warn(f"the credential broker of {name} had stopped: started it again")
     with runtime.watching(name, incus):
         return _attach(incus, name, bash=args.bash)
 
