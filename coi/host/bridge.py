@@ -26,7 +26,7 @@ HELPER = Path("/usr/local/sbin/coi-netrules")
 LIBDIR = Path("/usr/local/lib/coi-netrules")
 PACKAGE = "coi_netrules"
 SUDOERS = Path("/etc/sudoers.d/coi")
-SOURCES = ("nft.py", "nft_helper.py", "nft_guard.py")
+SOURCES = ("nft.py", "nft_helper.py", "nft_guard.py", "egress.py", "nflog.py")
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 GROUP = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 

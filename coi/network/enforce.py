@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from coi.core import faults, output, proc
 from coi.core.errors import CoiError, IncusError, NotFound, UsageError
-from coi.network import nft, nft_helper
+from coi.network import egress_log, nft, nft_helper
 from coi.network import policy as network_policy
 from coi.network.dns import ResolveError, resolve
 
@@ -105,10 +105,12 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
         return
     config = dict(inst.get("config") or {})
     keys = _policy(config, spec.workspace) if mode == "allowlist" else {}
+    keys.update(egress_log.keys())
     resolved: dict[str, list[str]] = {}
     if mode == "allowlist":
         resolved, allows = _resolve({**config, **keys}, {})
         keys.update(network_policy.state_keys(resolved, allows))
+        egress_log.record_names(spec.name, resolved, "allowlist")
     attach(incus, spec.name, inst, keys)
     try:
         faults.point("network-rules")
@@ -405,6 +407,15 @@ def rules(incus: Incus | None = None) -> dict[str, list[str]]:
     return found
 
 
+def counts(incus: Incus | None = None) -> dict[str, dict[str, int]]:
+    """New connections allowed and blocked so far, by container comment (empty when this
+    process cannot read coi's rules)."""
+    if not can_apply():
+        return {}
+    found: dict[str, dict[str, int]] = privileged(incus, "list").get("counts") or {}
+    return found
+
+
 # -- allowlist refresh ------------------------------------------------------------------------
 
 
@@ -430,6 +441,7 @@ def refresh(incus: Incus, name: str) -> Refreshed:
     if changed:
         incus.update_instance(name, {"config": keys})
         apply_rules(incus, name)
+        egress_log.record_names(name, resolved, "allowlist")
     if inst.get("status") == "Running":
         pin_hosts(incus, name, resolved, running=True)
     return Refreshed(resolved, tuple(str(a) for a in allows), changed)

@@ -15,6 +15,7 @@ unix socket with http.client.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import http.client
@@ -59,7 +60,7 @@ def fingerprint() -> str:
     """sha256 of this file and nft.py: coi refuses a helper copy that differs from itself."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("nft.py", "nft_helper.py", "nft_guard.py"):
+    for name in ("nft.py", "nft_helper.py", "nft_guard.py", "egress.py", "nflog.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -263,20 +264,40 @@ def _commit(rules: list[nft.Installed], delete: list[tuple[str, int]], add: list
 def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
     """Replace the container's rules by those its Incus record calls for; the rules as text."""
     target, mode, allows = target_of(project, name, socket_path)
-    planned = [] if target is None else nft.plan(target, mode, allows)
-    retried(lambda: _replace(project, name, target, planned, socket_path))
+    planned = retried(lambda: _replace(project, name, target, mode, allows, socket_path))
     if planned:
-        from . import nft_guard
+        from . import nflog, nft_guard
 
         nft_guard.ensure_running(socket_path)
+        group = next((r.log_group for r in planned if r.log_group), 0)
+        if group:
+            nflog.ensure_running(project, name, group, socket_path)
     return [nft.render(r) for r in planned]
 
 
+def _with_group(target: nft.Target, rules: list[nft.Installed]) -> nft.Target:
+    """target with its egress log group: its own again, else a free one (not in other coi
+    rules, not bound by any other reader on this host)."""
+    from . import nflog
+
+    own = {r.group for r in rules if r.comment == target.comment and r.group is not None}
+    taken = nft.log_groups(rules, but=target.comment) | (nflog.bound_groups() - own)
+    return dataclasses.replace(target, log_group=nft.choose_group(target.comment, taken))
+
+
 def _replace(
-    project: str, name: str, target: nft.Target | None, planned: list[nft.Rule], socket_path: str
-) -> None:
+    project: str,
+    name: str,
+    target: nft.Target | None,
+    mode: str,
+    allows: list[nft.Allow],
+    socket_path: str,
+) -> list[nft.Rule]:
     with locked():
         rules = current()
+        planned = []
+        if target is not None:
+            planned = nft.plan(_with_group(target, rules), mode, allows)
         # Rules of containers that are gone would hold whoever gets their address next
         # (an open container's DHCP lease included): every apply sweeps them away.
         delete = set(nft.owned_by(rules, project, name)) | set(_dead(rules, socket_path))
@@ -285,6 +306,7 @@ def _replace(
             # address or MAC is stale (its container went without its rules, or is going).
             delete.update(nft.stale(rules, target))
         _commit(rules, sorted(delete), planned)
+    return planned
 
 
 def _dead(
@@ -353,12 +375,14 @@ def _orphans(
     return rules, handles
 
 
-def listing() -> dict[str, list[str]]:
-    """coi's rules grouped by their comment, as `chain handle` strings."""
+def listing() -> dict[str, Any]:
+    """coi's rules grouped by their comment, as `chain handle` strings, and per comment the
+    new connections its log rules counted (allowed, blocked)."""
     grouped: dict[str, list[str]] = {}
-    for r in current():
+    found = current()
+    for r in found:
         grouped.setdefault(r.comment, []).append(f"{r.chain} {r.handle}")
-    return grouped
+    return {"rules": grouped, "counts": nft.counts(found)}
 
 
 PROBE_ACL = """table bridge coi_probe {
@@ -420,7 +444,7 @@ def run(argv: Sequence[str], socket_path: str = SOCKET) -> Any:
     if len(args) == 1 and args[0] in ("orphans", "list", "probe", "fingerprint"):
         commands: dict[str, Callable[[], Any]] = {
             "orphans": lambda: {"removed": orphans(socket_path)},
-            "list": lambda: {"rules": listing()},
+            "list": listing,
             "probe": probe,
             "fingerprint": lambda: {"fingerprint": fingerprint()},
         }

@@ -19,7 +19,7 @@ from coi.host import network_checks as network_doctor
 from coi.launch import executor as launch
 from coi.network import dns as network_dns
 from coi.network import enforce as network
-from coi.network import nft, nft_guard, nft_helper
+from coi.network import nflog, nft, nft_guard, nft_helper
 from coi.network import policy as network_policy
 
 
@@ -27,6 +27,7 @@ from coi.network import policy as network_policy
 def _no_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     """apply() starts the root guard process: never from a unit test."""
     monkeypatch.setattr(nft_guard, "ensure_running", lambda *args: None)
+    monkeypatch.setattr(nflog, "ensure_running", lambda *args: None)
 
 
 T = nft.Target(
@@ -289,7 +290,8 @@ def test_apply_replaces_own_and_stale_rules_and_sweeps_the_dead(
         "delete rule inet coi forward handle 2",
         "delete rule inet coi input handle 3",
     ]
-    assert scripts[0].count("add rule") == len(added) == len(nft.plan(T, "restricted"))
+    assert scripts[0].count("add rule") == len(added)
+    assert len([r for r in added if " log prefix " not in r]) == len(nft.plan(T, "restricted"))
 
 
 def test_open_mode_clears_any_rule_on_its_static_address(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ import argparse
 from coi.commands.cli import Command
 
 N = "coi.commands.network.rules:"
+L = "coi.commands.network.log:"
 
 
 def _name(p: argparse.ArgumentParser) -> None:
@@ -18,6 +19,12 @@ def _fmt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
 
 
+def _log(p: argparse.ArgumentParser) -> None:
+    _name(p)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    p.add_argument("--denied", action="store_true", help="blocked connections only")
+
+
 COMMANDS: dict[str, Command] = {
     "network": Command(
         help="network isolation: allowlist refresh, coi's firewall rules",
@@ -26,6 +33,7 @@ COMMANDS: dict[str, Command] = {
                 N + "refresh", "resolve an allowlist container's names again now", _name
             ),
             "rules": Command(N + "rules", "list coi's firewall rules by container", _fmt),
+            "log": Command(L + "log", "what a container tried to reach, allowed and blocked", _log),
             "clean-orphans": Command(
                 N + "clean_orphans", "remove rules whose container is gone", _fmt
             ),

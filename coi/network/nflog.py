@@ -1,0 +1,317 @@
+"""The egress log collector: one root process per logged container reads its NFLOG group.
+
+Why root, and how the user's file stays the user's: binding an NFLOG group needs
+CAP_NET_ADMIN, so the helper (root: in-process, or the installed copy through sudo, or the
+LXC pre-start hook at any start) spawns the collector when it applies the rules of an
+instance that carries a log folder (`user.coi.network.log_dir`, set by coi at launch). The
+collector binds the group as root, then forks a writer that drops to the owner of that
+folder (it refuses a symlink or a non-folder) and appends to `net-<name>.jsonl` there
+through a folder descriptor, never following a link; the root side writes nothing to disk.
+
+It ends, closing the socket (the kernel then unbinds the group: /proc/net/netfilter/
+nfnetlink_log no longer lists it), when the instance is gone or its log rules are (within
+POLL seconds). A group has one reader: a second collector for it exits at once (EBUSY).
+
+Stdlib only and no coi imports beyond its siblings (the installed helper runs a copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from . import egress, nft, nft_helper
+
+NETLINK_NETFILTER = 12
+SUBSYS_ULOG = 4
+MSG_PACKET, MSG_CONFIG = 0, 1
+NLM_F_REQUEST, NLM_F_ACK = 1, 4
+NLMSG_ERROR = 2
+CFG_CMD, CFG_MODE, CFG_TIMEOUT, CFG_QTHRESH = 1, 2, 4, 5
+CMD_BIND = 1
+COPY_PACKET = 2
+ATTR_PAYLOAD, ATTR_PREFIX = 9, 10
+FLUSH_CS = 10  # the kernel hands over queued events at least every 0.1 s
+QUEUE = 32  # ... or every 32 events: fewer wake-ups under a flood
+RCVBUF = 8 << 20
+POLL = 1.0
+LOG_DIR_KEY = "user.coi.network.log_dir"
+PROC = "/proc/net/netfilter/nfnetlink_log"
+
+
+# -- netlink ----------------------------------------------------------------------------------
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    size = 4 + len(data)
+    return struct.pack("HH", size, kind) + data + b"\0" * (-size % 4)
+
+
+def _config(group: int, attrs: Sequence[bytes], seq: int) -> bytes:
+    body = struct.pack("BBH", socket.AF_UNSPEC, 0, socket.htons(group)) + b"".join(attrs)
+    kind = (SUBSYS_ULOG << 8) | MSG_CONFIG
+    return struct.pack("IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+def _ack(sock: socket.socket) -> None:
+    data = sock.recv(4096)
+    _, kind, _, _, _ = struct.unpack_from("IHHII", data)
+    if kind == NLMSG_ERROR:
+        code = -struct.unpack_from("i", data, 16)[0]
+        if code:
+            raise OSError(code, os.strerror(code))
+
+
+def open_group(group: int) -> socket.socket:
+    """A netlink socket bound to an NFLOG group, copying the first LOG_SNAPLEN bytes."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.bind((0, 0))
+        with contextlib.suppress(OSError):  # root only; the plain size is the fallback
+            sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
+        steps = [
+            _attr(CFG_CMD, struct.pack("B", CMD_BIND)),
+            _attr(CFG_MODE, struct.pack(">IBB", nft.LOG_SNAPLEN, COPY_PACKET, 0)),
+            _attr(CFG_TIMEOUT, struct.pack(">I", FLUSH_CS)),
+            _attr(CFG_QTHRESH, struct.pack(">I", QUEUE)),
+        ]
+        for seq, step in enumerate(steps, 1):
+            sock.send(_config(group, [step], seq))
+            _ack(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def packets(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """(prefix, payload) of each NFLOG packet message in one netlink read."""
+    offset = 0
+    while offset + 16 <= len(data):
+        size, kind = struct.unpack_from("IH", data, offset)
+        if size < 16:
+            return
+        if kind == (SUBSYS_ULOG << 8) | MSG_PACKET:
+            attrs = _attrs(data, offset + 20, offset + size)
+            prefix = attrs.get(ATTR_PREFIX, b"").rstrip(b"\0").decode("ascii", "replace")
+            yield prefix, attrs.get(ATTR_PAYLOAD, b"")
+        offset += (size + 3) & ~3
+
+
+def _attrs(data: bytes, start: int, end: int) -> dict[int, bytes]:
+    found = {}
+    while start + 4 <= end:
+        size, kind = struct.unpack_from("HH", data, start)
+        if size < 4:
+            break
+        found[kind & 0x7FFF] = data[start + 4 : start + size]
+        start += (size + 3) & ~3
+    return found
+
+
+def bound_groups(path: str = PROC) -> set[int]:
+    """NFLOG groups some socket on this host has bound."""
+    try:
+        with open(path) as handle:
+            return {int(line.split()[0]) for line in handle if line.split()}
+    except (OSError, ValueError):
+        return set()
+
+
+# -- the writer (the log folder's owner) ------------------------------------------------------
+
+
+def open_dir(path: str) -> tuple[int, int, int]:
+    """(descriptor, uid, gid) of the log folder; refuses a link or anything not a folder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise OSError(errno.ENOTDIR, f"{path} is not a folder")
+    return fd, st.st_uid, st.st_gid
+
+
+def drop_to(uid: int, gid: int) -> None:
+    """Become uid/gid with no supplementary groups (a no-op for root's own folder)."""
+    if uid == 0 and gid == 0:
+        return
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+class Writer:
+    """Appends records to net-<container>.jsonl in a folder, rotating at a size bound."""
+
+    def __init__(self, dir_fd: int, container: str, limit: int = egress.LOG_MAX_BYTES) -> None:
+        self.dir_fd, self.container, self.limit = dir_fd, container, limit
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.open(egress.log_name(self.container), flags, 0o600, dir_fd=self.dir_fd)
+
+    def write(self, data: bytes) -> None:
+        if egress.rotate_due(os.fstat(self.fd).st_size, len(data), self.limit):
+            os.close(self.fd)
+            os.rename(
+                egress.log_name(self.container),
+                egress.rotated_name(self.container),
+                src_dir_fd=self.dir_fd,
+                dst_dir_fd=self.dir_fd,
+            )
+            self.fd = self._open()
+        os.write(self.fd, data)
+
+
+def _writer(read_fd: int, dir_fd: int, container: str, limit: int) -> None:
+    writer = Writer(dir_fd, container, limit)
+    with os.fdopen(read_fd, "rb") as pipe:
+        for raw in pipe:
+            writer.write(raw)
+
+
+# -- the collector ----------------------------------------------------------------------------
+
+
+def _alive(project: str, name: str, group: int, socket_path: str) -> dict[str, Any] | None:
+    """The instance's config while it exists and its log rules use the group, else None."""
+    try:
+        inst = nft_helper.incus_get(f"instances/{name}", socket_path, project=project)
+    except nft_helper.Missing:
+        return None
+    except nft_helper.HelperError:
+        return {}  # Incus did not answer: keep collecting
+    mine = nft.comment(project, name)
+    try:
+        rules = nft_helper.current()
+    except nft_helper.HelperError:
+        return dict(inst.get("config") or {})
+    if not any(r.comment == mine and r.group == group for r in rules):
+        return None
+    return dict(inst.get("config") or {})
+
+
+def collect(project: str, name: str, group: int, socket_path: str, limit: int) -> int:
+    """Bind the group, fork the writer, relay records until the instance or its rules go."""
+    config = _alive(project, name, group, socket_path)
+    log_dir = (config or {}).get(LOG_DIR_KEY, "")
+    if not config or not os.path.isabs(log_dir):
+        return 0
+    try:
+        sock = open_group(group)
+    except OSError as exc:
+        return 0 if exc.errno == errno.EBUSY else 1  # EBUSY: a collector reads it already
+    dir_fd, uid, gid = open_dir(log_dir)
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # the writer: no socket, no root
+        try:
+            sock.close()
+            os.close(write_fd)
+            drop_to(uid, gid)
+            _writer(read_fd, dir_fd, name, limit)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    os.close(dir_fd)
+    try:
+        _relay(sock, write_fd, project, name, group, socket_path, config)
+    finally:
+        sock.close()
+        os.close(write_fd)
+        os.waitpid(child, 0)
+    return 0
+
+
+def _relay(
+    sock: socket.socket,
+    out: int,
+    project: str,
+    name: str,
+    group: int,
+    socket_path: str,
+    config: dict[str, Any],
+) -> None:
+    sock.settimeout(POLL)
+    names = _names(config)
+    checked = time.monotonic()
+    while True:
+        records: list[dict[str, object]] = []
+        try:
+            data = sock.recv(1 << 20)
+            now = time.time()
+            records = [egress.flow(now, name, p, pre, names) for pre, p in packets(data)]
+        except TimeoutError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+            records = [egress.lost(time.time(), name, 1)]
+        if records:
+            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            try:
+                os.write(out, text.encode())
+            except BrokenPipeError:
+                return
+        if time.monotonic() - checked >= POLL:
+            checked = time.monotonic()
+            fresh = _alive(project, name, group, socket_path)
+            if fresh is None:
+                return
+            names = _names(fresh) if fresh else names
+
+
+def _names(config: dict[str, Any]) -> dict[str, list[str]]:
+    try:
+        resolved = json.loads(config.get("user.coi.network.resolved") or "{}")
+    except ValueError:
+        return {}
+    return egress.names_by_address(resolved) if isinstance(resolved, dict) else {}
+
+
+def ensure_running(project: str, name: str, group: int, socket_path: str) -> None:
+    """Start the container's collector, detached, unless one reads its group already."""
+    if group in bound_groups():
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(here)!r}); "
+        f"from {__package__}.nflog import main; sys.exit(main())"
+    )
+    argv = [sys.executable, "-I", "-S", "-c", code, project, name, str(group), socket_path]
+    spawn = (
+        "import subprocess, sys; subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
+        "cwd='/')"
+    )
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", spawn, *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`PROJECT NAME GROUP SOCKET`: collect one container's egress log (as root)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if os.geteuid() != 0 or len(args) != 4 or not args[2].isdigit():
+        print("coi-netrules collector: must run as root with PROJECT NAME GROUP SOCKET")
+        return 1
+    project, name, group = args[0], args[1], int(args[2])
+    if not (nft.valid_name(project) and nft.valid_name(name) and nft.in_log_range(group)):
+        return 1
+    limit = egress.LOG_MAX_BYTES
+    return collect(project, name, group, args[3], limit)
