@@ -221,3 +221,10 @@ path_parts = st.sampled_from(
 )
 relative_paths = st.lists(path_parts, min_size=1, max_size=4).map("/".join)
 path_kinds = st.sampled_from(["file", "dir", "missing"])
+
+# --- egress log ---------------------------------------------------------------------------------
+
+egress_protos = st.sampled_from([6, 17])
+egress_ports = st.integers(min_value=1, max_value=65535)
+record_sizes = st.lists(st.integers(min_value=1, max_value=300), max_size=200)
+learned_names = st.sampled_from(["a.example", "b.example", "cdn.example", "img.cdn.example"])

@@ -80,6 +80,31 @@ def _port(payload: bytes, offset: int, proto: int) -> int | None:
     return int(struct.unpack_from(">H", payload, offset + 2)[0])
 
 
+def attempt(payload: bytes) -> tuple[object, ...]:
+    """What identifies one connection attempt: protocol, ports and addresses (a SYN the
+    kernel sends again after a reject has the same)."""
+    if len(payload) >= 20 and payload[0] >> 4 == 4:
+        header = (payload[0] & 0x0F) * 4
+        return (payload[9], payload[12:20], payload[header : header + 4])
+    return (payload[:40],)
+
+
+class Repeats:
+    """Which packets repeat an attempt seen within `window` seconds (at most `size` kept)."""
+
+    def __init__(self, window: float = 10.0, size: int = 8192) -> None:
+        self.window, self.size = window, size
+        self.seen: dict[tuple[object, ...], float] = {}
+
+    def repeated(self, key: tuple[object, ...], now: float) -> bool:
+        """True when key was seen less than window seconds ago; records it either way."""
+        last = self.seen.pop(key, None)
+        self.seen[key] = now
+        if len(self.seen) > self.size:
+            del self.seen[next(iter(self.seen))]  # the oldest
+        return last is not None and now - last < self.window
+
+
 def verdict_of(prefix: str) -> tuple[str, str]:
     """(verdict, rule) from a log rule's prefix `allowed|blocked RULE`."""
     verdict, _, rule = prefix.strip("\0 ").partition(" ")

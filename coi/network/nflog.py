@@ -246,12 +246,17 @@ def _relay(
     sock.settimeout(POLL)
     names = _names(config)
     checked = time.monotonic()
+    repeats = egress.Repeats()
     while True:
         records: list[dict[str, object]] = []
         try:
             data = sock.recv(1 << 20)
             now = time.time()
-            records = [egress.flow(now, name, p, pre, names) for pre, p in packets(data)]
+            records = [
+                egress.flow(now, name, p, pre, names)
+                for pre, p in packets(data)
+                if not repeats.repeated(egress.attempt(p), now)
+            ]
         except TimeoutError:
             pass
         except OSError as exc:
@@ -284,9 +289,11 @@ def ensure_running(project: str, name: str, group: int, socket_path: str) -> Non
     """Start the container's collector, detached, unless one reads its group already."""
     if group in bound_groups():
         return
-    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.abspath(__file__)
+    for _ in range(1 + str(__package__).count(".") + 1):  # up to the folder holding the package
+        root = os.path.dirname(root)
     code = (
-        f"import sys; sys.path.insert(0, {os.path.dirname(here)!r}); "
+        f"import sys; sys.path.insert(0, {root!r}); "
         f"from {__package__}.nflog import main; sys.exit(main())"
     )
     argv = [sys.executable, "-I", "-S", "-c", code, project, name, str(group), socket_path]
