@@ -45,7 +45,7 @@ def record_names(container: str, resolved: Mapping[str, Sequence[str]], source: 
         return
     with contextlib.suppress(OSError):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(log_path(container), flags, 0o600)
+        fd = os.open(log_dir() / egress.log_name(container), flags, 0o600)
         try:
             os.write(fd, text.encode())
         finally:
