@@ -212,3 +212,42 @@ def test_nothing_remains_after_the_container_is_gone(
     assert collectors(project, name) == []
     assert group not in nflog.bound_groups()
     assert [r for r in coi_rules(project) if r == f"coi:{project}/{name}"] == []
+
+
+def test_allow_opens_a_blocked_destination_at_once_and_deny_shuts_it(
+    incus: Incus, lab: Lab, launched: Launch
+) -> None:
+    lab.records({"ok.egress.coitest": lab.pub(10), "late.egress.coitest": lab.pub(12)})
+    from coi.config import edit
+    from coi.network import policy as network_policy
+
+    c = launched("allowlist", network_policy.policy_keys(["ok.egress.coitest"], lab.pub_gateway, 0))
+    assert tcp(incus, c, lab.pub(11)) == ""
+    done = coi("network", "allow", c, lab.pub(11))
+    assert done.returncode == 0, done.stderr
+    assert tcp(incus, c, lab.pub(11)) == f"hello from {lab.pub(11)}"  # no restart between
+    done = coi("network", "allow", c, "late.egress.coitest:9090", "--save")
+    assert done.returncode == 0, done.stderr
+    assert tcp(incus, c, lab.pub(12), 9090) == f"hello from {lab.pub(12)}"
+    assert tcp(incus, c, lab.pub(12), 8080) == ""
+    assert edit.allowed_domains(edit.user_config_path().read_text()) == ["late.egress.coitest:9090"]
+    assert coi("network", "deny", c, lab.pub(11)).returncode == 0
+    assert tcp(incus, c, lab.pub(11)) == ""
+    assert coi("network", "deny", c, "late.egress.coitest:9090", "--save").returncode == 0
+    assert tcp(incus, c, lab.pub(12), 9090) == ""
+    assert edit.allowed_domains(edit.user_config_path().read_text()) == []
+    assert tcp(incus, c, lab.pub(10)) == f"hello from {lab.pub(10)}"  # the rest stays
+    assert incus.instance(c)["status"] == "Running"
+    wrong = coi("network", "deny", c, "never.listed.coitest")
+    assert wrong.returncode == 2 and "not in" in wrong.stderr and "Traceback" not in wrong.stderr
+    blocked = [r for r in egress_log.records(c) if r.get("verdict") == "blocked"]
+    assert {(r["dst"], r["port"]) for r in blocked} >= {(lab.pub(11), 8080), (lab.pub(12), 8080)}
+
+
+def test_allow_refuses_a_container_that_is_not_in_allowlist_mode(
+    incus: Incus, launched: Launch
+) -> None:
+    c = launched("restricted")
+    done = coi("network", "allow", c, "198.51.100.7")
+    assert done.returncode == 2 and "restricted mode" in done.stderr
+    assert "Traceback" not in done.stderr
