@@ -129,6 +129,47 @@ def dns_query(payload: bytes) -> str | None:
     return None
 
 
+def a_query(name: str, txid: int) -> bytes:
+    """A DNS query for name's A records, recursion desired (RFC 1035)."""
+    labels = [x.encode() for x in name.rstrip(".").split(".") if x]
+    if not labels or any(len(x) > 63 for x in labels):
+        raise ValueError(f"{name!r} is not a valid name")
+    qname = b"".join(bytes([len(x)]) + x for x in labels) + b"\0"
+    return struct.pack(">HHHHHH", txid, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1)
+
+
+def a_answers(packet: bytes, txid: int) -> list[str]:
+    """The IPv4 addresses in an answer to a_query(txid) (empty for any other packet)."""
+    try:
+        rid, flags, qd, an, _, _ = struct.unpack_from(">HHHHHH", packet)
+        if rid != txid or not flags & 0x8000 or flags & 0x020F:
+            return []
+        offset = 12
+        for _ in range(qd):
+            offset = _skip_name(packet, offset) + 4
+        found = []
+        for _ in range(an):
+            offset = _skip_name(packet, offset)
+            rtype, rclass, _ttl, length = struct.unpack_from(">HHIH", packet, offset)
+            offset += 10
+            if rtype == 1 and rclass == 1 and length == 4:
+                found.append(str(ipaddress.IPv4Address(packet[offset : offset + 4])))
+            offset += length
+    except (struct.error, IndexError):
+        return []
+    return sorted(set(found), key=ipaddress.IPv4Address)
+
+
+def _skip_name(packet: bytes, offset: int) -> int:
+    while True:
+        length = packet[offset]
+        if length & 0xC0 == 0xC0:
+            return offset + 2
+        if length == 0:
+            return offset + 1
+        offset += 1 + length
+
+
 def flow(
     seconds: float,
     container: str,

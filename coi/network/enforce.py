@@ -104,7 +104,7 @@ def before_start(incus: Incus, spec: LaunchSpec) -> None:
         _open(incus, spec.name, inst)
         return
     config = dict(inst.get("config") or {})
-    keys = _policy(config, spec.workspace) if mode == "allowlist" else {}
+    keys = _policy(config, spec.workspace) if mode in ("allowlist", "learn") else {}
     keys.update(egress_log.keys())
     resolved: dict[str, list[str]] = {}
     if mode == "allowlist":
@@ -139,7 +139,7 @@ def _open(incus: Incus, name: str, inst: Mapping[str, Any]) -> None:
 
 def _policy(config: Mapping[str, str], workspace: Path | None) -> dict[str, str]:
     """The allowlist settings: the instance's own keys when the caller set them, else config."""
-    if network_policy.ENTRIES_KEY in config:
+    if network_policy.ENTRIES_KEY in config or network_policy.RESOLVER_KEY in config:
         return {}
     from coi.config import load as coi_config
 

@@ -21,13 +21,15 @@ import contextlib
 import errno
 import json
 import os
+import queue
 import socket
 import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import egress, nft, nft_helper
@@ -45,6 +47,7 @@ FLUSH_CS = 10  # the kernel hands over queued events at least every 0.1 s
 QUEUE = 32  # ... or every 32 events: fewer wake-ups under a flood
 RCVBUF = 8 << 20
 POLL = 1.0
+ASK_AGAIN = 30.0  # a learning run asks a name's server again at most this often
 LOG_DIR_KEY = "user.coi.network.log_dir"
 PROC = "/proc/net/netfilter/nfnetlink_log"
 
@@ -247,16 +250,24 @@ def _relay(
     names = _names(config)
     checked = time.monotonic()
     repeats = egress.Repeats()
+    lock = threading.Lock()
+
+    def emit(records: list[dict[str, object]]) -> None:
+        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        with lock:  # one writer at a time: a pipe write over 4 KiB is not atomic
+            os.write(out, text.encode())
+
+    learner = Names(name, emit) if config.get(nft_helper.MODE_KEY) == "learn" else None
     while True:
         records: list[dict[str, object]] = []
         try:
             data = sock.recv(1 << 20)
             now = time.time()
-            records = [
-                egress.flow(now, name, p, pre, names)
-                for pre, p in packets(data)
-                if not repeats.repeated(egress.attempt(p), now)
-            ]
+            for prefix, payload in packets(data):
+                if learner is not None and prefix == "allowed dns":
+                    learner.seen(payload, now)
+                if not repeats.repeated(egress.attempt(payload), now):
+                    records.append(egress.flow(now, name, payload, prefix, names))
         except TimeoutError:
             pass
         except OSError as exc:
@@ -264,9 +275,8 @@ def _relay(
                 raise
             records = [egress.lost(time.time(), name, 1)]
         if records:
-            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
             try:
-                os.write(out, text.encode())
+                emit(records)
             except BrokenPipeError:
                 return
         if time.monotonic() - checked >= POLL:
@@ -275,6 +285,51 @@ def _relay(
             if fresh is None:
                 return
             names = _names(fresh) if fresh else names
+
+
+class Names:
+    """A learning run's names: each DNS query seen from inside is asked again, of the server
+    it went to, by one thread, and recorded with its answers (a full queue drops a name)."""
+
+    def __init__(self, container: str, emit: Callable[[list[dict[str, object]]], None]) -> None:
+        self.container, self.emit = container, emit
+        self.asked: dict[tuple[str, str], float] = {}
+        self.queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=256)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def seen(self, payload: bytes, now: float) -> None:
+        """Note a logged DNS packet; its name is resolved once per ASK_AGAIN seconds."""
+        name = egress.dns_query(payload)
+        if name is None:
+            return
+        key = (name, egress.packet_fields(payload)[1])
+        if now - self.asked.get(key, -ASK_AGAIN) < ASK_AGAIN:
+            return
+        self.asked[key] = now
+        if len(self.asked) > 4096:
+            self.asked.clear()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(key)
+
+    def _serve(self) -> None:
+        while True:
+            name, server = self.queue.get()
+            answers = ask(name, server)
+            if answers:
+                self.emit([egress.dns(time.time(), self.container, name, answers, "query")])
+
+
+def ask(name: str, server: str, timeout: float = 1.0) -> list[str]:
+    """name's IPv4 addresses as server answers them over UDP (empty on any failure)."""
+    txid = int.from_bytes(os.urandom(2), "big")
+    try:
+        query = egress.a_query(name, txid)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(query, (server, 53))
+            return egress.a_answers(sock.recv(4096), txid)
+    except (OSError, ValueError):
+        return []
 
 
 def _names(config: dict[str, Any]) -> dict[str, list[str]]:

@@ -55,7 +55,7 @@ BLOCKED_V4 = (
 NEVER_V4 = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
 DHCP_PORT = 67
 DNS_PORT = 53
-MODES = ("restricted", "allowlist", "open")
+MODES = ("restricted", "allowlist", "open", "learn")
 # The egress log (coi/network/egress.py): each container's log rules send the first packet
 # of every new connection, allowed or blocked, to an NFLOG group of its own, chosen in this
 # range (nothing else on a host is known to use it) and read by one collector.
@@ -227,6 +227,8 @@ def plan(target: Target, mode: str, allows: Sequence[Allow] = ()) -> list[Rule]:
         return logged(restricted(target), target.log_group)
     if mode == "allowlist":
         return logged(allowlist(target, allows), target.log_group)
+    if mode == "learn":
+        return logged(learning(target, [a.address for a in allows]), target.log_group)
     raise ValueError(f"unknown network mode {mode!r}")
 
 
@@ -234,7 +236,7 @@ def rule_tag(rule: Rule) -> str:
     """`allowed|blocked NAME`: what a verdict rule does to a new connection, and which it is."""
     if rule.mac is not None:
         name = "ipv6"
-    elif rule.chain == "input":
+    elif rule.chain == "input" or rule.dport == DNS_PORT:
         name = {DHCP_PORT: "dhcp", DNS_PORT: "dns"}.get(rule.dport or 0, "host")
     elif rule.verdict == "accept":
         name = "allowlist" if rule.dport is None else f"allowlist:{rule.dport}"
@@ -320,17 +322,30 @@ def host_input(target: Target, resolvers: Iterable[str]) -> list[Rule]:
     return rules
 
 
-def restricted(target: Target) -> list[Rule]:
-    """Public internet yes; private, local, metadata, neighbours and host services no."""
+def restricted(target: Target, resolvers: Sequence[str] = ()) -> list[Rule]:
+    """Public internet yes; private, local, metadata, neighbours and host services no (DNS
+    to the bridge's own address, or to the given resolvers on the host)."""
     subnet = ipaddress.IPv4Network(target.subnet)
     covered = any(subnet.subnet_of(ipaddress.IPv4Network(n)) for n in BLOCKED_V4)
     ranges = BLOCKED_V4 if covered else (*BLOCKED_V4, str(subnet))
     return [
         _v4(target, "forward", "reject", daddr=ranges),
-        *host_input(target, [target.gateway]),
+        *host_input(target, resolvers or [target.gateway]),
         *ipv6_drop(target),
         *port_filters(target),
     ]
+
+
+def learning(target: Target, resolvers: Sequence[str]) -> list[Rule]:
+    """Restricted, plus DNS to the configured resolvers wherever they are (a learning run
+    records the names its queries asked: coi/network/egress.py)."""
+    for address in resolvers:
+        if never_allowed(address):
+            raise ValueError(f"{address} can never be allowed")
+    dns = tuple(_sorted_set(resolvers))
+    opened = [_v4(target, "forward", "accept", daddr=dns, protos=("tcp", "udp"), dport=DNS_PORT)]
+    fence = restricted(target, [target.gateway, *dns])
+    return [*(opened if dns else []), *fence]
 
 
 def allowlist(target: Target, allows: Sequence[Allow]) -> list[Rule]:

@@ -41,6 +41,7 @@ RACE_TRIES = 3
 NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
 MODE_KEY = "user.coi.network_mode"
 ALLOW_KEY = "user.coi.network.allow"
+RESOLVER_KEY = "user.coi.network.resolver"
 USAGE = (
     "usage: coi-netrules [--expect FINGERPRINT] "
     "apply PROJECT NAME | remove PROJECT NAME | orphans | list | probe | fingerprint | "
@@ -144,6 +145,9 @@ def target_of(
     try:
         nft.check_target(target)
         allows = [nft.parse_allow(item) for item in config.get(ALLOW_KEY, "").split()]
+        if mode == "learn":  # its resolver, when one is configured: DNS there is let through
+            resolver = config.get(RESOLVER_KEY, "")
+            allows = [nft.parse_allow(resolver)] if resolver else []
     except ValueError as exc:
         raise HelperError(f"refusing rules for {name}: {exc}") from exc
     return target, mode, allows

@@ -251,3 +251,40 @@ def test_allow_refuses_a_container_that_is_not_in_allowlist_mode(
     done = coi("network", "allow", c, "198.51.100.7")
     assert done.returncode == 2 and "restricted mode" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_learning_run_proposes_the_names_it_reached_and_that_allowlist_works(
+    incus: Incus, lab: Lab, launched: Launch
+) -> None:
+    from coi.config import edit
+    from coi.network import policy as network_policy
+
+    names = {
+        "one.learn.coitest": lab.pub(10),
+        "two.learn.coitest": lab.pub(11),
+        "three.learn.coitest": lab.pub(12),
+    }
+    lab.records(names)
+    c = launched("learn", network_policy.policy_keys([], lab.pub_gateway, 0))
+    code, out = sh(incus, c, f"echo 'nameserver {lab.pub_gateway}' > /etc/resolv.conf")
+    assert code == 0, out
+    assert tcp(incus, c, "one.learn.coitest") == f"hello from {lab.pub(10)}"
+    assert tcp(incus, c, "two.learn.coitest", 9090) == f"hello from {lab.pub(11)}"
+    assert tcp(incus, c, lab.private_address) == ""  # private ranges stay blocked
+
+    def complete(found: list[dict[str, object]]) -> bool:
+        asked = {r.get("name") for r in found if r.get("kind") == egress.DNS}
+        return {"one.learn.coitest", "two.learn.coitest"} <= asked and len(probes(found)) >= 3
+
+    wait_for(c, complete)
+    done = coi("network", "learned", c, "--format", "json", "--write")
+    assert done.returncode == 0, done.stderr
+    proposal = json.loads(done.stdout)["allowed_domains"]
+    assert proposal == ["one.learn.coitest", "two.learn.coitest"]
+    assert edit.allowed_domains(edit.user_config_path().read_text()) == proposal
+
+    again = launched("allowlist", network_policy.policy_keys(proposal, lab.pub_gateway, 0))
+    assert tcp(incus, again, "one.learn.coitest") == f"hello from {lab.pub(10)}"
+    assert tcp(incus, again, "two.learn.coitest", 9090) == f"hello from {lab.pub(11)}"
+    assert tcp(incus, again, "three.learn.coitest") == ""
+    assert tcp(incus, again, lab.pub(12)) == ""

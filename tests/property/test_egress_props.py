@@ -13,11 +13,12 @@ from coi.network import egress, nft
 from tests.property.test_network_props import _packet, allows, loose, public_ipv4, targets
 from tests.strategies import egress_ports, egress_protos, learned_names, record_sizes
 
+modes = st.sampled_from(["restricted", "allowlist", "learn"])
 groups = st.integers(nft.LOG_GROUP_BASE, nft.LOG_GROUP_BASE + nft.LOG_GROUP_SPAN - 1)
 
 
 @loose
-@given(targets(), allows(), groups, st.sampled_from(["restricted", "allowlist"]), st.data())
+@given(targets(), allows(), groups, modes, st.data())
 def test_log_rules_never_change_what_happens_to_a_packet(
     t: nft.Target, allowed: list[nft.Allow], group: int, mode: str, data: st.DataObject
 ) -> None:
@@ -31,7 +32,7 @@ def test_log_rules_never_change_what_happens_to_a_packet(
 
 
 @loose
-@given(targets(), allows(), groups, st.sampled_from(["restricted", "allowlist"]), st.data())
+@given(targets(), allows(), groups, modes, st.data())
 def test_the_first_log_rule_a_new_connection_meets_names_its_verdict(
     t: nft.Target, allowed: list[nft.Allow], group: int, mode: str, data: st.DataObject
 ) -> None:
