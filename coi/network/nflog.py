@@ -138,9 +138,9 @@ def open_dir(path: str) -> tuple[int, int, int]:
     """(descriptor, uid, gid) of the log folder; refuses a link or anything not a folder."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     st = os.fstat(fd)
-    if not stat.S_ISDIR(st.st_mode):
-        os.close(fd)
-        raise OSError(errno.ENOTDIR, f"{path} is not a folder")
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022:
+        os.close(fd)  # a folder others may write: they could swap the log for a link
+        raise OSError(errno.EPERM, f"{path} is not a folder only its owner writes")
     return fd, st.st_uid, st.st_gid
 
 
@@ -188,34 +188,40 @@ def _writer(read_fd: int, dir_fd: int, container: str, limit: int) -> None:
 
 
 def _alive(project: str, name: str, group: int, socket_path: str) -> dict[str, Any] | None:
-    """The instance's config while it exists and its log rules use the group, else None."""
+    """The instance (config and status) while it exists and its log rules use the group,
+    else None; {} when Incus or nft does not answer (keep collecting)."""
     try:
         inst = nft_helper.incus_get(f"instances/{name}", socket_path, project=project)
     except nft_helper.Missing:
         return None
     except nft_helper.HelperError:
-        return {}  # Incus did not answer: keep collecting
+        return {}
     mine = nft.comment(project, name)
     try:
         rules = nft_helper.current()
     except nft_helper.HelperError:
-        return dict(inst.get("config") or {})
+        return {}
     if not any(r.comment == mine and r.group == group for r in rules):
         return None
-    return dict(inst.get("config") or {})
+    return dict(inst or {})
 
 
 def collect(project: str, name: str, group: int, socket_path: str, limit: int) -> int:
     """Bind the group, fork the writer, relay records until the instance or its rules go."""
-    config = _alive(project, name, group, socket_path)
-    log_dir = (config or {}).get(LOG_DIR_KEY, "")
+    inst = _alive(project, name, group, socket_path)
+    config = dict((inst or {}).get("config") or {})
+    log_dir = config.get(LOG_DIR_KEY, "")
     if not config or not os.path.isabs(log_dir):
         return 0
     try:
         sock = open_group(group)
     except OSError as exc:
         return 0 if exc.errno == errno.EBUSY else 1  # EBUSY: a collector reads it already
-    dir_fd, uid, gid = open_dir(log_dir)
+    try:
+        dir_fd, uid, gid = open_dir(log_dir)
+    except OSError:
+        sock.close()
+        return 1
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:  # the writer: no socket, no root
@@ -249,6 +255,7 @@ def _relay(
     sock.settimeout(POLL)
     names = _names(config)
     checked = time.monotonic()
+    ran = False
     repeats = egress.Repeats()
     lock = threading.Lock()
 
@@ -282,9 +289,10 @@ def _relay(
         if time.monotonic() - checked >= POLL:
             checked = time.monotonic()
             fresh = _alive(project, name, group, socket_path)
-            if fresh is None:
-                return
-            names = _names(fresh) if fresh else names
+            if fresh is None or (ran and fresh.get("status") == "Stopped"):
+                return  # gone, or stopped after running: its next start spawns a collector
+            ran = ran or fresh.get("status") == "Running"
+            names = _names(fresh.get("config") or {}) if fresh else names
 
 
 class Names:
