@@ -210,8 +210,9 @@ def dns(
     }
 
 
-def lost(seconds: float, container: str, count: int) -> dict[str, object]:
-    """The record of events the kernel dropped (the reader fell behind)."""
+def lost(seconds: float, container: str, count: int | None = None) -> dict[str, object]:
+    """The record of events the kernel dropped (the reader fell behind; None: how many is
+    not known, the kernel only says some were)."""
     return {"time": stamp(seconds), "kind": LOST, "container": container, "count": count}
 
 
@@ -250,7 +251,8 @@ def line(record: Mapping[str, object]) -> str:
         text = " ".join(str(a) for a in answers) if isinstance(answers, list) else ""
         return f"{when}  dns      {record.get('name')} -> {text or '-'}  [{record.get('source')}]"
     if kind == LOST:
-        return f"{when}  lost     {record.get('count')} events (the reader fell behind)"
+        count = record.get("count")
+        return f"{when}  lost     {count or 'some'} events (the reader fell behind)"
     return f"{when}  {kind}"
 
 

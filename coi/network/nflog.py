@@ -47,6 +47,7 @@ FLUSH_CS = 10  # the kernel hands over queued events at least every 0.1 s
 QUEUE = 32  # ... or every 32 events: fewer wake-ups under a flood
 RCVBUF = 8 << 20
 POLL = 1.0
+RULES_EVERY = 5  # polls between two looks at coi's rules
 ASK_AGAIN = 30.0  # a learning run asks a name's server again at most this often
 LOG_DIR_KEY = "user.coi.network.log_dir"
 PROC = "/proc/net/netfilter/nfnetlink_log"
@@ -187,23 +188,32 @@ def _writer(read_fd: int, dir_fd: int, container: str, limit: int) -> None:
 # -- the collector ----------------------------------------------------------------------------
 
 
-def _alive(project: str, name: str, group: int, socket_path: str) -> dict[str, Any] | None:
-    """The instance (config and status) while it exists and its log rules use the group,
-    else None; {} when Incus or nft does not answer (keep collecting)."""
+def _instance(project: str, name: str, socket_path: str) -> dict[str, Any] | None:
+    """The instance (config and status), None when it is gone, {} when Incus does not
+    answer (keep collecting)."""
     try:
         inst = nft_helper.incus_get(f"instances/{name}", socket_path, project=project)
     except nft_helper.Missing:
         return None
     except nft_helper.HelperError:
         return {}
+    return dict(inst or {})
+
+
+def _rules_hold(project: str, name: str, group: int) -> bool:
+    """True while coi's log rules of the container use the group (or nft does not answer)."""
     mine = nft.comment(project, name)
     try:
-        rules = nft_helper.current()
+        found = nft_helper.current()
     except nft_helper.HelperError:
-        return {}
-    if not any(r.comment == mine and r.group == group for r in rules):
-        return None
-    return dict(inst or {})
+        return True
+    return any(r.comment == mine and r.group == group for r in found)
+
+
+def _alive(project: str, name: str, group: int, socket_path: str) -> dict[str, Any] | None:
+    """The instance while it exists and its log rules use the group, else None."""
+    inst = _instance(project, name, socket_path)
+    return inst if inst is not None and _rules_hold(project, name, group) else None
 
 
 def collect(project: str, name: str, group: int, socket_path: str, limit: int) -> int:
@@ -255,7 +265,7 @@ def _relay(
     sock.settimeout(POLL)
     names = _names(config)
     checked = time.monotonic()
-    ran = False
+    ran, missed, polls = False, False, 0
     repeats = egress.Repeats()
     lock = threading.Lock()
 
@@ -280,7 +290,7 @@ def _relay(
         except OSError as exc:
             if exc.errno != errno.ENOBUFS:
                 raise
-            records = [egress.lost(time.time(), name, 1)]
+            records = [egress.lost(time.time(), name)]
         if records:
             try:
                 emit(records)
@@ -288,9 +298,16 @@ def _relay(
                 return
         if time.monotonic() - checked >= POLL:
             checked = time.monotonic()
-            fresh = _alive(project, name, group, socket_path)
+            polls += 1
+            fresh = _instance(project, name, socket_path)
             if fresh is None or (ran and fresh.get("status") == "Stopped"):
                 return  # gone, or stopped after running: its next start spawns a collector
+            if polls % RULES_EVERY == 0:  # an nft run each time: not every poll
+                # Missing twice in a row: a flush takes them for the guard's milliseconds.
+                held = _rules_hold(project, name, group)
+                if not held and missed:
+                    return
+                missed = not held
             ran = ran or fresh.get("status") == "Running"
             names = _names(fresh.get("config") or {}) if fresh else names
 
