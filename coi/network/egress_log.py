@@ -74,25 +74,38 @@ def records(container: str) -> list[dict[str, object]]:
 
 
 def follow(container: str, interval: float = 0.2) -> Iterator[dict[str, object]]:
-    """Records appended from now on, across rotations; runs until the caller stops."""
+    """Records appended from this call on, across rotations; runs until the caller stops."""
     path = log_path(container)
+    try:
+        st = os.stat(path)
+        skip: tuple[int, int] | None = (st.st_ino, st.st_size)
+    except FileNotFoundError:
+        skip = None  # a file made later is read whole
+    return _follow(path, skip, interval)
+
+
+def _follow(
+    path: Path, skip: tuple[int, int] | None, interval: float
+) -> Iterator[dict[str, object]]:
     handle = None
     inode = None
-    start = os.SEEK_END  # records already there are not new; a file made later is
+    partial = ""  # a line still being written
     with contextlib.ExitStack() as stack:
         while True:
             if handle is None:
                 with contextlib.suppress(FileNotFoundError):
                     handle = stack.enter_context(path.open(errors="replace"))
                     inode = os.fstat(handle.fileno()).st_ino
-                    handle.seek(0, start)
-                start = os.SEEK_SET
+                    if skip is not None and skip[0] == inode:
+                        handle.seek(skip[1])
             if handle is not None:
-                for raw in handle.readlines():
+                *lines, partial = (partial + handle.read()).split("\n")
+                for raw in lines:
                     if (record := _parse(raw)) is not None:
                         yield record
                 with contextlib.suppress(FileNotFoundError):
                     if os.stat(path).st_ino != inode:  # rotated: read the new file whole
+                        partial = ""
                         handle = stack.enter_context(path.open(errors="replace"))
                         inode = os.fstat(handle.fileno()).st_ino
                         continue

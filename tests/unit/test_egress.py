@@ -124,3 +124,37 @@ def test_counts_add_up_the_log_counters_per_container_and_verdict() -> None:
     ]
     assert nft.counts(rules) == {"coi:p/a": {"allowed": 5, "blocked": 3}}
     assert nft.log_groups(rules) == {24576} and nft.log_groups(rules, but="coi:p/a") == set()
+
+
+def test_follow_gives_new_records_only_and_goes_on_across_a_rotation() -> None:
+    logs = paths.ensure(paths.logs_dir())
+    current = logs / egress.log_name("c1")
+    current.write_text('{"kind":"flow","n":0}\n')
+    stream = egress_log.follow("c1", interval=0.01)
+    with current.open("a") as handle:
+        handle.write('{"kind":"flow","n":1}\n')
+    assert next(stream)["n"] == 1  # the record already there is not new
+    current.rename(logs / egress.rotated_name("c1"))
+    current.write_text('{"kind":"flow","n":2}\n{"kind":"flow","n":3}\n')
+    assert [next(stream)["n"], next(stream)["n"]] == [2, 3]
+
+
+def test_learned_prints_the_proposal_and_write_adds_it_to_the_users_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from coi.commands.cli import main
+    from coi.config import edit
+
+    logs = paths.ensure(paths.logs_dir())
+    records = [
+        egress.dns(0, "c1", "b.test", ["198.51.100.2"], "query"),
+        egress.dns(0, "c1", "a.test", ["198.51.100.1"], "query"),
+        {"kind": "flow", "verdict": "allowed", "rule": "open", "dst": "198.51.100.1"},
+        {"kind": "flow", "verdict": "allowed", "rule": "open", "dst": "203.0.113.9"},
+        {"kind": "flow", "verdict": "allowed", "rule": "dns", "dst": "198.51.100.2"},
+        {"kind": "flow", "verdict": "blocked", "rule": "private", "dst": "10.0.0.1"},
+    ]
+    (logs / egress.log_name("c1")).write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["network", "learned", "c1", "--format", "json", "--write"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"allowed_domains": ["a.test", "203.0.113.9"]}
+    assert edit.allowed_domains(edit.user_config_path().read_text()) == ["a.test", "203.0.113.9"]
