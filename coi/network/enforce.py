@@ -412,7 +412,10 @@ def counts(incus: Incus | None = None) -> dict[str, dict[str, int]]:
     process cannot read coi's rules)."""
     if not can_apply():
         return {}
-    found: dict[str, dict[str, int]] = privileged(incus, "list").get("counts") or {}
+    try:  # a listing is extra: an outdated helper copy must not break `coi list`
+        found: dict[str, dict[str, int]] = privileged(incus, "list").get("counts") or {}
+    except CoiError:
+        return {}
     return found
 
 
