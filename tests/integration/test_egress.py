@@ -288,3 +288,17 @@ def test_a_learning_run_proposes_the_names_it_reached_and_that_allowlist_works(
     assert tcp(incus, again, "two.learn.coitest", 9090) == f"hello from {lab.pub(11)}"
     assert tcp(incus, again, "three.learn.coitest") == ""
     assert tcp(incus, again, lab.pub(12)) == ""
+
+
+def test_the_collector_writes_as_the_owner_of_the_log_folder(
+    incus: Incus, lab: Lab, launched: Launch
+) -> None:
+    logs = paths.ensure(paths.logs_dir())
+    os.chown(logs, 1234, 1234)  # a non-root user's folder: the writer drops to that user
+    c = launched("restricted")
+    assert tcp(incus, c, lab.private_address) == ""
+    wait_for(c, lambda found: len(probes(found)) >= 1)
+    st = (logs / egress.log_name(c)).stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1234, 1234, 0o600)
+    writers = [p for p in collectors(incus.project, c) if Path(f"/proc/{p}").stat().st_uid == 1234]
+    assert len(writers) == 1  # the root side only reads the socket
