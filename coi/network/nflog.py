@@ -25,7 +25,6 @@ import queue
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -50,7 +49,6 @@ POLL = 1.0
 RULES_EVERY = 5  # polls between two looks at coi's rules
 ASK_AGAIN = 30.0  # a learning run asks a name's server again at most this often
 LOG_DIR_KEY = "user.coi.network.log_dir"
-PROC = "/proc/net/netfilter/nfnetlink_log"
 
 
 # -- netlink ----------------------------------------------------------------------------------
@@ -121,15 +119,6 @@ def _attrs(data: bytes, start: int, end: int) -> dict[int, bytes]:
         found[kind & 0x7FFF] = data[start + 4 : start + size]
         start += (size + 3) & ~3
     return found
-
-
-def bound_groups(path: str = PROC) -> set[int]:
-    """NFLOG groups some socket on this host has bound."""
-    try:
-        with open(path) as handle:
-            return {int(line.split()[0]) for line in handle if line.split()}
-    except (OSError, ValueError):
-        return set()
 
 
 # -- the writer (the log folder's owner) ------------------------------------------------------
@@ -363,32 +352,6 @@ def _names(config: dict[str, Any]) -> dict[str, list[str]]:
     except ValueError:
         return {}
     return egress.names_by_address(resolved) if isinstance(resolved, dict) else {}
-
-
-def ensure_running(project: str, name: str, group: int, socket_path: str) -> None:
-    """Start the container's collector, detached, unless one reads its group already."""
-    if group in bound_groups():
-        return
-    root = os.path.abspath(__file__)
-    for _ in range(1 + str(__package__).count(".") + 1):  # up to the folder holding the package
-        root = os.path.dirname(root)
-    code = (
-        f"import sys; sys.path.insert(0, {root!r}); "
-        f"from {__package__}.nflog import main; sys.exit(main())"
-    )
-    argv = [sys.executable, "-I", "-S", "-c", code, project, name, str(group), socket_path]
-    spawn = (
-        "import subprocess, sys; subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, "
-        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
-        "cwd='/')"
-    )
-    subprocess.run(
-        [sys.executable, "-I", "-S", "-c", spawn, *argv],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

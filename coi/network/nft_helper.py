@@ -262,6 +262,47 @@ def _commit(rules: list[nft.Installed], delete: list[tuple[str, int]], add: list
     run_nft(["-f", "-"], script)
 
 
+# -- the egress log collector ----------------------------------------------------------
+
+NFLOG_PROC = "/proc/net/netfilter/nfnetlink_log"
+
+
+def bound_groups(path: str = NFLOG_PROC) -> set[int]:
+    """NFLOG groups some socket on this host has bound."""
+    try:
+        with open(path) as handle:
+            return {int(line.split()[0]) for line in handle if line.split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def start_collector(project: str, name: str, group: int, socket_path: str) -> None:
+    """Start the container's egress log collector (nflog.py), detached, unless a reader holds
+    its group already (it is spawned by module name: nflog imports this module)."""
+    if group in bound_groups():
+        return
+    root = os.path.abspath(__file__)
+    for _ in range(1 + str(__package__).count(".") + 1):  # up to the folder holding the package
+        root = os.path.dirname(root)
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        f"from {__package__}.nflog import main; sys.exit(main())"
+    )
+    argv = [sys.executable, "-I", "-S", "-c", code, project, name, str(group), socket_path]
+    spawn = (
+        "import subprocess, sys; subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
+        "cwd='/')"
+    )
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", spawn, *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
 # -- commands -----------------------------------------------------------------------------
 
 
@@ -270,22 +311,20 @@ def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
     target, mode, allows = target_of(project, name, socket_path)
     planned = retried(lambda: _replace(project, name, target, mode, allows, socket_path))
     if planned:
-        from . import nflog, nft_guard
+        from . import nft_guard
 
         nft_guard.ensure_running(socket_path)
         group = next((r.log_group for r in planned if r.log_group), 0)
         if group:
-            nflog.ensure_running(project, name, group, socket_path)
+            start_collector(project, name, group, socket_path)
     return [nft.render(r) for r in planned]
 
 
 def _with_group(target: nft.Target, rules: list[nft.Installed]) -> nft.Target:
     """target with its egress log group: its own again, else a free one (not in other coi
     rules, not bound by any other reader on this host)."""
-    from . import nflog
-
     own = {r.group for r in rules if r.comment == target.comment and r.group is not None}
-    taken = nft.log_groups(rules, but=target.comment) | (nflog.bound_groups() - own)
+    taken = nft.log_groups(rules, but=target.comment) | (bound_groups() - own)
     return dataclasses.replace(target, log_group=nft.choose_group(target.comment, taken))
 
 

@@ -19,7 +19,7 @@ from coi.core import paths
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
-from coi.network import egress, egress_log, enforce, nflog
+from coi.network import egress, egress_log, enforce, nft_helper
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import Lab, coi_rules, make_lab, sh, tcp, wait_address
 
@@ -203,14 +203,14 @@ def test_nothing_remains_after_the_container_is_gone(
         group = group_of(incus, name)
         assert tcp(incus, name, lab.private_address) == ""
         wait_for(name, lambda found: len(probes(found)) >= 1)
-        assert collectors(project, name) and group in nflog.bound_groups()
+        assert collectors(project, name) and group in nft_helper.bound_groups()
     finally:
         launch.teardown(incus, name)
     deadline = time.monotonic() + 10
     while collectors(project, name) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert collectors(project, name) == []
-    assert group not in nflog.bound_groups()
+    assert group not in nft_helper.bound_groups()
     assert [r for r in coi_rules(project) if r == f"coi:{project}/{name}"] == []
 
 

@@ -19,7 +19,7 @@ from coi.host import network_checks as network_doctor
 from coi.launch import executor as launch
 from coi.network import dns as network_dns
 from coi.network import enforce as network
-from coi.network import nflog, nft, nft_guard, nft_helper
+from coi.network import nft, nft_guard, nft_helper
 from coi.network import policy as network_policy
 
 
@@ -27,7 +27,7 @@ from coi.network import policy as network_policy
 def _no_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     """apply() starts the root guard process: never from a unit test."""
     monkeypatch.setattr(nft_guard, "ensure_running", lambda *args: None)
-    monkeypatch.setattr(nflog, "ensure_running", lambda *args: None)
+    monkeypatch.setattr(nft_helper, "start_collector", lambda *args: None)
 
 
 T = nft.Target(

@@ -12,7 +12,7 @@ import pytest
 from coi.host import doctor
 from coi.host import network_checks as network_doctor
 from coi.network import enforce as network
-from coi.network import nflog, nft_guard, nft_helper
+from coi.network import nft_guard, nft_helper
 
 LISTING = """table inet coi {
 \tchain forward {
@@ -78,7 +78,7 @@ def test_heal_reapplies_lost_rules_and_stops_what_it_cannot_protect(
 ) -> None:
     monkeypatch.setattr(nft_guard, "_instances", lambda s: [_inst("a"), _inst("b")])
     monkeypatch.setattr(nft_guard, "ensure_running", lambda *args: None)
-    monkeypatch.setattr(nflog, "ensure_running", lambda *args: None)
+    monkeypatch.setattr(nft_helper, "start_collector", lambda *args: None)
     monkeypatch.setattr(nft_helper, "current", lambda: [])
     applied, stopped = [], []
 
