@@ -259,3 +259,10 @@ request_targets = st.one_of(
         st.sampled_from(["", "/v1/messages", "/a?b=c"]),
     ),
 )
+
+# --- egress log ---------------------------------------------------------------------------------
+
+egress_protos = st.sampled_from([6, 17])
+egress_ports = st.integers(min_value=1, max_value=65535)
+record_sizes = st.lists(st.integers(min_value=1, max_value=300), max_size=200)
+learned_names = st.sampled_from(["a.example", "b.example", "cdn.example", "img.cdn.example"])

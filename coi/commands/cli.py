@@ -87,7 +87,12 @@ def session_flags(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="mount a host folder inside, read-only unless :rw (repeatable)",
     )
-    add("--network", choices=["restricted", "allowlist", "open"], default=s, help="network mode")
+    add(
+        "--network",
+        choices=["restricted", "allowlist", "open", "learn"],
+        default=s,
+        help="network mode (learn: restricted, every destination logged with its names)",
+    )
     add("--tool", metavar="NAME", default=s, help="AI tool to run (default: claude)")
     add("--verbose", action="store_true", default=s, help="also say the one-time facts again")
     add(

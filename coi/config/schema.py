@@ -16,7 +16,7 @@ from coi.core.errors import ConfigError
 Check = Callable[[Any], str | None]
 
 BUILTIN_TOOLS = ("claude", "codex", "opencode", "aider", "shell")
-NETWORK_MODES = ("restricted", "allowlist", "open")
+NETWORK_MODES = ("restricted", "allowlist", "open", "learn")  # learn: coi/network/egress.py
 SECTION_ORDER = (
     "defaults",
     "tool",

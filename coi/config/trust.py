@@ -33,7 +33,7 @@ from coi.core.paths import coi_home, locks_dir
 PROJECT_FILE = ".coi.toml"
 STORE_FILE = "trust.json"
 STORE_VERSION = 1
-MODE_ORDER = ("open", "restricted", "allowlist")  # least to most strict
+MODE_ORDER = ("open", "learn", "restricted", "allowlist")  # least to most strict
 T = TypeVar("T")
 _MISSING: Any = object()
 

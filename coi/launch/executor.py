@@ -107,7 +107,7 @@ def allowlist_policy(spec: LaunchSpec) -> dict[str, str]:
     (`coi container launch`); sessions put them in extra_config themselves."""
     from coi.network import policy
 
-    if spec.network_mode != "allowlist" or policy.ENTRIES_KEY in spec.extra_config:
+    if spec.network_mode not in ("allowlist", "learn") or policy.ENTRIES_KEY in spec.extra_config:
         return {}
     from coi.config import load as coi_config
 

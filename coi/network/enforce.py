@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from coi.core import faults, output, proc
 from coi.core.errors import CoiError, IncusError, NotFound, UsageError
-from coi.network import nft, nft_cli, nft_helper
+from coi.network import egress_log, nft, nft_cli, nft_helper
 from coi.network import policy as network_policy
 from coi.network.dns import ResolveError, resolve
 
@@ -100,11 +100,13 @@ def before_start(
         _open(incus, name, inst)
         return
     config = dict(inst.get("config") or {})
-    keys = _policy(config, policy or {}) if mode == "allowlist" else {}
+    keys = _policy(config, policy or {}) if mode in ("allowlist", "learn") else {}
+    keys.update(egress_log.keys())
     resolved: dict[str, list[str]] = {}
     if mode == "allowlist":
         resolved, allows = _resolve({**config, **keys}, {})
         keys.update(network_policy.state_keys(resolved, allows))
+        egress_log.record_names(name, resolved, "allowlist")
     attach(incus, name, inst, keys)
     try:
         faults.point("network-rules")
@@ -132,8 +134,11 @@ def _open(incus: IncusAPI, name: str, inst: Mapping[str, Any]) -> None:
 
 
 def _policy(config: Mapping[str, str], policy: Mapping[str, str]) -> dict[str, str]:
-    """The allowlist settings: the instance's own keys when the caller set them, else policy."""
-    return {} if network_policy.ENTRIES_KEY in config else dict(policy)
+    """The allowlist (or learning) settings: the instance's own keys when the caller set
+    them, else policy."""
+    if network_policy.ENTRIES_KEY in config or network_policy.RESOLVER_KEY in config:
+        return {}
+    return dict(policy)
 
 
 def _resolve(
@@ -396,6 +401,18 @@ def rules(incus: IncusAPI | None = None) -> dict[str, list[str]]:
     return found
 
 
+def counts(incus: IncusAPI | None = None) -> dict[str, dict[str, int]]:
+    """New connections allowed and blocked so far, by container comment (empty when this
+    process cannot read coi's rules)."""
+    if not can_apply():
+        return {}
+    try:  # a listing is extra: an outdated helper copy must not break `coi list`
+        found: dict[str, dict[str, int]] = privileged(incus, "list").get("counts") or {}
+    except CoiError:
+        return {}
+    return found
+
+
 # -- allowlist refresh ------------------------------------------------------------------------
 
 
@@ -421,6 +438,7 @@ def refresh(incus: IncusAPI, name: str) -> Refreshed:
     if changed:
         incus.update_instance(name, {"config": keys})
         apply_rules(incus, name)
+        egress_log.record_names(name, resolved, "allowlist")
     if inst.get("status") == "Running":
         pin_hosts(incus, name, resolved, running=True)
     return Refreshed(resolved, tuple(str(a) for a in allows), changed)

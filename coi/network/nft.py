@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -54,7 +55,14 @@ BLOCKED_V4 = (
 NEVER_V4 = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
 DHCP_PORT = 67
 DNS_PORT = 53
-MODES = ("restricted", "allowlist", "open")
+MODES = ("restricted", "allowlist", "open", "learn")
+# The egress log (coi/network/egress.py): each container's log rules send the first packet
+# of every new connection, allowed or blocked, to an NFLOG group of its own, chosen in this
+# range (nothing else on a host is known to use it) and read by one collector.
+LOG_GROUP_BASE = 0x6000
+LOG_GROUP_SPAN = 0x2000
+LOG_SNAPLEN = 512  # IPv4 + UDP header + a DNS query name
+ALLOWED, BLOCKED = "allowed", "blocked"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
@@ -73,6 +81,7 @@ class Target:
     gateway: str
     subnet: str
     port: str = ""  # the host-side veth; "" before the first start
+    log_group: int = 0  # NFLOG group of its egress log; 0: no log rules
 
     @property
     def comment(self) -> str:
@@ -104,6 +113,8 @@ class Rule:
     protos: tuple[str, ...] = ()  # tcp/udp; empty means any
     dport: int | None = None
     match: str = ""  # port rules (PORT_CHAIN): what the frame must not be, as nft text
+    log_group: int = 0  # verdict "log": the NFLOG group new connections go to
+    tag: str = ""  # verdict "log": `allowed|blocked RULE`, the log prefix
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,24 @@ def check_target(target: Target) -> None:
             raise ValueError(f"{addr} is outside {subnet}")
     if target.address == target.gateway:
         raise ValueError("the container address is the bridge's own")
+    if target.log_group and not in_log_range(target.log_group):
+        raise ValueError(f"log group {target.log_group} is outside coi's range")
+
+
+def in_log_range(group: int) -> bool:
+    """True for the NFLOG groups coi gives its containers."""
+    return LOG_GROUP_BASE <= group < LOG_GROUP_BASE + LOG_GROUP_SPAN
+
+
+def choose_group(comment_text: str, taken: Iterable[int]) -> int:
+    """The container's NFLOG group: stable for its comment, skipping groups taken by others."""
+    used = set(taken)
+    start = zlib.crc32(comment_text.encode()) % LOG_GROUP_SPAN
+    for step in range(LOG_GROUP_SPAN):
+        group = LOG_GROUP_BASE + (start + step) % LOG_GROUP_SPAN
+        if group not in used:
+            return group
+    raise ValueError("every NFLOG group of coi's range is taken")
 
 
 def parse_allow(text: str) -> Allow:
@@ -195,10 +224,60 @@ def plan(target: Target, mode: str, allows: Sequence[Allow] = ()) -> list[Rule]:
     if mode == "open":
         return []
     if mode == "restricted":
-        return restricted(target)
+        return logged(restricted(target), target.log_group)
     if mode == "allowlist":
-        return allowlist(target, allows)
+        return logged(allowlist(target, allows), target.log_group)
+    if mode == "learn":
+        return logged(learning(target, [a.address for a in allows]), target.log_group)
     raise ValueError(f"unknown network mode {mode!r}")
+
+
+def rule_tag(rule: Rule) -> str:
+    """`allowed|blocked NAME`: what a verdict rule does to a new connection, and which it is."""
+    if rule.mac is not None:
+        name = "ipv6"
+    elif rule.chain == "input" or rule.dport == DNS_PORT:
+        name = {DHCP_PORT: "dhcp", DNS_PORT: "dns"}.get(rule.dport or 0, "host")
+    elif rule.verdict == "accept":
+        name = "allowlist" if rule.dport is None else f"allowlist:{rule.dport}"
+    else:
+        name = "private" if rule.daddr else "not-allowed"
+    return f"{ALLOWED if rule.verdict == 'accept' else BLOCKED} {name}"
+
+
+def logged(rules: Sequence[Rule], group: int) -> list[Rule]:
+    """rules with a log rule (same match, new connections only) before each IPv4/IPv6
+    verdict rule, and one for what the forward chain lets through untouched; unchanged
+    for group 0."""
+    if not group:
+        return list(rules)
+    out: list[Rule] = []
+    for rule in rules:
+        if not rule.match:
+            out.append(_log_of(rule, group, rule_tag(rule)))
+        out.append(rule)
+    forward = [r for r in rules if r.chain == "forward" and r.saddr]
+    if forward and not any(not (r.daddr or r.protos) for r in forward):
+        first = forward[0]  # nothing catches all: the rest goes out through policy accept
+        base = Rule("forward", first.bridge, "accept", first.comment, saddr=first.saddr)
+        out.append(_log_of(base, group, f"{ALLOWED} open"))
+    return out
+
+
+def _log_of(rule: Rule, group: int, tag: str) -> Rule:
+    return Rule(
+        rule.chain,
+        rule.bridge,
+        "log",
+        rule.comment,
+        rule.saddr,
+        rule.mac,
+        rule.daddr,
+        rule.protos,
+        rule.dport,
+        log_group=group,
+        tag=tag,
+    )
 
 
 def _v4(
@@ -243,17 +322,30 @@ def host_input(target: Target, resolvers: Iterable[str]) -> list[Rule]:
     return rules
 
 
-def restricted(target: Target) -> list[Rule]:
-    """Public internet yes; private, local, metadata, neighbours and host services no."""
+def restricted(target: Target, resolvers: Sequence[str] = ()) -> list[Rule]:
+    """Public internet yes; private, local, metadata, neighbours and host services no (DNS
+    to the bridge's own address, or to the given resolvers on the host)."""
     subnet = ipaddress.IPv4Network(target.subnet)
     covered = any(subnet.subnet_of(ipaddress.IPv4Network(n)) for n in BLOCKED_V4)
     ranges = BLOCKED_V4 if covered else (*BLOCKED_V4, str(subnet))
     return [
         _v4(target, "forward", "reject", daddr=ranges),
-        *host_input(target, [target.gateway]),
+        *host_input(target, resolvers or [target.gateway]),
         *ipv6_drop(target),
         *port_filters(target),
     ]
+
+
+def learning(target: Target, resolvers: Sequence[str]) -> list[Rule]:
+    """Restricted, plus DNS to the configured resolvers wherever they are (a learning run
+    records the names its queries asked: coi/network/egress.py)."""
+    for address in resolvers:
+        if never_allowed(address):
+            raise ValueError(f"{address} can never be allowed")
+    dns = tuple(_sorted_set(resolvers))
+    opened = [_v4(target, "forward", "accept", daddr=dns, protos=("tcp", "udp"), dport=DNS_PORT)]
+    fence = restricted(target, [target.gateway, *dns])
+    return [*(opened if dns else []), *fence]
 
 
 def allowlist(target: Target, allows: Sequence[Allow]) -> list[Rule]:
@@ -303,6 +395,9 @@ def render(rule: Rule) -> str:
     verdict = (
         "reject with icmpx type admin-prohibited" if rule.verdict == "reject" else rule.verdict
     )
+    if rule.verdict == "log":
+        verdict = f'ct state new counter log prefix "{rule.tag}" group {rule.log_group}'
+        verdict += f" snaplen {LOG_SNAPLEN}"
     parts.append(verdict)
     parts.append(f'comment "{rule.comment}"')
     return " ".join(parts)
@@ -348,6 +443,9 @@ class Installed:
     bridge: str | None
     saddr: str | None
     mac: str | None
+    group: int | None = None  # a log rule's NFLOG group
+    tag: str = ""  # a log rule's prefix
+    packets: int = 0  # a log rule's counter: new connections it saw
 
 
 def installed(listing: dict[str, object]) -> list[Installed]:
@@ -367,9 +465,42 @@ def installed(listing: dict[str, object]) -> list[Installed]:
                 keys.get("iifname"),
                 keys.get("saddr"),
                 keys.get("ether"),
+                *_log_fields(rule.get("expr") or []),
             )
         )
     return found
+
+
+def _log_fields(exprs: list[dict[str, object]]) -> tuple[int | None, str, int]:
+    """(group, prefix, counted packets) of a log rule; (None, "", 0) for any other."""
+    group, tag, packets = None, "", 0
+    for expr in exprs:
+        if not isinstance(expr, dict):
+            continue
+        log, counter = expr.get("log"), expr.get("counter")
+        if isinstance(log, dict) and isinstance(log.get("group"), int):
+            group, tag = int(log["group"]), str(log.get("prefix") or "")
+        if isinstance(counter, dict) and isinstance(counter.get("packets"), int):
+            packets = int(counter["packets"])
+    return group, tag, packets
+
+
+def counts(rules: Iterable[Installed]) -> dict[str, dict[str, int]]:
+    """New connections allowed and blocked so far, per container comment (log counters)."""
+    found: dict[str, dict[str, int]] = {}
+    for rule in rules:
+        if rule.group is None:
+            continue
+        entry = found.setdefault(rule.comment, {ALLOWED: 0, BLOCKED: 0})
+        verdict_word = rule.tag.split(" ")[0]
+        if verdict_word in entry:
+            entry[verdict_word] += rule.packets
+    return found
+
+
+def log_groups(rules: Iterable[Installed], but: str = "") -> set[int]:
+    """NFLOG groups the log rules use, leaving out those of the comment `but`."""
+    return {r.group for r in rules if r.group is not None and r.comment != but}
 
 
 def _keys(exprs: list[dict[str, object]]) -> dict[str, str]:
@@ -427,4 +558,4 @@ def matches(rule: Rule, packet: Packet) -> bool:
 
 def verdict(rules: Iterable[Rule], packet: Packet) -> str:
     """What coi's chain does with the packet: the first match's verdict, else accept."""
-    return next((r.verdict for r in rules if matches(r, packet)), "accept")
+    return next((r.verdict for r in rules if r.verdict != "log" and matches(r, packet)), "accept")

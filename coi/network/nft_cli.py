@@ -18,7 +18,7 @@ from typing import Any
 from . import nft_guard, nft_helper
 
 # The files `coi setup` installs as the helper; the fingerprint covers each of them.
-SOURCES = ("nft.py", "nft_helper.py", "nft_guard.py", "nft_cli.py")
+SOURCES = ("nft.py", "nft_helper.py", "nft_guard.py", "nft_cli.py", "egress.py", "nflog.py")
 USAGE = (
     "usage: coi-netrules [--expect FINGERPRINT] "
     "apply PROJECT NAME | remove PROJECT NAME | orphans | list | probe | fingerprint | "
@@ -64,7 +64,7 @@ def run(argv: Sequence[str], socket_path: str = nft_helper.SOCKET) -> Any:
     ):
         commands: dict[str, Callable[[], Any]] = {
             "orphans": lambda: {"removed": nft_helper.orphans(socket_path)},
-            "list": lambda: {"rules": nft_helper.listing()},
+            "list": nft_helper.listing,
             "probe": nft_helper.probe,
             "fingerprint": lambda: {"fingerprint": fingerprint()},
         }

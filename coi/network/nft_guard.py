@@ -41,7 +41,7 @@ GUARD_LOCK = "guard.lock"
 INTERVAL = 0.5  # between two looks at coi's table, when no event came first
 HEAL_EVERY = 4  # ticks between two heals (each asks Incus about every instance)
 IDLE_EXIT = 60.0  # seconds with no coi rule at all before the guard leaves
-GUARDED = ("restricted", "allowlist")
+GUARDED = ("restricted", "allowlist", "learn")
 
 
 # -- pure decisions -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ unix socket with http.client.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import http.client
 import ipaddress
@@ -26,6 +27,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -40,6 +42,7 @@ RACE_TRIES = 3
 NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
 MODE_KEY = "user.coi.network_mode"
 ALLOW_KEY = "user.coi.network.allow"
+RESOLVER_KEY = "user.coi.network.resolver"
 
 
 class HelperError(Exception):
@@ -129,6 +132,9 @@ def target_of(
     try:
         nft.check_target(target)
         allows = [nft.parse_allow(item) for item in config.get(ALLOW_KEY, "").split()]
+        if mode == "learn":  # its resolver, when one is configured: DNS there is let through
+            resolver = config.get(RESOLVER_KEY, "")
+            allows = [nft.parse_allow(resolver)] if resolver else []
     except ValueError as exc:
         raise HelperError(f"refusing rules for {name}: {exc}") from exc
     return target, mode, allows
@@ -243,22 +249,81 @@ def _commit(rules: list[nft.Installed], delete: list[tuple[str, int]], add: list
     run_nft(["-f", "-"], script)
 
 
+# -- the egress log collector ----------------------------------------------------------
+
+NFLOG_PROC = "/proc/net/netfilter/nfnetlink_log"
+
+
+def bound_groups(path: str = NFLOG_PROC) -> set[int]:
+    """NFLOG groups some socket on this host has bound."""
+    try:
+        with open(path) as handle:
+            return {int(line.split()[0]) for line in handle if line.split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def start_collector(project: str, name: str, group: int, socket_path: str) -> None:
+    """Start the container's egress log collector (nflog.py), detached, unless a reader holds
+    its group already (it is spawned by module name: nflog imports this module)."""
+    if group in bound_groups():
+        return
+    root = os.path.abspath(__file__)
+    for _ in range(1 + str(__package__).count(".") + 1):  # up to the folder holding the package
+        root = os.path.dirname(root)
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        f"from {__package__}.nflog import main; sys.exit(main())"
+    )
+    argv = [sys.executable, "-I", "-S", "-c", code, project, name, str(group), socket_path]
+    spawn = (
+        "import subprocess, sys; subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
+        "cwd='/')"
+    )
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", spawn, *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
 # -- commands -----------------------------------------------------------------------------
 
 
 def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
     """Replace the container's rules by those its Incus record calls for; the rules as text."""
     target, mode, allows = target_of(project, name, socket_path)
-    planned = [] if target is None else nft.plan(target, mode, allows)
-    retried(lambda: _replace(project, name, target, planned, socket_path))
+    planned = retried(lambda: _replace(project, name, target, mode, allows, socket_path))
+    group = next((r.log_group for r in planned if r.log_group), 0)
+    if group:
+        start_collector(project, name, group, socket_path)
     return [nft.render(r) for r in planned]
 
 
+def _with_group(target: nft.Target, rules: list[nft.Installed]) -> nft.Target:
+    """target with its egress log group: its own again, else a free one (not in other coi
+    rules, not bound by any other reader on this host)."""
+    own = {r.group for r in rules if r.comment == target.comment and r.group is not None}
+    taken = nft.log_groups(rules, but=target.comment) | (bound_groups() - own)
+    return dataclasses.replace(target, log_group=nft.choose_group(target.comment, taken))
+
+
 def _replace(
-    project: str, name: str, target: nft.Target | None, planned: list[nft.Rule], socket_path: str
-) -> None:
+    project: str,
+    name: str,
+    target: nft.Target | None,
+    mode: str,
+    allows: list[nft.Allow],
+    socket_path: str,
+) -> list[nft.Rule]:
     with locked():
         rules = current()
+        planned = []
+        if target is not None:
+            planned = nft.plan(_with_group(target, rules), mode, allows)
         # Rules of containers that are gone would hold whoever gets their address next
         # (an open container's DHCP lease included): every apply sweeps them away.
         delete = set(nft.owned_by(rules, project, name)) | set(_dead(rules, socket_path))
@@ -267,6 +332,7 @@ def _replace(
             # address or MAC is stale (its container went without its rules, or is going).
             delete.update(nft.stale(rules, target))
         _commit(rules, sorted(delete), planned)
+    return planned
 
 
 def _dead(
@@ -335,12 +401,14 @@ def _orphans(
     return rules, handles
 
 
-def listing() -> dict[str, list[str]]:
-    """coi's rules grouped by their comment, as `chain handle` strings."""
+def listing() -> dict[str, Any]:
+    """coi's rules grouped by their comment, as `chain handle` strings, and per comment the
+    new connections its log rules counted (allowed, blocked)."""
     grouped: dict[str, list[str]] = {}
-    for r in current():
+    found = current()
+    for r in found:
         grouped.setdefault(r.comment, []).append(f"{r.chain} {r.handle}")
-    return grouped
+    return {"rules": grouped, "counts": nft.counts(found)}
 
 
 PROBE_ACL = """table bridge coi_probe {

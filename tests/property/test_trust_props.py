@@ -13,7 +13,7 @@ from coi.config.load import default_layer, merge
 from coi.config.schema import BUILTIN_TOOLS
 from tests.strategies import config_dicts
 
-MODES = ("open", "restricted", "allowlist")  # least to most strict, as the README says
+MODES = ("open", "learn", "restricted", "allowlist")  # least to most strict, as the README says
 UNTOUCHABLE = ("paths", "incus", "certificates", "credentials", "profiles", "tools")
 BUILD_KEYS = ("dns_resolvers", "connectivity_probe", "keep_dns_fix")
 DEFAULTS = default_layer().data

@@ -78,6 +78,7 @@ def test_heal_reapplies_lost_rules_and_stops_what_it_cannot_protect(
 ) -> None:
     monkeypatch.setattr(nft_guard, "_instances", lambda s: [_inst("a"), _inst("b")])
     monkeypatch.setattr(nft_guard, "ensure_running", lambda *args: None)
+    monkeypatch.setattr(nft_helper, "start_collector", lambda *args: None)
     monkeypatch.setattr(nft_helper, "current", lambda: [])
     applied, stopped = [], []
 

@@ -7,6 +7,8 @@ import argparse
 from coi.commands.common import connect, load_config
 from coi.core import output
 
+VERDICTS = ("allowed", "blocked")  # new connections the log rules counted
+
 
 def refresh(args: argparse.Namespace) -> int:
     """Resolve NAME's allowlist again and replace its rules and /etc/hosts."""
@@ -35,11 +37,15 @@ def rules(args: argparse.Namespace) -> int:
     from coi.network import enforce as network
 
     found = network.rules()
+    counts = network.counts()
     if args.format == "json":
-        output.emit_json(found)
+        output.emit_json({"rules": found, "connections": counts})
         return 0
-    rows = [(comment.removeprefix("coi:"), len(handles)) for comment, handles in found.items()]
-    output.table(["container", "rules"], sorted(rows))
+    rows = [
+        (c.removeprefix("coi:"), len(h), *(counts.get(c, {}).get(v, 0) for v in VERDICTS))
+        for c, h in found.items()
+    ]
+    output.table(["container", "rules", *VERDICTS], sorted(rows))
     return 0
 
 

@@ -74,6 +74,9 @@ def list_(args: argparse.Namespace) -> int:
             output.warn(broker.dead_line(c["name"]))
     saved = [dict(vars(m), path=str(p)) for m, p in sessions.all_sessions()] if args.all else []
     if args.format == "json":
+        counts = network.counts(incus)  # egress log counters: new connections per verdict
+        for c in containers:
+            c["connections"] = counts.get(f"coi:{incus.project}/{c['name']}")
         output.emit_json({"containers": containers, **({"sessions": saved} if args.all else {})})
         return 0
     mode = {True: "persistent", False: "ephemeral"}
