@@ -157,26 +157,7 @@ def ensure_running(socket_path: str = nft_helper.SOCKET) -> None:
     """Start the guard, detached, unless one runs (no systemd to do it here)."""
     if is_running():
         return
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = (
-        f"import sys; sys.path.insert(0, {os.path.dirname(here)!r}); "
-        f"from {__package__}.nft_guard import main; sys.exit(main())"
-    )
-    argv = [sys.executable, "-I", "-S", "-c", code, "--socket", socket_path]
-    # It must outlive this process: a short-lived parent starts it in its own session, so
-    # it is nobody's child here (and no descriptor of ours stays open in it).
-    spawn = (
-        "import subprocess, sys; subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, "
-        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
-        "cwd='/')"
-    )
-    subprocess.run(
-        [sys.executable, "-I", "-S", "-c", spawn, *argv],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    nft_helper.spawn_detached("nft_guard", ["--socket", socket_path])
 
 
 def table_text() -> str | None:

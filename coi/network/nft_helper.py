@@ -266,16 +266,26 @@ def bound_groups(path: str = NFLOG_PROC) -> set[int]:
 def start_collector(project: str, name: str, group: int, socket_path: str) -> None:
     """Start the container's egress log collector (nflog.py), detached, unless a reader holds
     its group already (it is spawned by module name: nflog imports this module)."""
-    if group in bound_groups():
-        return
+    if group not in bound_groups():
+        spawn_detached("nflog", [project, name, str(group), socket_path])
+
+
+def spawn_detached(module: str, args: Sequence[str]) -> None:
+    """Run this package's MODULE main(args) in a process of its own session that outlives
+    this one (no systemd here to start it), with no environment and no site (-I -S).
+
+    The package is found by its folder's parent: coi/network/ when coi runs in-process,
+    /usr/local/lib/coi-netrules/coi_netrules/ for the installed copy."""
     root = os.path.abspath(__file__)
-    for _ in range(1 + str(__package__).count(".") + 1):  # up to the folder holding the package
+    for _ in range(str(__package__).count(".") + 2):  # up to the folder holding the package
         root = os.path.dirname(root)
     code = (
         f"import sys; sys.path.insert(0, {root!r}); "
-        f"from {__package__}.nflog import main; sys.exit(main())"
+        f"from {__package__}.{module} import main; sys.exit(main())"
     )
-    argv = [sys.executable, "-I", "-S", "-c", code, project, name, str(group), socket_path]
+    argv = [sys.executable, "-I", "-S", "-c", code, *args]
+    # A short-lived parent starts it in its own session, so it is nobody's child here
+    # (and no descriptor of ours stays open in it).
     spawn = (
         "import subprocess, sys; subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, "
         "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, "
