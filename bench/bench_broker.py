@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def main() -> None:
         print(f"added latency per request through the broker: {added:.1f} ms (median)")
     finally:
         fake.close()
+        shutil.rmtree(home, ignore_errors=True)
     py = sys.executable
     ours = import_time(py, "import coi.broker.server", {**os.environ, "PYTHONPATH": str(root)})
     print(f"import: coi.broker.server (stdlib asyncio + ssl) {ours * 1000:.0f} ms")
