@@ -106,7 +106,7 @@ def import_time(python: str, statement: str, env: dict[str, str] | None = None) 
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     home = Path(tempfile.mkdtemp(prefix="cbb", dir="/tmp"))
-    fake = Upstream(Path(tempfile.mkdtemp()))
+    fake = Upstream(home)
     env = {
         **os.environ,
         "HOME": str(home),
@@ -132,7 +132,8 @@ def main() -> None:
             check=True,
         )
         host = summary("direct, host -> upstream (TLS)", json.loads(direct.stdout))
-        workspace = Path(tempfile.mkdtemp())
+        workspace = home / "workspace"
+        workspace.mkdir()
         argv = [sys.executable, "-m", "coi", "run", "--tool", "claude", "--", "python3", "-c"]
         inside = subprocess.run(
             [*argv, CLIENT, "127.0.0.1", "41399", "0", "-", *RUN_ARGS],
