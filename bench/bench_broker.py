@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def import_time(python: str, statement: str, env: dict[str, str] | None = None) 
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     home = Path(tempfile.mkdtemp(prefix="cbb", dir="/tmp"))
-    fake = Upstream(Path(tempfile.mkdtemp()))
+    fake = Upstream(home)
     env = {
         **os.environ,
         "HOME": str(home),
@@ -131,7 +132,8 @@ def main() -> None:
             check=True,
         )
         host = summary("direct, host -> upstream (TLS)", json.loads(direct.stdout))
-        workspace = Path(tempfile.mkdtemp())
+        workspace = home / "workspace"
+        workspace.mkdir()
         argv = [sys.executable, "-m", "coi", "run", "--tool", "claude", "--", "python3", "-c"]
         inside = subprocess.run(
             [*argv, CLIENT, "127.0.0.1", "41399", "0", "-", *RUN_ARGS],
@@ -148,6 +150,7 @@ def main() -> None:
         print(f"added latency per request through the broker: {added:.1f} ms (median)")
     finally:
         fake.close()
+        shutil.rmtree(home, ignore_errors=True)
     py = sys.executable
     ours = import_time(py, "import coi.broker.server", {**os.environ, "PYTHONPATH": str(root)})
     print(f"import: coi.broker.server (stdlib asyncio + ssl) {ours * 1000:.0f} ms")

@@ -10,9 +10,11 @@ with no firewall change, only the container that has the device can reach it, an
 socket's 0700 folder keeps other host users out. Incus's forkproxy (root, on the host)
 connects to the user's socket as expected (tried here: Incus 6.0.4). Why the standard
 library, not aiohttp: no new dependency, and a pass-through of one request per
-connection needs no more; bench/bench_broker.py measured an import of 0.25 s against
-aiohttp's 0.9 s, about 1 ms added per request and SSE events inside within a
-millisecond of a direct connection (median; p99 tracks the direct one on a loaded host).
+connection needs no more; bench/bench_broker.py measured (two runs, a loaded 2-core
+host) an import of 0.09-0.25 s against aiohttp's 0.25-0.9 s, 1.3-4.6 ms added per
+request (container, proxy device and broker against a direct TLS request from the host)
+and SSE events inside within 0.3 ms of a direct connection (median; p99 and max track
+the direct ones, under 50 ms).
 
 Layer: between coi.config (it reads tool definitions) and coi.launch (whose teardown
 stops it). `rules` is pure, `server` runs in the broker process (stdlib only), `process`

@@ -319,6 +319,17 @@ def test_claude_code_starts_with_no_login_and_answers_through_the_broker(
             time.sleep(1)
         assert "pong from the fake upstream" in screen, screen
     finally:
+        coi("shutdown", "--force", name)  # saves the session, its conversation too
+    # Resumed (the state saved above comes back): still no login, still through the broker.
+    name = _started("--resume")
+    try:
+        for _ in range(60):
+            screen = coi("tmux", "capture", name).stdout
+            if "bypass permissions on" in screen or "login" in screen.lower():
+                break
+            time.sleep(1)
+        assert "bypass permissions on" in screen and "login" not in screen.lower(), screen
+    finally:
         coi("kill", name)
     assert set(upstream.credentials()) == {secret}
 
