@@ -23,9 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coi.core import paths
 from coi.images.base import ensure_base
-from coi.incus.adapter import connect, create_project, drop_project
+from coi.incus.adapter import connect
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.network import egress, egress_log, enforce
+from coi.testing import create_project, drop_project
 from tests.integration.netfixtures import make_lab, sh, tcp, wait_address
 
 ATTEMPTS = int(os.environ.get("COI_BENCH_ATTEMPTS", "100000"))
@@ -88,7 +90,7 @@ def main() -> None:
         image = ensure_base(incus, "debian/12", log=lambda line: None)
         with make_lab(incus, image) as lab:
             launch.create(
-                incus, launch.LaunchSpec(name=name, image=image, network_mode="restricted")
+                incus, launch_spec.LaunchSpec(name=name, image=image, network_mode="restricted")
             )
             wait_address(incus, name)
             tcp(incus, name, lab.private_address)

@@ -19,6 +19,7 @@ from coi.core import paths
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
 from coi.launch import executor as launch
+from coi.launch import spec as launch_spec
 from coi.network import egress, egress_log, enforce, nft_helper
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import Lab, coi_rules, make_lab, sh, tcp, wait_address
@@ -36,7 +37,7 @@ def this_helper(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     wrapper = folder / "coi-netrules"
     code = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); "
-        "from coi.network.nft_helper import main; sys.exit(main())"
+        "from coi.network.nft_cli import main; sys.exit(main())"
     )
     wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S -c {shlex.quote(code)} "$@"\n')
     wrapper.chmod(0o700)
@@ -56,7 +57,7 @@ def launched(incus: Incus, base_image: str) -> Iterator[Launch]:
 
     def make(mode: str, extra: dict[str, str] | None = None) -> str:
         name = f"te-{mode[:4]}-{uuid.uuid4().hex[:6]}"
-        spec = launch.LaunchSpec(
+        spec = launch_spec.LaunchSpec(
             name=name, image=base_image, network_mode=mode, extra_config=extra or {}
         )
         names.append(name)
@@ -196,7 +197,7 @@ def test_nothing_remains_after_the_container_is_gone(
     incus: Incus, project: str, lab: Lab, base_image: str
 ) -> None:
     name = f"te-gone-{uuid.uuid4().hex[:6]}"
-    spec = launch.LaunchSpec(name=name, image=base_image, network_mode="restricted")
+    spec = launch_spec.LaunchSpec(name=name, image=base_image, network_mode="restricted")
     try:
         launch.create(incus, spec)
         wait_address(incus, name)
