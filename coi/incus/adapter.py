@@ -1,6 +1,8 @@
-"""The one adapter over Incus (via pylxd): the only module that imports pylxd.
+"""The one adapter over Incus: the only module that imports pylxd.
 
-Everything speaks plain dicts in the shape of the Incus REST API
+A local daemon is spoken to over its unix socket through the lean path (lean.py, the
+standard library's HTTP client); pylxd serves a remote HTTPS daemon and image uploads,
+imported only then. Everything speaks plain dicts in the shape of the Incus REST API
 (https://linuxcontainers.org/incus/docs/main/rest-api/), so callers never see pylxd
 objects and a fake can stand in for unit tests.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from coi.core.errors import CoiError, IncusError, NotFound
+from coi.incus import lean
 
 Json = dict[str, Any]
 DEFAULT_SOCKET = "/var/lib/incus/unix.socket"
@@ -86,19 +89,38 @@ class Incus:
     def __init__(
         self, endpoint: Endpoint | None = None, project: str = "default", group: str = "incus-admin"
     ) -> None:
+        self.endpoint = endpoint or Endpoint(socket_path())
+        self.project = project
+        self.lean: lean.Local | None = None
+        self._client: Any = None
+        if self.endpoint.is_local:
+            _check_socket(self.endpoint.url, group)
+            self.lean = lean.Local(self.endpoint.url, project)
+        else:
+            self._client = self._connect()
+
+    @property
+    def client(self) -> Any:
+        """The pylxd client (made on first use: a local daemon rarely needs it)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
         import pylxd
         from pylxd import exceptions as px
 
-        self.endpoint = endpoint or Endpoint(socket_path())
-        self.project = project
+        lean.note("GET", "/1.0")  # pylxd.Client reads the server's record
         try:
             if self.endpoint.is_local:
-                _check_socket(self.endpoint.url, group)
-                self.client = pylxd.Client(endpoint=self.endpoint.url, project=project)
+                client = pylxd.Client(endpoint=self.endpoint.url, project=self.project)
             else:
-                self.client = self._remote(pylxd)
+                client = self._remote(pylxd)
         except (px.ClientConnectionFailed, OSError) as exc:
             raise _explain(exc, "connecting to Incus") from exc
+        if os.environ.get(lean.API_LOG_ENV):
+            _count_requests(client.api.session)
+        return client
 
     def _remote(self, pylxd: Any) -> Any:
         ep = self.endpoint
@@ -133,11 +155,18 @@ class Incus:
 
     def get(self, path: str, what: str = "", **params: Any) -> Any:
         """GET /1.0/<path>; returns the response metadata."""
+        if self.lean is not None:
+            return self.lean.get(path, what or path, params)
         with self._errors(what or path):
             return self._node(path).get(params=dict(params)).json()["metadata"]
 
     def call(self, method: str, path: str, body: Any = None, what: str = "", **kwargs: Any) -> Any:
         """POST/PUT/PATCH/DELETE; waits for an async operation; returns its metadata."""
+        if self.lean is not None:
+            payload = self._lean_call(method, path, body, what or path, **kwargs)
+            if payload.get("type") == "async":
+                return self._wait(payload["operation"])
+            return payload.get("metadata")
         with self._errors(what or path):
             node = self._node(path)
             if body is not None:
@@ -148,10 +177,37 @@ class Incus:
                 return self._wait(payload["operation"])
             return payload.get("metadata")
 
+    def _lean_call(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        what: str,
+        params: Mapping[str, Any] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Json:
+        """One request through the lean path: a JSON body, or raw data with its headers."""
+        assert self.lean is not None
+        if data is None:
+            document: Json = self.lean.json(method, path, what, body, params)
+            return document
+        status, raw, _ = self.lean.raw(
+            method, path, what, params=params, body=data, headers=headers
+        )
+        if status >= 400:
+            raise lean.refusal(status, raw, what)
+        import json
+
+        return dict(json.loads(raw or b"{}"))
+
     def _wait(self, operation: str) -> Any:
         op_id = operation.rstrip("/").rsplit("/", 1)[-1]
-        with self._errors("waiting for an operation"):
-            meta = self.client.api.operations[op_id].wait.get().json().get("metadata") or {}
+        if self.lean is not None:
+            meta = self.lean.get(f"operations/{op_id}/wait", "waiting for an operation") or {}
+        else:
+            with self._errors("waiting for an operation"):
+                meta = self.client.api.operations[op_id].wait.get().json().get("metadata") or {}
         if meta.get("status") == "Failure" or meta.get("err"):
             raise IncusError(meta.get("err") or "operation failed")
         return meta
@@ -168,7 +224,7 @@ class Incus:
 
     def server(self) -> Json:
         """GET /1.0: server config and environment."""
-        info: Json = self.client.host_info
+        info: Json = self.get("", "the server's record")
         return info
 
     # -- instances ------------------------------------------------------------------
@@ -304,8 +360,7 @@ class Incus:
         # command starts; then, while stdin can be sent again, try again.
         source = stdin if isinstance(stdin, bytes | None) else execws.StreamIn(stdin)
         for attempt in range(EXEC_RETRIES + 1):
-            with self._errors(f"exec in {name}"):
-                payload = self._node(f"instances/{name}/exec").post(json=body).json()
+            payload = self._post_exec(name, body)
             operation = payload["metadata"]
             try:
                 result = execws.mirror(
@@ -357,8 +412,7 @@ class Incus:
         term = {"TERM": os.environ.get("TERM", "xterm-256color"), **dict(env or {})}
         body = _exec_body(argv, term, user, group, cwd, interactive=True)
         body.update(width=cols, height=rows)
-        with self._errors(f"exec in {name}"):
-            payload = self._node(f"instances/{name}/exec").post(json=body).json()
+        payload = self._post_exec(name, body)
         operation = payload["metadata"]
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd) if os.isatty(fd) else None
@@ -380,6 +434,14 @@ class Incus:
             if saved is not None:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         return int((result.get("metadata") or {}).get("return", -1))
+
+    def _post_exec(self, name: str, body: Json) -> Json:
+        """POST an exec whose streams coi connects itself; the operation's document."""
+        if self.lean is not None:
+            return self._lean_call("POST", f"instances/{name}/exec", body, f"exec in {name}")
+        with self._errors(f"exec in {name}"):
+            payload: Json = self._node(f"instances/{name}/exec").post(json=body).json()
+        return payload
 
     def _failure(self, operation: str) -> str:
         """The error of a finished operation, or '' when it has none."""
@@ -421,6 +483,10 @@ class Incus:
             "X-Incus-type": "file",
             "Content-Type": "application/octet-stream",
         }
+        if self.lean is not None:
+            where, what = f"instances/{name}/files", f"writing {path} in {name}"
+            self._lean_call("POST", where, None, what, {"path": path}, content, headers)
+            return
         with self._errors(f"writing {path} in {name}"):
             self._node(f"instances/{name}/files").post(
                 params={"path": path}, data=content, headers=headers
@@ -428,6 +494,10 @@ class Incus:
 
     def pull_file(self, name: str, path: str) -> bytes:
         """Read one file from an instance."""
+        if self.lean is not None:
+            chunks: list[bytes] = []
+            self.pull_stream(name, path, chunks.append)
+            return b"".join(chunks)
         with self._errors(f"reading {path} in {name}"):
             response = self._node(f"instances/{name}/files").get(
                 params={"path": path}, is_api=False
@@ -438,6 +508,14 @@ class Incus:
     def pull_stream(self, name: str, path: str, sink: Callable[[bytes], object]) -> None:
         """Read one file from an instance into sink chunk by chunk, never whole in memory;
         a sink that raises ends the transfer (the exception passes through)."""
+        if self.lean is not None:
+            what, where = f"reading {path} in {name}", f"instances/{name}/files"
+            status, raw, _ = self.lean.raw(
+                "GET", where, what, params={"path": path}, sink=sink, chunk=PULL_CHUNK
+            )
+            if status >= 400:
+                raise lean.refusal(status, raw, what)
+            return
         with self._errors(f"reading {path} in {name}"):
             response = self._node(f"instances/{name}/files").get(
                 params={"path": path}, is_api=False, stream=True
@@ -505,6 +583,14 @@ class Incus:
 
     def export_image(self, fingerprint: str, out: BinaryIO) -> str:
         """Stream an image's tarball into out (never whole in memory); returns its type."""
+        if self.lean is not None:
+            what = f"exporting image {fingerprint[:12]}"
+            status, raw, headers = self.lean.raw(
+                "GET", f"images/{fingerprint}/export", what, sink=out.write
+            )
+            if status >= 400:
+                raise lean.refusal(status, raw, what)
+            return headers.get("Content-Type", "")
         with self._errors(f"exporting image {fingerprint[:12]}"):
             response = self._node(f"images/{fingerprint}/export").get(stream=True, is_api=False)
             for chunk in response.iter_content(chunk_size=1 << 20):
@@ -545,6 +631,19 @@ class Incus:
 
 
 EXEC_RETRIES = 3
+
+
+def _count_requests(session: Any) -> None:
+    """Note every request pylxd's requests session sends (COI_API_LOG is set)."""
+    send = session.request
+
+    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        lean.note(method.upper(), "/1.0" + url.split("/1.0", 1)[-1])
+        return send(method, url, *args, **kwargs)
+
+    session.request = counted
+
+
 PULL_CHUNK = 1 << 20
 
 
