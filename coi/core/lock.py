@@ -17,15 +17,16 @@ class LockBusy(CoiError):
 
 
 @contextmanager
-def file_lock(path: Path, *, timeout: float = 60.0, what: str = "") -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing); wait at most `timeout`."""
+def file_lock(path: Path, *, timeout: float = 60.0, what: str = "") -> Iterator[int]:
+    """Hold an exclusive flock on `path` (created if missing); wait at most `timeout`.
+    Yields the descriptor: a child given it (pass_fds) holds the lock on after we exit."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         _acquire(fd, timeout, what or str(path))
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        yield
+        yield fd
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 

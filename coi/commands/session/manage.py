@@ -84,8 +84,12 @@ def _heal(incus: Incus) -> None:
 
 def list_(args: argparse.Namespace) -> int:
     """List coi containers (and, with --all, saved sessions)."""
+    from coi.sessions import journal
+
     cfg = load_config(args)
     incus = connect(cfg)
+    if journal.pending(incus.project):  # `coi run`s still finishing: show where they end
+        journal.settle(incus, wait=True)
     listing = incus.get("instances", "listing instances", recursion=2)
     if any(reapable(i) for i in listing):
         from coi.sessions import lifecycle as runtime
@@ -235,8 +239,10 @@ def clean(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     incus = connect(cfg)
+    from coi.sessions import journal
     from coi.sessions import lifecycle as runtime
 
+    journal.settle(incus, wait=True)
     runtime.reap(incus, cfg)
     stopped = [c for c in coi_containers(incus) if c["status"] == "stopped"]
     if stopped:
