@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import sys
 import tarfile
 import tempfile
 import time
@@ -621,9 +622,11 @@ def close(session: Session | None, undo: list[Callable[[], None]], *, detach: bo
     detached finisher, so that the caller returns at once), or undo what was made."""
     from coi.core import signals
 
+    failing = sys.exc_info()[0] is not None  # close runs in a `finally`: is one unwinding?
     with signals.shielded():
         if session is not None:
-            if not (detach and hand_off(session)):
+            # An interrupted or failed run is finished here, before coi exits.
+            if not (detach and not failing and hand_off(session)):
                 finish(session)
             return
         for step in undo:
@@ -647,7 +650,8 @@ def hand_off(session: Session) -> bool:
 
     incus, name = session.incus, session.name
     fd = _HELD_FD.get(name)
-    if session.persistent or session.finished or fd is None or INLINE_ENV in os.environ:
+    wanted = detaches(os.environ.get(FINISH_ENV, ""), sys.stdout.isatty())
+    if session.persistent or session.finished or fd is None or not wanted:
         return False
     if settled_status(incus, name) != "Running":
         return False
@@ -675,4 +679,12 @@ def hand_off(session: Session) -> bool:
     return True
 
 
-INLINE_ENV = "COI_FINISH_INLINE"  # set: `coi run` deletes its container before it exits
+FINISH_ENV = "COI_FINISH"
+
+
+def detaches(choice: str, terminal: bool) -> bool:
+    """Whether `coi run` leaves its container's stop and delete to a finisher: COI_FINISH
+    `detach` or `inline`, else only when its output goes to a terminal. Whoever reads
+    it through a pipe (a script, a test) keeps the old contract: when coi exits, the
+    container is gone."""
+    return choice == "detach" or (choice != "inline" and terminal)

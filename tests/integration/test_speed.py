@@ -33,7 +33,7 @@ def env(
     prefix = f"sp{uuid.uuid4().hex[:5]}-"
     monkeypatch.setenv("COI_CONTAINER_PREFIX", prefix)
     monkeypatch.chdir(workspace)
-    return {"COI_CONTAINER_PREFIX": prefix}
+    return {"COI_CONTAINER_PREFIX": prefix, "COI_FINISH": "detach"}  # as at a terminal
 
 
 def _ours(incus: Incus, prefix: str) -> dict[str, str]:
@@ -85,7 +85,14 @@ def test_a_killed_finisher_is_finished_by_the_next_command(
     assert journal.pending(incus.project) == []
 
 
-def test_inline_finishing_is_still_there(env: dict[str, str], incus: Incus) -> None:
-    done = coi("run", "--", "true", env={**env, "COI_FINISH_INLINE": "1"})
+@pytest.mark.parametrize("finish", ["inline", ""])  # "": a pipe is no terminal: inline
+def test_inline_finishing_is_still_there(env: dict[str, str], incus: Incus, finish: str) -> None:
+    done = coi("run", "--", "true", env={**env, "COI_FINISH": finish})
     assert done.returncode == 0, done.stderr
+    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == {}
+
+
+def test_an_interrupted_run_is_finished_before_coi_exits(env: dict[str, str], incus: Incus) -> None:
+    done = coi("run", "--", "true", env={**env, "COI_FAULT_SIGNAL": "SIGTERM@exec"})
+    assert done.returncode == 143, done.stderr
     assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == {}

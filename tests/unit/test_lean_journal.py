@@ -80,3 +80,11 @@ def test_a_failing_teardown_is_tried_again_then_dropped(monkeypatch: pytest.Monk
         assert (entry.attempts if entry else None) == (
             attempt if attempt < journal.MAX_ATTEMPTS else None
         )
+
+
+@given(st.sampled_from(["", "detach", "inline", "other"]), st.booleans())
+def test_run_detaches_at_a_terminal_or_when_told(choice: str, terminal: bool) -> None:
+    from coi.sessions.lifecycle import detaches
+
+    expected = {"detach": True, "inline": False}.get(choice, terminal)
+    assert detaches(choice, terminal) is expected
