@@ -94,6 +94,7 @@ class Incus:
         self.lean: lean.Local | None = None
         self._client: Any = None
         self._profiles: dict[str, tuple[float, Json | None]] = {}
+        self._creating: dict[str, tuple[str, str]] = {}  # name: (operation, what)
         if self.endpoint.is_local:
             _check_socket(self.endpoint.url, group)
             self.lean = lean.Local(self.endpoint.url, project)
@@ -156,6 +157,7 @@ class Incus:
 
     def get(self, path: str, what: str = "", **params: Any) -> Any:
         """GET /1.0/<path>; returns the response metadata."""
+        self._created(path)
         if self.lean is not None:
             return self.lean.get(path, what or path, params)
         with self._errors(what or path):
@@ -163,6 +165,7 @@ class Incus:
 
     def call(self, method: str, path: str, body: Any = None, what: str = "", **kwargs: Any) -> Any:
         """POST/PUT/PATCH/DELETE; waits for an async operation; returns its metadata."""
+        self._created(path)
         if self.lean is not None:
             payload = self._lean_call(method, path, body, what or path, **kwargs)
             if payload.get("type") == "async":
@@ -258,8 +261,32 @@ class Incus:
         return result
 
     def create_instance(self, body: Json) -> None:
-        """POST /1.0/instances with a complete body; waits until created."""
-        self.call("POST", "instances", body, f"creating instance {body.get('name')}")
+        """POST /1.0/instances with a complete body. Locally this returns once Incus holds
+        the record (the name is taken, so a slot lock need not wait for the copy of the
+        image); the first later request about the instance waits until it is created,
+        and raises its failure."""
+        name, what = str(body.get("name")), f"creating instance {body.get('name')}"
+        if self.lean is None:
+            self.call("POST", "instances", body, what)
+            return
+        payload = self._lean_call("POST", "instances", body, what)
+        if payload.get("type") == "async":
+            self._creating[name] = (payload["operation"], what)
+
+    def _created(self, path: str) -> None:
+        """Wait for the creation of the instance a request is about, if it is under way."""
+        if not self._creating:
+            return
+        parts = path.strip("/").split("/")
+        if len(parts) < 2 or parts[0] != "instances":
+            return
+        pending = self._creating.pop(parts[1].split("?", 1)[0], None)
+        if pending is not None:
+            operation, what = pending
+            try:
+                self._wait(operation)
+            except IncusError as exc:
+                raise IncusError(f"{what}: {exc}") from exc
 
     def set_state(self, name: str, action: str, *, force: bool = False, timeout: int = -1) -> None:
         """start, stop, restart, freeze or unfreeze an instance and wait."""
@@ -438,6 +465,7 @@ class Incus:
 
     def _post_exec(self, name: str, body: Json) -> Json:
         """POST an exec whose streams coi connects itself; the operation's document."""
+        self._created(f"instances/{name}")
         if self.lean is not None:
             return self._lean_call("POST", f"instances/{name}/exec", body, f"exec in {name}")
         with self._errors(f"exec in {name}"):
@@ -477,6 +505,7 @@ class Incus:
         self, name: str, path: str, content: bytes, *, uid: int = 0, gid: int = 0, mode: int = 0o644
     ) -> None:
         """Write one file inside an instance (created or replaced)."""
+        self._created(f"instances/{name}")
         headers = {
             "X-Incus-uid": str(uid),
             "X-Incus-gid": str(gid),
@@ -495,6 +524,7 @@ class Incus:
 
     def pull_file(self, name: str, path: str) -> bytes:
         """Read one file from an instance."""
+        self._created(f"instances/{name}")
         if self.lean is not None:
             chunks: list[bytes] = []
             self.pull_stream(name, path, chunks.append)
@@ -509,6 +539,7 @@ class Incus:
     def pull_stream(self, name: str, path: str, sink: Callable[[bytes], object]) -> None:
         """Read one file from an instance into sink chunk by chunk, never whole in memory;
         a sink that raises ends the transfer (the exception passes through)."""
+        self._created(f"instances/{name}")
         if self.lean is not None:
             what, where = f"reading {path} in {name}", f"instances/{name}/files"
             status, raw, _ = self.lean.raw(

@@ -57,6 +57,10 @@ class _Daemon(http.server.BaseHTTPRequestHandler):
             self._send(200, {"type": "sync", "metadata": listing})
         elif path == "/1.0/instances/c1/state" and method == "PUT":
             self._send(202, {"type": "async", "operation": "/1.0/operations/op1"})
+        elif path == "/1.0/instances" and method == "POST":
+            self._send(202, {"type": "async", "operation": "/1.0/operations/op2"})
+        elif path == "/1.0/operations/op2/wait":
+            self._send(200, {"type": "sync", "metadata": {"status": "Failure", "err": "no room"}})
         elif path == "/1.0/operations/op1/wait":
             self._send(200, {"type": "sync", "metadata": {"status": "Success", "err": ""}})
         elif path == "/1.0/instances/c1/files" and method == "GET":
@@ -194,3 +198,16 @@ def test_a_short_answer_is_an_error() -> None:
     reply = lean._Reply(io.BytesIO(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
     with pytest.raises(ConnectionError):
         b"".join(reply.pieces(4))
+
+
+def test_a_creation_is_waited_for_by_the_next_request_about_it(daemon: str) -> None:
+    incus = Incus(Endpoint(daemon))
+    incus.create_instance({"name": "new", "source": {"type": "none"}})
+    assert [m for m, _, _ in _Daemon.seen] == ["POST"]  # returned with the name taken
+    incus.instance_names()  # a listing is about no one instance: no wait
+    with pytest.raises(IncusError, match="creating instance new: no room"):
+        incus.instance("new")
+    paths = [p.split("?")[0] for _, p, _ in _Daemon.seen]
+    assert paths[-2:] == ["/1.0/instances", "/1.0/operations/op2/wait"]
+    with pytest.raises(NotFound):  # waited for once; then the request goes out
+        incus.instance("new")
