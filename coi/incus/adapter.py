@@ -262,9 +262,9 @@ class Incus:
 
     def create_instance(self, body: Json) -> None:
         """POST /1.0/instances with a complete body. Locally this returns once Incus holds
-        the record (the name is taken, so a slot lock need not wait for the copy of the
-        image); the first later request about the instance waits until it is created,
-        and raises its failure."""
+        the instance's record (its name is taken, so a slot lock need not be held across
+        the copy of the image); the first later request about the instance waits until
+        it is created, and raises its failure."""
         name, what = str(body.get("name")), f"creating instance {body.get('name')}"
         if self.lean is None:
             self.call("POST", "instances", body, what)
@@ -272,6 +272,21 @@ class Incus:
         payload = self._lean_call("POST", "instances", body, what)
         if payload.get("type") == "async":
             self._creating[name] = (payload["operation"], what)
+            self._until_recorded(name, payload["operation"])
+
+    def _until_recorded(self, name: str, operation: str, timeout: float = 60.0) -> None:
+        """Wait until the instance is in Incus's database (the operation makes the record
+        first, then copies) or the operation has ended."""
+        assert self.lean is not None
+        op_id = operation.rstrip("/").rsplit("/", 1)[-1]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.lean.raw("GET", f"instances/{name}", name)[0] == 200:
+                return
+            if self.lean.get(f"operations/{op_id}", what=name).get("status") != "Running":
+                self._created(f"instances/{name}")  # ended: its failure is raised now
+                return
+            time.sleep(0.02)
 
     def _created(self, path: str) -> None:
         """Wait for the creation of the instance a request is about, if it is under way."""

@@ -59,6 +59,12 @@ class _Daemon(http.server.BaseHTTPRequestHandler):
             self._send(202, {"type": "async", "operation": "/1.0/operations/op1"})
         elif path == "/1.0/instances" and method == "POST":
             self._send(202, {"type": "async", "operation": "/1.0/operations/op2"})
+        elif path == "/1.0/instances/new" and method == "GET":
+            recorded = sum(1 for m, q, _ in self.seen if q.startswith("/1.0/instances/new")) > 1
+            status = 200 if recorded else 404  # the record appears a moment after the POST
+            self._send(status, {"type": "sync", "metadata": {"name": "new"}, "error_code": status})
+        elif path == "/1.0/operations/op2":
+            self._send(200, {"type": "sync", "metadata": {"status": "Running"}})
         elif path == "/1.0/operations/op2/wait":
             self._send(200, {"type": "sync", "metadata": {"status": "Failure", "err": "no room"}})
         elif path == "/1.0/operations/op1/wait":
@@ -200,14 +206,18 @@ def test_a_short_answer_is_an_error() -> None:
         b"".join(reply.pieces(4))
 
 
-def test_a_creation_is_waited_for_by_the_next_request_about_it(daemon: str) -> None:
+def test_a_creation_returns_once_recorded_and_is_waited_for_next(daemon: str) -> None:
     incus = Incus(Endpoint(daemon))
     incus.create_instance({"name": "new", "source": {"type": "none"}})
-    assert [m for m, _, _ in _Daemon.seen] == ["POST"]  # returned with the name taken
+    asked = [(m, p.split("?")[0]) for m, p, _ in _Daemon.seen]
+    assert asked == [
+        ("POST", "/1.0/instances"),
+        ("GET", "/1.0/instances/new"),  # not yet recorded
+        ("GET", "/1.0/operations/op2"),  # still running: look again
+        ("GET", "/1.0/instances/new"),  # recorded: the name is taken, return
+    ]
     incus.instance_names()  # a listing is about no one instance: no wait
     with pytest.raises(IncusError, match="creating instance new: no room"):
-        incus.instance("new")
-    paths = [p.split("?")[0] for _, p, _ in _Daemon.seen]
-    assert paths[-2:] == ["/1.0/instances", "/1.0/operations/op2/wait"]
-    with pytest.raises(NotFound):  # waited for once; then the request goes out
-        incus.instance("new")
+        incus.instance("new")  # waits for the copy first, which failed
+    assert _Daemon.seen[-1][1].startswith("/1.0/operations/op2/wait")
+    assert incus.instance("new") == {"name": "new"}  # waited for once only
