@@ -83,8 +83,7 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Ratios against raw `incus` measured in the same run: the speed goals (bench_speed,
-    about 5 minutes); `-- all` runs every script, `-- bench/X.py` the ones named."""
+    """Speed goals against raw `incus` in one run (`-- all`: every bench script)."""
     session.install(DEV)
     scripts = session.posargs or ["bench/bench_speed.py"]
     if scripts == ["all"]:

@@ -221,3 +221,21 @@ def test_a_creation_returns_once_recorded_and_is_waited_for_next(daemon: str) ->
         incus.instance("new")  # waits for the copy first, which failed
     assert _Daemon.seen[-1][1].startswith("/1.0/operations/op2/wait")
     assert incus.instance("new") == {"name": "new"}  # waited for once only
+
+
+@pytest.mark.parametrize("argv", [["config", "show"], ["info"]])
+def test_other_read_only_commands_do_not_import_pylxd(argv: list[str], tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from coi.commands.cli import main\n"
+        f"code = main({argv!r})\n"
+        "print(code, sorted(m for m in ('pylxd', 'requests') if m in sys.modules))"
+    )
+    root = str(Path(lean.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    code_, imported = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert imported == "[]", done.stderr
+    assert code_ in ("0", "2")  # info: no saved session here, a usage error
