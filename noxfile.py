@@ -83,10 +83,12 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print ratios against raw `incus` measured in the same run."""
+    """Speed goals against raw `incus` in one run (`-- all`: every bench script)."""
     session.install(DEV)
-    scripts = session.posargs or sorted(
-        os.path.join("bench", f) for f in os.listdir("bench") if f.startswith("bench_")
-    )
+    scripts = session.posargs or ["bench/bench_speed.py"]
+    if scripts == ["all"]:
+        scripts = sorted(
+            os.path.join("bench", f) for f in os.listdir("bench") if f.startswith("bench_")
+        )
     for script in scripts:
         session.run("python", script)

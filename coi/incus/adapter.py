@@ -1,6 +1,8 @@
-"""The one adapter over Incus (via pylxd): the only module that imports pylxd.
+"""The one adapter over Incus: the only module that imports pylxd.
 
-Everything speaks plain dicts in the shape of the Incus REST API
+A local daemon is spoken to over its unix socket through the lean path (lean.py, the
+standard library's HTTP client); pylxd serves a remote HTTPS daemon and image uploads,
+imported only then. Everything speaks plain dicts in the shape of the Incus REST API
 (https://linuxcontainers.org/incus/docs/main/rest-api/), so callers never see pylxd
 objects and a fake can stand in for unit tests.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from coi.core.errors import CoiError, IncusError, NotFound
+from coi.incus import lean
 
 Json = dict[str, Any]
 DEFAULT_SOCKET = "/var/lib/incus/unix.socket"
@@ -86,19 +89,40 @@ class Incus:
     def __init__(
         self, endpoint: Endpoint | None = None, project: str = "default", group: str = "incus-admin"
     ) -> None:
+        self.endpoint = endpoint or Endpoint(socket_path())
+        self.project = project
+        self.lean: lean.Local | None = None
+        self._client: Any = None
+        self._profiles: dict[str, tuple[float, Json | None]] = {}
+        self._creating: dict[str, tuple[str, str]] = {}  # name: (operation, what)
+        if self.endpoint.is_local:
+            _check_socket(self.endpoint.url, group)
+            self.lean = lean.Local(self.endpoint.url, project)
+        else:
+            self._client = self._connect()
+
+    @property
+    def client(self) -> Any:
+        """The pylxd client (made on first use: a local daemon rarely needs it)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
         import pylxd
         from pylxd import exceptions as px
 
-        self.endpoint = endpoint or Endpoint(socket_path())
-        self.project = project
+        lean.note("GET", "/1.0")  # pylxd.Client reads the server's record
         try:
             if self.endpoint.is_local:
-                _check_socket(self.endpoint.url, group)
-                self.client = pylxd.Client(endpoint=self.endpoint.url, project=project)
+                client = pylxd.Client(endpoint=self.endpoint.url, project=self.project)
             else:
-                self.client = self._remote(pylxd)
+                client = self._remote(pylxd)
         except (px.ClientConnectionFailed, OSError) as exc:
             raise _explain(exc, "connecting to Incus") from exc
+        if os.environ.get(lean.API_LOG_ENV):
+            _count_requests(client.api.session)
+        return client
 
     def _remote(self, pylxd: Any) -> Any:
         ep = self.endpoint
@@ -133,11 +157,20 @@ class Incus:
 
     def get(self, path: str, what: str = "", **params: Any) -> Any:
         """GET /1.0/<path>; returns the response metadata."""
+        self._created(path)
+        if self.lean is not None:
+            return self.lean.get(path, what or path, params)
         with self._errors(what or path):
             return self._node(path).get(params=dict(params)).json()["metadata"]
 
     def call(self, method: str, path: str, body: Any = None, what: str = "", **kwargs: Any) -> Any:
         """POST/PUT/PATCH/DELETE; waits for an async operation; returns its metadata."""
+        self._created(path)
+        if self.lean is not None:
+            payload = self._lean_call(method, path, body, what or path, **kwargs)
+            if payload.get("type") == "async":
+                return self._wait(payload["operation"])
+            return payload.get("metadata")
         with self._errors(what or path):
             node = self._node(path)
             if body is not None:
@@ -148,10 +181,37 @@ class Incus:
                 return self._wait(payload["operation"])
             return payload.get("metadata")
 
+    def _lean_call(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        what: str,
+        params: Mapping[str, Any] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Json:
+        """One request through the lean path: a JSON body, or raw data with its headers."""
+        assert self.lean is not None
+        if data is None:
+            document: Json = self.lean.json(method, path, what, body, params)
+            return document
+        status, raw, _ = self.lean.raw(
+            method, path, what, params=params, body=data, headers=headers
+        )
+        if status >= 400:
+            raise lean.refusal(status, raw, what)
+        import json
+
+        return dict(json.loads(raw or b"{}"))
+
     def _wait(self, operation: str) -> Any:
         op_id = operation.rstrip("/").rsplit("/", 1)[-1]
-        with self._errors("waiting for an operation"):
-            meta = self.client.api.operations[op_id].wait.get().json().get("metadata") or {}
+        if self.lean is not None:
+            meta = self.lean.get(f"operations/{op_id}/wait", "waiting for an operation") or {}
+        else:
+            with self._errors("waiting for an operation"):
+                meta = self.client.api.operations[op_id].wait.get().json().get("metadata") or {}
         if meta.get("status") == "Failure" or meta.get("err"):
             raise IncusError(meta.get("err") or "operation failed")
         return meta
@@ -168,7 +228,7 @@ class Incus:
 
     def server(self) -> Json:
         """GET /1.0: server config and environment."""
-        info: Json = self.client.host_info
+        info: Json = self.get("", "the server's record")
         return info
 
     # -- instances ------------------------------------------------------------------
@@ -201,8 +261,47 @@ class Incus:
         return result
 
     def create_instance(self, body: Json) -> None:
-        """POST /1.0/instances with a complete body; waits until created."""
-        self.call("POST", "instances", body, f"creating instance {body.get('name')}")
+        """POST /1.0/instances with a complete body. Locally this returns once Incus holds
+        the instance's record (its name is taken, so a slot lock need not be held across
+        the copy of the image); the first later request about the instance waits until
+        it is created, and raises its failure."""
+        name, what = str(body.get("name")), f"creating instance {body.get('name')}"
+        if self.lean is None:
+            self.call("POST", "instances", body, what)
+            return
+        payload = self._lean_call("POST", "instances", body, what)
+        if payload.get("type") == "async":
+            self._creating[name] = (payload["operation"], what)
+            self._until_recorded(name, payload["operation"])
+
+    def _until_recorded(self, name: str, operation: str, timeout: float = 60.0) -> None:
+        """Wait until the instance is in Incus's database (the operation makes the record
+        first, then copies) or the operation has ended."""
+        assert self.lean is not None
+        op_id = operation.rstrip("/").rsplit("/", 1)[-1]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.lean.raw("GET", f"instances/{name}", name)[0] == 200:
+                return
+            if self.lean.get(f"operations/{op_id}", what=name).get("status") != "Running":
+                self._created(f"instances/{name}")  # ended: its failure is raised now
+                return
+            time.sleep(0.02)
+
+    def _created(self, path: str) -> None:
+        """Wait for the creation of the instance a request is about, if it is under way."""
+        if not self._creating:
+            return
+        parts = path.strip("/").split("/")
+        if len(parts) < 2 or parts[0] != "instances":
+            return
+        pending = self._creating.pop(parts[1].split("?", 1)[0], None)
+        if pending is not None:
+            operation, what = pending
+            try:
+                self._wait(operation)
+            except IncusError as exc:
+                raise IncusError(f"{what}: {exc}") from exc
 
     def set_state(self, name: str, action: str, *, force: bool = False, timeout: int = -1) -> None:
         """start, stop, restart, freeze or unfreeze an instance and wait."""
@@ -304,8 +403,7 @@ class Incus:
         # command starts; then, while stdin can be sent again, try again.
         source = stdin if isinstance(stdin, bytes | None) else execws.StreamIn(stdin)
         for attempt in range(EXEC_RETRIES + 1):
-            with self._errors(f"exec in {name}"):
-                payload = self._node(f"instances/{name}/exec").post(json=body).json()
+            payload = self._post_exec(name, body)
             operation = payload["metadata"]
             try:
                 result = execws.mirror(
@@ -357,8 +455,7 @@ class Incus:
         term = {"TERM": os.environ.get("TERM", "xterm-256color"), **dict(env or {})}
         body = _exec_body(argv, term, user, group, cwd, interactive=True)
         body.update(width=cols, height=rows)
-        with self._errors(f"exec in {name}"):
-            payload = self._node(f"instances/{name}/exec").post(json=body).json()
+        payload = self._post_exec(name, body)
         operation = payload["metadata"]
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd) if os.isatty(fd) else None
@@ -380,6 +477,15 @@ class Incus:
             if saved is not None:
                 termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         return int((result.get("metadata") or {}).get("return", -1))
+
+    def _post_exec(self, name: str, body: Json) -> Json:
+        """POST an exec whose streams coi connects itself; the operation's document."""
+        self._created(f"instances/{name}")
+        if self.lean is not None:
+            return self._lean_call("POST", f"instances/{name}/exec", body, f"exec in {name}")
+        with self._errors(f"exec in {name}"):
+            payload: Json = self._node(f"instances/{name}/exec").post(json=body).json()
+        return payload
 
     def _failure(self, operation: str) -> str:
         """The error of a finished operation, or '' when it has none."""
@@ -414,6 +520,7 @@ class Incus:
         self, name: str, path: str, content: bytes, *, uid: int = 0, gid: int = 0, mode: int = 0o644
     ) -> None:
         """Write one file inside an instance (created or replaced)."""
+        self._created(f"instances/{name}")
         headers = {
             "X-Incus-uid": str(uid),
             "X-Incus-gid": str(gid),
@@ -421,6 +528,10 @@ class Incus:
             "X-Incus-type": "file",
             "Content-Type": "application/octet-stream",
         }
+        if self.lean is not None:
+            where, what = f"instances/{name}/files", f"writing {path} in {name}"
+            self._lean_call("POST", where, None, what, {"path": path}, content, headers)
+            return
         with self._errors(f"writing {path} in {name}"):
             self._node(f"instances/{name}/files").post(
                 params={"path": path}, data=content, headers=headers
@@ -428,6 +539,11 @@ class Incus:
 
     def pull_file(self, name: str, path: str) -> bytes:
         """Read one file from an instance."""
+        self._created(f"instances/{name}")
+        if self.lean is not None:
+            chunks: list[bytes] = []
+            self.pull_stream(name, path, chunks.append)
+            return b"".join(chunks)
         with self._errors(f"reading {path} in {name}"):
             response = self._node(f"instances/{name}/files").get(
                 params={"path": path}, is_api=False
@@ -438,6 +554,15 @@ class Incus:
     def pull_stream(self, name: str, path: str, sink: Callable[[bytes], object]) -> None:
         """Read one file from an instance into sink chunk by chunk, never whole in memory;
         a sink that raises ends the transfer (the exception passes through)."""
+        self._created(f"instances/{name}")
+        if self.lean is not None:
+            what, where = f"reading {path} in {name}", f"instances/{name}/files"
+            status, raw, _ = self.lean.raw(
+                "GET", where, what, params={"path": path}, sink=sink, chunk=PULL_CHUNK
+            )
+            if status >= 400:
+                raise lean.refusal(status, raw, what)
+            return
         with self._errors(f"reading {path} in {name}"):
             response = self._node(f"instances/{name}/files").get(
                 params={"path": path}, is_api=False, stream=True
@@ -505,6 +630,14 @@ class Incus:
 
     def export_image(self, fingerprint: str, out: BinaryIO) -> str:
         """Stream an image's tarball into out (never whole in memory); returns its type."""
+        if self.lean is not None:
+            what = f"exporting image {fingerprint[:12]}"
+            status, raw, headers = self.lean.raw(
+                "GET", f"images/{fingerprint}/export", what, sink=out.write
+            )
+            if status >= 400:
+                raise lean.refusal(status, raw, what)
+            return headers.get("Content-Type", "")
         with self._errors(f"exporting image {fingerprint[:12]}"):
             response = self._node(f"images/{fingerprint}/export").get(stream=True, is_api=False)
             for chunk in response.iter_content(chunk_size=1 << 20):
@@ -529,8 +662,13 @@ class Incus:
     # -- profiles, networks, pools, projects ------------------------------------------
 
     def profile(self, name: str) -> Json | None:
-        """A profile's record, or None."""
-        return self.find(f"profiles/{name}")
+        """A profile's record, or None (read again after PROFILE_TTL seconds: one launch
+        reads coi-base more than once, and profiles change only on setup)."""
+        now = time.monotonic()
+        cached = self._profiles.get(name)
+        if cached is None or now - cached[0] > PROFILE_TTL:
+            cached = self._profiles[name] = (now, self.find(f"profiles/{name}"))
+        return cached[1]
 
     def put_profile(self, name: str, body: Json) -> None:
         """Create the profile or replace its config, devices and description."""
@@ -538,13 +676,29 @@ class Incus:
             self.call("POST", "profiles", {"name": name, **body}, f"creating profile {name}")
         else:
             self.call("PUT", f"profiles/{name}", body, f"updating profile {name}")
+        self._profiles.pop(name, None)
 
     def delete_profile(self, name: str) -> None:
         """Delete a profile."""
+        self._profiles.pop(name, None)
         self.call("DELETE", f"profiles/{name}", what=f"deleting profile {name}")
 
 
 EXEC_RETRIES = 3
+PROFILE_TTL = 10.0
+
+
+def _count_requests(session: Any) -> None:
+    """Note every request pylxd's requests session sends (COI_API_LOG is set)."""
+    send = session.request
+
+    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        lean.note(method.upper(), "/1.0" + url.split("/1.0", 1)[-1])
+        return send(method, url, *args, **kwargs)
+
+    session.request = counted
+
+
 PULL_CHUNK = 1 << 20
 
 

@@ -39,6 +39,9 @@ class Channel:
         """Connect a websocket to /1.0/... and return the sync connection."""
         from websockets.sync.client import connect, unix_connect
 
+        from coi.incus import lean
+
+        lean.note("WS", path)
         if self.socket_path:
             return unix_connect(
                 self.socket_path, f"ws://incus{path}", max_size=None, compression=None

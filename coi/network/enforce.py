@@ -199,9 +199,13 @@ def attach(
         raise CoiError(f"bridge {bridge} has no IPv4 address: rules need one (see `coi doctor`)")
     lock = paths.locks_dir() / f"network-{bridge}.lock"
     refused: set[str] = set()
+    # The live addresses need every instance's state, a listing that takes long when many
+    # run: read before the lock, which parallel launches queue on. Under it, only what a
+    # coi launch reserves (static addresses) and the leases are read again.
+    live = addresses_in_use(incus, bridge)
     with file_lock(lock, what=f"the address lock of {bridge}"):
         for _ in range(ATTACH_TRIES):
-            taken = addresses_in_use(incus, bridge) | refused
+            taken = addresses_in_use(incus, bridge, live=False) | live | refused
             address = network_policy.choose_address(gateway, taken)
             device = {**nic, **filters, "ipv4.address": address, "hwaddr": _new_mac()}
             config = dict(keys)
@@ -239,13 +243,14 @@ def _new_mac() -> str:
     return network_policy.mac_from(os.urandom(3))
 
 
-def addresses_in_use(incus: IncusAPI, bridge: str) -> set[str]:
-    """IPv4 addresses held on the bridge in every project: static, leased and live."""
+def addresses_in_use(incus: IncusAPI, bridge: str, *, live: bool = True) -> set[str]:
+    """IPv4 addresses held on the bridge in every project: static, leased and (with live,
+    from every instance's state) live."""
     sock = _socket(incus)
     used: set[str] = set()
     try:  # every project's instances: pylxd pins one project, so ask the socket directly
         instances = nft_helper.incus_get(
-            "instances", sock, recursion="2", **{"all-projects": "true"}
+            "instances", sock, recursion="2" if live else "1", **{"all-projects": "true"}
         )
     except nft_helper.HelperError as exc:
         raise CoiError(

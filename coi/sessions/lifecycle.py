@@ -7,6 +7,8 @@ restored state), then finish it (save, tear down unless persistent) exactly once
 from __future__ import annotations
 
 import io
+import os
+import sys
 import tarfile
 import tempfile
 import time
@@ -257,12 +259,14 @@ def _claim(
     worktree: the branch asked for ("": the slot's own), the slot then works in its worktree."""
     from coi.launch import worktrees
     from coi.network import enforce as network
+    from coi.sessions import journal
 
     prefix = slots.prefix()
     limit = cfg.defaults.max_slots
     # Containers that lost their rules get them back, or stop: no slot decision hangs on
     # it, so not under the slot lock that parallel sessions of this workspace wait for.
     network.heal(incus)
+    journal.settle(incus)  # what killed finishers of `coi run` left, torn down
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with file_lock(lock, what=f"the slot lock of {workspace}"):
         # One listing serves both: reaping what was left stopped, then the free slots.
@@ -514,20 +518,8 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
     running = status == "Running"
     meta = metadata(session)
     try:
-        # a tool without a state folder (the plain shell) has nothing to save
-        state_dir = session.tool.state_dir
-        limit = session.cfg.sessions.max_state_bytes
-        saved = (
-            sessions.save(incus, name, meta, state_dir, running=running, limit=limit)
-            if state_dir
-            else None
-        )
-        if saved:
-            said = f"session {session.session_id} saved to {saved}"
-            if session.announce:
-                log(said)
-            else:  # coi run: where sessions go is said the first time
-                output.once("session-saved", said, fact=str(saved.parent))
+        limit, state_dir = session.cfg.sessions.max_state_bytes, session.tool.state_dir
+        save_state(incus, name, meta, state_dir, limit, running, log=log, announce=session.announce)
     finally:
         if not session.persistent:
             launch.teardown(incus, name)  # stops the session's broker too
@@ -541,6 +533,30 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
             launch.sweep(launch.host_folders(incus, name))
             if settled_status(incus, name) == "Stopped":  # never under a running container
                 launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
+
+
+def save_state(
+    incus: IncusAPI,
+    name: str,
+    meta: sessions.Metadata,
+    state_dir: str,
+    limit: int,
+    running: bool,
+    *,
+    log: Callable[[str], None] = output.info,
+    announce: bool = True,
+) -> None:
+    """Save the tool's state folder of a session (a tool without one, the plain shell,
+    has nothing to save) and say where."""
+    if not state_dir:
+        return
+    saved = sessions.save(incus, name, meta, state_dir, running=running, limit=limit)
+    if saved:
+        said = f"session {meta.session_id} saved to {saved}"
+        if announce:
+            log(said)
+        else:  # coi run: where sessions go is said the first time
+            output.once("session-saved", said, fact=str(saved.parent))
 
 
 def metadata(session: Session) -> sessions.Metadata:
@@ -558,6 +574,7 @@ def metadata(session: Session) -> sessions.Metadata:
 
 
 _HELD: dict[str, ExitStack] = {}
+_HELD_FD: dict[str, int] = {}
 
 
 def hold(name: str) -> None:
@@ -567,10 +584,10 @@ def hold(name: str) -> None:
         stack = ExitStack()
         lock = paths.locks_dir() / f"watch-{name}.lock"
         try:
-            stack.enter_context(file_lock(lock, timeout=0.1, what=f"the watch of {name}"))
+            fd = stack.enter_context(file_lock(lock, timeout=0.1, what=f"the watch of {name}"))
         except LockBusy:  # another coi process (an earlier attach, say) already watches it
             return
-        _HELD[name] = stack
+        _HELD[name], _HELD_FD[name] = stack, fd
 
 
 @contextmanager
@@ -656,13 +673,74 @@ def _reap_one(
     log(f"saved and removed {name}, which was stopped while detached")
 
 
-def close(session: Session | None, undo: list[Callable[[], None]]) -> None:
-    """The one cleanup of a session command: finish the session, or undo what was made."""
+def close(session: Session | None, undo: list[Callable[[], None]], *, detach: bool = False) -> None:
+    """The one cleanup of a session command: finish the session (with detach, in a
+    detached finisher, so that the caller returns at once), or undo what was made."""
     from coi.core import signals
 
+    failing = sys.exc_info()[0] is not None  # close runs in a `finally`: is one unwinding?
     with signals.shielded():
         if session is not None:
-            finish(session)
+            # An interrupted or failed run is finished here, before coi exits.
+            if not (detach and not failing and hand_off(session)):
+                finish(session)
             return
         for step in undo:
             step()
+
+
+# -- finishing after the exit code (coi run) -------------------------------------------------
+# What must happen before the user has the terminal back happens here: the state is saved,
+# the container is frozen (nothing in it runs again: the stop that follows kills it frozen)
+# and the host folders are swept for good. Only the stop and the delete, most of the time
+# of a finish, are left to a detached finisher. Its journal entry is written (and synced)
+# before it starts, and it inherits the container's watch lock: a live finisher is seen as
+# a watcher, a killed one (or a stopped machine) leaves an entry whose lock is free, which
+# the next coi command (`settle`) carries out.
+
+
+def hand_off(session: Session) -> bool:
+    """Finish an ephemeral session up to its teardown and leave that to a detached
+    process; False when this session is not one to hand off (then finish it here)."""
+    from coi.sessions import journal
+
+    incus, name = session.incus, session.name
+    fd = _HELD_FD.get(name)
+    wanted = detaches(os.environ.get(FINISH_ENV, ""), sys.stdout.isatty())
+    if session.persistent or session.finished or fd is None or not wanted:
+        return False
+    if settled_status(incus, name) != "Running":
+        return False
+    session.finished = True
+    limit = session.cfg.sessions.max_state_bytes
+    entry = journal.Entry(
+        name=name,
+        project=incus.project,
+        endpoint={k: getattr(incus.endpoint, k) for k in journal.ENDPOINT_FIELDS},
+        group=session.cfg.incus.group,
+    )
+    try:
+        meta, state_dir = metadata(session), session.tool.state_dir
+        save_state(incus, name, meta, state_dir, limit, True, announce=session.announce)
+    except BaseException:
+        launch.teardown(incus, name)  # a failed save is said with the container gone
+        raise
+    try:
+        incus.set_state(name, "freeze")
+        launch.sweep(launch.host_folders(incus, name))  # final: nothing runs in it now
+        journal.spawn(journal.write(entry), fd)
+    except (CoiError, OSError) as exc:
+        output.detail(f"finishing {name} here ({exc})")
+        launch.teardown(incus, name)
+    return True
+
+
+FINISH_ENV = "COI_FINISH"
+
+
+def detaches(choice: str, terminal: bool) -> bool:
+    """Whether `coi run` leaves its container's stop and delete to a finisher: COI_FINISH
+    `detach` or `inline`, else only when its output goes to a terminal. Whoever reads
+    it through a pipe (a script, a test) keeps the old contract: when coi exits, the
+    container is gone."""
+    return choice == "detach" or (choice != "inline" and terminal)

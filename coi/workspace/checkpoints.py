@@ -133,7 +133,9 @@ def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoi
         if checkpoint.kind == "git":
             git(workspace, "update-ref", "-d", REFS + checkpoint.id)
         else:
-            shutil.rmtree(_copy_dir(workspace, checkpoint.id).parent)
+            # parallel sessions of one workspace prune together: one may remove it first
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(_copy_dir(workspace, checkpoint.id).parent)
     return doomed
 
 

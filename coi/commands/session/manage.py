@@ -10,16 +10,12 @@ from typing import TYPE_CHECKING, Any
 from coi.commands.common import connect, load_config, workspace_of
 from coi.core import output
 from coi.core.errors import CoiError, NotFound, UsageError
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
-from coi.sessions import lifecycle as runtime
-from coi.sessions import store as sessions
 
 if TYPE_CHECKING:
     from coi.config.load import Config
     from coi.incus.api import IncusAPI
 
-LABEL = launch_spec.LABEL
+LABEL = "user.coi."  # launch_spec.LABEL, not imported here: `coi list` stays lean
 
 
 def is_coi(inst: dict[str, Any]) -> bool:
@@ -51,29 +47,63 @@ def describe(inst: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def coi_containers(incus: IncusAPI) -> list[dict[str, Any]]:
-    """Every coi container of the project, with state, as `describe` shows it."""
-    found = incus.get("instances", "listing instances", recursion=2)
-    return sorted((describe(i) for i in found if is_coi(i)), key=lambda d: d["name"])
+def coi_containers(
+    incus: IncusAPI, listing: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Every coi container of the project (from the given recursion=2 listing, or a fresh
+    one), with state, as `describe` shows it."""
+    if listing is None:
+        listing = incus.get("instances", "listing instances", recursion=2)
+    return sorted((describe(i) for i in listing if is_coi(i)), key=lambda d: d["name"])
+
+
+def reapable(inst: dict[str, Any]) -> bool:
+    """A stopped ephemeral session container, which `reap` saves and removes unless a coi
+    process still watches it (the cheap half of reap's test: no import, no lock)."""
+    config = inst.get("config") or {}
+    return (
+        inst.get("status") == "Stopped"
+        and "user.coi.session" in config
+        and config.get("user.coi.persistent") != "true"
+    )
+
+
+def _heal(incus: IncusAPI) -> None:
+    """Give running restricted containers of any project that lost their rules (a flush,
+    a reboot) them back; the nft listing is paid only when such a container runs."""
+    from coi.network import enforce as network
+    from coi.network import nft_guard
+
+    if not incus.endpoint.is_local:  # pylxd scopes every request to one project
+        network.heal(incus)
+        return
+    every = {"all-projects": "true"}
+    everywhere = incus.get("instances", "listing instances", recursion=1, **every)
+    if any(nft_guard.needs_rules(i) for i in everywhere):
+        network.heal(incus)
 
 
 def list_(args: argparse.Namespace) -> int:
     """List coi containers (and, with --all, saved sessions)."""
+    from coi.sessions import journal
+
     cfg = load_config(args)
     incus = connect(cfg)
-    runtime.reap(incus, cfg)
-    from coi.network import enforce as network
+    if journal.pending(incus.project):  # `coi run`s still finishing: show where they end
+        journal.settle(incus, wait=True)
+    listing = incus.get("instances", "listing instances", recursion=2)
+    if any(reapable(i) for i in listing):
+        from coi.sessions import lifecycle as runtime
 
-    network.heal(incus)  # a container that lost its rules (flush, reboot) gets them back
-    containers = coi_containers(incus)
-    from coi.broker import session as broker
-
-    for c in containers:  # the credential broker: port, upstreams, requests; a dead one is said
-        c["broker"] = broker.describe(c["name"])
-        if c["broker"] and not c["broker"]["alive"]:
-            output.warn(broker.dead_line(c["name"]))
-    saved = [dict(vars(m), path=str(p)) for m, p in sessions.all_sessions()] if args.all else []
+        gone = set(runtime.reap(incus, cfg, instances=listing))
+        listing = [i for i in listing if i["name"] not in gone]
+    _heal(incus)
+    containers = coi_containers(incus, listing)
+    _brokers(containers)
+    saved = _saved() if args.all else []
     if args.format == "json":
+        from coi.network import enforce as network
+
         counts = network.counts(incus)  # egress log counters: new connections per verdict
         for c in containers:
             c["connections"] = counts.get(f"coi:{incus.project}/{c['name']}")
@@ -105,8 +135,23 @@ def list_(args: argparse.Namespace) -> int:
     return 0
 
 
+def _brokers(containers: list[dict[str, Any]]) -> None:
+    """Each container's credential broker (port, upstreams, requests served); a dead one
+    is said on stderr."""
+    if not containers:
+        return
+    from coi.broker import session as broker
+
+    for c in containers:
+        c["broker"] = broker.describe(c["name"])
+        if c["broker"] and not c["broker"]["alive"]:
+            output.warn(broker.dead_line(c["name"]))
+
+
 def info(args: argparse.Namespace) -> int:
     """Show one saved session (default: the newest of this workspace)."""
+    from coi.sessions import store as sessions
+
     workspace = workspace_of(args)
     found = [
         (m, p)
@@ -119,6 +164,12 @@ def info(args: argparse.Namespace) -> int:
     files = sum(1 for p in folder.rglob("*") if p.is_file())
     output.emit_json({**vars(meta), "path": str(folder), "files": files})
     return 0
+
+
+def _saved() -> list[dict[str, Any]]:
+    from coi.sessions import store as sessions
+
+    return [dict(vars(m), path=str(p)) for m, p in sessions.all_sessions()]
 
 
 def confirm(question: str, force: bool) -> None:
@@ -148,6 +199,7 @@ def _targets(incus: IncusAPI, args: argparse.Namespace, verb: str) -> list[dict[
 def save_running(incus: IncusAPI, cfg: Config, container: dict[str, Any]) -> None:
     """Save the session of a running coi container (before it stops)."""
     from coi.config import tools
+    from coi.sessions import store as sessions
 
     if not container.get("session") or not container.get("tool"):
         return
@@ -172,6 +224,8 @@ def save_running(incus: IncusAPI, cfg: Config, container: dict[str, Any]) -> Non
 
 def shutdown(args: argparse.Namespace) -> int:
     """Stop gracefully (then force after --timeout), saving sessions; delete unless persistent."""
+    from coi.launch import executor as launch
+
     cfg = load_config(args)
     incus = connect(cfg)
     for container in _targets(incus, args, "shut down"):
@@ -190,6 +244,8 @@ def shutdown(args: argparse.Namespace) -> int:
 
 def kill(args: argparse.Namespace) -> int:
     """Force-stop and delete at once."""
+    from coi.launch import executor as launch
+
     incus = connect(load_config(args))
     for container in _targets(incus, args, "kill"):
         launch.teardown(incus, container["name"])
@@ -199,8 +255,15 @@ def kill(args: argparse.Namespace) -> int:
 
 def clean(args: argparse.Namespace) -> int:
     """Remove stopped coi containers (sessions saved first); --sessions also saved sessions."""
+    from coi.launch import executor as launch
+    from coi.sessions import store as sessions
+
     cfg = load_config(args)
     incus = connect(cfg)
+    from coi.sessions import journal
+    from coi.sessions import lifecycle as runtime
+
+    journal.settle(incus, wait=True)
     runtime.reap(incus, cfg)
     stopped = [c for c in coi_containers(incus) if c["status"] == "stopped"]
     if stopped:

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
                     raw_stderr=_writer(sys.stderr.buffer),
                 )
         finally:
-            runtime.close(session, undo)
+            # The exit code now; the save and the delete in a detached finisher.
+            runtime.close(session, undo, detach=True)
     return result.exit_code
 
 
