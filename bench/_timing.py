@@ -1,10 +1,12 @@
-"""Small timing helpers shared by the benchmarks: medians of repeated wall times."""
+"""Small helpers shared by the benchmarks: medians of repeated wall times, and the raw
+`incus` cycle coi run is measured against."""
 
 from __future__ import annotations
 
 import statistics
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 
@@ -32,3 +34,16 @@ def report(label: str, ours: float, baseline: float, goal: str) -> None:
         f"{label}: coi {ours * 1000:.0f} ms, baseline {baseline * 1000:.0f} ms, "
         f"ratio {ours / baseline:.2f} (goal: {goal})"
     )
+
+
+def incus(*argv: str) -> None:
+    """Run the incus CLI, quietly; a failure raises."""
+    subprocess.run(["incus", *argv], check=True, capture_output=True)
+
+
+def raw_cycle(image: str) -> None:
+    """What `coi run -- true` does, with the raw CLI: launch with coi's profile, exec, delete."""
+    name = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    incus("launch", image, name, "--profile", "coi-base")
+    incus("exec", name, "--", "true")
+    incus("delete", "--force", name)

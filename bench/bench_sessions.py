@@ -22,21 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
-from _timing import median_of, report
+from _timing import incus, median_of, raw_cycle, report
 
 IMAGE = os.environ.get("COI_BENCH_IMAGE", "coi")
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
-
-
-def incus(*argv: str) -> None:
-    subprocess.run(["incus", *argv], check=True, capture_output=True)
-
-
-def raw_cycle() -> None:
-    name = f"bench-raw-{uuid.uuid4().hex[:6]}"
-    incus("launch", IMAGE, name, "--profile", "coi-base")
-    incus("exec", name, "--", "true")
-    incus("delete", "--force", name)
 
 
 def coi_cycle(workspace: Path) -> None:
@@ -133,7 +122,7 @@ def transfer(workspace: Path) -> tuple[float, float]:
 def main() -> None:
     os.environ.setdefault("COI_HOME", tempfile.mkdtemp(prefix="coi-bench-"))
     workspace = Path(tempfile.mkdtemp(prefix="coi-bench-ws-"))
-    raw = median_of(raw_cycle, RUNS)
+    raw = median_of(lambda: raw_cycle(IMAGE), RUNS)
     ours = median_of(lambda: coi_cycle(workspace), RUNS)
     report("coi run -- true vs incus launch+exec+delete", ours, raw, "ratio at most 1.0")
     print(f"Incus API requests in one coi run (HTTP + websockets): {count_requests(workspace)}")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # this checkout's coi, in this process and (child_env) the children
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _timing import median_of
+from _timing import median_of, raw_cycle
 
 IMAGE = os.environ.get("COI_BENCH_IMAGE", "coi")
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "3"))
@@ -59,17 +59,6 @@ def row(measure: str, result: str, goal: str) -> None:
 
 def ratio(ours: float, raw: float) -> str:
     return f"{ours * 1000:.0f} ms vs {raw * 1000:.0f} ms = {ours / raw:.2f}x"
-
-
-def incus(*argv: str) -> None:
-    subprocess.run(["incus", *argv], check=True, capture_output=True)
-
-
-def raw_cycle() -> None:
-    name = f"bench-raw-{uuid.uuid4().hex[:6]}"
-    incus("launch", IMAGE, name, "--profile", "coi-base")
-    incus("exec", name, "--", "true")
-    incus("delete", "--force", name)
 
 
 def coi(argv: list[str], workspace: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -104,7 +93,7 @@ def timed_runs(argv: list[str], workspace: Path, env: dict[str, str]) -> float:
 def p1(workspace: Path, env: dict[str, str]) -> float:
     """coi run -- true against the raw cycle, at a terminal (the stop and delete detached)
     and in a pipe (inline); then the API requests of one run."""
-    raw = median_of(raw_cycle, RUNS)
+    raw = median_of(lambda: raw_cycle(IMAGE), RUNS)
     ours = timed_runs([*RUN, "true"], workspace, {**env, "COI_FINISH": "detach"})
     inline = timed_runs([*RUN, "true"], workspace, {**env, "COI_FINISH": "inline"})
     row("P1 `coi run -- true` / incus launch+exec+delete", ratio(ours, raw), "at most 1.0x")

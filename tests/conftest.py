@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.fakeupstream import Upstream
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -32,3 +37,15 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # Without this a load() in a test would read the machine's real /etc/coi/config.toml.
     monkeypatch.setenv("COI_SYSTEM_CONFIG", str(tmp_path / "etc" / "coi" / "config.toml"))
     return home
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    """A fake model API on the loopback, with its own test CA (tests/fakeupstream.py)."""
+    from tests.fakeupstream import Upstream
+
+    fake = Upstream(tmp_path)
+    try:
+        yield fake
+    finally:
+        fake.close()

@@ -161,6 +161,8 @@ def a_answers(packet: bytes, txid: int) -> list[str]:
 
 
 def _skip_name(packet: bytes, offset: int) -> int:
+    # The same walk as coi/network/dns.py's: this file ships in the stdlib-only root helper,
+    # which cannot import that one.
     while True:
         length = packet[offset]
         if length & 0xC0 == 0xC0:

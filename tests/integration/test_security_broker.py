@@ -62,16 +62,6 @@ echo search-done
 
 
 @pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[Upstream]:
-    """The fake model API on the loopback, with its own test CA."""
-    fake = Upstream(tmp_path)
-    try:
-        yield fake
-    finally:
-        fake.close()
-
-
-@pytest.fixture
 def secret() -> str:
     """The host's real API key: a unique marker."""
     return f"sk-real-{uuid.uuid4().hex}"

@@ -45,15 +45,6 @@ def ask(name: str, method: str, target: str, **headers: str) -> tuple[int, bytes
 
 
 @pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[Upstream]:
-    fake = Upstream(tmp_path)
-    try:
-        yield fake
-    finally:
-        fake.close()
-
-
-@pytest.fixture
 def short_home(monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> Iterator[Path]:
     """COI_HOME in a short path (a socket path holds 107 bytes)."""
     import shutil
