@@ -354,7 +354,12 @@ def _dead(
     rules: list[nft.Installed], socket_path: str, alive: Callable[[str, str], bool] | None = None
 ) -> list[tuple[str, int]]:
     """(chain, handle) of the rules whose container no longer exists."""
-    alive = alive or (lambda p, n: exists(p, n, socket_path))
+    if alive is None:
+        living = instances_everywhere(socket_path)  # one request, not one per owner
+        if living is None:
+            alive = lambda p, n: exists(p, n, socket_path)  # noqa: E731
+        else:
+            alive = lambda p, n: (p, n) in living  # noqa: E731
     owners = {o for r in rules if (o := nft.owner(r.comment)) is not None}
     gone = {o for o in owners if not alive(*o)}
     return [(r.chain, r.handle) for r in rules if nft.owner(r.comment) in gone]
@@ -384,6 +389,21 @@ def _remove(project: str, name: str) -> int:
         handles = nft.owned_by(rules, project, name)
         _commit(rules, handles, [])
     return len(handles)
+
+
+def instances_everywhere(socket_path: str) -> set[tuple[str, str]] | None:
+    """(project, name) of every instance in every project, in one request; None when
+    Incus would not say (then each owner is asked on its own)."""
+    try:
+        urls = incus_get("instances", socket_path, **{"all-projects": "true"})
+    except HelperError:
+        return None
+    found = set()
+    for url in urls or []:
+        parsed = urllib.parse.urlparse(str(url))
+        project = urllib.parse.parse_qs(parsed.query).get("project", ["default"])[0]
+        found.add((project, urllib.parse.unquote(parsed.path.rsplit("/", 1)[-1])))
+    return found
 
 
 def exists(project: str, name: str, socket_path: str) -> bool:

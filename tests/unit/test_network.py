@@ -279,7 +279,8 @@ def test_apply_replaces_own_and_stale_rules_and_sweeps_the_dead(
     scripts: list[str] = []
     monkeypatch.setattr(nft_helper, "target_of", lambda p, n, s: (T, "restricted", []))
     monkeypatch.setattr(nft_helper, "current", lambda: rules)
-    monkeypatch.setattr(nft_helper, "exists", lambda p, n, s: n in ("alive", "old", T.name))
+    living = {("p", "alive"), ("p", "old"), (T.project, T.name)}
+    monkeypatch.setattr(nft_helper, "instances_everywhere", lambda s: living)
     monkeypatch.setattr(
         nft_helper, "run_nft", lambda args, script=None: scripts.append(script or "")
     )
@@ -293,6 +294,28 @@ def test_apply_replaces_own_and_stale_rules_and_sweeps_the_dead(
     ]
     assert scripts[0].count("add rule") == len(added)
     assert len([r for r in added if " log prefix " not in r]) == len(nft.plan(T, "restricted"))
+
+
+def test_the_dead_are_found_in_one_listing_or_else_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    urls = ["/1.0/instances/c1", "/1.0/instances/c2?project=p", "/1.0/instances/a%2Db?project=p"]
+    monkeypatch.setattr(nft_helper, "incus_get", lambda path, socket, **kw: urls)
+    assert nft_helper.instances_everywhere("s") == {("default", "c1"), ("p", "c2"), ("p", "a-b")}
+    rules = [
+        nft.Installed("input", 1, "coi:p/c2", "br", "10.9.9.9", None),
+        nft.Installed("input", 2, "coi:p/gone", "br", "10.9.9.8", None),
+    ]
+    assert nft_helper._dead(rules, "s") == [("input", 2)]
+
+    def refused(path: str, socket: str, **kw: str) -> None:
+        raise nft_helper.HelperError("no listing")
+
+    asked: list[str] = []
+    monkeypatch.setattr(nft_helper, "incus_get", refused)
+    monkeypatch.setattr(nft_helper, "exists", lambda p, n, s: asked.append(n) or n == "c2")
+    assert nft_helper._dead(rules, "s") == [("input", 2)]
+    assert sorted(asked) == ["c2", "gone"]
 
 
 def test_open_mode_clears_any_rule_on_its_static_address(monkeypatch: pytest.MonkeyPatch) -> None:
