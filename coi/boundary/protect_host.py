@@ -255,6 +255,15 @@ def release(name: str) -> None:
         target.rmdir()
 
 
+def staged() -> set[str]:
+    """Names of the instances with a view (or a worktree's git view) on this host."""
+    names: set[str] = set()
+    for folder, suffix in ((protect.VIEW_ROOT, ""), (RECORDS, ".json")):
+        with contextlib.suppress(OSError):
+            names.update(n.removesuffix(suffix) for n in os.listdir(folder) if n.endswith(suffix))
+    return {n.removesuffix(".git") for n in names}
+
+
 def remove_placeholders(workspace: Path, created: Sequence[Sequence[str]]) -> list[str]:
     """Remove what coi created, deepest first; return the paths left (changed or not empty)."""
     left = []

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from coi.boundary import protect
 from coi.core import faults, output, slots
@@ -166,6 +167,25 @@ def release_workspace(name: str) -> None:
     if protect_host.can_stage():
         protect_host.release(name)
         worktrees.release(name)
+
+
+def release_orphaned_views(incus: IncusAPI) -> list[str]:
+    """Release the views of instances that are gone without coi's teardown (coi killed, or
+    the instance deleted with incus itself): a view left mounted keeps the files it locks
+    busy in the user's workspace. Returns the names released."""
+    from coi.boundary import protect_host
+
+    if not protect_host.can_stage():
+        return []
+    views = protect_host.staged()  # read first: an instance exists before its view does
+    if not views:
+        return []
+    urls = incus.get("instances", "listing every project's instances", **{"all-projects": "true"})
+    living = {unquote(str(url).partition("?")[0].rsplit("/", 1)[-1]) for url in urls or []}
+    gone = sorted(views - living)
+    for name in gone:
+        release_workspace(name)
+    return gone
 
 
 def host_folders(incus: IncusAPI, name: str) -> list[Path]:

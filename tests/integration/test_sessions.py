@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from coi.boundary import protect
 from coi.core import slots
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
@@ -259,8 +260,13 @@ def test_kill_9_during_save_keeps_the_previous_save(env: dict[str, str], incus: 
         env={"COI_FAULT_SIGNAL": "SIGKILL@save"},
     )
     assert crashed.returncode == -9
-    for name in ours(incus, env["COI_CONTAINER_PREFIX"]):
+    left = ours(incus, env["COI_CONTAINER_PREFIX"])
+    for name in left:  # deleted behind coi's back: its locked view stays mounted
         incus.delete_instance(name, force=True)
+    assert all(protect.view_path(name).exists() for name in left)
+    listed = coi("list")  # the next listing releases the views of containers that are gone
+    assert listed.returncode == 0, listed.stderr
+    assert left and not any(protect.view_path(name).exists() for name in left)
     resumed = coi("run", "--resume", "--", "cat", "/home/code/.fake/state")
     assert resumed.stdout == "good\n"
 

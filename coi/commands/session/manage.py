@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,7 @@ def list_(args: argparse.Namespace) -> int:
         gone = set(runtime.reap(incus, cfg, instances=listing))
         listing = [i for i in listing if i["name"] not in gone]
     _heal(incus)
+    _release_orphaned_views(incus, listing)
     containers = coi_containers(incus, listing)
     _brokers(containers)
     saved = _saved() if args.all else []
@@ -133,6 +135,23 @@ def list_(args: argparse.Namespace) -> int:
             [[s["session_id"], s["tool"], s["saved_at"][:19], s["workspace"]] for s in saved],
         )
     return 0
+
+
+def _release_orphaned_views(incus: IncusAPI, listing: list[dict[str, Any]]) -> None:
+    """Locked views whose container went without coi's teardown are released (the launch
+    path is imported only when a view on this host is not one of this listing's)."""
+    from coi.boundary import protect
+
+    try:
+        views = {v.removesuffix(".git") for v in os.listdir(protect.VIEW_ROOT)}
+    except OSError:
+        return
+    if views <= {i["name"] for i in listing}:
+        return
+    from coi.launch import executor as launch
+
+    for name in launch.release_orphaned_views(incus):
+        output.info(f"released the locked workspace view of {name}, whose container is gone")
 
 
 def _brokers(containers: list[dict[str, Any]]) -> None:
@@ -271,6 +290,8 @@ def clean(args: argparse.Namespace) -> int:
     for container in stopped:
         launch.teardown(incus, container["name"])
         output.info(f"{container['name']}: deleted")
+    for name in launch.release_orphaned_views(incus):
+        output.info(f"released the locked workspace view of {name}, whose container is gone")
     if args.orphans:
         from coi.network import enforce as network
 
