@@ -93,7 +93,6 @@ class Incus:
         self.project = project
         self.lean: lean.Local | None = None
         self._client: Any = None
-        self._profiles: dict[str, tuple[float, Json | None]] = {}
         self._creating: dict[str, tuple[str, str]] = {}  # name: (operation, what)
         if self.endpoint.is_local:
             _check_socket(self.endpoint.url, group)
@@ -662,13 +661,9 @@ class Incus:
     # -- profiles, networks, pools, projects ------------------------------------------
 
     def profile(self, name: str) -> Json | None:
-        """A profile's record, or None (read again after PROFILE_TTL seconds: one launch
-        reads coi-base more than once, and profiles change only on setup)."""
-        now = time.monotonic()
-        cached = self._profiles.get(name)
-        if cached is None or now - cached[0] > PROFILE_TTL:
-            cached = self._profiles[name] = (now, self.find(f"profiles/{name}"))
-        return cached[1]
+        """A profile's record, or None. Never cached: another process (`coi setup`,
+        `doctor --fix`, incus itself) may change it at any time."""
+        return self.find(f"profiles/{name}")
 
     def put_profile(self, name: str, body: Json) -> None:
         """Create the profile or replace its config, devices and description."""
@@ -676,16 +671,13 @@ class Incus:
             self.call("POST", "profiles", {"name": name, **body}, f"creating profile {name}")
         else:
             self.call("PUT", f"profiles/{name}", body, f"updating profile {name}")
-        self._profiles.pop(name, None)
 
     def delete_profile(self, name: str) -> None:
         """Delete a profile."""
-        self._profiles.pop(name, None)
         self.call("DELETE", f"profiles/{name}", what=f"deleting profile {name}")
 
 
 EXEC_RETRIES = 3
-PROFILE_TTL = 10.0
 
 
 def _count_requests(session: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import socket
 import ssl
 import threading
 import time
@@ -18,11 +19,12 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 Sink = Callable[[bytes], object]
 T = TypeVar("T")
 STDIN_AHEAD = 16  # chunks of 64 KiB
+OPEN_TIMEOUT = 10.0  # seconds for a websocket's TCP, TLS and upgrade
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,31 @@ class Channel:
         context.verify_mode = ssl.CERT_NONE
         if self.client_cert and self.client_key:
             context.load_cert_chain(self.client_cert, self.client_key)
-        conn = connect(f"{self.base_url}{path}", ssl=context, max_size=None, compression=None)
-        tls: ssl.SSLSocket = conn.socket  # type: ignore[assignment]
-        peer = tls.getpeercert(binary_form=True) or b""
-        if self.server_fingerprint and hashlib.sha256(peer).hexdigest() != self.server_fingerprint:
-            conn.close()
-            raise ConnectionError("the server certificate does not match the pinned one")
-        return conn
+        # TLS first, on a socket of our own, and the pin checked before the upgrade request
+        # carries the operation's secret: a server that is not the pinned one never sees it.
+        where = urlsplit(self.base_url)
+        host, port = where.hostname or "", where.port or 8443
+        raw = socket.create_connection((host, port), timeout=OPEN_TIMEOUT)
+        try:
+            tls = context.wrap_socket(raw)
+        except BaseException:
+            raw.close()
+            raise
+        try:
+            peer = hashlib.sha256(tls.getpeercert(binary_form=True) or b"").hexdigest()
+            if self.server_fingerprint and peer != self.server_fingerprint:
+                raise ConnectionError("the server certificate does not match the pinned one")
+            tls.settimeout(None)  # a stream may stay quiet as long as its command does
+            return connect(
+                f"ws://{where.netloc}{path}",
+                sock=tls,
+                max_size=None,
+                compression=None,
+                open_timeout=OPEN_TIMEOUT,
+            )
+        except BaseException:
+            tls.close()
+            raise
 
 
 def ws_path(operation_id: str, secret: str, project: str) -> str:
