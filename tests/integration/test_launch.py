@@ -95,6 +95,7 @@ spec = launch.create_in_slot(
     incus, ws, lambda n, s: launch_spec.LaunchSpec(name=n, image=sys.argv[3], workspace=ws,
                                               workspace_uid=0, slot=s),
     limit=10, start=False)
+incus.instance(spec.name)  # the creation goes on after the record: see it through
 print(spec.name)
 """
 

@@ -188,8 +188,15 @@ def test_poweroff_while_detached_is_saved_by_the_next_listing(
         time.sleep(0.5)
     listed = json.loads(coi("list", "--all", "--format", "json").stdout)
     assert name not in [c["name"] for c in listed["containers"]]
-    saved = next(s for s in listed["sessions"] if s["container_name"] == name)
-    assert (Path(saved["path"]) / ".fake" / "state").read_text() == "before-poweroff\n"
+    found = [s for s in listed["sessions"] if s["container_name"] == name]
+    for _ in range(20):  # the session's own watcher may still be writing the save: bounded
+        if found:
+            break
+        time.sleep(0.5)
+        listed = json.loads(coi("list", "--all", "--format", "json").stdout)
+        found = [s for s in listed["sessions"] if s["container_name"] == name]
+    assert found, f"no saved session of {name}"
+    assert (Path(found[0]["path"]) / ".fake" / "state").read_text() == "before-poweroff\n"
 
 
 def test_persistent_container_is_kept_and_reused(env: dict[str, str], incus: Incus) -> None:
