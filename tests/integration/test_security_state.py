@@ -126,6 +126,10 @@ def test_oversized_state_through_the_exec_stream_is_refused(
     assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
 
 
+# Run alone (with the disruptive tests): the next listing must be the process that finds
+# the stopped container; in the parallel suite it was found first elsewhere twice in CI
+# (not yet understood), while alone these pass every time.
+@pytest.mark.disruptive
 @pytest.mark.parametrize("attack", [SPARSE, REAL], ids=["sparse-64G", "real-2G"])
 def test_oversized_state_left_by_a_poweroff_is_refused(
     env: dict[str, str], incus: Incus, attack: str

@@ -169,6 +169,10 @@ def test_session_of_another_workspace_is_refused(env: dict[str, str], tmp_path: 
     assert "belongs to" in done.stderr and "Traceback" not in done.stderr
 
 
+# Run alone (with the disruptive tests): the next listing must be the process that finds
+# the stopped container; in the parallel suite it was found first elsewhere twice in CI
+# (not yet understood), while alone these pass every time.
+@pytest.mark.disruptive
 def test_poweroff_while_detached_is_saved_by_the_next_listing(
     env: dict[str, str], incus: Incus
 ) -> None:
