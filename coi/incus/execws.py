@@ -81,6 +81,18 @@ class Channel:
             raise
 
 
+def connect_order(fds: dict[str, str]) -> list[str]:
+    """The file descriptors in the order to connect them: "control" first.
+
+    In non-interactive mode the daemon starts the command once 0, 1 and 2 are connected;
+    a command that ends at once (or fails to start) finishes the operation while a late
+    control connection is being accepted, and Incus 6.0.4 then dereferences the finished
+    operation's handler and the whole daemon panics (operations.go, Connect). Connected
+    first, control is never late.
+    """
+    return sorted(fds, key=lambda fd: (fd != "control", fd))
+
+
 def ws_path(operation_id: str, secret: str, project: str) -> str:
     """The websocket path of one file descriptor of an exec operation."""
     return (
@@ -203,8 +215,8 @@ def mirror(
     """Connect every websocket of the operation, mirror the streams, return wait()."""
     with ExitStack() as stack:
         conns = {
-            fd: stack.enter_context(channel.open(ws_path(operation_id, secret, project)))
-            for fd, secret in fds.items()
+            fd: stack.enter_context(channel.open(ws_path(operation_id, fds[fd], project)))
+            for fd in connect_order(fds)
         }
         stop = partial(_kill, conns["control"]) if "control" in conns else lambda: None
         threads = [
@@ -241,8 +253,8 @@ def interactive(
     import signal
 
     with ExitStack() as stack:
-        pty = stack.enter_context(channel.open(ws_path(operation_id, fds["0"], project)))
         control = stack.enter_context(channel.open(ws_path(operation_id, fds["control"], project)))
+        pty = stack.enter_context(channel.open(ws_path(operation_id, fds["0"], project)))
 
         def resize(*_: object) -> None:
             if size is not None:
