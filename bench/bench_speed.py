@@ -77,11 +77,17 @@ def settle(seconds: float = 60.0) -> None:
         time.sleep(0.5)
 
 
-def timed_runs(argv: list[str], workspace: Path, env: dict[str, str]) -> float:
+def timed_runs(
+    argv: list[str], workspace: Path, env: dict[str, str], *, pooled: bool = False
+) -> float:
     """Median wall time of RUNS `coi run`s (one warm-up first), each after the finisher of
-    the one before is done (as when a person types them, seconds apart)."""
+    the one before is done (as when a person types them, seconds apart); pooled: each
+    after `coi pool fill` made one container ready for it (not timed)."""
     samples = []
+    flags = argv[len(COI) + 1 : argv.index("--")]
     for attempt in range(RUNS + 1):
+        if pooled:
+            coi([*COI, "pool", "fill", "--size", "1", *flags], workspace, env).check_returncode()
         started = time.perf_counter()
         coi(argv, workspace, env).check_returncode()
         if attempt:
@@ -98,6 +104,19 @@ def p1(workspace: Path, env: dict[str, str]) -> float:
     inline = timed_runs([*RUN, "true"], workspace, {**env, "COI_FINISH": "inline"})
     row("P1 `coi run -- true` / incus launch+exec+delete", ratio(ours, raw), "at most 1.0x")
     row("P1 the same, finished inline (output to a pipe)", ratio(inline, raw), "-")
+    warm = timed_runs([*RUN, "true"], workspace, {**env, "COI_FINISH": "detach"}, pooled=True)
+    row("P1 the same, taken from a warm pool", ratio(warm, raw), "at most 0.3x")
+    row("Incus API requests per `coi run`", requests(workspace, env, pooled=False), "at most 10")
+    row("... taken from a warm pool", requests(workspace, env, pooled=True), "at most 10")
+    return ours
+
+
+def requests(workspace: Path, env: dict[str, str], *, pooled: bool) -> str:
+    """The Incus API requests of one `coi run -- true` (COI_API_LOG): before the exit code
+    (the foreground process) and after it (the detached finisher)."""
+    if pooled:
+        fill = [*COI, "pool", "fill", "--size", "1", *RUN[len(COI) + 1 : RUN.index("--")]]
+        coi(fill, workspace, env).check_returncode()
     log = Path(tempfile.mkdtemp()) / "api.log"
     counted = {**env, "COI_API_LOG": str(log), "COI_FINISH": "detach"}
     subprocess.run([*RUN, "true"], capture_output=True, cwd=workspace, env=counted)
@@ -107,13 +126,10 @@ def p1(workspace: Path, env: dict[str, str]) -> float:
     front = [line for line in lines if line[0] == front_pid]
     back = [line for line in lines if line[0] != front_pid]
     http = sum(1 for line in front if line[1] != "WS")
-    row(
-        "Incus API requests per `coi run`",
+    return (
         f"{http} HTTP + {len(front) - http} websockets before the exit code, "
-        f"{len(back)} in the finisher",
-        "at most 10",
+        f"{len(back)} in the finisher"
     )
-    return ours
 
 
 def timed(argv: list[str], runs: int, **kwargs: object) -> tuple[float, float]:

@@ -159,25 +159,38 @@ def is_broker(pid: int, name: str) -> bool:
 
 
 def stop(name: str) -> bool:
-    """Stop the broker of container name (SIGTERM, then SIGKILL); True when one ran."""
+    """Stop the broker of container name (SIGTERM, then SIGKILL) and wait, bounded, until
+    it is gone; True when one ran. Its processes are found by their command line too, so
+    a broker whose state file is missing or names another pid is not left behind."""
     state = status(name)
-    pid = int(state.get("pid", 0)) if state else 0
-    ran = bool(state and state["alive"])
-    if ran:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while is_broker(pid, name) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.02)
-        if is_broker(pid, name):
+    pids = set(_pids_of(name))
+    if state and state["alive"]:
+        pids.add(int(state.get("pid", 0)))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    _reap(pid)
+                os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(is_broker(pid, name) for pid in pids) and time.monotonic() < deadline:
+            for pid in pids:
+                _reap(pid)
+            time.sleep(0.02)
+        pids = {pid for pid in pids if is_broker(pid, name)}
+        if not pids:
+            break
     for path in (socket_path(name), state_path(name), settings_path(name)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    return ran
+    return bool(state and state["alive"])
+
+
+def _pids_of(name: str) -> list[int]:
+    """The live broker processes of container name, found by their command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and is_broker(int(entry.name), name):
+            found.append(int(entry.name))
+    return found
 
 
 def _reap(pid: int) -> None:

@@ -153,11 +153,13 @@ def attach(
     *,
     given: bool,
     home: Path | None = None,
+    fresh: bool = False,
 ) -> bool:
     """Start this session's broker and lead the container to it (True), or take an earlier
-    session's device and variables away when this one is not brokered (False)."""
+    session's device and variables away when this one is not brokered (False); a fresh
+    container (new, or from the warm pool) has none, so its record is not read."""
     brokered = given and mode_for(cfg.credentials.mode, tool) == "broker"
-    record = incus.instance(name)
+    record = {} if fresh else incus.instance(name)
     config = record.get("config") or {}
     stale = [k for k in config if k.startswith("user.coi.broker-env.")]
     if not brokered:

@@ -234,6 +234,7 @@ AREAS = (
     "coi.commands.checkpoint",
     "coi.commands.snapshot",
     "coi.commands.worktree",
+    "coi.commands.pool",
 )
 
 

@@ -185,6 +185,13 @@ class Checkpoints:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """[pool]: how many booted containers coi keeps ready for a workspace's next sessions."""
+
+    size: int = 0
+
+
+@dataclass(frozen=True)
 class Security:
     """[security]: workspace paths the container may not change (coi/boundary/protect.py).
 
@@ -232,6 +239,7 @@ class Config:
     profiles: Mapping[str, Profile]
     mounts: tuple[Mapping[str, Any], ...] = ()  # [[mounts]] tables, as validated
     checkpoints: Checkpoints = field(default_factory=Checkpoints)
+    pool: Pool = field(default_factory=Pool)
     security: Security = field(default_factory=Security)
     origins: dict[str, str] = field(default_factory=dict)
     layers: tuple[Layer, ...] = ()
@@ -298,6 +306,7 @@ def build(
         sessions=Sessions(**section("sessions")),
         mounts=tuple(dict(m) for m in data.get("mounts", ())),
         checkpoints=Checkpoints(**section("checkpoints")),
+        pool=Pool(**section("pool")),
         profiles={
             n: Profile(n, **_convert_keys(body, PROFILE_KEYS, home))
             for n, body in sorted(data.get("profiles", {}).items())

@@ -30,6 +30,7 @@ SECTION_ORDER = (
     "credentials",
     "sessions",
     "checkpoints",
+    "pool",
     "mounts",
     "profiles",
     "security",
@@ -379,6 +380,9 @@ SECTIONS["checkpoints"] = {
     "keep": Key("int", 20, _within(1, 10000)),
     "max_size": Key("size", "2GiB", _state_size),
 }
+
+# [pool]: containers kept booted for the workspace's next sessions (coi/sessions/pool.py).
+SECTIONS["pool"] = {"size": Key("int", 0, _within(0, 99))}
 
 
 # [tools.NAME]: binary is required and state_dir/version_command default from NAME and binary,

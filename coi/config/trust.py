@@ -119,6 +119,8 @@ def refusal(path: tuple[str, ...], value: Any, lower: Mapping[str, Any]) -> str 
         return "an untrusted file may not turn off the checkpoint before each session"
     if (section, key) == ("checkpoints", "max_size") and not _no_larger(value, old):
         return "an untrusted file may lower the checkpoint cap, not raise it"
+    if (section, key) == ("pool", "size") and not (_count(value) <= _count(old)):
+        return "an untrusted file may shrink the warm pool, not grow it (each holds memory)"
     if (section, key) in (("tool", "name"), ("build", "tools")):
         return _unknown_tool(value, lower)
     return None
@@ -181,6 +183,11 @@ def tighter(key: str, new: Any, old: Any) -> bool:
 def _no_larger(new: Any, old: Any) -> bool:
     a, b = size_bytes(new), size_bytes(old)
     return a is not None and b is not None and a <= b
+
+
+def _count(value: Any) -> int:
+    """A whole number of things; an unset one is none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _strictness(mode: Any) -> int:

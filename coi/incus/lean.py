@@ -27,12 +27,27 @@ def note(method: str, path: str) -> None:
     log = os.environ.get(API_LOG_ENV)
     if not log:
         return
-    line = f"{os.getpid()} {method} {path.split('?', 1)[0]}\n".encode()
+    line = f"{os.getpid()} {method} {path.split('?', 1)[0]}{_callers()}\n".encode()
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)  # one write with O_APPEND: lines of parallel processes never mix
     finally:
         os.close(fd)
+
+
+def _callers() -> str:
+    """With COI_API_LOG_STACK set, who asked: coi's frames above the adapter, innermost first."""
+    if not os.environ.get(API_LOG_ENV + "_STACK"):
+        return ""
+    import sys
+
+    frame, chain = sys._getframe(2), list[str]()
+    while frame is not None and len(chain) < 6:
+        where = frame.f_code.co_filename
+        if "/coi/" in where and "/coi/incus/" not in where:
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        frame = frame.f_back  # type: ignore[assignment]
+    return " <- " + " < ".join(chain)
 
 
 class _Reply:

@@ -5,9 +5,11 @@ workspace disk, idmap, limits, network devices). coi/launch/executor.py carries 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     pass
 
 LABEL = "user.coi."
+POOL_LABEL = LABEL + "pool"  # a warm pool's container (coi/sessions/pool.py)
 WORKSPACE_PATH = "/workspace"
 CONTAINER_UID = 1000
 
@@ -178,6 +181,16 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
         "config": config,
         "devices": devices,
     }
+
+
+def pool_key(spec: LaunchSpec) -> str:
+    """What a pooled container was made for: its instance body less what differs between
+    the containers of one pool (name, slot) and what a session brings (tool, session). A
+    session takes a pooled container only when its own spec has the same key."""
+    neutral = replace(spec, name="pooled", slot=None, tool=None, session=None)
+    body = instance_config(neutral)
+    body["config"].pop(POOL_LABEL, None)
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def protected_view(spec: LaunchSpec) -> bool:

@@ -73,6 +73,7 @@ class Session:
     finished: bool = False
     credentials: dict[str, bytes] = field(default_factory=dict, repr=False)
     announce: bool = True  # say where the session was saved (coi run: only once, or --verbose)
+    how: str = "new"  # new, warm (from the pool: booted, with its address) or reused
 
 
 def as_code(argv: list[str]) -> list[str]:
@@ -167,17 +168,13 @@ def open_session(
         cfg = load_config(request, config.resume_profile(request.profile, resumed[0].profile))
         tool = tools.resolve(cfg, request.tool or resumed[0].tool)
     incus = connect(cfg)
-    launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
     session_id = resumed[0].session_id if resumed else sessions.new_id()
     preferred = request.slot or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
     if _worktree_flag(request, cfg) is None:  # a worktree session never mounts the main tree
         _checkpoint(cfg, workspace, session_id)
-    mounts = disks(cfg, tool, storage_path(request.storage, cfg), log)
-    extra = extra_mounts(cfg, list(request.mounts))
-    mounts.update({f"mount-{i}": (m.source, m.target) for i, m in enumerate(extra)})
-    readonly = frozenset(f"mount-{i}" for i, m in enumerate(extra) if m.readonly)
-    name, slot = _claim(
+    mounts, readonly = session_mounts(cfg, tool, request, log)
+    name, slot, how = _claim(
         incus,
         cfg,
         workspace,
@@ -194,9 +191,11 @@ def open_session(
     session = Session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
     )
-    session.announce = runs_tool
+    session.announce, session.how = runs_tool, how
     session.credentials = _credentials(session, request.tool, runs_tool)
     _prepare(session, resumed[1] if resumed else None, log)
+    if cfg.pool.size and not cfg.defaults.persistent and _worktree_flag(request, cfg) is None:
+        spawn_filler(request)  # the pool gets back what this session took
     return session
 
 
@@ -218,7 +217,15 @@ def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[st
     )
     mode = broker.mode_for(cfg.credentials.mode, tool) if given else "none"
     name, session_id = session.name, session.session_id
-    brokered = broker.attach(session.incus, cfg, tool, name, session_id, given=mode == "broker")
+    brokered = broker.attach(
+        session.incus,
+        cfg,
+        tool,
+        name,
+        session_id,
+        given=mode == "broker",
+        fresh=session.how != "reused",
+    )
     if mode == "none":
         return {}
     files = credentials.read(tool, Path.home(), workspace, cfg.credentials.claude_mcp_env)
@@ -254,12 +261,14 @@ def _claim(
     log: Callable[[str], None],
     readonly: frozenset[str] = frozenset(),
     worktree: str | None = None,
-) -> tuple[str, int]:
-    """Reuse an idle persistent container or create one in a free slot, under the lock;
-    worktree: the branch asked for ("": the slot's own), the slot then works in its worktree."""
+) -> tuple[str, int, str]:
+    """Take a ready container of the warm pool, reuse an idle persistent container or
+    create one in a free slot, under the lock; worktree: the branch asked for ("": the
+    slot's own), the slot then works in its worktree. Returns (name, slot, how): how is
+    warm (taken from the pool), reused (a persistent container started again) or new."""
     from coi.launch import worktrees
     from coi.network import enforce as network
-    from coi.sessions import journal
+    from coi.sessions import journal, pool
 
     prefix = slots.prefix()
     limit = cfg.defaults.max_slots
@@ -272,12 +281,27 @@ def _claim(
         # One listing serves both: reaping what was left stopped, then the free slots.
         listing = incus.get("instances", "listing instances", recursion=1)
         gone = set(reap(incus, cfg, log, listing))
-        occupants = _occupants([i for i in listing if i["name"] not in gone], workspace, prefix)
+        live = [i for i in listing if i["name"] not in gone]
+        if not cfg.defaults.persistent and worktree is None:
+            key = pool.key_with(
+                launch_spec.pool_key(
+                    _spec(cfg, workspace, "pooled", 1, tool, session_id, mounts, profile, readonly)
+                ),
+                _extra_cas(cfg, log),
+            )
+            warm = pool.pick(
+                pool.members(live, prefix), slots.workspace_id(workspace), key, preferred
+            )
+            if warm is not None and _take(warm.name):
+                pool.claim(incus, warm.name, session_id, tool)
+                undo.append(lambda: launch.teardown(incus, warm.name))
+                output.detail(f"took {warm.name} from the warm pool")
+                return warm.name, warm.slot, "warm"
+        occupants = _occupants(live, workspace, prefix)
         slot, reuse = slots.choose(occupants, limit, preferred, cfg.defaults.persistent)
         if preferred and slot != preferred:
             log(f"slot {preferred} is busy: using slot {slot}")
         name = slots.container_name(workspace, slot, prefix)
-        live = [i for i in listing if i["name"] not in gone]
         tree = worktrees.for_slot(worktree, workspace, slot, name, live, reuse)
         if reuse:
             log(f"reusing persistent container {name}")
@@ -286,14 +310,21 @@ def _claim(
             spec = _spec(cfg, workspace, name, slot, tool, session_id, {}, None)
             launch.protect_workspace(worktrees.apply(spec, tree))
             incus.set_state(name, "start")
-            return name, slot
+            return name, slot, "reused"
         spec = _spec(cfg, workspace, name, slot, tool, session_id, mounts, profile, readonly)
         spec = worktrees.apply(spec, tree)
         hold(name)
         undo.append(lambda: launch.teardown(incus, name))
+        launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)  # the profiles, once
         launch.create(incus, spec, start=False)
     launch.start_or_discard(incus, name, spec)
-    return name, slot
+    return name, slot, "new"
+
+
+def _take(name: str) -> bool:
+    """Hold the watch of a pooled container; False when another process holds it."""
+    hold(name)
+    return name in _HELD
 
 
 def _spec(
@@ -357,6 +388,16 @@ def disks(
     return mounts
 
 
+def session_mounts(
+    cfg: Config, tool: Tool, request: Request, log: Callable[[str], None]
+) -> tuple[dict[str, tuple[Path, str]], frozenset[str]]:
+    """Every disk of a session but the workspace, and which of them are read-only."""
+    mounts = disks(cfg, tool, storage_path(request.storage, cfg), log)
+    extra = extra_mounts(cfg, list(request.mounts))
+    mounts.update({f"mount-{i}": (m.source, m.target) for i, m in enumerate(extra)})
+    return mounts, frozenset(f"mount-{i}" for i, m in enumerate(extra) if m.readonly)
+
+
 def extra_mounts(cfg: Config, flags: list[str] | None) -> list[Mount]:
     """`[[mounts]]` of the trusted config and `--mount` flags, each checked (refusals are
     usage errors naming why)."""
@@ -375,6 +416,11 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
     faults.point("prepare")
     cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
+    if session.how == "warm" and resumed is None and not session.credentials:
+        # A pooled container has the static files, the CAs and its address: one write.
+        incus.push_file(name, "/etc/coi/session.env", _session_env(session))
+        faults.point("restore")
+        return
     # A saved state holds what the tool kept, its login too: what this session is not
     # given is removed again after the restore.
     drop = credentials.withheld(session.tool, session.credentials) if resumed else []
@@ -384,7 +430,8 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
     if result.exit_code != 0:
         raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
     faults.point("restore")
-    _wait_network(incus, name, log)  # DHCP went on meanwhile; wait only for the rest
+    if session.how != "warm":  # a pooled container got its address when it was filled
+        _wait_network(incus, name, log)  # DHCP went on meanwhile; wait only for the rest
 
 
 # One exec unpacks the session's files and trusts the extra CAs. Debian's
@@ -416,28 +463,43 @@ def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
     return {f"coi-session-{i}-{f.stem}.crt": certs.read_pem(f) for i, f in enumerate(files)}
 
 
+def _static_files() -> list[tuple[str, bytes, int]]:
+    """The files every coi container gets whatever its session: path, bytes, mode."""
+    wrappers = [
+        (f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
+        for verb in ("poweroff", "shutdown")
+    ]
+    return [("usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755), *wrappers]
+
+
+def _session_env(session: Session) -> bytes:
+    """/etc/coi/session.env, which save-state reads."""
+    return (
+        f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
+        f"COI_MAX_STATE={session.cfg.sessions.max_state_bytes}\n"
+    ).encode()
+
+
 @contextmanager
-def _setup_tar(session: Session, resumed: Path | None, cas: dict[str, bytes]) -> Iterator[BinaryIO]:
+def _setup_tar(
+    session: Session | None, resumed: Path | None, cas: dict[str, bytes]
+) -> Iterator[BinaryIO]:
     """One tar stream: wrappers, the session env, CAs, restored state, credentials; in a
     temporary file (rewound), so that a large restored state is sent in chunks rather
-    than held in memory."""
+    than held in memory. Without a session (a pooled container): the static files and
+    an empty session env."""
     with (
         tempfile.TemporaryFile() as buffer,
         tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive,
     ):
         for file_name, pem in cas.items():
             _add(archive, f"usr/local/share/ca-certificates/{file_name}", pem, 0o644)
-        _add(archive, "usr/local/lib/coi/save-state", SAVE_SCRIPT.encode(), 0o755)
-        for verb in ("poweroff", "shutdown"):
-            _add(archive, f"usr/local/sbin/{verb}", WRAPPER.format(verb=verb).encode(), 0o755)
-        env = (
-            f"COI_STATE_DIR={session.tool.state_dir}\nCOI_SESSION={session.session_id}\n"
-            f"COI_MAX_STATE={session.cfg.sessions.max_state_bytes}\n"
-        )
-        _add(archive, "etc/coi/session.env", env.encode(), 0o644)
-        if resumed is not None:
+        for path, data, mode in _static_files():
+            _add(archive, path, data, mode)
+        _add(archive, "etc/coi/session.env", _session_env(session) if session else b"", 0o644)
+        if session is not None and resumed is not None:
             sessions.add_state(archive, resumed, session.tool.state_dir, "home/code/", CODE_UID)
-        for rel, data in session.credentials.items():
+        for rel, data in session.credentials.items() if session is not None else ():
             _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
         archive.close()
         buffer.seek(0)
@@ -591,14 +653,14 @@ def hold(name: str) -> None:
 
 
 @contextmanager
-def watching(name: str, incus: IncusAPI | None = None) -> Iterator[None]:
+def watching(name: str, incus: IncusAPI | None = None, mode: str | None = None) -> Iterator[None]:
     """Hold the container's watch; meanwhile an allowlist container's names are resolved
-    again on schedule."""
+    again on schedule (mode, when known, spares reading the container's record)."""
     import threading
 
     hold(name)
     stop = threading.Event()
-    if incus is not None:
+    if incus is not None and mode in (None, "allowlist"):
         from coi.network import enforce as network
 
         threading.Thread(target=network.watch, args=(incus, name, stop), daemon=True).start()
@@ -744,3 +806,141 @@ def detaches(choice: str, terminal: bool) -> bool:
     it through a pipe (a script, a test) keeps the old contract: when coi exits, the
     container is gone."""
     return choice == "detach" or (choice != "inline" and terminal)
+
+
+# -- the warm pool (coi/sessions/pool.py) ----------------------------------------------------
+
+
+FILLER_ENV = "COI_FILLER"  # set in a filler started in the background (not COI_POOL_*: config)
+
+
+def fill_pool(
+    request: Request, size: int | None = None, *, log: Callable[[str], None] = output.info
+) -> list[str]:
+    """Bring the workspace's pool to `size` ready containers (default [pool] size): remove
+    the unwanted ones (pool.unwanted), then make the missing ones one by one. One filler
+    per workspace at a time: a background filler gives up when another runs, a foreground
+    one waits for it. Returns the names made."""
+    from coi.config import tools
+    from coi.sessions import pool
+
+    cfg = load_config(request, quiet=True)
+    want = cfg.pool.size if size is None else size
+    workspace = request.workspace
+    tool = tools.resolve(cfg, request.tool)
+    incus = connect(cfg)
+    launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
+    wsid, prefix = slots.workspace_id(workspace), slots.prefix()
+    background = bool(os.environ.get(FILLER_ENV))
+    lock = paths.locks_dir() / f"pool-{wsid}.lock"
+    with file_lock(lock, timeout=0 if background else 600, what=f"the pool filler of {workspace}"):
+        mounts, readonly = session_mounts(cfg, tool, request, lambda _: None)
+        spec = _spec(cfg, workspace, "pooled", 1, tool.name, "", mounts, cfg.profile, readonly)
+        cas = _extra_cas(cfg, lambda _: None)
+        key = pool.key_with(launch_spec.pool_key(spec), cas)
+        listing = incus.get("instances", "listing instances", recursion=1)
+        mine = [m for m in pool.members(listing, prefix) if m.workspace_id == wsid]
+        watched = {m.name for m in mine if is_watched(m.name)}
+        for gone in pool.unwanted(mine, key, watched):
+            launch.teardown(incus, gone.name)
+            log(f"removed {gone.name} from the pool ({gone.state}, or made for another config)")
+        kept = len(mine) - len(pool.unwanted(mine, key, watched))
+        made = []
+        for _ in range(max(0, want - kept)):
+            made.append(_fill_one(incus, cfg, workspace, mounts, readonly, (key, cas), log))
+            log(f"{made[-1]} is ready in the pool")
+    return made
+
+
+def _fill_one(
+    incus: IncusAPI,
+    cfg: Config,
+    workspace: Path,
+    mounts: dict[str, tuple[Path, str]],
+    readonly: frozenset[str],
+    keyed: tuple[str, dict[str, bytes]],
+    log: Callable[[str], None],
+) -> str:
+    """Make one pooled container: create it in a free slot (under the slot lock), start it,
+    pass its boot barrier, wait for its address, then label it ready with its key."""
+    from dataclasses import replace
+
+    from coi.sessions import pool
+
+    prefix = slots.prefix()
+    lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
+    with ExitStack() as watch:
+        with file_lock(lock, what=f"the slot lock of {workspace}"):
+            listing = incus.get("instances", "listing instances", recursion=1)
+            taken = {o.slot for o in _occupants(listing, workspace, prefix)}
+            slot = slots.allocate(taken, cfg.defaults.max_slots)
+            name = slots.container_name(workspace, slot, prefix)
+            # Watched while it is made: no other coi process reaps or takes it meanwhile.
+            watch.enter_context(file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=5))
+            spec = _spec(cfg, workspace, name, slot, "", "", mounts, cfg.profile, readonly)
+            spec = replace(spec, tool=None, session=None, extra_config={POOL_KEY: pool.FILLING})
+            launch.create(incus, spec, start=False)
+        try:
+            launch.start_or_discard(incus, name, spec)
+            key, cas = keyed
+            with _setup_tar(None, None, cas) as tar:  # the static files, past the boot barrier
+                setup = incus.execute(name, ["sh", "-c", _SETUP_SH], stdin=tar, idempotent=True)
+            if setup.exit_code != 0:
+                raise CoiError(f"preparing {name} failed: {setup.stderr.strip()[-200:]}")
+            _wait_network(incus, name, log)
+            incus.update_instance(name, {"config": {POOL_KEY: key}})
+        except BaseException:
+            launch.teardown(incus, name)
+            raise
+    return name
+
+
+POOL_KEY = launch_spec.POOL_LABEL
+
+
+def spawn_filler(request: Request) -> None:
+    """Start a filler for the workspace's pool in the background (niced, detached, its
+    words in the pool log); one already running makes it give up at once."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "coi", "pool", "fill", "--workspace", str(request.workspace)]
+    if request.profile:
+        argv += ["--profile", request.profile]
+    log = paths.logs_dir() / "pool.log"
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = {**os.environ, FILLER_ENV: "1"}
+    with open(log, "ab") as sink:
+        subprocess.Popen(
+            ["nice", "-n", "10", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def drain_pool(incus: IncusAPI, workspace: Path | None, log: Callable[[str], None]) -> list[str]:
+    """Remove the pooled containers of a workspace (None: of every workspace), each after
+    its workspace's filler is done (its lock); a container a session holds is left alone."""
+    from coi.sessions import pool
+
+    prefix = slots.prefix()
+    listing = incus.get("instances", "listing instances", recursion=1)
+    wanted = None if workspace is None else slots.workspace_id(workspace)
+    workspaces = {m.workspace_id for m in pool.members(listing, prefix)} | {wanted}
+    removed = []
+    for wsid in sorted(w for w in workspaces if w is not None and wanted in (None, w)):
+        with file_lock(
+            paths.locks_dir() / f"pool-{wsid}.lock", timeout=600, what="the pool filler"
+        ):
+            # Read again: a filler that was running may have added some meanwhile.
+            fresh = incus.get("instances", "listing instances", recursion=1)
+            for member in pool.members(fresh, prefix):
+                if member.workspace_id != wsid or is_watched(member.name):
+                    continue
+                launch.teardown(incus, member.name)
+                removed.append(member.name)
+                log(f"removed {member.name} from the pool")
+    return removed

@@ -549,7 +549,7 @@ def test_show_prints_one_toml_line_per_value(
     sections = [line.split(".")[0].split(" ")[0] for line in lines]
     order = ["defaults", "tool", "tools", "paths", "incus", "network", "build", "certificates"]
     order += ["credentials"]
-    expected = [*order, "sessions", "checkpoints", "mounts", "profiles", "security"]
+    expected = [*order, "sessions", "checkpoints", "pool", "mounts", "profiles", "security"]
     assert sorted(set(sections), key=sections.index) == expected
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coi.config import trust
 from coi.config.load import default_layer, load, merge
@@ -403,3 +405,16 @@ def test_a_project_file_that_is_not_a_small_regular_file_is_one_config_error(
     words = {"fifo": "a FIFO", "dev-zero-link": link, "outside-link": link}
     words.update({"folder": "a folder", "huge": "larger than"})
     assert words[kind] in message
+
+
+@given(st.integers(0, 99), st.integers(0, 99))
+def test_an_untrusted_file_may_shrink_the_warm_pool_but_never_grow_it(lower: int, asked: int) -> None:
+    reason = trust.refusal(("pool", "size"), asked, {"pool": {"size": lower}})
+    assert (reason is None) == (asked <= lower)
+    if reason is not None:
+        assert "warm pool" in reason
+
+
+def test_an_untrusted_pool_over_no_trusted_one_is_refused() -> None:
+    assert trust.refusal(("pool", "size"), 2, {}) is not None
+    assert trust.refusal(("pool", "size"), 0, {}) is None

@@ -44,6 +44,7 @@ def describe(inst: dict[str, Any]) -> dict[str, Any]:
         "network_mode": config.get(LABEL + "network_mode"),
         "session": config.get(LABEL + "session"),
         "branch": config.get(LABEL + "worktree_branch"),
+        "pooled": bool(config.get(LABEL + "pool")),  # in the warm pool, no session yet
         "limits": {k[len("limits.") :]: v for k, v in config.items() if k.startswith("limits.")},
     }
 
@@ -117,7 +118,7 @@ def list_(args: argparse.Namespace) -> int:
         [
             [
                 c["name"],
-                mode[c["persistent"]],
+                "pooled" if c["pooled"] else mode[c["persistent"]],
                 c["status"],
                 c["slot"] or "",
                 c["tool"] or "",

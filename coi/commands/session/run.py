@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             # A command is not the tool: its credentials enter only when --tool names it.
             session = runtime.open_session(session_request(args), undo, runs_tool=False)
             faults.point("exec")
-            with runtime.watching(session.name, session.incus):
+            with runtime.watching(session.name, session.incus, session.cfg.network.mode):
                 result = session.incus.execute(
                     session.name,
                     runtime.as_code(args.cmd),
@@ -88,7 +88,7 @@ def shell(args: argparse.Namespace) -> int:
                 detached = True
                 _say_detached(session.name)
                 return 0
-            with runtime.watching(session.name, session.incus):
+            with runtime.watching(session.name, session.incus, session.cfg.network.mode):
                 _attach(session.incus, session.name, bash=False)
             if not runtime.stopping(session.incus, session.name):
                 detached = True

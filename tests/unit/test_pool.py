@@ -1,0 +1,126 @@
+"""The warm pool's decisions: which containers are pooled, which one a session takes,
+which ones a filler removes, and the key that ties a pooled container to a config."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coi.core import slots
+from coi.launch import spec as launch_spec
+from coi.sessions import pool
+from tests.fakes import FakeIncus
+
+WS = Path("/srv/project")
+WSID = slots.workspace_id(WS)
+KEY = "k" * 16
+
+
+def instance(slot: int, key: str | None, status: str = "Running", ws: Path = WS) -> dict[str, Any]:
+    config = {"user.coi.workspace": str(ws)}
+    if key is not None:
+        config[launch_spec.POOL_LABEL] = key
+    return {"name": slots.container_name(ws, slot), "status": status, "config": config}
+
+
+pooled = st.lists(
+    st.tuples(
+        st.integers(1, 12),
+        st.sampled_from([KEY, "other-key", pool.FILLING, None]),
+        st.sampled_from(["Running", "Stopped"]),
+    ),
+    max_size=8,
+    unique_by=lambda t: t[0],
+)
+
+
+@given(pooled, st.integers(0, 12))
+def test_a_session_takes_only_a_running_ready_container_of_its_key(
+    rows: list[tuple[int, str | None, str]], preferred: int
+) -> None:
+    listing = [instance(slot, key, status) for slot, key, status in rows]
+    taken = pool.pick(pool.members(listing, "coi-"), WSID, KEY, preferred)
+    fits = sorted(s for s, k, st_ in rows if k == KEY and st_ == "Running")
+    if preferred:
+        assert (taken.slot if taken else None) == (preferred if preferred in fits else None)
+    else:
+        assert (taken.slot if taken else None) == (fits[0] if fits else None)
+
+
+def test_other_workspaces_and_plain_containers_are_never_pool_members() -> None:
+    listing = [
+        instance(1, KEY, ws=Path("/srv/elsewhere")),
+        instance(2, None),
+        {"name": "not-a-coi-name", "status": "Running", "config": {launch_spec.POOL_LABEL: KEY}},
+        instance(3, ""),  # a claimed container: its pool label was emptied
+    ]
+    members = pool.members(listing, "coi-")
+    assert [m.workspace_id for m in members] == [slots.workspace_id("/srv/elsewhere")]
+    assert pool.pick(members, WSID, KEY) is None
+
+
+@given(pooled, st.sets(st.integers(1, 12)))
+def test_a_filler_removes_stopped_stale_and_half_made_ones_nobody_watches(
+    rows: list[tuple[int, str | None, str]], watched_slots: set[int]
+) -> None:
+    listing = [instance(slot, key, status) for slot, key, status in rows]
+    members = pool.members(listing, "coi-")
+    watched = {slots.container_name(WS, s) for s in watched_slots}
+    gone = {m.name for m in pool.unwanted(members, KEY, watched)}
+    for m in members:
+        keep = m.name in watched or (m.state == "ready" and m.key == KEY)
+        assert (m.name in gone) == (not keep)
+
+
+def test_the_claim_is_one_patch_of_labels() -> None:
+    fake = FakeIncus()
+    fake.instances_by_name["c"] = {"name": "c", "config": {launch_spec.POOL_LABEL: KEY}, "devices": {}}
+    pool.claim(fake, "c", "sess-1", "claude")
+    config = fake.instances_by_name["c"]["config"]
+    assert config["user.coi.session"] == "sess-1" and config["user.coi.tool"] == "claude"
+    assert config[launch_spec.POOL_LABEL] == ""
+    assert pool.members([{**fake.instances_by_name["c"], "status": "Running"}], "coi-") == []
+
+
+def spec(**changes: Any) -> launch_spec.LaunchSpec:
+    base = launch_spec.LaunchSpec(
+        name=slots.container_name(WS, 1),
+        image="coi",
+        workspace=WS,
+        workspace_uid=1000,
+        slot=1,
+        tool="claude",
+        session="s1",
+        locked_view=True,
+    )
+    return replace(base, **changes)
+
+
+@given(st.integers(1, 99), st.sampled_from(["claude", "codex", None]), st.text(max_size=8))
+def test_the_pool_key_ignores_name_slot_tool_and_session(slot: int, tool: Any, session: str) -> None:
+    moved = spec(name=slots.container_name(WS, slot), slot=slot, tool=tool, session=session)
+    filling = replace(moved, extra_config={launch_spec.POOL_LABEL: pool.FILLING})
+    assert launch_spec.pool_key(moved) == launch_spec.pool_key(spec())
+    assert launch_spec.pool_key(filling) == launch_spec.pool_key(spec())
+
+
+@given(
+    st.sampled_from(
+        [
+            {"image": "other"},
+            {"network_mode": "open"},
+            {"workspace_uid": 1001},
+            {"workspace": Path("/srv/other")},
+            {"limits": {"memory": "1GiB"}},
+            {"environment": {"A": "1"}},
+            {"profile": "fast"},
+            {"disks": {"storage": (Path("/srv/s"), "/storage")}},
+        ]
+    )
+)
+def test_the_pool_key_changes_with_what_the_container_is(change: dict[str, Any]) -> None:
+    assert launch_spec.pool_key(spec(**change)) != launch_spec.pool_key(spec())
