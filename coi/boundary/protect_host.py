@@ -26,6 +26,7 @@ import errno
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -187,7 +188,7 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
 
 
 def _record(name: str, workspace: Path, created: list[list[str]]) -> None:
-    _manifest(name).write_text(json.dumps({"workspace": str(workspace), "created": created}))
+    manifest_path(name).write_text(json.dumps({"workspace": str(workspace), "created": created}))
 
 
 def _created_by_others(workspace: Path) -> list[list[str]]:
@@ -202,7 +203,7 @@ def _created_by_others(workspace: Path) -> list[list[str]]:
     return found
 
 
-def _manifest(name: str) -> Path:
+def manifest_path(name: str) -> Path:
     return RECORDS / f"{name}.json"
 
 
@@ -239,7 +240,7 @@ def release(name: str) -> None:
     Only for a stopped or deleted instance: unlinking a placeholder that a running
     container has mounted would unmount it there (mount_namespaces(7)).
     """
-    target, manifest = protect.view_path(name), _manifest(name)
+    target, manifest = protect.view_path(name), manifest_path(name)
     if not manifest.exists() and not target.exists():
         return
     with contextlib.suppress(OSError):
@@ -255,12 +256,24 @@ def release(name: str) -> None:
         target.rmdir()
 
 
-def staged() -> set[str]:
-    """Names of the instances with a view (or a worktree's git view) on this host."""
+YOUNG = 300.0  # seconds: a view this new may belong to an instance still being made
+
+
+def staged(*, settled: bool = False) -> set[str]:
+    """Names of the instances with a view (or a worktree's git view) on this host; settled:
+    only views older than YOUNG (a launch makes the view before the instance, so a view
+    without an instance may be one whose instance is on its way)."""
     names: set[str] = set()
+    now = time.time()
     for folder, suffix in ((protect.VIEW_ROOT, ""), (RECORDS, ".json")):
         with contextlib.suppress(OSError):
-            names.update(n.removesuffix(suffix) for n in os.listdir(folder) if n.endswith(suffix))
+            for entry in os.scandir(folder):
+                if not entry.name.endswith(suffix):
+                    continue
+                with contextlib.suppress(OSError):
+                    if settled and now - entry.stat(follow_symlinks=False).st_mtime < YOUNG:
+                        continue
+                    names.add(entry.name.removesuffix(suffix))
     return {n.removesuffix(".git") for n in names}
 
 

@@ -294,9 +294,19 @@ def with_default_sub(argv: list[str], table: dict[str, Command]) -> list[str]:
     return argv
 
 
+def named_commands(argv: Sequence[str], table: dict[str, Command]) -> dict[str, Command] | None:
+    """The part of the table argv can choose from: every command whose name is one of its
+    words. argparse's parse depends only on which words are valid choices, so a parser of
+    these alone parses argv as the whole one does, for a fraction of its building time
+    (73 subparsers); a parse that fails is done again with the whole table, for its
+    message. None, for the whole table: help asked for."""
+    if "-h" in argv or "--help" in argv:
+        return None
+    return {word: table[word] for word in argv if word in table}
+
+
 def dispatch(argv: Sequence[str]) -> int:
     """Parse argv and run the chosen command; returns its exit code."""
-    parser = build_parser()
     argv = list(argv)
     # Everything after the first `--` is the command to run inside, verbatim: argparse
     # mishandles `--` below subcommands, so split it off before parsing.
@@ -304,7 +314,14 @@ def dispatch(argv: Sequence[str]) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, tail = argv[:cut], argv[cut + 1 :]
-    args = parser.parse_args(with_default_sub(argv, all_commands()))
+    table = all_commands()
+    argv = with_default_sub(argv, table)
+    parser = build_parser(named_commands(argv, table))
+    try:
+        args = parser.parse_args(argv)
+    except UsageError:
+        parser = build_parser()  # the whole table, for the message (and choices) it gives
+        args = parser.parse_args(argv)
     if tail is not None:
         if not hasattr(args, "cmd"):
             raise UsageError("this command takes no `-- COMMAND` (see `coi --help`)")
@@ -316,7 +333,7 @@ def dispatch(argv: Sequence[str]) -> int:
     if target is None:
         default = all_commands().get("shell")
         if default is None or args.command is not None:
-            parser.print_help(sys.stderr if args.command else sys.stdout)
+            build_parser().print_help(sys.stderr if args.command else sys.stdout)
             return 2 if args.command else 0
         target = default.target
     return load(target)(args)

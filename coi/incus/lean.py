@@ -40,6 +40,7 @@ def _callers() -> str:
     if not os.environ.get(API_LOG_ENV + "_STACK"):
         return ""
     import sys
+    import time
 
     frame, chain = sys._getframe(2), list[str]()
     while frame is not None and len(chain) < 6:
@@ -47,7 +48,7 @@ def _callers() -> str:
         if "/coi/" in where and "/coi/incus/" not in where:
             chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
         frame = frame.f_back  # type: ignore[assignment]
-    return " <- " + " < ".join(chain)
+    return f" @{time.monotonic() * 1000:.0f}ms <- " + " < ".join(chain)
 
 
 class _Reply:

@@ -177,7 +177,8 @@ def release_orphaned_views(incus: IncusAPI) -> list[str]:
 
     if not protect_host.can_stage():
         return []
-    views = protect_host.staged()  # read first: an instance exists before its view does
+    # Only views older than a launch takes: a launch makes the view before its instance.
+    views = protect_host.staged(settled=True)
     if not views:
         return []
     urls = incus.get("instances", "listing every project's instances", **{"all-projects": "true"})

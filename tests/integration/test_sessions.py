@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.boundary import protect
+from coi.boundary import protect, protect_host
 from coi.core import slots
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
@@ -274,6 +274,12 @@ def test_kill_9_during_save_keeps_the_previous_save(env: dict[str, str], incus: 
     left = ours(incus, env["COI_CONTAINER_PREFIX"])
     for name in left:  # deleted behind coi's back: its locked view stays mounted
         incus.delete_instance(name, force=True)
+        # ...and made long ago: a view younger than a launch takes is left alone, as it
+        # may be one whose instance is still being made
+        old = time.time() - 2 * protect_host.YOUNG
+        for made in (protect.view_path(name), protect_host.manifest_path(name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(made, (old, old), follow_symlinks=False)
     assert all(protect.view_path(name).exists() for name in left)
     listed = coi("list")  # the next listing releases the views of containers that are gone
     assert listed.returncode == 0, listed.stderr

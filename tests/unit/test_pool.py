@@ -78,7 +78,11 @@ def test_a_filler_removes_stopped_stale_and_half_made_ones_nobody_watches(
 
 def test_the_claim_is_one_patch_of_labels() -> None:
     fake = FakeIncus()
-    fake.instances_by_name["c"] = {"name": "c", "config": {launch_spec.POOL_LABEL: KEY}, "devices": {}}
+    fake.instances_by_name["c"] = {
+        "name": "c",
+        "config": {launch_spec.POOL_LABEL: KEY},
+        "devices": {},
+    }
     pool.claim(fake, "c", "sess-1", "claude")
     config = fake.instances_by_name["c"]["config"]
     assert config["user.coi.session"] == "sess-1" and config["user.coi.tool"] == "claude"
@@ -101,7 +105,9 @@ def spec(**changes: Any) -> launch_spec.LaunchSpec:
 
 
 @given(st.integers(1, 99), st.sampled_from(["claude", "codex", None]), st.text(max_size=8))
-def test_the_pool_key_ignores_name_slot_tool_and_session(slot: int, tool: Any, session: str) -> None:
+def test_the_pool_key_ignores_name_slot_tool_and_session(
+    slot: int, tool: Any, session: str
+) -> None:
     moved = spec(name=slots.container_name(WS, slot), slot=slot, tool=tool, session=session)
     filling = replace(moved, extra_config={launch_spec.POOL_LABEL: pool.FILLING})
     assert launch_spec.pool_key(moved) == launch_spec.pool_key(spec())

@@ -408,7 +408,9 @@ def test_a_project_file_that_is_not_a_small_regular_file_is_one_config_error(
 
 
 @given(st.integers(0, 99), st.integers(0, 99))
-def test_an_untrusted_file_may_shrink_the_warm_pool_but_never_grow_it(lower: int, asked: int) -> None:
+def test_an_untrusted_file_may_shrink_the_warm_pool_but_never_grow_it(
+    lower: int, asked: int
+) -> None:
     reason = trust.refusal(("pool", "size"), asked, {"pool": {"size": lower}})
     assert (reason is None) == (asked <= lower)
     if reason is not None:
