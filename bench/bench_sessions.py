@@ -98,6 +98,7 @@ def transfer(workspace: Path) -> tuple[float, float]:
         state = Path(tempfile.mkdtemp()) / "saved"
         make_state(state / ".bench")
         incus("exec", name, "--", "mkdir", "-p", "/home/code")
+        os.sync()  # each side starts with no write-back of the step before pending
         start = time.perf_counter()
         sessions.restore(api, name, state, ".bench")
         session_id = f"bench-{uuid.uuid4().hex[:8]}"  # a first save, not a replacement
@@ -108,6 +109,7 @@ def transfer(workspace: Path) -> tuple[float, float]:
         ours = time.perf_counter() - start
         shutil.rmtree(sessions.session_dir("bench", session_id))
         pulled = Path(tempfile.mkdtemp())
+        os.sync()
         start = time.perf_counter()
         incus("file", "push", "-r", str(state / ".bench"), f"{name}/tmp/")
         incus("file", "pull", "-r", f"{name}/tmp/.bench", str(pulled))

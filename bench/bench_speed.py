@@ -93,6 +93,7 @@ def timed_runs(
         if attempt:
             samples.append(time.perf_counter() - started)
         settle()
+    print(f"  ({' '.join(f'{x * 1000:.0f}' for x in samples)} ms: {' '.join(argv[-1:])})")
     return statistics.median(samples)
 
 

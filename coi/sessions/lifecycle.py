@@ -476,7 +476,7 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
 # CAs are appended to the bundle the tools read, once; update-ca-certificates, when apt
 # runs it later, finds the same files under /usr/local/share/ca-certificates.
 _SETUP_SH = """set -e
-tar -C / -xf - --no-same-permissions --no-overwrite-dir
+tar -C / -i -xf - --no-same-permissions --no-overwrite-dir
 for rel in "$@"; do rm -f -- "/home/code/$rel"; done
 bundle=/etc/ssl/certs/ca-certificates.crt
 for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
@@ -534,13 +534,31 @@ def _setup_tar(
         for path, data, mode in _static_files():
             _add(archive, path, data, mode)
         _add(archive, "etc/coi/session.env", _session_env(session) if session else b"", 0o644)
-        if session is not None and resumed is not None:
-            sessions.add_state(archive, resumed, session.tool.state_dir, "home/code/", CODE_UID)
         for rel, data in session.credentials.items() if session is not None else ():
             _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
         archive.close()
         buffer.seek(0)
-        yield buffer
+        if session is None or resumed is None:
+            yield buffer
+            return
+        # The restored state follows as a second archive (the setup's tar reads past the
+        # first one's end, -i), packed as it is sent; then the credentials are put again:
+        # a saved state never replaces the files this session was given.
+        state_dir = session.tool.state_dir
+        with sessions.state_stream(resumed, state_dir, "home/code/", CODE_UID) as state:
+            yield sessions.chained(buffer, state, _credentials_tar(session))
+
+
+def _credentials_tar(session: Session) -> BinaryIO | None:
+    """The session's credential files as an archive of their own, in memory (a few KiB)."""
+    if not session.credentials:
+        return None
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive:
+        for rel, data in session.credentials.items():
+            _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
+    buffer.seek(0)
+    return buffer
 
 
 def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int = 0) -> None:
