@@ -267,3 +267,43 @@ def test_a_stream_stdin_is_read_only_as_fast_as_it_is_sent(tmp_path: Path) -> No
         for _ in range(50):  # the reader thread fills its queue, then waits
             time.sleep(0.02)
         assert handle.tell() <= (execws.STDIN_AHEAD + 1) * 65536
+
+
+def test_the_state_stream_carries_folders_and_files_owned_inside_after_the_setup(
+    tmp_path: Path,
+) -> None:
+    """The stream a session start sends: its setup archive, then the state packed by GNU
+    tar (links left out, owned by the container user, under home/code/), read by one
+    `tar -i` as the container's setup does."""
+    import subprocess
+
+    state = tmp_path / "saved" / ".tool"
+    (state / "sub").mkdir(parents=True)
+    (state / "sub" / "f").write_text("x")
+    (state / "run").write_bytes(b"#!/bin/sh\n")
+    (state / "run").chmod(0o755)
+    (state / "link").symlink_to("/etc/passwd")
+    (state / "dirlink").symlink_to(tmp_path)
+    setup = io.BytesIO()
+    with tarfile.open(fileobj=setup, mode="w", format=sessions.TAR_FORMAT) as archive:
+        info = tarfile.TarInfo("etc/coi/session.env")
+        info.size = 3
+        archive.addfile(info, io.BytesIO(b"A=1"))
+    setup.seek(0)
+    with sessions.state_stream(tmp_path / "saved", ".tool", "home/code/", 1000) as state_tar:
+        data = sessions.chained(setup, state_tar).read()
+    with sessions.state_stream(tmp_path / "saved", ".absent", "home/code/", 1000) as none:
+        assert none is None
+    listing = subprocess.run(
+        ["tar", "-i", "-tvf", "-", "--numeric-owner"], input=data, capture_output=True, check=True
+    ).stdout.decode()
+    rows = {line.split()[-1]: line.split()[:2] for line in listing.splitlines()}
+    assert set(rows) == {
+        "etc/coi/session.env",
+        "home/code/.tool/",
+        "home/code/.tool/run",
+        "home/code/.tool/sub/",
+        "home/code/.tool/sub/f",
+    }
+    assert all(rows[n][1] == "1000/1000" for n in rows if n.startswith("home/"))
+    assert rows["home/code/.tool/run"][0] == "-rwxr-xr-x"
