@@ -350,7 +350,7 @@ def _claim(
             return name, slot, "reused"
         spec = _spec(cfg, workspace, name, slot, tool, session_id, mounts, profile, readonly)
         spec = worktrees.apply(spec, tree)
-        hold(name)
+        hold_new(name)
         undo.append(lambda: launch.teardown(incus, name))
         launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)  # the profiles, once
         launch.create(incus, spec, start=False)
@@ -694,17 +694,27 @@ _HELD: dict[str, ExitStack] = {}
 _HELD_FD: dict[str, int] = {}
 
 
-def hold(name: str) -> None:
+def hold(name: str, wait: float = 0.1) -> None:
     """Mark a container as watched by this process until it exits, so no other coi
     process reaps it (taken before the container exists, so it is never unwatched)."""
     if name not in _HELD:
         stack = ExitStack()
         lock = paths.locks_dir() / f"watch-{name}.lock"
         try:
-            fd = stack.enter_context(file_lock(lock, timeout=0.1, what=f"the watch of {name}"))
+            fd = stack.enter_context(file_lock(lock, timeout=wait, what=f"the watch of {name}"))
         except LockBusy:  # another coi process (an earlier attach, say) already watches it
             return
         _HELD[name], _HELD_FD[name] = stack, fd
+
+
+def hold_new(name: str) -> None:
+    """hold() the name of a container about to be made. Its watch may still be held by
+    the finisher of the slot's previous container, which deletes it, then exits: wait for
+    that (bounded). Unwatched, the new container could be reaped as a stopped one by
+    another coi before it starts."""
+    hold(name, wait=30)
+    if name not in _HELD:
+        raise CoiError(f"{name} is still held by another coi process: try again")
 
 
 @contextmanager
@@ -931,7 +941,7 @@ def _fill_one(
             slot = slots.allocate(taken, cfg.defaults.max_slots)
             name = slots.container_name(workspace, slot, prefix)
             # Watched while it is made: no other coi process reaps or takes it meanwhile.
-            watch.enter_context(file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=5))
+            watch.enter_context(file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=30))
             spec = _spec(cfg, workspace, name, slot, "", "", mounts, cfg.profile, readonly)
             spec = replace(spec, tool=None, session=None, extra_config={POOL_KEY: pool.FILLING})
             launch.create(incus, spec, start=False)
