@@ -9,7 +9,7 @@ without its rules (measured on Incus 6.0.4, kernel 6.18, nftables 1.0.6):
    (`raw.lxc`, see coi/network/enforce.py) that applies its rules, and a failing hook makes Incus
    refuse the start, whoever starts it (autostart, `incus start`, coi);
 2. this guard, a root process the helper starts whenever it applies rules (no systemd
-   here), follows `nft monitor tables`: when coi's table goes, it loads the last copy it
+   here), follows `nft monitor`: when coi's table goes, it loads the last copy it
    read back at once (one `nft -f`), then re-applies from Incus's records;
 3. every two seconds the guard (and `coi list`, a session start: `heal`) re-applies the
    rules of any running restricted container that has none, and stops the container when
@@ -31,7 +31,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import nft, nft_helper
@@ -198,38 +198,80 @@ def serve(
     os.write(fd, f"{os.getpid()}\n".encode())
     changed = threading.Event()
     threading.Thread(target=_follow, args=(changed,), daemon=True).start()
-    last, idle, tick = "", 0.0, 0
+    # Heals ask Incus about every instance, which takes long when it is busy: they run in a
+    # thread of their own, so the loop that puts a lost table back never waits for one.
+    healer = _Healer(socket_path, interval * HEAL_EVERY)
+    last, idle = "", 0.0
     while idle < idle_exit:
         changed.wait(interval)
         changed.clear()
-        last = _tick(socket_path, last, tick % HEAL_EVERY == 0)
-        tick += 1
+        last = _tick(socket_path, last, False, healer.ask)
         idle = 0.0 if nft.COMMENT_PREFIX in last else idle + interval
     return 0
 
 
+class _Healer:
+    """A thread that heals every `every` seconds, and at once when asked (after a loss,
+    the orphans of the restored copy go too)."""
+
+    def __init__(self, socket_path: str, every: float) -> None:
+        self.socket_path, self.every = socket_path, every
+        self.wake, self.after_loss = threading.Event(), threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def ask(self, socket_path: str, lost: bool) -> None:
+        if lost:
+            self.after_loss.set()
+        self.wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(self.every)
+            self.wake.clear()
+            lost = self.after_loss.is_set()
+            self.after_loss.clear()
+            _heal_now(self.socket_path, lost)
+
+
 def _follow(changed: threading.Event) -> None:
-    """Set `changed` on every table event the kernel reports (a flush deletes each table)."""
+    """Set `changed` on every change to coi's tables the kernel reports, a deleted table (a
+    flush deletes each) and a rule added or removed: the loop's copy is then read again at
+    once, so a container's rules are in it from the moment they are applied."""
     while True:
         with contextlib.suppress(OSError, HelperError):
             watcher = subprocess.Popen(
-                [nft_helper.nft_binary(), "monitor", "tables"],
+                [nft_helper.nft_binary(), "monitor"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
             )
             assert watcher.stdout is not None
             for line in watcher.stdout:
-                if f" {nft.FAMILY} {nft.TABLE}" in line or line.startswith("delete table"):
+                ours = (f" {f} {nft.TABLE}" in line for f in (nft.FAMILY, nft.PORT_FAMILY))
+                if any(ours) or line.startswith("delete table"):
                     changed.set()
             watcher.wait()
         changed.set()  # the monitor ended: look, then follow again
         threading.Event().wait(1.0)
 
 
-def _tick(socket_path: str, last: str, due: bool) -> str:
+def _heal_now(socket_path: str, lost: bool) -> None:
+    """Heal; after a loss, also drop the rules of containers deleted since the copy."""
+    with contextlib.suppress(HelperError):
+        heal(socket_path)
+        if lost:  # the copy may hold rules of containers deleted meanwhile
+            nft_helper.orphans(socket_path)
+
+
+def _tick(
+    socket_path: str,
+    last: str,
+    due: bool,
+    heal_now: Callable[[str, bool], None] = _heal_now,
+) -> str:
     """One look at coi's table: restore the last copy when it is gone, heal when due or
-    after a loss; the table's text now (the last copy when it cannot be read)."""
+    after a loss (heal_now: inline, or a request to the guard's healer thread); the
+    table's text now (the last copy when it cannot be read)."""
     try:
         text = table_text()
     except HelperError:
@@ -240,10 +282,7 @@ def _tick(socket_path: str, last: str, due: bool) -> str:
             if table_text() is None:
                 nft_helper.run_nft(["-f", "-"], restore_script(last))
     if lost or due:
-        with contextlib.suppress(HelperError):
-            heal(socket_path)
-            if lost:  # the copy may hold rules of containers deleted meanwhile
-                nft_helper.orphans(socket_path)
+        heal_now(socket_path, lost)
     try:
         return table_text() or ""
     except HelperError:

@@ -73,16 +73,16 @@ def reapable(inst: dict[str, Any]) -> bool:
 def _heal(incus: IncusAPI) -> None:
     """Give running restricted containers of any project that lost their rules (a flush,
     a reboot) them back; the nft listing is paid only when such a container runs."""
-    from coi.network import enforce as network
     from coi.network import nft_guard
 
-    if not incus.endpoint.is_local:  # pylxd scopes every request to one project
-        network.heal(incus)
-        return
-    every = {"all-projects": "true"}
-    everywhere = incus.get("instances", "listing instances", recursion=1, **every)
-    if any(nft_guard.needs_rules(i) for i in everywhere):
-        network.heal(incus)
+    if incus.endpoint.is_local:  # pylxd scopes every request to one project
+        every = {"all-projects": "true"}
+        everywhere = incus.get("instances", "listing instances", recursion=1, **every)
+        if not any(nft_guard.needs_rules(i) for i in everywhere):
+            return  # nothing to heal: the network package is not even imported
+    from coi.network import enforce as network
+
+    network.heal(incus)
 
 
 def list_(args: argparse.Namespace) -> int:
