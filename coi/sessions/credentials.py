@@ -3,7 +3,8 @@
 The decisions are pure: `entitled` says whether the tool that runs gets its files (only
 when the user chose it: the command line or a trusted layer, never an untrusted
 .coi.toml, never `coi run` without --tool), and `claude_json` filters Claude Code's
-settings by an allowlist of keys. `for_session` reads the files the decision grants.
+settings by an allowlist of keys. `granted` applies the decision to a session's config and
+`read` reads the files it grants (in broker mode only the answer is used).
 """
 
 from __future__ import annotations
@@ -157,22 +158,6 @@ def _regular_file(path: Path) -> bytes | None:
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE:
             return None
         return handle.read(MAX_FILE + 1)[:MAX_FILE]
-
-
-def for_session(
-    cfg: Config,
-    tool: Tool,
-    workspace: Path,
-    *,
-    flag: str | None,
-    runs_tool: bool,
-    warn: Callable[[str], None],
-    home: Path | None = None,
-) -> dict[str, bytes]:
-    """The credential files a session's container gets (none when the tool is not entitled)."""
-    if not granted(cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=warn):
-        return {}
-    return read(tool, home or Path.home(), workspace, cfg.credentials.claude_mcp_env)
 
 
 def granted(

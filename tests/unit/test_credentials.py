@@ -111,7 +111,7 @@ def _plant(home: Path) -> None:
     (home / ".claude" / ".credentials.json").write_text("claude-secret")
 
 
-def test_for_session_gives_an_untrusted_choice_nothing_and_warns(
+def test_an_untrusted_choice_is_not_granted_and_is_warned_about(
     tmp_path: Path, isolated_home: Path
 ) -> None:
     _plant(isolated_home)
@@ -121,16 +121,18 @@ def test_for_session_gives_an_untrusted_choice_nothing_and_warns(
     cfg = load(workspace, environ=dict(os.environ))
     warnings: list[str] = []
     codex = tools.resolve(cfg)
-    got = credentials.for_session(
+    given = credentials.granted(
         cfg, codex, workspace, flag=None, runs_tool=True, warn=warnings.append
     )
-    assert got == {} and len(warnings) == 1
+    assert given is False and len(warnings) == 1
     assert str(workspace / ".coi.toml") in warnings[0]
     assert f"coi trust --workspace {workspace}" in warnings[0]
-    got = credentials.for_session(
+    given = credentials.granted(
         cfg, codex, workspace, flag="codex", runs_tool=True, warn=warnings.append
     )
-    assert got == {".codex/auth.json": b"codex-secret"}
+    assert given is True
+    read = credentials.read(codex, isolated_home, workspace, cfg.credentials.claude_mcp_env)
+    assert read == {".codex/auth.json": b"codex-secret"}
 
 
 def test_withheld_lists_the_files_a_session_is_not_given() -> None:
@@ -148,10 +150,7 @@ def test_a_tool_without_credential_files_is_not_warned_about(
     cfg = load(workspace, environ=dict(os.environ))
     warnings: list[str] = []
     shell = tools.resolve(cfg)
-    assert (
-        credentials.for_session(
-            cfg, shell, workspace, flag=None, runs_tool=True, warn=warnings.append
-        )
-        == {}
+    given = credentials.granted(
+        cfg, shell, workspace, flag=None, runs_tool=True, warn=warnings.append
     )
-    assert warnings == []
+    assert given is False and warnings == []
