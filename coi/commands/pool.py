@@ -1,7 +1,8 @@
 """`coi pool status|fill|drain`: the warm pool of booted containers that a workspace's
 next sessions take (coi/sessions/pool.py; `[pool] size` says how many).
 
-This module is both the command table (cheap to import) and the commands.
+This module is both the command table (cheap to import: `coi list` reads it too) and the
+commands.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 
 from coi.commands.cli import Command
 from coi.commands.common import connect, load_config, session_request, workspace_of
-from coi.core import output, slots
+from coi.core import output
 from coi.core.errors import UsageError
 
 P = "coi.commands.pool:"
@@ -18,6 +19,7 @@ P = "coi.commands.pool:"
 
 def status(args: argparse.Namespace) -> int:
     """Every pooled container of the project; the configured size of this workspace's pool."""
+    from coi.core import slots
     from coi.sessions import pool
 
     cfg = load_config(args)
