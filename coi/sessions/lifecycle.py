@@ -906,10 +906,12 @@ def fill_pool(
         listing = incus.get("instances", "listing instances", recursion=1)
         mine = [m for m in pool.members(listing, prefix) if m.workspace_id == wsid]
         watched = {m.name for m in mine if is_watched(m.name)}
-        for gone in pool.unwanted(mine, key, watched):
+        stale = pool.unwanted(mine, key, watched)
+        for gone in pool.unwanted(mine, key, watched, want):
             launch.teardown(incus, gone.name)
-            log(f"removed {gone.name} from the pool ({gone.state}, or made for another config)")
-        kept = len(mine) - len(pool.unwanted(mine, key, watched))
+            why = f"{gone.state}, or made for another config" if gone in stale else "one too many"
+            log(f"removed {gone.name} from the pool ({why})")
+        kept = len(mine) - len(pool.unwanted(mine, key, watched, want))
         made = []
         for _ in range(max(0, want - kept)):
             made.append(_fill_one(incus, cfg, workspace, mounts, readonly, (key, cas), log))

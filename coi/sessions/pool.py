@@ -103,11 +103,19 @@ def claim(incus: IncusAPI, name: str, session_id: str, tool: str) -> None:
     incus.update_instance(name, claim_patch(session_id, tool))
 
 
-def unwanted(mine: Iterable[Member], key: str, watched: set[str]) -> list[Member]:
+def unwanted(
+    mine: Iterable[Member], key: str, watched: set[str], size: int | None = None
+) -> list[Member]:
     """This workspace's pooled containers a filler removes: stopped ones, ones made for
-    another config, and ones left half made by a filler that died (nobody watches them)."""
-    return [
+    another config, ones left half made by a filler that died (nobody watches them), and,
+    given a size, the ready ones beyond it (the highest slots first)."""
+    mine = list(mine)
+    gone = [
         m
         for m in mine
         if m.name not in watched and (m.state == "stopped" or m.state == FILLING or m.key != key)
     ]
+    if size is not None:
+        kept = sorted((m for m in mine if m not in gone), key=lambda m: m.slot)
+        gone += [m for m in kept[size:] if m.name not in watched]
+    return gone

@@ -130,3 +130,21 @@ def test_the_pool_key_ignores_name_slot_tool_and_session(
 )
 def test_the_pool_key_changes_with_what_the_container_is(change: dict[str, Any]) -> None:
     assert launch_spec.pool_key(spec(**change)) != launch_spec.pool_key(spec())
+
+
+@given(pooled, st.sets(st.integers(1, 12)), st.integers(0, 5))
+def test_a_filler_trims_the_ready_ones_beyond_the_size_highest_slots_first(
+    rows: list[tuple[int, str | None, str]], watched_slots: set[int], size: int
+) -> None:
+    members = pool.members([instance(slot, key, status) for slot, key, status in rows], "coi-")
+    watched = {slots.container_name(WS, s) for s in watched_slots}
+    gone = pool.unwanted(members, KEY, watched, size)
+    stale = pool.unwanted(members, KEY, watched)
+    assert all(m in gone for m in stale)
+    left = [m for m in members if m not in gone]
+    assert len([m for m in left if m.name not in watched]) <= size
+    trimmed = [m for m in gone if m not in stale]
+    if trimmed:  # the trimmed ones are the highest ready slots
+        assert min(m.slot for m in trimmed) > max(
+            (m.slot for m in left if m.name not in watched), default=0
+        )
