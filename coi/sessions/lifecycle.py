@@ -329,7 +329,7 @@ def _claim(
             warm = pool.pick(
                 pool.members(live, prefix), slots.workspace_id(workspace), key, preferred
             )
-            if warm is not None and _take(warm.name):
+            if warm is not None and hold(warm.name):  # False: another coi holds it
                 pool.claim(incus, warm.name, session_id, tool)
                 undo.append(lambda: launch.teardown(incus, warm.name))
                 output.detail(f"took {warm.name} from the warm pool")
@@ -356,12 +356,6 @@ def _claim(
         launch.create(incus, spec, start=False)
     launch.start_or_discard(incus, name, spec)
     return name, slot, "new"
-
-
-def _take(name: str) -> bool:
-    """Hold the watch of a pooled container; False when another process holds it."""
-    hold(name)
-    return name in _HELD
 
 
 def _spec(
@@ -534,16 +528,16 @@ def _setup_tar(
         for path, data, mode in _static_files():
             _add(archive, path, data, mode)
         _add(archive, "etc/coi/session.env", _session_env(session) if session else b"", 0o644)
-        for rel, data in session.credentials.items() if session is not None else ():
-            _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
+        if session is not None and resumed is None:
+            _add_credentials(archive, session)
         archive.close()
         buffer.seek(0)
         if session is None or resumed is None:
             yield buffer
             return
         # The restored state follows as a second archive (the setup's tar reads past the
-        # first one's end, -i), packed as it is sent; then the credentials are put again:
-        # a saved state never replaces the files this session was given.
+        # first one's end, -i), packed as it is sent; then the credentials, last: a saved
+        # state never replaces the files this session was given.
         state_dir = session.tool.state_dir
         with sessions.state_stream(resumed, state_dir, "home/code/", CODE_UID) as state:
             yield sessions.chained(buffer, state, _credentials_tar(session))
@@ -555,10 +549,14 @@ def _credentials_tar(session: Session) -> BinaryIO | None:
         return None
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive:
-        for rel, data in session.credentials.items():
-            _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
+        _add_credentials(archive, session)
     buffer.seek(0)
     return buffer
+
+
+def _add_credentials(archive: tarfile.TarFile, session: Session) -> None:
+    for rel, data in session.credentials.items():
+        _add(archive, f"home/code/{rel}", data, 0o600, CODE_UID)
 
 
 def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int = 0) -> None:
@@ -694,17 +692,19 @@ _HELD: dict[str, ExitStack] = {}
 _HELD_FD: dict[str, int] = {}
 
 
-def hold(name: str, wait: float = 0.1) -> None:
+def hold(name: str, wait: float = 0.1) -> bool:
     """Mark a container as watched by this process until it exits, so no other coi
-    process reaps it (taken before the container exists, so it is never unwatched)."""
+    process reaps it (taken before the container exists, so it is never unwatched).
+    False when another coi process (an earlier attach, say) already watches it."""
     if name not in _HELD:
         stack = ExitStack()
         lock = paths.locks_dir() / f"watch-{name}.lock"
         try:
             fd = stack.enter_context(file_lock(lock, timeout=wait, what=f"the watch of {name}"))
-        except LockBusy:  # another coi process (an earlier attach, say) already watches it
-            return
+        except LockBusy:
+            return False
         _HELD[name], _HELD_FD[name] = stack, fd
+    return True
 
 
 def hold_new(name: str) -> None:
@@ -712,8 +712,7 @@ def hold_new(name: str) -> None:
     the finisher of the slot's previous container, which deletes it, then exits: wait for
     that (bounded). Unwatched, the new container could be reaped as a stopped one by
     another coi before it starts."""
-    hold(name, wait=30)
-    if name not in _HELD:
+    if not hold(name, wait=30):
         raise CoiError(f"{name} is still held by another coi process: try again")
 
 
@@ -907,11 +906,12 @@ def fill_pool(
         mine = [m for m in pool.members(listing, prefix) if m.workspace_id == wsid]
         watched = {m.name for m in mine if is_watched(m.name)}
         stale = pool.unwanted(mine, key, watched)
-        for gone in pool.unwanted(mine, key, watched, want):
+        extra = pool.unwanted(mine, key, watched, want)
+        for gone in extra:
             launch.teardown(incus, gone.name)
             why = f"{gone.state}, or made for another config" if gone in stale else "one too many"
             log(f"removed {gone.name} from the pool ({why})")
-        kept = len(mine) - len(pool.unwanted(mine, key, watched, want))
+        kept = len(mine) - len(extra)
         made = []
         for _ in range(max(0, want - kept)):
             made.append(_fill_one(incus, cfg, workspace, mounts, readonly, (key, cas), log))
@@ -945,7 +945,9 @@ def _fill_one(
             # Watched while it is made: no other coi process reaps or takes it meanwhile.
             watch.enter_context(file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=30))
             spec = _spec(cfg, workspace, name, slot, "", "", mounts, cfg.profile, readonly)
-            spec = replace(spec, tool=None, session=None, extra_config={POOL_KEY: pool.FILLING})
+            spec = replace(
+                spec, tool=None, session=None, extra_config={launch_spec.POOL_LABEL: pool.FILLING}
+            )
             launch.create(incus, spec, start=False)
         try:
             launch.start_or_discard(incus, name, spec)
@@ -956,14 +958,12 @@ def _fill_one(
             if setup.exit_code != 0:
                 raise CoiError(f"preparing {name} failed: {setup.stderr.strip()[-200:]}")
             _wait_network(incus, name, log)
-            incus.update_instance(name, {"config": {POOL_KEY: key}})
+            incus.update_instance(name, {"config": {launch_spec.POOL_LABEL: key}})
         except BaseException:
             launch.teardown(incus, name)
             raise
     return name
 
-
-POOL_KEY = launch_spec.POOL_LABEL
 
 # A pooled container waits until its boot is over, not only early boot: freezing one whose
 # services are still starting (the save and freeze before `coi run`'s exit code) took a
