@@ -172,68 +172,34 @@ def open_session(
     preferred = request.slot or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
     worktree = _worktree_flag(request, cfg)
-    # The checkpoint (git or a copy: subprocesses) is taken while Incus makes or hands over
-    # the container, and is done before the session's files go in, long before the tool.
-    # A worktree session never mounts the main tree: no checkpoint of it.
-    checkpoint = Background(
-        _checkpoint if worktree is None else _nothing, cfg, workspace, session_id
+    # Before the claim: a copy checkpoint racing the claim's own staging of the workspace
+    # (the locked view's placeholders) failed with ENOTEMPTY in a thread beside it.
+    if worktree is None:  # a worktree session never mounts the main tree
+        _checkpoint(cfg, workspace, session_id)
+    mounts, readonly = session_mounts(cfg, tool, request, log)
+    name, slot, how = _claim(
+        incus,
+        cfg,
+        workspace,
+        tool.name,
+        session_id,
+        preferred,
+        mounts,
+        profile,
+        undo,
+        log,
+        readonly=readonly,
+        worktree=worktree,
     )
-    try:
-        mounts, readonly = session_mounts(cfg, tool, request, log)
-        name, slot, how = _claim(
-            incus,
-            cfg,
-            workspace,
-            tool.name,
-            session_id,
-            preferred,
-            mounts,
-            profile,
-            undo,
-            log,
-            readonly=readonly,
-            worktree=worktree,
-        )
-        session = Session(
-            incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
-        )
-        session.announce, session.how = runs_tool, how
-        session.credentials = _credentials(session, request.tool, runs_tool)
-    except BaseException:
-        checkpoint.thread.join()  # never leave a checkpoint half written
-        raise
-    checkpoint.join()
+    session = Session(
+        incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
+    )
+    session.announce, session.how = runs_tool, how
+    session.credentials = _credentials(session, request.tool, runs_tool)
     _prepare(session, resumed[1] if resumed else None, log)
     if cfg.pool.size and not cfg.defaults.persistent and worktree is None:
         spawn_filler(request)  # the pool gets back what this session took
     return session
-
-
-def _nothing(*_: object) -> None:
-    pass
-
-
-class Background:
-    """A call run in a thread of its own; join() waits for it and raises what it raised."""
-
-    def __init__(self, call: Callable[..., object], *args: Any) -> None:
-        import threading
-
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                call(*args)
-            except BaseException as exc:  # handed to join()
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def join(self) -> None:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def _worktree_flag(request: Request, cfg: Config) -> str | None:
