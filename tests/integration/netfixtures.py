@@ -175,7 +175,7 @@ class Lab:
     def records(self, names: dict[str, str]) -> None:
         """Serve these name -> address records from the public bridge's dnsmasq."""
         raw = "".join(f"host-record={n},{a}\n" for n, a in names.items())
-        self.admin.call("PATCH", f"networks/{self.pub_bridge}", {"config": {"raw.dnsmasq": raw}})
+        _patch_bridge(self.admin, self.pub_bridge, {"raw.dnsmasq": raw})
         deadline = time.monotonic() + 20
         from coi.network.dns import ResolveError, resolve
 
@@ -185,6 +185,26 @@ class Lab:
                     return
             time.sleep(0.3)
         raise TimeoutError("the public bridge's dnsmasq did not serve the records")
+
+
+def _patch_bridge(admin: Incus, name: str, config: dict[str, str]) -> None:
+    """PATCH a bridge's config, again when Incus trips over a veth going away.
+
+    Incus 6.0 lists the bridge's ports and inspects each with `ip link show` while it
+    applies the change; a container of an earlier test that stops in between makes that
+    inspection fail ("Failed to delete bridge children interfaces ... does not exist")
+    though nothing is wrong. Bounded: five tries a second apart.
+    """
+    from coi.core.errors import IncusError
+
+    for attempt in range(5):
+        try:
+            admin.call("PATCH", f"networks/{name}", {"config": config})
+            return
+        except IncusError as err:
+            if "does not exist" not in str(err) or attempt == 4:
+                raise
+            time.sleep(1)
 
 
 def _bridge(admin: Incus, name: str, gateway: str, prefix: int) -> None:
