@@ -29,6 +29,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from coi.boundary import protect
 from coi.core.errors import CoiError
@@ -168,7 +169,8 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
     # A placeholder another slot's view made is ours too: the last view released removes it.
     shared = _created_by_others(workspace)
     created = [[e.rel, e.kind] for e in entries if [e.rel, e.kind] in shared]
-    _record(name, workspace, created)
+    mounted = [e.rel for e in entries]
+    _record(name, workspace, created, mounted)
     try:
         _mount(str(workspace), str(target), MS_BIND)
         _mount(None, str(target), MS_PRIVATE)
@@ -176,7 +178,7 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
             if entry.placeholder is not None:
                 _create(target, entry, owner.st_uid, owner.st_gid)
                 created.append([entry.rel, entry.kind])
-                _record(name, workspace, created)
+                _record(name, workspace, created, mounted)
             _bind_over_itself(target, entry)
     except _Link as exc:
         release(name)
@@ -187,20 +189,43 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
     return target
 
 
-def _record(name: str, workspace: Path, created: list[list[str]]) -> None:
-    manifest_path(name).write_text(json.dumps({"workspace": str(workspace), "created": created}))
+def _record(name: str, workspace: Path, created: list[list[str]], mounted: list[str]) -> None:
+    record = {"workspace": str(workspace), "created": created, "mounted": mounted}
+    manifest_path(name).write_text(json.dumps(record))
+
+
+def _records(workspace: Path) -> Iterator[tuple[str, dict[str, list[Any]]]]:
+    """(instance name, record) of every view made of workspace (none without root)."""
+    with contextlib.suppress(OSError):
+        for manifest in RECORDS.glob("*.json"):
+            try:
+                record = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("workspace") == str(workspace):
+                yield manifest.name.removesuffix(".json"), record
 
 
 def _created_by_others(workspace: Path) -> list[list[str]]:
-    found: list[list[str]] = []
-    for manifest in RECORDS.glob("*.json"):
-        try:
-            record = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("workspace") == str(workspace):
-            found += [list(item) for item in record.get("created", [])]
-    return found
+    return [list(item) for _, record in _records(workspace) for item in record.get("created", [])]
+
+
+def held(workspace: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """What coi holds in workspace now: (the placeholders it created, which are not the
+    user's files; every path a live view has mounted, placeholders included).
+
+    Replacing or removing a mounted path on the host detaches its mount in the container
+    (mount_namespaces(7)), so a rollback leaves these alone. Empty without root (views
+    are root's; RECORDS cannot be read).
+    """
+    made: set[str] = set()
+    mounted: set[str] = set()
+    for name, record in _records(workspace):
+        made.update(rel for rel, _ in record.get("created", []))
+        if os.path.ismount(protect.view_path(name)):
+            mounted.update(record.get("mounted", []))
+            mounted.update(rel for rel, _ in record.get("created", []))
+    return frozenset(made), frozenset(mounted)
 
 
 def manifest_path(name: str) -> Path:

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coi.commands.cli import Command
 from coi.commands.common import load_config, workspace_of
 from coi.core import output
+
+if TYPE_CHECKING:
+    from coi.workspace import checkpoints
 
 C = "coi.commands.checkpoint:"
 
@@ -20,9 +25,20 @@ def create(args: argparse.Namespace) -> int:
     from coi.workspace import checkpoints
 
     cap = load_config(args).checkpoints.max_bytes
-    made = checkpoints.create(workspace_of(args), args.name, args.message or "", max_size=cap)
-    output.info(f"checkpoint {made.id} ({made.kind}) of {workspace_of(args)}")
+    workspace = workspace_of(args)
+    made = checkpoints.create(
+        workspace, args.name, args.message or "", held(workspace), max_size=cap
+    )
+    output.info(f"checkpoint {made.id} ({made.kind}) of {workspace}")
     return 0
+
+
+def held(workspace: Path) -> checkpoints.Held:
+    """What the running sessions' locked views hold in workspace (nothing without root)."""
+    from coi.boundary import protect_host
+    from coi.workspace import checkpoints
+
+    return checkpoints.Held(*protect_host.held(workspace))
 
 
 def list_(args: argparse.Namespace) -> int:
@@ -57,7 +73,7 @@ def diff(args: argparse.Namespace) -> int:
 
     workspace = workspace_of(args)
     since = checkpoints.find(workspace, args.checkpoint)
-    changes = checkpoints.diff(workspace, since)
+    changes = checkpoints.diff(workspace, since, held(workspace))
     if args.format == "json":
         output.emit_json({"checkpoint": since.id, "changes": [
             {"status": s, "path": p} for s, p in changes]})  # fmt: skip
@@ -74,13 +90,18 @@ def rollback(args: argparse.Namespace) -> int:
 
     workspace = workspace_of(args)
     target = checkpoints.find(workspace, args.checkpoint)
-    saved = checkpoints.rollback(
-        workspace, target, max_size=load_config(args).checkpoints.max_bytes
+    saved, left = checkpoints.rollback(
+        workspace, target, held(workspace), max_size=load_config(args).checkpoints.max_bytes
     )
     output.info(
         f"rolled {workspace} back to {target.id}; the state before is checkpoint "
         f"{saved.id} (`coi rollback {saved.id}` undoes this)"
     )
+    if left:
+        output.warn(
+            f"left as they are, held read-only by a running session: {', '.join(left)} "
+            "(roll back again once it ends)"
+        )
     return 0
 
 

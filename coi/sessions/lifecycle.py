@@ -238,14 +238,18 @@ def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[st
 def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
     """Record the workspace before the agent touches it (`coi rollback` undoes a session);
     a checkpoint that cannot be made is said once and does not stop the session."""
+    from coi.boundary import protect_host
     from coi.workspace import checkpoints
 
     if not cfg.checkpoints.auto:
         return
     try:
         section = cfg.checkpoints
-        made = checkpoints.before_session(workspace, session_id, section.keep, section.max_bytes)
-    except CoiError as exc:
+        held = checkpoints.Held(*protect_host.held(workspace))  # other slots' views
+        made = checkpoints.before_session(
+            workspace, session_id, section.keep, section.max_bytes, held
+        )
+    except (CoiError, OSError) as exc:  # an undo that failed never stops the session
         output.once("checkpoint-failed", f"no checkpoint before this session: {exc}", level="warn")
         return
     output.detail(f"checkpoint {made.id} of {workspace}: `coi rollback` puts it back")

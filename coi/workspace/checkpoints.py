@@ -7,12 +7,18 @@ branches, stash and reflog are never touched. Elsewhere a checkpoint is a copy u
 COI_HOME (a reflink where the filesystem has them, else a plain copy bounded by a size
 cap). A rollback first checkpoints the current state, so it can itself be undone.
 
+While a session runs, coi holds some workspace paths: the empty placeholders it made for
+missing protected paths (never the user's files: no checkpoint holds them) and every path
+the session's locked view has mounted (a rollback leaves them alone and names them:
+replacing one on the host would detach its read-only mount inside the container).
+
 git runs here without hooks or fsmonitor, whatever the repository's config says.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -74,14 +80,38 @@ def is_git(workspace: Path) -> bool:
     return Path(top).resolve() == workspace.resolve()
 
 
-def create(workspace: Path, name: str | None = None, message: str = "", **opts: int) -> Checkpoint:
-    """Record the workspace's current files as a new checkpoint."""
+@dataclass(frozen=True)
+class Held:
+    """What coi holds in a workspace while sessions run (protect_host.held says): the
+    placeholders it made, and every path a live locked view has mounted."""
+
+    made: frozenset[str] = frozenset()
+    mounted: frozenset[str] = frozenset()
+
+
+NOTHING_HELD = Held()
+
+
+class _Taken(Exception):
+    """Another checkpoint has this id (parallel sessions starting in the same millisecond)."""
+
+
+def create(workspace: Path, name: str | None = None, message: str = "",
+           held: Held = NOTHING_HELD, **opts: int) -> Checkpoint:  # fmt: skip
+    """Record the workspace's current files (coi's placeholders left out) as a new checkpoint."""
     now = time.time()
-    ident = new_id(name, now)
     message = clean_message(message)
-    if is_git(workspace):
-        return _git_create(workspace, ident, message, now)
-    return _copy_create(workspace, ident, message, now, opts.get("max_size", DEFAULT_MAX_COPY))
+    git_kind = is_git(workspace)
+    for attempt in range(8):  # an id taken meanwhile: the next millisecond's
+        ident = new_id(name, now + attempt / 1000)
+        try:
+            if git_kind:
+                return _git_create(workspace, ident, message, now, held)
+            cap = opts.get("max_size", DEFAULT_MAX_COPY)
+            return _copy_create(workspace, ident, message, now, cap, held)
+        except _Taken:
+            continue
+    raise CoiError(f"could not find a free checkpoint id for {workspace}: try again")
 
 
 def all_of(workspace: Path) -> list[Checkpoint]:
@@ -104,22 +134,32 @@ def find(workspace: Path, ident: str | None = None) -> Checkpoint:
     return matches[0]
 
 
-def diff(workspace: Path, checkpoint: Checkpoint) -> list[tuple[str, str]]:
+def diff(
+    workspace: Path, checkpoint: Checkpoint, held: Held = NOTHING_HELD
+) -> list[tuple[str, str]]:
     """What changed since the checkpoint: (A|M|D|T, path) pairs, sorted by path."""
     if checkpoint.kind == "git":
-        return _git_changes(workspace, f"{checkpoint.commit}^{{tree}}", _tree_now(workspace))
-    return _copy_changes(_copy_dir(workspace, checkpoint.id), workspace, inner_coi_home(workspace))
+        now = _tree_now(workspace, held)
+        return _git_changes(workspace, f"{checkpoint.commit}^{{tree}}", now)
+    return _copy_changes(_copy_dir(workspace, checkpoint.id), workspace, left_out(workspace, held))
 
 
-def rollback(workspace: Path, checkpoint: Checkpoint, **opts: int) -> Checkpoint:
+def rollback(workspace: Path, checkpoint: Checkpoint, held: Held = NOTHING_HELD,
+             **opts: int) -> tuple[Checkpoint, list[str]]:  # fmt: skip
     """Make the workspace's files those of the checkpoint, after checkpointing them as they
-    are now (returned: rolling back to it undoes this rollback)."""
-    saved = create(workspace, "before-rollback", f"before rolling back to {checkpoint.id}", **opts)
+    are now. Returns that checkpoint (rolling back to it undoes this rollback) and the
+    changes left undone because they touch a held path."""
+    why = f"before rolling back to {checkpoint.id}"
+    saved = create(workspace, "before-rollback", why, held, **opts)
     if checkpoint.kind == "git":
-        _git_restore(workspace, f"{saved.commit}^{{tree}}", f"{checkpoint.commit}^{{tree}}")
-    else:
-        _copy_restore(_copy_dir(workspace, checkpoint.id), workspace)
-    return saved
+        old, new = f"{saved.commit}^{{tree}}", f"{checkpoint.commit}^{{tree}}"
+        return saved, _git_restore(workspace, old, new, held.mounted)
+    return saved, _copy_restore(_copy_dir(workspace, checkpoint.id), workspace, held)
+
+
+def touches(rel: str, held: Iterable[str]) -> bool:
+    """Whether changing rel would change a held path: it is one, lies under or above one."""
+    return any(rel == h or rel.startswith(h + "/") or h.startswith(rel + "/") for h in held)
 
 
 def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoint]:
@@ -133,9 +173,13 @@ def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoi
         if checkpoint.kind == "git":
             git(workspace, "update-ref", "-d", REFS + checkpoint.id)
         else:
-            # parallel sessions of one workspace prune together: one may remove it first
+            # parallel sessions of one workspace prune together: the one whose rename
+            # wins removes it, out of the list's sight
+            folder = _copy_dir(workspace, checkpoint.id).parent
+            doomed_dir = folder.with_name(f".gone-{checkpoint.id}-{os.getpid()}")
             with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(_copy_dir(workspace, checkpoint.id).parent)
+                os.rename(folder, doomed_dir)
+                shutil.rmtree(doomed_dir)
     return doomed
 
 
@@ -164,10 +208,13 @@ def _private_index(workspace: Path, seed: bool) -> Iterator[dict[str, str]]:
         yield {"GIT_INDEX_FILE": str(index)}
 
 
-def _tree_now(workspace: Path) -> str:
+def _tree_now(workspace: Path, held: Held) -> str:
     """The tree of the working tree as it is: tracked and untracked, ignored excluded."""
     with _private_index(workspace, seed=True) as env:
-        git(workspace, "add", "--all", "--", ".", *_git_excludes(workspace), env=env)
+        git(workspace, "add", "--all", "--", ".", *_git_excludes(workspace, held), env=env)
+        if held.made:  # a tracked file the user deleted has a placeholder now: gone it is
+            literal = [f":(literal){rel}" for rel in sorted(held.made)]
+            git(workspace, "rm", "-rq", "--cached", "--ignore-unmatch", "--", *literal, env=env)
         return git(workspace, "write-tree", env=env).decode().strip()
 
 
@@ -178,13 +225,19 @@ def inner_coi_home(workspace: Path) -> str | None:
     return str(home.relative_to(ws)) if home.is_relative_to(ws) and home != ws else None
 
 
-def _git_excludes(workspace: Path) -> list[str]:
+def left_out(workspace: Path, held: Held) -> frozenset[str]:
+    """What no checkpoint holds (relative paths): COI_HOME when inside the workspace, and
+    the placeholders coi made for a running session."""
     inner = inner_coi_home(workspace)
-    return [f":(exclude,literal){inner}"] if inner else []
+    return held.made | {inner} if inner else held.made
 
 
-def _git_create(workspace: Path, ident: str, message: str, now: float) -> Checkpoint:
-    tree = _tree_now(workspace)
+def _git_excludes(workspace: Path, held: Held) -> list[str]:
+    return [f":(exclude,literal){rel}" for rel in sorted(left_out(workspace, held))]
+
+
+def _git_create(workspace: Path, ident: str, message: str, now: float, held: Held) -> Checkpoint:
+    tree = _tree_now(workspace, held)
     head = _head(workspace)
     text = f"coi checkpoint {ident}\n\n{message}\n" if message else f"coi checkpoint {ident}\n"
     parents = ["-p", head] if head else []
@@ -195,7 +248,12 @@ def _git_create(workspace: Path, ident: str, message: str, now: float) -> Checkp
     }
     commit = git(workspace, "commit-tree", tree, *parents, env=env, input=text.encode())
     sha = commit.decode().strip()
-    git(workspace, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
+    try:
+        git(workspace, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
+    except CoiError:
+        if _git_list_ids(workspace, ident):
+            raise _Taken() from None
+        raise
     hand_back(workspace)
     return Checkpoint(ident, now, message, "git", sha)
 
@@ -217,6 +275,10 @@ def _head(workspace: Path) -> str:
         return git(workspace, "rev-parse", "-q", "--verify", "HEAD^{commit}").decode().strip()
     except CoiError:
         return ""  # a repository without a commit yet
+
+
+def _git_list_ids(workspace: Path, ident: str) -> bool:
+    return bool(git(workspace, "for-each-ref", "--format=%(refname)", REFS + ident).strip())
 
 
 def _git_list(workspace: Path) -> list[Checkpoint]:
@@ -244,16 +306,18 @@ def _git_changes(workspace: Path, old: str, new: str) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: p[1])
 
 
-def _git_restore(workspace: Path, current: str, target: str) -> None:
-    """Write the target tree's version of every path that differs from the current tree."""
+def _git_restore(workspace: Path, current: str, target: str, held: frozenset[str]) -> list[str]:
+    """Write the target tree's version of every path that differs from the current tree,
+    but those touching a held path (returned)."""
     changes = _git_changes(workspace, current, target)
-    gone = [p for status, p in changes if status == "D"]
-    wanted = [p for status, p in changes if status != "D"]
+    left = [p for _, p in changes if touches(p, held)]
+    gone = [p for status, p in changes if status == "D" and p not in left]
+    wanted = [p for status, p in changes if status != "D" and p not in left]
     _refuse_to_drop_ignored(workspace, wanted, set(gone))
     for rel in sorted(gone, key=lambda p: p.count("/"), reverse=True):
-        _remove(workspace, rel)
+        _remove(workspace, rel, held)
     if not wanted:
-        return
+        return left
     for rel in wanted:  # a folder in the way of a file that comes back goes first
         if (workspace / rel).is_dir() and not (workspace / rel).is_symlink():
             shutil.rmtree(workspace / rel)
@@ -262,6 +326,7 @@ def _git_restore(workspace: Path, current: str, target: str) -> None:
         names = b"\0".join(os.fsencode(p) for p in wanted) + b"\0"
         git(workspace, "checkout-index", "-f", "-z", "--stdin", env=env, input=names)
     hand_back(workspace, wanted)
+    return left
 
 
 def _refuse_to_drop_ignored(workspace: Path, wanted: list[str], gone: set[str]) -> None:
@@ -281,13 +346,16 @@ def _refuse_to_drop_ignored(workspace: Path, wanted: list[str], gone: set[str]) 
                     )
 
 
-def _remove(workspace: Path, rel: str) -> None:
-    """Remove a file, then every parent folder it leaves empty (up to the workspace)."""
+def _remove(workspace: Path, rel: str, held: frozenset[str] = frozenset()) -> None:
+    """Remove a file, then every parent folder it leaves empty (up to the workspace; a held
+    folder stays)."""
     path = workspace / rel
     if path.is_symlink() or path.is_file():
         path.unlink()
     parent = path.parent
     while parent != workspace and parent.is_dir() and not any(parent.iterdir()):
+        if str(parent.relative_to(workspace)) in held:
+            break
         parent.rmdir()
         parent = parent.parent
 
@@ -303,24 +371,29 @@ def _copy_dir(workspace: Path, ident: str) -> Path:
     return _store(workspace) / ident / "files"
 
 
-def _copy_create(workspace: Path, ident: str, message: str, now: float, cap: int) -> Checkpoint:
+def _copy_create(workspace: Path, ident: str, message: str, now: float, cap: int,
+                 held: Held) -> Checkpoint:  # fmt: skip
     folder = paths.ensure(_store(workspace)) / ident
     work = Path(tempfile.mkdtemp(prefix=f".{ident}.", dir=folder.parent))
     try:
-        _copy_tree(workspace, work / "files", cap)
+        _copy_tree(workspace, work / "files", cap, left_out(workspace, held))
         meta = {"id": ident, "created": now, "message": message, "workspace": str(workspace)}
         (work / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n")
-        os.rename(work, folder)
+        try:
+            os.rename(work, folder)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise _Taken() from None
+            raise
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return Checkpoint(ident, now, message, "copy")
 
 
-def _copy_tree(source: Path, dest: Path, cap: int) -> None:
+def _copy_tree(source: Path, dest: Path, cap: int, skip: frozenset[str]) -> None:
     """A reflink copy where the filesystem has them (nearly free); else a plain copy,
-    refused past the cap. COI_HOME, when inside, is left out."""
-    skip = inner_coi_home(source)
+    refused past the cap. The `skip` paths stay out."""
     dest.mkdir(mode=0o700)
     try:
         _copy_entries(source, dest, skip, "always")
@@ -338,20 +411,23 @@ def _copy_tree(source: Path, dest: Path, cap: int) -> None:
     _copy_entries(source, dest, skip, "auto")
 
 
-def _copy_entries(source: Path, dest: Path, skip: str | None, reflink: str) -> None:
-    """cp -a of every entry of source into dest, stepping around `skip` (relative)."""
-    head, _, rest = (skip or "").partition("/")
+def _copy_entries(source: Path, dest: Path, skip: frozenset[str], reflink: str,
+                  under: str = "") -> None:  # fmt: skip
+    """cp -a of every entry of source into dest, stepping around the `skip` paths (relative;
+    a folder on the way to one is made, or kept when dest has it, and entered)."""
     for entry in sorted(os.scandir(source), key=lambda e: e.name):
-        if skip and entry.name == head:
-            if rest and entry.is_dir(follow_symlinks=False):
-                inner = dest / entry.name
+        rel = under + entry.name
+        if not touches(rel, skip):
+            proc.run(["cp", "-a", f"--reflink={reflink}", entry.path, str(dest)], timeout=3600)
+        elif rel not in skip and entry.is_dir(follow_symlinks=False):
+            inner = dest / entry.name
+            if not inner.is_dir() or inner.is_symlink():
                 inner.mkdir(mode=entry.stat(follow_symlinks=False).st_mode & 0o7777)
-                _copy_entries(Path(entry.path), inner, rest, reflink)
-            continue
-        proc.run(["cp", "-a", f"--reflink={reflink}", entry.path, str(dest)], timeout=3600)
+            _copy_entries(Path(entry.path), inner, skip, reflink, rel + "/")
+        # else: a skipped path, or a file where dest keeps a folder holding one
 
 
-def tree_size(root: Path, skip: str | None = None, stop: int | None = None) -> int:
+def tree_size(root: Path, skip: frozenset[str] = frozenset(), stop: int | None = None) -> int:
     """Bytes of the regular files under root (links not followed, `skip` left out); the
     count ends early once past `stop` (a home folder need not be walked to the end)."""
     import stat
@@ -364,17 +440,17 @@ def tree_size(root: Path, skip: str | None = None, stop: int | None = None) -> i
     return total
 
 
-def _walk(root: Path, skip: str | None = None) -> Iterator[tuple[str, os.stat_result]]:
-    """Every path under root (relative) with its lstat; `skip` (coi's own home), what it
-    holds and the folders on the way to it left out."""
+def _walk(root: Path, skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, os.stat_result]]:
+    """Every path under root (relative) with its lstat; the `skip` paths, what they hold and
+    the folders on the way to them left out."""
     for folder, dirs, files in os.walk(root):
         here = os.path.relpath(folder, root)
         if skip:
-            dirs[:] = [d for d in dirs if os.path.normpath(os.path.join(here, d)) != skip]
+            dirs[:] = [d for d in dirs if os.path.normpath(os.path.join(here, d)) not in skip]
         for name in [*dirs, *files]:
             full = os.path.join(folder, name)
             rel = os.path.relpath(full, root)
-            if skip and skip.startswith(rel + "/"):
+            if rel in skip or any(s.startswith(rel + "/") for s in skip):
                 continue
             with contextlib.suppress(OSError):  # gone meanwhile
                 yield rel, os.lstat(full)
@@ -384,6 +460,8 @@ def _copy_list(workspace: Path) -> list[Checkpoint]:
     store = _store(workspace)
     found = []
     for entry in store.iterdir() if store.is_dir() else []:
+        if entry.name.startswith("."):  # one being made or removed
+            continue
         try:
             meta = json.loads((entry / "checkpoint.json").read_text())
         except (OSError, ValueError):
@@ -392,18 +470,18 @@ def _copy_list(workspace: Path) -> list[Checkpoint]:
     return found
 
 
-def _entries(root: Path, skip: str | None = None) -> dict[str, os.stat_result]:
+def _entries(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, os.stat_result]:
     """Every path under root (relative) with its lstat; `skip` and what it holds left out."""
     return dict(_walk(root, skip))
 
 
-def _copy_changes(old: Path, new: Path, skip: str | None) -> list[tuple[str, str]]:
+def _copy_changes(old: Path, new: Path, skip: frozenset[str]) -> list[tuple[str, str]]:
     before, after = _entries(old, skip), _entries(new, skip)
-    changes = [("D", p) for p in before.keys() - after.keys() if not _isdir(before[p])]
-    changes += [("A", p) for p in after.keys() - before.keys() if not _isdir(after[p])]
-    for rel in before.keys() & after.keys():
-        if not _isdir(before[rel]) and _differs(old / rel, new / rel):
-            changes.append(("M", rel))
+    files_before = {p for p, st in before.items() if not _isdir(st)}
+    files_after = {p for p, st in after.items() if not _isdir(st)}
+    changes = [("D", p) for p in files_before - files_after]  # a folder now, or gone
+    changes += [("A", p) for p in files_after - files_before]
+    changes += [("M", p) for p in files_before & files_after if _differs(old / p, new / p)]
     return sorted(changes, key=lambda p: p[1])
 
 
@@ -424,24 +502,29 @@ def _differs(a: Path, b: Path) -> bool:
     return not filecmp.cmp(a, b, shallow=False)
 
 
-def _copy_restore(saved: Path, workspace: Path) -> None:
-    """Make the workspace hold exactly the saved copy's files."""
-    skip = inner_coi_home(workspace)
+def _copy_restore(saved: Path, workspace: Path, held: Held) -> list[str]:
+    """Make the workspace hold exactly the saved copy's files, but for the mounted paths
+    (the changes touching them are returned, not made)."""
+    out = left_out(workspace, held)
+    skip = out | held.mounted
     keep = _entries(saved)
+    left = [p for _, p in _copy_changes(saved, workspace, out) if touches(p, held.mounted)]
     for rel, st in sorted(_entries(workspace, skip).items(), key=lambda p: -p[0].count("/")):
         path = workspace / rel
         if not _isdir(st):
             path.unlink()  # every file and link comes back from the copy
         elif rel not in keep or not _isdir(keep[rel]):
             shutil.rmtree(path)
-    _copy_entries(saved, workspace, None, "auto")
+    _copy_entries(saved, workspace, skip, "auto")
+    return left
 
 
 AUTO = "session"
 
 
-def before_session(workspace: Path, session_id: str, keep: int, max_size: int) -> Checkpoint:
+def before_session(workspace: Path, session_id: str, keep: int, max_size: int,
+                   held: Held = NOTHING_HELD) -> Checkpoint:  # fmt: skip
     """The checkpoint a session starts with; the oldest automatic ones beyond `keep` go."""
-    made = create(workspace, AUTO, f"before session {session_id}", max_size=max_size)
+    made = create(workspace, AUTO, f"before session {session_id}", held, max_size=max_size)
     prune(workspace, keep, named=AUTO)
     return made

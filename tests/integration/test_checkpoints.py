@@ -96,3 +96,64 @@ def test_rollback_undoes_a_session_and_can_itself_be_undone(
         assert {k: v[:2] for k, v in back.items()} == {k: v[:2] for k, v in after.items()}
     else:
         assert back == after
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the locked view is built as root")
+@pytest.mark.parametrize("kind", ["git", "plain"])
+def test_a_running_sessions_placeholders_and_mounts_are_left_alone(
+    user_config: None, tmp_path: Path, kind: str
+) -> None:
+    """While a session's locked view stands, a checkpoint holds none of coi's placeholders
+    and a rollback changes no path the view has mounted (replacing one on the host would
+    detach its read-only mount inside the container); the rest is restored as usual."""
+    import uuid
+
+    from coi.boundary import protect, protect_host
+    from coi.workspace import checkpoints
+
+    ws = tmp_path / "project"
+    ws.mkdir()
+    plant(ws)
+    (ws / ".envrc").write_text("the user's own\n")
+    if kind == "git":
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", f"safe.directory={ws}"]
+        subprocess.run([*git, "init", "-q"], cwd=ws, check=True)
+    before = picture(ws)
+    assert coi("checkpoint", "create", "first", "--workspace", str(ws)).returncode == 0
+    name = f"t-ckpt-{uuid.uuid4().hex[:6]}"
+    protect_host.stage(name, ws, protect.DEFAULT_PATHS)
+    try:
+        made, mounted = protect_host.held(ws)
+        assert ".mcp.json" in made and ".envrc" in mounted and ".envrc" not in made
+        assert (ws / ".mcp.json").is_file()  # a placeholder, there while the view stands
+        during = coi("checkpoint", "create", "during", "--workspace", str(ws))
+        assert during.returncode == 0, during.stderr
+        held_in = checkpoints.find(ws)  # the newest: during
+        if kind == "git":
+            listed = subprocess.run(
+                [*git, "ls-tree", "-r", "--name-only", held_in.commit],
+                cwd=ws, capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+        else:
+            files = checkpoints._copy_dir(ws, held_in.id)
+            listed = [str(p.relative_to(files)) for p in files.rglob("*")]
+        assert ".envrc" in listed and "keep.txt" in listed
+        assert not made & set(listed), "a placeholder went into the checkpoint"
+
+        (ws / "keep.txt").write_text("changed meanwhile\n")
+        (ws / "gone.txt").unlink()
+        (ws / ".envrc").write_text("changed on the host\n")  # same file: still the mount
+        rolled = coi("rollback", "first", "--workspace", str(ws))
+        assert rolled.returncode == 0, rolled.stderr
+        assert ".envrc" in rolled.stderr and "running session" in rolled.stderr
+        assert (ws / "keep.txt").read_text() == "original\n" and (ws / "gone.txt").is_file()
+        assert (ws / ".envrc").read_text() == "changed on the host\n"
+        view = protect.view_path(name)
+        for rel in (".envrc", ".mcp.json", ".claude/settings.json"):
+            assert os.path.ismount(view / rel), f"{rel} lost its read-only mount"
+    finally:
+        protect_host.release(name)
+    assert not (ws / ".mcp.json").exists()  # placeholders go with the view
+    again = coi("rollback", "first", "--workspace", str(ws))
+    assert again.returncode == 0 and "running session" not in again.stderr, again.stderr
+    assert picture(ws) == before

@@ -8,16 +8,18 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from coi.core.errors import CoiError
 from coi.workspace import checkpoints
 from tests.strategies import workspace_trees
 
+_paths = st.lists(st.sampled_from(["a", "b", "ab", "a.b"]), min_size=1, max_size=3).map("/".join)
 SETTINGS = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -158,3 +160,52 @@ def test_copy_rollback_restores_a_folder_outside_git(
     assert picture(ws) == expected
     checkpoints.rollback(ws, checkpoints.find(ws))
     assert picture(ws) == changed
+
+
+@given(rel=_paths, held=st.sets(_paths, max_size=4))
+def test_touches_is_equal_above_or_below(rel: str, held: set[str]) -> None:
+    """A change to rel reaches a held path exactly when one of the two contains the other."""
+    parts = PurePosixPath(rel).parts
+    expected = any(
+        parts[: len(h)] == h or h[: len(parts)] == parts
+        for h in (PurePosixPath(x).parts for x in held)
+    )
+    assert checkpoints.touches(rel, held) == expected
+
+
+@SETTINGS
+@given(before=workspace_trees, after=workspace_trees, data=st.data())
+def test_a_rollback_leaves_held_paths_alone_and_no_checkpoint_holds_a_placeholder(
+    scratch: Path, before: dict[str, Any], after: dict[str, Any], data: st.DataObject
+) -> None:
+    ws = Path(tempfile.mkdtemp(dir=scratch))
+    plant(ws, before)
+    expected = _plain(picture(ws))
+    first = checkpoints.create(ws, "gen")
+    for entry in list(ws.iterdir()):
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    plant(ws, after)
+    changed = _plain(picture(ws))
+    mounted = data.draw(st.sets(st.sampled_from(sorted(changed)), max_size=2)) if changed else set()
+    made = data.draw(st.sets(st.sampled_from(sorted(mounted)))) if mounted else set()
+    held = checkpoints.Held(frozenset(made), frozenset(mounted))
+
+    saved, left = checkpoints.rollback(ws, first, held)
+    now = _plain(picture(ws))
+
+    def free(view: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in view.items() if not checkpoints.touches(k, mounted)}
+
+    assert free(now) == free(expected)  # the rest is the checkpoint's
+    assert all(now.get(p) == changed[p] for p in changed if checkpoints.touches(p, mounted))
+    differing = {p for p in expected.keys() | changed.keys() if expected.get(p) != changed.get(p)}
+    # named: the user's changes it did not make (coi's placeholders are not the user's)
+    named = {p for p in differing if checkpoints.touches(p, mounted)}
+    assert {p for p in named if not checkpoints.touches(p, made)} <= set(left)
+    assert all(checkpoints.touches(p, mounted) for p in left)
+    copy = checkpoints._copy_dir(ws, saved.id)
+    assert not [m for m in made if os.path.lexists(copy / m)], "a placeholder was saved"
+
+
+def _plain(view: dict[str, Any]) -> dict[str, Any]:
+    return {k.removeprefix("ignored:"): v for k, v in view.items()}

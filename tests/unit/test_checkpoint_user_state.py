@@ -54,10 +54,36 @@ def test_checkpoints_never_touch_head_index_branches_stash_or_reflogs(tmp_path: 
     (ws / "a.txt").write_text("agent\n")
     (ws / "new.txt").unlink()
     assert checkpoints.diff(ws, first)
-    undo = checkpoints.rollback(ws, first)
+    undo, _ = checkpoints.rollback(ws, first)
     assert (ws / "a.txt").read_text() == "worktree\n" and (ws / "new.txt").exists()
     assert users(ws) == before
     checkpoints.rollback(ws, undo)
     assert (ws / "a.txt").read_text() == "agent\n"
     checkpoints.prune(ws, 0)
     assert users(ws) == before
+
+
+def test_a_placeholder_where_a_tracked_file_was_deleted_is_recorded_as_deleted(
+    tmp_path: Path,
+) -> None:
+    """coi puts an empty stand-in where a protected file is missing while a session runs;
+    when the user had deleted a tracked one, the checkpoint says deleted, not the index's
+    old bytes and not the stand-in."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    git(ws, "init", "-q", "-b", "main")
+    (ws / ".mcp.json").write_text('{"servers": "mine"}\n')
+    (ws / "a.txt").write_text("one\n")
+    git(ws, "add", ".mcp.json", "a.txt")
+    git(ws, "commit", "-qm", "one")
+    (ws / ".mcp.json").unlink()
+    (ws / ".mcp.json").write_text("{}\n")  # the stand-in
+    (ws / ".vscode").mkdir()
+    (ws / ".vscode" / "settings.json").write_text("{}\n")
+    held = checkpoints.Held(frozenset({".mcp.json", ".vscode"}), frozenset({".mcp.json"}))
+    made = checkpoints.create(ws, "during", "", held)
+    listed = git(ws, "ls-tree", "-r", "--name-only", made.commit).split()
+    assert listed == ["a.txt"]
+    # seen without the hold (the session over), the stand-in is a file the checkpoint lacks
+    assert ("A", ".mcp.json") in checkpoints.diff(ws, made)
+    assert checkpoints.diff(ws, made, held) == []
