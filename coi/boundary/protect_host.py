@@ -218,11 +218,15 @@ def held(workspace: Path) -> tuple[frozenset[str], frozenset[str]]:
     (mount_namespaces(7)), so a rollback leaves these alone. Empty without root (views
     are root's; RECORDS cannot be read).
     """
+    from coi.core import mountinfo
+
     made: set[str] = set()
     mounted: set[str] = set()
+    live: set[str] | None = None
     for name, record in _records(workspace):
         made.update(rel for rel, _ in record.get("created", []))
-        if os.path.ismount(protect.view_path(name)):
+        live = set(mountinfo.points()) if live is None else live
+        if str(protect.view_path(name)) in live:
             mounted.update(record.get("mounted", []))
             mounted.update(rel for rel, _ in record.get("created", []))
     return frozenset(made), frozenset(mounted)

@@ -439,15 +439,9 @@ def _workdir(log: Log) -> Iterator[Path]:
 
 def mounts_below(root: Path, mountinfo: str) -> list[str]:
     """Mount points under root in a /proc/self/mountinfo text, deepest first."""
-    prefix = str(root).rstrip("/") + "/"
-    points = []
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) > 4:
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
-            if point.startswith(prefix):
-                points.append(point)
-    return sorted(points, key=len, reverse=True)
+    from coi.core import mountinfo as table
+
+    return table.below(root, mountinfo)
 
 
 def _unmount_below(root: Path) -> list[str]:

@@ -103,7 +103,7 @@ def test_parallel_runs_get_their_own_slot_and_home(env: dict[str, str], workspac
     ]
     done = [p.communicate(timeout=300) for p in procs]
     outs = [out for out, _ in done]
-    assert [p.returncode for p in procs] == [0, 0], [err for _, err in done]
+    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(err for _, err in done)
     hosts = [o.splitlines()[0] for o in outs]
     assert hosts[0] != hosts[1]
     assert {slots.parse_name(h, env["COI_CONTAINER_PREFIX"]).slot for h in hosts} == {1, 2}  # type: ignore[union-attr]
