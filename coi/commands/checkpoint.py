@@ -119,7 +119,8 @@ def _prune(p: argparse.ArgumentParser) -> None:
 
 
 def _which(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="id (default: newest)")
+    what = "id, start of one, or name (default: newest)"
+    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help=what)
 
 
 def _diff(p: argparse.ArgumentParser) -> None:

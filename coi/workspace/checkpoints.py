@@ -121,13 +121,18 @@ def all_of(workspace: Path) -> list[Checkpoint]:
 
 
 def find(workspace: Path, ident: str | None = None) -> Checkpoint:
-    """A checkpoint by id (or a unique start of one); the newest without one."""
+    """A checkpoint by id, a unique start of one, or its name (the newest of that name);
+    the newest of all without one."""
     found = all_of(workspace)
     if not found:
         raise UsageError(f"{workspace} has no checkpoint: make one with `coi checkpoint`")
     if ident is None:
         return found[0]
-    matches = [c for c in found if c.id == ident] or [c for c in found if c.id.startswith(ident)]
+    matches = (
+        [c for c in found if c.id == ident]
+        or [c for c in found if c.id.startswith(ident)]
+        or [c for c in found if c.id.endswith(f"Z-{ident}")][:1]  # newest first
+    )
     if len(matches) != 1:
         what = "no" if not matches else "more than one"
         raise UsageError(f"{what} checkpoint matches {ident!r}: see `coi checkpoint list`")

@@ -8,6 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from coi.core.errors import UsageError
 from coi.workspace import checkpoints
 
 
@@ -87,3 +90,18 @@ def test_a_placeholder_where_a_tracked_file_was_deleted_is_recorded_as_deleted(
     # seen without the hold (the session over), the stand-in is a file the checkpoint lacks
     assert ("A", ".mcp.json") in checkpoints.diff(ws, made)
     assert checkpoints.diff(ws, made, held) == []
+
+
+def test_a_checkpoint_is_found_by_id_start_of_id_or_name(tmp_path: Path) -> None:
+    ws = tmp_path / "plain"
+    ws.mkdir()
+    (ws / "f").write_text("1\n")
+    old = checkpoints.create(ws, "first")
+    newer = checkpoints.create(ws, "first")
+    other = checkpoints.create(ws, "second")
+    assert checkpoints.find(ws) == other
+    assert checkpoints.find(ws, old.id) == old
+    assert checkpoints.find(ws, "first") == newer  # a name: the newest of that name
+    assert checkpoints.find(ws, other.id[:-3]) == other
+    with pytest.raises(UsageError):
+        checkpoints.find(ws, "third")
