@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import os
 import stat
@@ -160,10 +161,28 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
     A view left from an earlier start (a crash, a persistent container) is released first.
     """
     release(name)
+    RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _one_at_a_time(str(workspace)):
+        return _stage(name, workspace, listed)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(workspace: str) -> Iterator[None]:
+    """Views of one workspace are made and released one at a time: two slots starting
+    together would both see a protected path missing and both create its placeholder
+    (the second failing with EEXIST), or one would remove a placeholder the other is
+    about to mount."""
+    from coi.core.lock import file_lock
+
+    key = hashlib.sha256(workspace.encode()).hexdigest()[:16]
+    with file_lock(RECORDS / f"ws-{key}.lock", timeout=120, what=f"the views of {workspace}"):
+        yield
+
+
+def _stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
     entries = protect.plan(listed, survey(workspace, listed))
     target = protect.view_path(name)
     protect.VIEW_ROOT.mkdir(mode=0o700, exist_ok=True)
-    RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
     target.mkdir(mode=0o700, exist_ok=True)
     owner = os.stat(workspace)
     # A placeholder another slot's view made is ours too: the last view released removes it.
@@ -181,10 +200,10 @@ def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
                 _record(name, workspace, created, mounted)
             _bind_over_itself(target, entry)
     except _Link as exc:
-        release(name)
+        _release(name)
         raise CoiError(f"workspace path {exc} turned into a symbolic link: start again") from None
     except BaseException:
-        release(name)
+        _release(name)
         raise
     return target
 
@@ -272,6 +291,19 @@ def release(name: str) -> None:
     target, manifest = protect.view_path(name), manifest_path(name)
     if not manifest.exists() and not target.exists():
         return
+    try:
+        workspace = json.loads(manifest.read_text()).get("workspace", "")
+    except (OSError, ValueError):
+        workspace = ""
+    if not workspace:
+        _release(name)
+        return
+    with _one_at_a_time(workspace):
+        _release(name)
+
+
+def _release(name: str) -> None:
+    target, manifest = protect.view_path(name), manifest_path(name)
     with contextlib.suppress(OSError):
         _umount(str(target))
     try:

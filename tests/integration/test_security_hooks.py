@@ -271,6 +271,32 @@ def test_parallel_views_of_one_workspace_leave_nothing_behind(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the locked view is built as root")
+def test_views_made_and_released_at_once_share_their_placeholders(tmp_path: Path) -> None:
+    """Slots starting together: each view either makes a placeholder or shares the one
+    another made (CI once saw the second fail with EEXIST), and releasing them together
+    leaves the workspace as it was."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coi.boundary import protect, protect_host
+
+    ws = scratch_repo(tmp_path / "ws")
+    before = tree(ws)
+    for round_ in range(3):
+        names = [f"t-at-once-{uuid.uuid4().hex[:6]}-{i}" for i in range(4)]
+        try:
+            with ThreadPoolExecutor(len(names)) as pool:
+                views = list(
+                    pool.map(lambda n: protect_host.stage(n, ws, protect.DEFAULT_PATHS), names)
+                )
+            assert len(views) == len(names) and (ws / ".envrc").is_file(), round_
+        finally:
+            with ThreadPoolExecutor(len(names)) as pool:
+                list(pool.map(protect_host.release, names))
+        assert tree(ws) == before, round_
+        assert not [n for n in names if protect.view_path(n).exists()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the locked view is built as root")
 def test_placeholders_left_by_a_reboot_go_at_the_next_release(tmp_path: Path) -> None:
     from coi.boundary import protect, protect_host
 
