@@ -415,13 +415,13 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
 
     incus, name = session.incus, session.name
     faults.point("prepare")
-    cas = _extra_cas(session.cfg, log)
     faults.point("credentials")
     if session.how == "warm" and resumed is None and not session.credentials:
         # A pooled container has the static files, the CAs and its address: one write.
         incus.push_file(name, "/etc/coi/session.env", _session_env(session))
         faults.point("restore")
         return
+    cas = _extra_cas(session.cfg, log)
     # A saved state holds what the tool kept, its login too: what this session is not
     # given is removed again after the restore.
     drop = credentials.withheld(session.tool, session.credentials) if resumed else []
