@@ -233,16 +233,36 @@ def clear_setid(folders: list[Path]) -> None:
     setid.report(setid.clear(folders), output.warn)
 
 
+START_TRIES = 3
+
+
 def start_or_discard(incus: IncusAPI, name: str, spec: LaunchSpec | None = None) -> None:
-    """Start a fresh instance; delete it when starting fails or is interrupted."""
+    """Start a fresh instance; delete it when starting fails or is interrupted.
+
+    Its static address is reserved under a lock of this COI_HOME; another user's coi (or
+    a test with its own home) can reserve the same one at the same moment, and Incus then
+    refuses the second start. That one gets a new address and starts again (bounded).
+    """
     try:
-        if spec is not None:
-            before_start(incus, spec)
-        faults.point("start")
-        incus.set_state(name, "start")
+        for attempt in range(START_TRIES):
+            if spec is not None:
+                before_start(incus, spec)
+            faults.point("start")
+            try:
+                incus.set_state(name, "start")
+                return
+            except IncusError as exc:
+                if spec is None or not address_taken(exc) or attempt == START_TRIES - 1:
+                    raise
+                output.detail(f"{name}: its address was taken meanwhile; choosing another")
     except BaseException:
         teardown(incus, name)
         raise
+
+
+def address_taken(exc: CoiError) -> bool:
+    """Incus refused a start because another NIC holds the same static address."""
+    return "already defined on another NIC" in str(exc)
 
 
 def _discard(incus: IncusAPI, name: str) -> None:

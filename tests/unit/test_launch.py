@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from coi.core.errors import UsageError
+from coi.core.errors import IncusError, UsageError
 from coi.launch import spec as launch_spec
+from tests.fakes import FakeIncus
 
 
 def _spec(**kw: object) -> launch_spec.LaunchSpec:
@@ -66,3 +67,64 @@ def test_remote_image_source() -> None:
     assert launch_spec.image_source("coi") == {"type": "image", "alias": "coi"}
     with pytest.raises(UsageError):
         launch_spec.image_source("nowhere:debian/12")
+
+
+class _Contested(FakeIncus):
+    """Incus refusing the first `refusals` starts: another NIC took the static address."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def set_state(self, name: str, action: str, *, force: bool = False, timeout: int = -1) -> None:
+        if action == "start" and self.refusals:
+            self.refusals -= 1
+            raise IncusError(
+                'Failed start validation for device "eth0": IP address "10.171.0.2" '
+                "already defined on another NIC"
+            )
+        super().set_state(name, action, force=force, timeout=timeout)
+
+
+@pytest.mark.parametrize("refusals", [0, 1, 2, 3])
+def test_a_start_refused_for_a_taken_address_reserves_again_and_starts(
+    refusals: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coi.launch import executor
+
+    incus = _Contested(refusals)
+    incus.add_instance("c1", status="Stopped")
+    prepared: list[str] = []
+    monkeypatch.setattr(executor, "before_start", lambda _incus, spec: prepared.append(spec.name))
+    if refusals < executor.START_TRIES:
+        executor.start_or_discard(incus, "c1", _spec(name="c1"))
+        assert incus.instance("c1")["status"] == "Running"
+        assert prepared == ["c1"] * (refusals + 1)  # a new address before each try
+    else:
+        with pytest.raises(IncusError, match="already defined"):
+            executor.start_or_discard(incus, "c1", _spec(name="c1"))
+        assert "c1" not in incus.instance_names()  # discarded, bounded
+
+
+def test_without_a_spec_or_for_another_reason_a_refused_start_is_final(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coi.launch import executor
+
+    incus = _Contested(1)
+    incus.add_instance("c1", status="Stopped")
+    with pytest.raises(IncusError):
+        executor.start_or_discard(incus, "c1")  # no spec: nothing to reserve again
+    assert "c1" not in incus.instance_names()
+
+    class Broken(FakeIncus):
+        def set_state(self, name: str, action: str, **_: object) -> None:
+            raise IncusError("Failed to run: some other reason")
+
+    broken = Broken()
+    broken.add_instance("c2", status="Stopped")
+    prepared: list[str] = []
+    monkeypatch.setattr(executor, "before_start", lambda _incus, spec: prepared.append(spec.name))
+    with pytest.raises(IncusError, match="other reason"):
+        executor.start_or_discard(broken, "c2", _spec(name="c2"))
+    assert prepared == ["c2"] and "c2" not in broken.instance_names()
