@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, BinaryIO, TypeVar
@@ -69,16 +70,43 @@ class Channel:
             if self.server_fingerprint and peer != self.server_fingerprint:
                 raise ConnectionError("the server certificate does not match the pinned one")
             tls.settimeout(None)  # a stream may stay quiet as long as its command does
-            return connect(
-                f"ws://{where.netloc}{path}",
-                sock=tls,
-                max_size=None,
-                compression=None,
-                open_timeout=OPEN_TIMEOUT,
-            )
+            with _shut_if_stuck(tls, OPEN_TIMEOUT + 5):
+                return connect(
+                    f"ws://{where.netloc}{path}",
+                    sock=tls,
+                    max_size=None,
+                    compression=None,
+                    open_timeout=OPEN_TIMEOUT,
+                )
         except BaseException:
             tls.close()
             raise
+
+
+@contextmanager
+def _shut_if_stuck(sock: socket.socket, seconds: float) -> Iterator[None]:
+    """Shut the connection down if the block has not ended within seconds.
+
+    When the upgrade times out, websockets closes its socket and joins its reader thread;
+    a reader blocked inside a TLS read (the poller saw bytes, not a whole record) is not
+    woken by a close, only by a shutdown, and CI saw one wait minutes. The shutdown goes
+    through a duplicate descriptor, so it still reaches the connection after the close.
+    """
+    twin = socket.socket(fileno=os.dup(sock.fileno()))
+    timer = threading.Timer(seconds, _shutdown, args=(twin,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        twin.close()  # the duplicate only: the connection itself stays open
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def connect_order(fds: dict[str, str]) -> list[str]:
