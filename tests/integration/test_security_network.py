@@ -163,6 +163,31 @@ def test_a_flush_leaves_the_restricted_container_reaching_nothing_on_the_host(
         assert not _reaches_host(incus, restricted, gateway, port)
 
 
+def test_the_egress_log_goes_on_after_a_flush(incus: Incus, launched: Launch, gateway: str) -> None:
+    """`nft flush ruleset` takes the log rules with the fence; when the guard puts the table
+    back, the container's collector is still there and records the next attempts."""
+    from coi.network import egress, egress_log
+
+    def blocked(port: int) -> int:
+        return sum(
+            1
+            for r in egress_log.records(restricted)
+            if r.get("kind") == egress.FLOW
+            and r.get("verdict") == "blocked"
+            and (r.get("dst"), r.get("port")) == (gateway, port)
+        )
+
+    restricted = launched("restricted")
+    with host_service(gateway) as port, _daemon_restored(restart=True):
+        assert not _reaches_host(incus, restricted, gateway, port)
+        assert _wait(lambda: blocked(port) >= 1), "the attempt before the flush went unlogged"
+        before = blocked(port)
+        subprocess.run(["nft", "flush", "ruleset"], check=True, timeout=30)
+        assert _wait(lambda: _has_rules(incus.project, restricted))  # the guard put it back
+        assert not _reaches_host(incus, restricted, gateway, port)
+        assert _wait(lambda: blocked(port) > before), "no record after the flush"
+
+
 def test_after_a_simulated_reboot_the_restricted_container_stays_fenced(
     incus: Incus, launched: Launch, gateway: str
 ) -> None:
