@@ -7,7 +7,6 @@ import importlib
 import os
 import re
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -353,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dispatch(argv)
     except CoiError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         output.error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
@@ -363,6 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         output.error(f"internal error: {exc!r}; run with --debug and report it")
         return 1
+
+
+def _print_traceback() -> None:
+    import traceback  # only on request: its import costs every command 2 ms
+
+    traceback.print_exc()
