@@ -39,7 +39,7 @@ from .nft_helper import HelperError
 
 GUARD_LOCK = "guard.lock"
 INTERVAL = 0.5  # between two looks at coi's table, when no event came first
-HEAL_EVERY = 4  # ticks between two heals (each asks Incus about every instance)
+HEAL_EVERY = 4  # intervals between two scheduled heals (each asks Incus about every instance)
 IDLE_EXIT = 60.0  # seconds with no coi rule at all before the guard leaves
 GUARDED = ("restricted", "allowlist", "learn")
 
@@ -205,31 +205,30 @@ def serve(
     while idle < idle_exit:
         changed.wait(interval)
         changed.clear()
-        last = _tick(socket_path, last, False, healer.ask)
+        last = _tick(socket_path, last, healer.after_loss)
         idle = 0.0 if nft.COMMENT_PREFIX in last else idle + interval
     return 0
 
 
 class _Healer:
-    """A thread that heals every `every` seconds, and at once when asked (after a loss,
-    the orphans of the restored copy go too)."""
+    """A thread that heals every `every` seconds, and at once after a loss (then the
+    orphans of the restored copy go too)."""
 
     def __init__(self, socket_path: str, every: float) -> None:
         self.socket_path, self.every = socket_path, every
-        self.wake, self.after_loss = threading.Event(), threading.Event()
+        self.wake, self.lost = threading.Event(), threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
-    def ask(self, socket_path: str, lost: bool) -> None:
-        if lost:
-            self.after_loss.set()
+    def after_loss(self, socket_path: str) -> None:
+        self.lost.set()
         self.wake.set()
 
     def _run(self) -> None:
         while True:
             self.wake.wait(self.every)
             self.wake.clear()
-            lost = self.after_loss.is_set()
-            self.after_loss.clear()
+            lost = self.lost.is_set()
+            self.lost.clear()
             _heal_now(self.socket_path, lost)
 
 
@@ -263,14 +262,17 @@ def _heal_now(socket_path: str, lost: bool) -> None:
             nft_helper.orphans(socket_path)
 
 
+def _heal_after_loss(socket_path: str) -> None:
+    _heal_now(socket_path, True)
+
+
 def _tick(
     socket_path: str,
     last: str,
-    due: bool,
-    heal_now: Callable[[str, bool], None] = _heal_now,
+    after_loss: Callable[[str], None] = _heal_after_loss,
 ) -> str:
-    """One look at coi's table: restore the last copy when it is gone, heal when due or
-    after a loss (heal_now: inline, or a request to the guard's healer thread); the
+    """One look at coi's table: restore the last copy when it is gone, then heal (inline,
+    or a request to the guard's healer thread, which also heals on its own schedule); the
     table's text now (the last copy when it cannot be read)."""
     try:
         text = table_text()
@@ -281,8 +283,8 @@ def _tick(
         with contextlib.suppress(HelperError), nft_helper.locked():
             if table_text() is None:
                 nft_helper.run_nft(["-f", "-"], restore_script(last))
-    if lost or due:
-        heal_now(socket_path, lost)
+    if lost:
+        after_loss(socket_path)
     try:
         return table_text() or ""
     except HelperError:

@@ -57,7 +57,7 @@ def test_a_lost_table_is_restored_from_the_last_copy_at_once_then_healed(
     monkeypatch.setattr(nft_helper, "run_nft", lambda args, script=None: loaded.append(script))
     monkeypatch.setattr(nft_guard, "heal", lambda s: steps.append("heal"))
     monkeypatch.setattr(nft_helper, "orphans", lambda s: steps.append("orphans"))
-    assert nft_guard._tick("/nonexistent", LISTING, due=False) == LISTING
+    assert nft_guard._tick("/nonexistent", LISTING) == LISTING
     assert loaded == [nft_guard.restore_script(LISTING)] and steps == ["heal", "orphans"]
     assert loaded[0].endswith(LISTING) and "delete table bridge coi" in loaded[0]
 
@@ -70,7 +70,7 @@ def test_an_empty_or_present_table_is_left_alone_between_heals(
         monkeypatch.setattr(nft_guard, "table_text", lambda t=table: t)
         monkeypatch.setattr(nft_helper, "run_nft", lambda *a: pytest.fail("restored"))
         monkeypatch.setattr(nft_guard, "heal", lambda s: pytest.fail("healed"))
-        assert nft_guard._tick("/nonexistent", last, due=False) == (table or "")
+        assert nft_guard._tick("/nonexistent", last) == (table or "")
 
 
 def test_heal_reapplies_lost_rules_and_stops_what_it_cannot_protect(
