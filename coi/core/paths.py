@@ -29,6 +29,12 @@ def locks_dir(environ: Mapping[str, str] | None = None) -> Path:
     return coi_home(environ) / "locks"
 
 
+def watch_lock(name: str) -> Path:
+    """The lock a coi process holds while it watches container `name` (a session, its
+    finisher, a pool filler): a container whose lock is free has nobody watching it."""
+    return locks_dir() / f"watch-{name}.lock"
+
+
 def ensure(path: Path) -> Path:
     """Create a private folder (0700) if missing and return it."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -133,7 +133,7 @@ def settle(incus: IncusAPI, *, wait: bool = False, timeout: float = 60.0) -> lis
         entry = read(path)
         if entry is None:
             continue
-        lock = paths.locks_dir() / f"watch-{entry.name}.lock"
+        lock = paths.watch_lock(entry.name)
         what = f"the finisher of {entry.name}"
         try:
             with file_lock(lock, timeout=timeout if wait else 0, what=what):

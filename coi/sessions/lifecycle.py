@@ -668,7 +668,7 @@ def hold(name: str, wait: float = 0.1) -> bool:
     False when another coi process (an earlier attach, say) already watches it."""
     if name not in _HELD:
         stack = ExitStack()
-        lock = paths.locks_dir() / f"watch-{name}.lock"
+        lock = paths.watch_lock(name)
         try:
             fd = stack.enter_context(file_lock(lock, timeout=wait, what=f"the watch of {name}"))
         except LockBusy:
@@ -707,7 +707,7 @@ def watching(name: str, incus: IncusAPI | None = None, mode: str | None = None) 
 def is_watched(name: str) -> bool:
     """True when a live coi process holds the watch lock of this container."""
     try:
-        with file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=0):
+        with file_lock(paths.watch_lock(name), timeout=0):
             return False
     except LockBusy:
         return True
@@ -913,7 +913,7 @@ def _fill_one(
             slot = slots.allocate(taken, cfg.defaults.max_slots)
             name = slots.container_name(workspace, slot, prefix)
             # Watched while it is made: no other coi process reaps or takes it meanwhile.
-            watch.enter_context(file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=30))
+            watch.enter_context(file_lock(paths.watch_lock(name), timeout=30))
             spec = _spec(cfg, workspace, name, slot, "", "", mounts, cfg.profile, readonly)
             spec = replace(
                 spec, tool=None, session=None, extra_config={launch_spec.POOL_LABEL: pool.FILLING}

@@ -46,7 +46,7 @@ def _lock_free(name: str, seconds: float = 60.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with file_lock(paths.locks_dir() / f"watch-{name}.lock", timeout=0):
+            with file_lock(paths.watch_lock(name), timeout=0):
                 return True
         except LockBusy:
             time.sleep(0.2)

@@ -60,7 +60,7 @@ def test_settle_finishes_orphans_and_leaves_owned_ones(monkeypatch: pytest.Monke
     monkeypatch.setattr(launch, "teardown", lambda incus, name: torn.append(name))
     orphan, owned = journal.write(_entry("orphan")), journal.write(_entry("owned"))
     # A live finisher holds its lock (flock: another open of the file is another owner).
-    with file_lock(paths.locks_dir() / "watch-owned.lock"):
+    with file_lock(paths.watch_lock("owned")):
         assert journal.settle(_Incus(), wait=False) == ["orphan"]  # type: ignore[arg-type]
     assert torn == ["orphan"]
     assert not orphan.exists() and owned.exists()
