@@ -256,7 +256,7 @@ def _git_create(workspace: Path, ident: str, message: str, now: float, held: Hel
     try:
         git(workspace, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
     except CoiError:
-        if _git_list_ids(workspace, ident):
+        if _git_taken(workspace, ident):
             raise _Taken() from None
         raise
     hand_back(workspace)
@@ -282,7 +282,7 @@ def _head(workspace: Path) -> str:
         return ""  # a repository without a commit yet
 
 
-def _git_list_ids(workspace: Path, ident: str) -> bool:
+def _git_taken(workspace: Path, ident: str) -> bool:
     return bool(git(workspace, "for-each-ref", "--format=%(refname)", REFS + ident).strip())
 
 
@@ -455,7 +455,7 @@ def _walk(root: Path, skip: frozenset[str] = frozenset()) -> Iterator[tuple[str,
         for name in [*dirs, *files]:
             full = os.path.join(folder, name)
             rel = os.path.relpath(full, root)
-            if rel in skip or any(s.startswith(rel + "/") for s in skip):
+            if touches(rel, skip):  # a skipped path, or a folder on the way to one
                 continue
             with contextlib.suppress(OSError):  # gone meanwhile
                 yield rel, os.lstat(full)
@@ -513,7 +513,9 @@ def _copy_restore(saved: Path, workspace: Path, held: Held) -> list[str]:
     out = left_out(workspace, held)
     skip = out | held.mounted
     keep = _entries(saved)
-    left = [p for _, p in _copy_changes(saved, workspace, out) if touches(p, held.mounted)]
+    # what stays undone (only while a session holds paths: the comparison reads every file)
+    changes = _copy_changes(saved, workspace, out) if held.mounted else []
+    left = [p for _, p in changes if touches(p, held.mounted)]
     for rel, st in sorted(_entries(workspace, skip).items(), key=lambda p: -p[0].count("/")):
         path = workspace / rel
         if not _isdir(st):
