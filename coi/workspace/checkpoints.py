@@ -2,17 +2,25 @@
 
 In a git workspace (the workspace is the top of a work tree) a checkpoint is a commit of
 the whole working tree, tracked and untracked files alike (ignored ones excluded), made
-with a private index and kept under refs/coi/checkpoints/: the user's index, HEAD,
-branches, stash and reflog are never touched. Elsewhere a checkpoint is a copy under
-COI_HOME (a reflink where the filesystem has them, else a plain copy bounded by a size
-cap). A rollback first checkpoints the current state, so it can itself be undone.
+with a private index. Elsewhere a checkpoint is a copy (a reflink where the filesystem
+has them, else a plain copy bounded by a size cap). A rollback first checkpoints the
+current state, so it can itself be undone.
+
+Nothing here trusts the workspace, which a container writes to at the same time:
+- Checkpoints live in a store under COI_HOME, never in the workspace: git ones in a bare
+  repository of coi's own that borrows the workspace's objects (read only, as an
+  alternate), so no ref, reflog or object write of coi's can be sent elsewhere by a link
+  planted in `.git`, and the workspace repository's config, hooks and attributes drivers
+  are never read.
+- Every step that touches the workspace runs as its owner (coi/core/dropped.py: no
+  groups, no capabilities), and every file it writes or removes there is reached from a
+  directory descriptor without following links (coi/core/safefs.py).
 
 While a session runs, coi holds some workspace paths: the empty placeholders it made for
 missing protected paths (never the user's files: no checkpoint holds them) and every path
 the session's locked view has mounted (a rollback leaves them alone and names them:
-replacing one on the host would detach its read-only mount inside the container).
-
-git runs here without hooks or fsmonitor, whatever the repository's config says.
+replacing one on the host would detach its read-only mount inside the container). A
+rollback runs with the workspace's containers frozen (coi/commands/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -23,27 +31,41 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from coi.core import paths, proc, slots
+from coi.core import dropped, paths, proc, safefs, slots
 from coi.core.errors import CoiError, UsageError
 from coi.workspace import owner
 
 REFS = "refs/coi/checkpoints/"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "gc.auto=0")
+# Host git never runs the repository's code: no hooks, fsmonitor, external diff, pager,
+# submodule recursion; gc off.
+SAFE = (
+    "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "gc.auto=0",
+    "-c", "core.pager=cat", "-c", "submodule.recurse=false",
+    "-c", "protocol.file.allow=never",
+)  # fmt: skip
 IDENTITY = {
     "GIT_AUTHOR_NAME": "coi",
     "GIT_AUTHOR_EMAIL": "coi@localhost",
     "GIT_COMMITTER_NAME": "coi",
     "GIT_COMMITTER_EMAIL": "coi@localhost",
 }
+# git of coi's store reads no config but its own: not the system's, the user's or root's
+CLEAN_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+}
 DEFAULT_MAX_COPY = 2 * 2**30
+STORE_GIT = "git"  # the bare repository in a workspace's store (ids start with a digit)
 
 
 @dataclass(frozen=True)
@@ -96,27 +118,65 @@ class _Taken(Exception):
     """Another checkpoint has this id (parallel sessions starting in the same millisecond)."""
 
 
+@dataclass(frozen=True)
+class _At:
+    """Where a step reaches the workspace and its store (bind mounts in a dropped child)."""
+
+    ws: Path
+    store: Path
+
+
+def _as_owner(workspace: Path, fn: object, *args: object) -> object:
+    """fn(at, *args) as the workspace's owner, with the workspace and its store reachable."""
+    store = _store(workspace)
+    who = dropped.needed(workspace)
+    paths.ensure(store)
+    if who is not None and os.lstat(store).st_uid != who[0]:
+        owner.hand_back(store.parent, [store.name], who)  # made by root's coi before
+    places = {"ws": workspace, "store": store}
+    return dropped.call(who, _enter, places, fn, *args)
+
+
+def _enter(reach: Mapping[str, Path], fn: object, *args: object) -> object:
+    at = _At(reach["ws"], reach["store"])
+    return fn(at, *args)  # type: ignore[operator]
+
+
 def create(workspace: Path, name: str | None = None, message: str = "",
            held: Held = NOTHING_HELD, **opts: int) -> Checkpoint:  # fmt: skip
     """Record the workspace's current files (coi's placeholders left out) as a new checkpoint."""
     now = time.time()
     message = clean_message(message)
-    git_kind = is_git(workspace)
+    cap = opts.get("max_size", DEFAULT_MAX_COPY)
+    new_id(name, now)  # a bad name is the user's mistake: said before any work
+    made = _as_owner(workspace, _create, name, message, now, cap, left_out(workspace, held))
+    assert isinstance(made, Checkpoint)
+    return made
+
+
+def _create(at: _At, name: str | None, message: str, now: float, cap: int,
+            skip: frozenset[str]) -> Checkpoint:  # fmt: skip
+    git_kind = _is_git_at(at)
     for attempt in range(8):  # an id taken meanwhile: the next millisecond's
         ident = new_id(name, now + attempt / 1000)
         try:
             if git_kind:
-                return _git_create(workspace, ident, message, now, held)
-            cap = opts.get("max_size", DEFAULT_MAX_COPY)
-            return _copy_create(workspace, ident, message, now, cap, held)
+                return _git_create(at, ident, message, now, skip)
+            return _copy_create(at, ident, message, now, cap, skip)
         except _Taken:
             continue
-    raise CoiError(f"could not find a free checkpoint id for {workspace}: try again")
+    raise CoiError(f"could not find a free checkpoint id for {at.ws}: try again")
 
 
 def all_of(workspace: Path) -> list[Checkpoint]:
     """The workspace's checkpoints, newest first."""
-    found = _git_list(workspace) if is_git(workspace) else _copy_list(workspace)
+    found = _as_owner(workspace, _all_of)
+    assert isinstance(found, list)
+    return found
+
+
+def _all_of(at: _At) -> list[Checkpoint]:
+    found = _git_list(at) if _is_git_at(at) else _copy_list(at)
     return sorted(found, key=lambda c: c.id, reverse=True)
 
 
@@ -143,23 +203,40 @@ def diff(
     workspace: Path, checkpoint: Checkpoint, held: Held = NOTHING_HELD
 ) -> list[tuple[str, str]]:
     """What changed since the checkpoint: (A|M|D|T, path) pairs, sorted by path."""
+    found = _as_owner(workspace, _diff, checkpoint, left_out(workspace, held))
+    assert isinstance(found, list)
+    return found
+
+
+def _diff(at: _At, checkpoint: Checkpoint, skip: frozenset[str]) -> list[tuple[str, str]]:
     if checkpoint.kind == "git":
-        now = _tree_now(workspace, held)
-        return _git_changes(workspace, f"{checkpoint.commit}^{{tree}}", now)
-    return _copy_changes(_copy_dir(workspace, checkpoint.id), workspace, left_out(workspace, held))
+        now = _tree_now(at, skip)
+        return _git_changes(at, f"{checkpoint.commit}^{{tree}}", now)
+    with _dir(at.store / checkpoint.id / "files") as old, _dir(at.ws) as new:
+        return _copy_changes(old, new, skip)
 
 
 def rollback(workspace: Path, checkpoint: Checkpoint, held: Held = NOTHING_HELD,
              **opts: int) -> tuple[Checkpoint, list[str]]:  # fmt: skip
     """Make the workspace's files those of the checkpoint, after checkpointing them as they
     are now. Returns that checkpoint (rolling back to it undoes this rollback) and the
-    changes left undone because they touch a held path."""
+    changes left undone because they touch a held path. Freeze the workspace's containers
+    first (the caller does): a rollback must not race the agent."""
     why = f"before rolling back to {checkpoint.id}"
-    saved = create(workspace, "before-rollback", why, held, **opts)
+    cap = opts.get("max_size", DEFAULT_MAX_COPY)
+    out = left_out(workspace, held)
+    done = _as_owner(workspace, _rollback, checkpoint, why, cap, out, held.mounted)
+    assert isinstance(done, tuple)
+    return done
+
+
+def _rollback(at: _At, checkpoint: Checkpoint, why: str, cap: int, out: frozenset[str],
+              mounted: frozenset[str]) -> tuple[Checkpoint, list[str]]:  # fmt: skip
+    saved = _create(at, "before-rollback", why, time.time(), cap, out)
     if checkpoint.kind == "git":
         old, new = f"{saved.commit}^{{tree}}", f"{checkpoint.commit}^{{tree}}"
-        return saved, _git_restore(workspace, old, new, held.mounted)
-    return saved, _copy_restore(_copy_dir(workspace, checkpoint.id), workspace, held)
+        return saved, _git_restore(at, old, new, mounted)
+    return saved, _copy_restore(at, checkpoint.id, out, mounted)
 
 
 def touches(rel: str, held: Iterable[str]) -> bool:
@@ -172,15 +249,21 @@ def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoi
     returns the deleted ones."""
     if keep < 0:
         raise UsageError("--keep must be 0 or more")
-    found = [c for c in all_of(workspace) if named is None or c.id.endswith(f"-{named}")]
+    gone = _as_owner(workspace, _prune, keep, named)
+    assert isinstance(gone, list)
+    return gone
+
+
+def _prune(at: _At, keep: int, named: str | None) -> list[Checkpoint]:
+    found = [c for c in _all_of(at) if named is None or c.id.endswith(f"-{named}")]
     doomed = found[keep:]
     for checkpoint in doomed:
         if checkpoint.kind == "git":
-            git(workspace, "update-ref", "-d", REFS + checkpoint.id)
+            _store_git(at, "update-ref", "-d", REFS + checkpoint.id)
         else:
             # parallel sessions of one workspace prune together: the one whose rename
             # wins removes it, out of the list's sight
-            folder = _copy_dir(workspace, checkpoint.id).parent
+            folder = at.store / checkpoint.id
             doomed_dir = folder.with_name(f".gone-{checkpoint.id}-{os.getpid()}")
             with contextlib.suppress(FileNotFoundError):
                 os.rename(folder, doomed_dir)
@@ -201,26 +284,111 @@ def git(workspace: Path, *args: str, env: Mapping[str, str] | None = None,
     return proc.run_bytes(argv, cwd=workspace, env=env, input=input, timeout=600)
 
 
-@contextmanager
-def _private_index(workspace: Path, seed: bool) -> Iterator[dict[str, str]]:
-    """GIT_INDEX_FILE pointing at a throwaway index (a copy of the real one when seed, so
-    unchanged files are not hashed again)."""
-    real = Path(workspace, git(workspace, "rev-parse", "--git-path", "index").decode().strip())
+def _is_git_at(at: _At) -> bool:
+    try:
+        top = _ws_git(at, "rev-parse", "--show-toplevel").decode().strip()
+    except CoiError:
+        return False
+    return Path(top) == at.ws
+
+
+def _ws_git(at: _At, *args: str) -> bytes:
+    """A read of the workspace repository (rev-parse): hooks, fsmonitor and config off."""
+    trust = ("-c", f"safe.directory={at.ws}")
+    env = {**CLEAN_ENV, "HOME": "/nonexistent"}
+    return proc.run_bytes(["git", *SAFE, *trust, *args], cwd=at.ws, env=env, timeout=600)
+
+
+def _objects(at: _At) -> str:
+    """The workspace repository's object folder (the store borrows its objects)."""
+    common = _ws_git(at, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return str(Path(common.decode().strip()) / "objects")
+
+
+def _store_git(at: _At, *args: str, env: Mapping[str, str] | None = None,
+               input: bytes | None = None) -> bytes:  # fmt: skip
+    """git on coi's store with the workspace as its work tree; its stdout."""
+    repo = at.store / STORE_GIT
+    if not (repo / "HEAD").is_file():
+        _init_store(at, repo)
+    full = {
+        **CLEAN_ENV,
+        "HOME": "/nonexistent",
+        "GIT_DIR": str(repo),
+        "GIT_WORK_TREE": str(at.ws),
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES": _objects(at),
+        **(env or {}),
+    }
+    trust = ("-c", f"safe.directory={repo}", "-c", "core.bare=false")
+    excludes = _ws_excludes(at)
+    argv = ["git", *SAFE, *trust, *excludes, *args]
+    return proc.run_bytes(argv, cwd=at.ws, env=full, input=input, timeout=600)
+
+
+def _init_store(at: _At, repo: Path) -> None:
+    env = {**CLEAN_ENV, "HOME": "/nonexistent"}
+    algo = _ws_git(at, "rev-parse", "--show-object-format").decode().strip() or "sha1"
+    argv = ["git", "init", "-q", "--bare", f"--object-format={algo}", str(repo)]
+    proc.run_bytes(argv, env=env, timeout=60)
+
+
+def _ws_excludes(at: _At) -> tuple[str, ...]:
+    """The workspace repository's info/exclude as coi's store's excludes file (read only)."""
+    found = at.ws / ".git" / "info" / "exclude"
+    with _dir(at.ws) as fd:
+        info = safefs.lstat(fd, ".git/info/exclude")
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return ()
+    return ("-c", f"core.excludesFile={found}")
+
+
+@contextlib.contextmanager
+def _dir(path: Path) -> Iterator[int]:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _private_index(at: _At, seed: bool) -> Iterator[dict[str, str]]:
+    """GIT_INDEX_FILE pointing at a throwaway index (a copy of the workspace's own when seed,
+    so unchanged files are not hashed again; read without following links)."""
     with tempfile.TemporaryDirectory(prefix="coi-index-") as folder:
         index = Path(folder) / "index"
-        if seed and real.is_file():
-            shutil.copyfile(real, index)
+        if seed:
+            with contextlib.suppress(OSError, ValueError):
+                _seed(at.ws, index)
         yield {"GIT_INDEX_FILE": str(index)}
 
 
-def _tree_now(workspace: Path, held: Held) -> str:
-    """The tree of the working tree as it is: tracked and untracked, ignored excluded."""
-    with _private_index(workspace, seed=True) as env:
-        git(workspace, "add", "--all", "--", ".", *_git_excludes(workspace, held), env=env)
-        if held.made:  # a tracked file the user deleted has a placeholder now: gone it is
-            literal = [f":(literal){rel}" for rel in sorted(held.made)]
-            git(workspace, "rm", "-rq", "--cached", "--ignore-unmatch", "--", *literal, env=env)
-        return git(workspace, "write-tree", env=env).decode().strip()
+def _seed(ws: Path, index: Path) -> None:
+    with _dir(ws) as fd, safefs.opened(fd, ".git/index", os.O_RDONLY | os.O_NONBLOCK) as src:
+        if stat.S_ISREG(os.fstat(src).st_mode):
+            out = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                safefs.copy_data(src, out)
+            finally:
+                os.close(out)
+
+
+def _tree_now(at: _At, skip: frozenset[str]) -> str:
+    """The tree of the working tree as it is: tracked and untracked, ignored excluded; its
+    files read by coi without following links (coi/workspace/gittree.py)."""
+    from coi.workspace import gittree
+
+    algo = _ws_git(at, "rev-parse", "--show-object-format").decode().strip() or "sha1"
+    _store_git(at, "rev-parse", "--git-dir")  # the store exists before its objects are written
+    objects = at.store / STORE_GIT / "objects"
+    with _private_index(at, seed=True) as seeded, _private_index(at, seed=False) as fresh:
+
+        def git(
+            *args: str, env: Mapping[str, str] | None = None, input: bytes | None = None
+        ) -> bytes:
+            return _store_git(at, *args, env=env, input=input)
+
+        return gittree.tree_now(git, at.ws, objects, algo, skip, seeded, fresh)
 
 
 def inner_coi_home(workspace: Path) -> str | None:
@@ -237,13 +405,9 @@ def left_out(workspace: Path, held: Held) -> frozenset[str]:
     return held.made | {inner} if inner else held.made
 
 
-def _git_excludes(workspace: Path, held: Held) -> list[str]:
-    return [f":(exclude,literal){rel}" for rel in sorted(left_out(workspace, held))]
-
-
-def _git_create(workspace: Path, ident: str, message: str, now: float, held: Held) -> Checkpoint:
-    tree = _tree_now(workspace, held)
-    head = _head(workspace)
+def _git_create(at: _At, ident: str, message: str, now: float, skip: frozenset[str]) -> Checkpoint:
+    tree = _tree_now(at, skip)
+    head = _head(at)
     text = f"coi checkpoint {ident}\n\n{message}\n" if message else f"coi checkpoint {ident}\n"
     parents = ["-p", head] if head else []
     env = {
@@ -251,45 +415,32 @@ def _git_create(workspace: Path, ident: str, message: str, now: float, held: Hel
         "GIT_AUTHOR_DATE": f"@{int(now)} +0000",
         "GIT_COMMITTER_DATE": f"@{int(now)} +0000",
     }
-    commit = git(workspace, "commit-tree", tree, *parents, env=env, input=text.encode())
+    commit = _store_git(at, "commit-tree", tree, *parents, env=env, input=text.encode())
     sha = commit.decode().strip()
     try:
-        git(workspace, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
+        _store_git(at, "update-ref", REFS + ident, sha, "")  # "" : the ref must be new
     except CoiError:
-        if _git_taken(workspace, ident):
+        if _git_taken(at, ident):
             raise _Taken() from None
         raise
-    hand_back(workspace)
     return Checkpoint(ident, now, message, "git", sha)
 
 
-def hand_back(workspace: Path, restored: Iterable[str] = ()) -> None:
-    """coi as root in another user's repository: the object folders and refs git made, and
-    the files a rollback wrote, go to that user (coi/workspace/owner.py)."""
-    who = owner.needed(workspace)
-    if who is None:
-        return
-    common = Path(workspace, git(workspace, "rev-parse", "--git-common-dir").decode().strip())
-    owner.objects(common, who)
-    owner.hand_back(common, ["refs/coi"], who)
-    owner.hand_back(workspace, restored, who, deep=False)
-
-
-def _head(workspace: Path) -> str:
+def _head(at: _At) -> str:
     try:
-        return git(workspace, "rev-parse", "-q", "--verify", "HEAD^{commit}").decode().strip()
+        return _ws_git(at, "rev-parse", "-q", "--verify", "HEAD^{commit}").decode().strip()
     except CoiError:
         return ""  # a repository without a commit yet
 
 
-def _git_taken(workspace: Path, ident: str) -> bool:
-    return bool(git(workspace, "for-each-ref", "--format=%(refname)", REFS + ident).strip())
+def _git_taken(at: _At, ident: str) -> bool:
+    return bool(_store_git(at, "for-each-ref", "--format=%(refname)", REFS + ident).strip())
 
 
-def _git_list(workspace: Path) -> list[Checkpoint]:
+def _git_list(at: _At) -> list[Checkpoint]:
     # fields end in NUL, records in RS (0x1e): a message never holds either (clean_message)
     fmt = "%(refname)%00%(objectname)%00%(committerdate:unix)%00%(contents:body)%1e"
-    raw = git(workspace, "for-each-ref", f"--format={fmt}", REFS).decode(errors="replace")
+    raw = _store_git(at, "for-each-ref", f"--format={fmt}", REFS).decode(errors="replace")
     found = []
     for record in raw.split("\x1e"):
         fields = record.lstrip("\n").split("\0")
@@ -304,65 +455,112 @@ def clean_message(message: str) -> str:
     return "".join(ch for ch in message if ch in "\n\t" or ord(ch) >= 32).strip()
 
 
-def _git_changes(workspace: Path, old: str, new: str) -> list[tuple[str, str]]:
-    raw = git(workspace, "diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new)
+def _git_changes(at: _At, old: str, new: str) -> list[tuple[str, str]]:
+    raw = _store_git(at, "diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new)
     words = raw.split(b"\0")
     pairs = [(words[i].decode(), os.fsdecode(words[i + 1])) for i in range(0, len(words) - 1, 2)]
     return sorted(pairs, key=lambda p: p[1])
 
 
-def _git_restore(workspace: Path, current: str, target: str, held: frozenset[str]) -> list[str]:
+def _git_restore(at: _At, current: str, target: str, held: frozenset[str]) -> list[str]:
     """Write the target tree's version of every path that differs from the current tree,
     but those touching a held path (returned)."""
-    changes = _git_changes(workspace, current, target)
+    changes = _git_changes(at, current, target)
     left = [p for _, p in changes if touches(p, held)]
     gone = [p for status, p in changes if status == "D" and p not in left]
     wanted = [p for status, p in changes if status != "D" and p not in left]
-    _refuse_to_drop_ignored(workspace, wanted, set(gone))
-    for rel in sorted(gone, key=lambda p: p.count("/"), reverse=True):
-        _remove(workspace, rel, held)
-    if not wanted:
-        return left
-    for rel in wanted:  # a folder in the way of a file that comes back goes first
-        if (workspace / rel).is_dir() and not (workspace / rel).is_symlink():
-            shutil.rmtree(workspace / rel)
-    with _private_index(workspace, seed=False) as env:
-        git(workspace, "read-tree", target, env=env)
-        names = b"\0".join(os.fsencode(p) for p in wanted) + b"\0"
-        git(workspace, "checkout-index", "-f", "-z", "--stdin", env=env, input=names)
-    hand_back(workspace, wanted)
+    with _dir(at.ws) as ws:
+        _refuse_to_drop_ignored(ws, wanted, set(gone))
+        for rel in sorted(gone, key=lambda p: p.count("/"), reverse=True):
+            _remove(ws, rel, held)
+        if wanted:
+            entries = _tree_entries(at, target, wanted)
+            for rel, (mode, content) in zip(wanted, _blobs(at, entries), strict=True):
+                _put(ws, rel, mode, content)
     return left
 
 
-def _refuse_to_drop_ignored(workspace: Path, wanted: list[str], gone: set[str]) -> None:
+def _tree_entries(at: _At, tree: str, rels: list[str]) -> list[tuple[str, str]]:
+    """(mode, object id) of each path in the tree, in the order asked."""
+    raw = _store_git(at, "ls-tree", "-r", "-z", "--full-tree", tree)
+    found: dict[str, tuple[str, str]] = {}
+    for record in raw.split(b"\0"):
+        head, _, name = record.partition(b"\t")
+        if head:
+            mode, _kind, sha = head.decode().split(" ")
+            found[os.fsdecode(name)] = (mode, sha)
+    return [found[rel] for rel in rels]
+
+
+def _blobs(at: _At, entries: list[tuple[str, str]]) -> Iterator[tuple[str, bytes]]:
+    """(mode, content) of each entry, read through one `git cat-file --batch` (a gitlink
+    has no content here)."""
+    wanted = [sha for mode, sha in entries if mode != "160000"]
+    contents: dict[str, bytes] = {}
+    if wanted:
+        raw = _store_git(at, "cat-file", "--batch", input=("\n".join(wanted) + "\n").encode())
+        pos = 0
+        for _ in wanted:
+            end = raw.index(b"\n", pos)
+            sha, _kind, size = raw[pos:end].decode().split(" ")
+            contents[sha] = raw[end + 1 : end + 1 + int(size)]
+            pos = end + 1 + int(size) + 1
+    for mode, sha in entries:
+        yield mode, contents.get(sha, b"")
+
+
+def _put(ws: int, rel: str, mode: str, content: bytes) -> None:
+    """One path as the tree has it: a file (its mode), a link, or a gitlink's folder."""
+    if mode == "120000":
+        safefs.replace_link(ws, rel, os.fsdecode(content))
+    elif mode == "160000":
+        os.close(safefs.makedirs(ws, rel))
+    else:
+        safefs.replace_file(ws, rel, content, 0o755 if mode == "100755" else 0o644)
+
+
+def _refuse_to_drop_ignored(ws: int, wanted: list[str], gone: set[str]) -> None:
     """A file that comes back where a folder now stands would take the folder's ignored
     files with it (no checkpoint holds them): refuse before changing anything, as git does."""
     for rel in wanted:
-        folder = workspace / rel
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        for parent, _dirs, files in os.walk(folder):
-            for name in files:
-                inner = os.path.relpath(os.path.join(parent, name), workspace)
-                if inner not in gone:
+        try:
+            folder = safefs.opendir(ws, rel)
+        except (OSError, ValueError):
+            continue  # not a folder, or a link: it is replaced as it is
+        try:
+            for inner, info in safefs.walk(folder, under=rel + "/"):
+                if not stat.S_ISDIR(info.st_mode) and inner not in gone:
                     raise CoiError(
                         f"rolling back would delete {inner}, which git ignores and no "
                         "checkpoint holds: move it away first, then roll back again"
                     )
+        finally:
+            os.close(folder)
 
 
-def _remove(workspace: Path, rel: str, held: frozenset[str] = frozenset()) -> None:
-    """Remove a file, then every parent folder it leaves empty (up to the workspace; a held
-    folder stays)."""
-    path = workspace / rel
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    parent = path.parent
-    while parent != workspace and parent.is_dir() and not any(parent.iterdir()):
-        if str(parent.relative_to(workspace)) in held:
-            break
-        parent.rmdir()
-        parent = parent.parent
+def _remove(ws: int, rel: str, held: frozenset[str] = frozenset()) -> None:
+    """Remove a file (or link), then every parent folder it leaves empty (up to the
+    workspace; a held folder stays)."""
+    parent, leaf = safefs.split(rel)
+    try:
+        pfd = safefs.opendir(ws, parent) if parent else os.dup(ws)
+    except (FileNotFoundError, NotADirectoryError, safefs.Escape):
+        return  # its folder is gone, or is a link now: nothing of the tree lies there
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode):
+                os.unlink(leaf, dir_fd=pfd)
+    finally:
+        os.close(pfd)
+    while parent and parent not in held:
+        up, name = safefs.split(parent)
+        try:
+            with safefs.opened(ws, up, os.O_RDONLY | os.O_DIRECTORY) as ufd:
+                os.rmdir(name, dir_fd=ufd)
+        except (OSError, ValueError):
+            return  # not empty, gone, or a link
+        parent = up
 
 
 # -- copies (not git) -----------------------------------------------------------------
@@ -373,16 +571,30 @@ def _store(workspace: Path) -> Path:
 
 
 def _copy_dir(workspace: Path, ident: str) -> Path:
+    """The files of a copy checkpoint."""
     return _store(workspace) / ident / "files"
 
 
-def _copy_create(workspace: Path, ident: str, message: str, now: float, cap: int,
-                 held: Held) -> Checkpoint:  # fmt: skip
-    folder = paths.ensure(_store(workspace)) / ident
-    work = Path(tempfile.mkdtemp(prefix=f".{ident}.", dir=folder.parent))
+class _TooBig(Exception):
+    """A plain copy went past the cap."""
+
+
+def _copy_create(at: _At, ident: str, message: str, now: float, cap: int,
+                 skip: frozenset[str]) -> Checkpoint:  # fmt: skip
+    folder = at.store / ident
+    work = Path(tempfile.mkdtemp(prefix=f".{ident}.", dir=at.store))
     try:
-        _copy_tree(workspace, work / "files", cap, left_out(workspace, held))
-        meta = {"id": ident, "created": now, "message": message, "workspace": str(workspace)}
+        (work / "files").mkdir(mode=0o700)
+        with _dir(at.ws) as src, _dir(work / "files") as dst:
+            try:
+                safefs.copy_tree(src, dst, skip, budget=[cap])
+            except safefs.OverBudget:
+                raise CoiError(
+                    f"{at.ws} holds more than the checkpoint cap of "
+                    f"{cap / 2**20:.0f} MiB on a filesystem without reflinks: raise "
+                    "[checkpoints] max_size, or make the workspace a git repository"
+                ) from None
+        meta = {"id": ident, "created": now, "message": message}
         (work / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             os.rename(work, folder)
@@ -396,76 +608,22 @@ def _copy_create(workspace: Path, ident: str, message: str, now: float, cap: int
     return Checkpoint(ident, now, message, "copy")
 
 
-def _copy_tree(source: Path, dest: Path, cap: int, skip: frozenset[str]) -> None:
-    """A reflink copy where the filesystem has them (nearly free); else a plain copy,
-    refused past the cap. The `skip` paths stay out."""
-    dest.mkdir(mode=0o700)
-    try:
-        _copy_entries(source, dest, skip, "always")
-        return
-    except CoiError:
-        shutil.rmtree(dest)
-    size = tree_size(source, skip, stop=cap)
-    if size > cap:
-        raise CoiError(
-            f"{source} holds more than the checkpoint cap of "
-            f"{cap / 2**20:.0f} MiB on a filesystem without reflinks: raise "
-            "[checkpoints] max_size, or make the workspace a git repository"
-        )
-    dest.mkdir(mode=0o700)
-    _copy_entries(source, dest, skip, "auto")
-
-
-def _copy_entries(source: Path, dest: Path, skip: frozenset[str], reflink: str,
-                  under: str = "") -> None:  # fmt: skip
-    """cp -a of every entry of source into dest, stepping around the `skip` paths (relative;
-    a folder on the way to one is made, or kept when dest has it, and entered)."""
-    for entry in sorted(os.scandir(source), key=lambda e: e.name):
-        rel = under + entry.name
-        if not touches(rel, skip):
-            proc.run(["cp", "-a", f"--reflink={reflink}", entry.path, str(dest)], timeout=3600)
-        elif rel not in skip and entry.is_dir(follow_symlinks=False):
-            inner = dest / entry.name
-            if not inner.is_dir() or inner.is_symlink():
-                inner.mkdir(mode=entry.stat(follow_symlinks=False).st_mode & 0o7777)
-            _copy_entries(Path(entry.path), inner, skip, reflink, rel + "/")
-        # else: a skipped path, or a file where dest keeps a folder holding one
-
-
 def tree_size(root: Path, skip: frozenset[str] = frozenset(), stop: int | None = None) -> int:
     """Bytes of the regular files under root (links not followed, `skip` left out); the
     count ends early once past `stop` (a home folder need not be walked to the end)."""
-    import stat
-
     total = 0
-    for _rel, st in _walk(root, skip):
-        total += st.st_size if stat.S_ISREG(st.st_mode) else 0
-        if stop is not None and total > stop:
-            break
+    with _dir(root) as fd:
+        for _rel, st in safefs.walk(fd, skip):
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+            if stop is not None and total > stop:
+                break
     return total
 
 
-def _walk(root: Path, skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, os.stat_result]]:
-    """Every path under root (relative) with its lstat; the `skip` paths, what they hold and
-    the folders on the way to them left out."""
-    for folder, dirs, files in os.walk(root):
-        here = os.path.relpath(folder, root)
-        if skip:
-            dirs[:] = [d for d in dirs if os.path.normpath(os.path.join(here, d)) not in skip]
-        for name in [*dirs, *files]:
-            full = os.path.join(folder, name)
-            rel = os.path.relpath(full, root)
-            if touches(rel, skip):  # a skipped path, or a folder on the way to one
-                continue
-            with contextlib.suppress(OSError):  # gone meanwhile
-                yield rel, os.lstat(full)
-
-
-def _copy_list(workspace: Path) -> list[Checkpoint]:
-    store = _store(workspace)
+def _copy_list(at: _At) -> list[Checkpoint]:
     found = []
-    for entry in store.iterdir() if store.is_dir() else []:
-        if entry.name.startswith("."):  # one being made or removed
+    for entry in at.store.iterdir():
+        if entry.name.startswith(".") or entry.name == STORE_GIT:  # being made or removed
             continue
         try:
             meta = json.loads((entry / "checkpoint.json").read_text())
@@ -475,54 +633,68 @@ def _copy_list(workspace: Path) -> list[Checkpoint]:
     return found
 
 
-def _entries(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, os.stat_result]:
-    """Every path under root (relative) with its lstat; `skip` and what it holds left out."""
-    return dict(_walk(root, skip))
-
-
-def _copy_changes(old: Path, new: Path, skip: frozenset[str]) -> list[tuple[str, str]]:
-    before, after = _entries(old, skip), _entries(new, skip)
-    files_before = {p for p, st in before.items() if not _isdir(st)}
-    files_after = {p for p, st in after.items() if not _isdir(st)}
+def _copy_changes(old: int, new: int, skip: frozenset[str]) -> list[tuple[str, str]]:
+    before, after = dict(safefs.walk(old, skip)), dict(safefs.walk(new, skip))
+    files_before = {p for p, st in before.items() if not stat.S_ISDIR(st.st_mode)}
+    files_after = {p for p, st in after.items() if not stat.S_ISDIR(st.st_mode)}
     changes = [("D", p) for p in files_before - files_after]  # a folder now, or gone
     changes += [("A", p) for p in files_after - files_before]
-    changes += [("M", p) for p in files_before & files_after if _differs(old / p, new / p)]
+    both = files_before & files_after
+    changes += [("M", p) for p in both if _differs(old, new, p, before[p], after[p])]
     return sorted(changes, key=lambda p: p[1])
 
 
-def _isdir(st: os.stat_result) -> bool:
-    import stat
-
-    return stat.S_ISDIR(st.st_mode)
-
-
-def _differs(a: Path, b: Path) -> bool:
-    import filecmp
-
-    sa, sb = os.lstat(a), os.lstat(b)
-    if sa.st_mode != sb.st_mode:
+def _differs(old: int, new: int, rel: str, a: os.stat_result, b: os.stat_result) -> bool:
+    if a.st_mode != b.st_mode:
         return True
-    if a.is_symlink():
-        return os.readlink(a) != os.readlink(b)
-    return not filecmp.cmp(a, b, shallow=False)
+    try:
+        if stat.S_ISLNK(a.st_mode):
+            return _readlink(old, rel) != _readlink(new, rel)
+        if a.st_size != b.st_size:
+            return True
+        return not _same_content(old, new, rel)
+    except (OSError, ValueError):
+        return True
 
 
-def _copy_restore(saved: Path, workspace: Path, held: Held) -> list[str]:
+def _readlink(root: int, rel: str) -> str:
+    parent, leaf = safefs.split(rel)
+    with safefs.opened(root, parent, os.O_RDONLY | os.O_DIRECTORY) as pfd:
+        return os.readlink(leaf, dir_fd=pfd)
+
+
+def _same_content(old: int, new: int, rel: str) -> bool:
+    flags = os.O_RDONLY | os.O_NONBLOCK
+    with safefs.opened(old, rel, flags) as a, safefs.opened(new, rel, flags) as b:
+        if not (stat.S_ISREG(os.fstat(a).st_mode) and stat.S_ISREG(os.fstat(b).st_mode)):
+            return False
+        while True:
+            left, right = os.read(a, 1 << 20), os.read(b, 1 << 20)
+            if left != right:
+                return False
+            if not left:
+                return True
+
+
+def _copy_restore(at: _At, ident: str, out: frozenset[str], mounted: frozenset[str]) -> list[str]:
     """Make the workspace hold exactly the saved copy's files, but for the mounted paths
     (the changes touching them are returned, not made)."""
-    out = left_out(workspace, held)
-    skip = out | held.mounted
-    keep = _entries(saved)
-    # what stays undone (only while a session holds paths: the comparison reads every file)
-    changes = _copy_changes(saved, workspace, out) if held.mounted else []
-    left = [p for _, p in changes if touches(p, held.mounted)]
-    for rel, st in sorted(_entries(workspace, skip).items(), key=lambda p: -p[0].count("/")):
-        path = workspace / rel
-        if not _isdir(st):
-            path.unlink()  # every file and link comes back from the copy
-        elif rel not in keep or not _isdir(keep[rel]):
-            shutil.rmtree(path)
-    _copy_entries(saved, workspace, skip, "auto")
+    skip = out | mounted
+    with _dir(at.store / ident / "files") as saved, _dir(at.ws) as ws:
+        keep = dict(safefs.walk(saved))
+        # what stays undone (only while a session holds paths: the comparison reads files)
+        changes = _copy_changes(saved, ws, out) if mounted else []
+        left = [p for _, p in changes if touches(p, mounted)]
+        present = [(rel, st) for rel, st in safefs.walk(ws) if not touches(rel, skip)]
+        for rel, st in sorted(present, key=lambda p: -p[0].count("/")):
+            if (
+                not stat.S_ISDIR(st.st_mode)
+                or rel not in keep
+                or not stat.S_ISDIR(keep[rel].st_mode)
+            ):
+                with contextlib.suppress(OSError, ValueError):
+                    safefs.remove(ws, rel)  # every file and link comes back from the copy
+        safefs.copy_tree(saved, ws, skip)
     return left
 
 

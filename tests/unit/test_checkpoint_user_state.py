@@ -10,16 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from coi.core import paths, slots
 from coi.core.errors import UsageError
 from coi.workspace import checkpoints
 
 
-def git(ws: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(ws.parent)}
+def git(ws: Path, *args: str, extra: dict[str, str] | None = None) -> str:
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(ws.parent), **(extra or {})}
     ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
     done = subprocess.run(["git", *ident, *args], cwd=ws, capture_output=True, text=True,
                           env=env, check=True)  # fmt: skip
     return done.stdout
+
+
+def in_store(ws: Path) -> dict[str, str]:
+    """git's environment to read coi's checkpoint store of ws (it borrows ws's objects)."""
+    store = paths.coi_home() / "checkpoints" / slots.workspace_id(ws) / "git"
+    return {"GIT_DIR": str(store), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(ws / ".git/objects")}
 
 
 def users(ws: Path) -> dict[str, bytes | str]:
@@ -64,6 +71,9 @@ def test_checkpoints_never_touch_head_index_branches_stash_or_reflogs(tmp_path: 
     assert (ws / "a.txt").read_text() == "agent\n"
     checkpoints.prune(ws, 0)
     assert users(ws) == before
+    # coi's refs and objects live in its own store: the repository holds none of them
+    assert git(ws, "for-each-ref", "refs/coi") == ""
+    assert not (ws / ".git" / "refs" / "coi").exists()
 
 
 def test_a_placeholder_where_a_tracked_file_was_deleted_is_recorded_as_deleted(
@@ -85,7 +95,8 @@ def test_a_placeholder_where_a_tracked_file_was_deleted_is_recorded_as_deleted(
     (ws / ".vscode" / "settings.json").write_text("{}\n")
     held = checkpoints.Held(frozenset({".mcp.json", ".vscode"}), frozenset({".mcp.json"}))
     made = checkpoints.create(ws, "during", "", held)
-    listed = git(ws, "ls-tree", "-r", "--name-only", made.commit).split()
+    listed = git(ws, "ls-tree", "-r", "--name-only", made.commit, extra=in_store(ws))
+    listed = listed.split()
     assert listed == ["a.txt"]
     # seen without the hold (the session over), the stand-in is a file the checkpoint lacks
     assert ("A", ".mcp.json") in checkpoints.diff(ws, made)
