@@ -1,11 +1,13 @@
 """coi's firewall rules as data: pure generation, rendering to nft text, and a small evaluator.
 
 Every rule is about one container, keyed by the bridge it enters on plus its IPv4 source
-address (IPv4 rules) or its MAC address (the IPv6 rules). The NIC options
-`security.ipv4_filtering` / `security.mac_filtering` make both unspoofable, and routed
-traffic carries the bridge as its input interface (DESIGN, "Facts about this machine
-kind"). Rules live in coi's own table `inet coi`, on the forward hook (traffic that leaves
-through the host) and the input hook (traffic to the host itself), each commented
+address (IPv4 rules) or its MAC address (the IPv6 rules). Routed traffic carries the bridge
+as its input interface (DESIGN, "Facts about this machine kind"), so the inet hooks cannot
+see the container's own port. Both keys are made unspoofable at that port, by Incus's NIC
+options (`security.ipv4_filtering` / `security.mac_filtering`) and again by coi's own port
+filters (`port_filters`), which hold alone when Incus's are gone. Rules live in coi's own
+table `inet coi`, on the forward hook (traffic that leaves through the host) and the input
+hook (traffic to the host itself), and in `bridge coi` at the ports, each commented
 `coi:<project>/<name>` so it is removed by handle, never by substring.
 
 Stdlib only, with no coi imports: the privileged helper runs a root-owned copy of this file.
@@ -54,6 +56,8 @@ BLOCKED_V4 = (
 # Addresses that no allowlist entry can open, even written out explicitly.
 NEVER_V4 = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
 DHCP_PORT = 67
+DHCP_CLIENT_PORT = 68
+BROADCAST = "255.255.255.255"
 DNS_PORT = 53
 MODES = ("restricted", "allowlist", "open", "learn")
 # The egress log (coi/network/egress.py): each container's log rules send the first packet
@@ -100,6 +104,18 @@ class Allow:
 
 
 @dataclass(frozen=True)
+class Cond:
+    """One match of a port rule: `FIELD VALUE`, `FIELD { V1, V2 }`, or with `!=`."""
+
+    field: str  # an nft selector: "ether saddr", "ip daddr", "udp dport", ...
+    values: tuple[str, ...]
+    negate: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.field} {'!= ' if self.negate else ''}{_set(self.values)}"
+
+
+@dataclass(frozen=True)
 class Rule:
     """One nft rule about one container (see the module docstring for the key)."""
 
@@ -112,7 +128,7 @@ class Rule:
     daddr: tuple[str, ...] = ()  # IPv4 networks; empty means any
     protos: tuple[str, ...] = ()  # tcp/udp; empty means any
     dport: int | None = None
-    match: str = ""  # port rules (PORT_CHAIN): what the frame must not be, as nft text
+    match: tuple[Cond, ...] = ()  # port rules (PORT_CHAIN): every condition must hold
     log_group: int = 0  # verdict "log": the NFLOG group new connections go to
     tag: str = ""  # verdict "log": `allowed|blocked RULE`, the log prefix
 
@@ -299,17 +315,33 @@ def ipv6_drop(target: Target) -> list[Rule]:
 
 
 def port_filters(target: Target) -> list[Rule]:
-    """At the container's bridge port: only its own MAC and IPv4 address (0.0.0.0 for
-    DHCP), no IPv6; none before the port exists."""
+    """At the container's bridge port, in this order: only its own MAC, only untagged IPv4
+    and ARP, only its own address, except a DHCP request from 0.0.0.0 to the broadcast
+    address; none before the port exists.
+
+    The inet rules key on the source address, so these are what keep a spoofed or 0.0.0.0
+    source (which the host takes when sent to 255.255.255.255) out of reach of every host
+    service once Incus's own port filters are gone (measured: a flush, or its chain
+    deleted). `ether type` reads the outer tag: an 802.1Q-tagged frame is dropped, since
+    with VLAN id 0 the host takes it in as plain IP, and behind two tags even `ip saddr`
+    (which follows `meta protocol`, the type under one tag) cannot see its address.
+    The accept ends only this chain for the DHCP packet, after the MAC and type checks."""
     if not target.port:
         return []
-    matches = (
-        f"ether saddr != {target.mac}",
-        f"arp saddr ip != {target.address}",
-        f"ip saddr != {{ 0.0.0.0, {target.address} }}",
-        "ether type ip6",
+    dhcp = (
+        Cond("ip saddr", ("0.0.0.0",)),
+        Cond("ip daddr", (BROADCAST,)),
+        Cond("udp sport", (str(DHCP_CLIENT_PORT),)),
+        Cond("udp dport", (str(DHCP_PORT),)),
     )
-    return [Rule(PORT_CHAIN, target.port, "drop", target.comment, match=m) for m in matches]
+    rules = [
+        ("drop", (Cond("ether saddr", (target.mac,), True),)),
+        ("drop", (Cond("ether type", ("ip", "arp"), True),)),
+        ("drop", (Cond("arp saddr ip", (target.address,), True),)),
+        ("accept", dhcp),
+        ("drop", (Cond("ip saddr", (target.address,), True),)),
+    ]
+    return [Rule(PORT_CHAIN, target.port, v, target.comment, match=m) for v, m in rules]
 
 
 def host_input(target: Target, resolvers: Iterable[str]) -> list[Rule]:
@@ -380,7 +412,8 @@ def render(rule: Rule) -> str:
     """The rule as nft text, without the `add rule inet coi CHAIN` prefix."""
     parts = [f'iifname "{rule.bridge}"']
     if rule.match:
-        return " ".join([*parts, rule.match, rule.verdict, f'comment "{rule.comment}"'])
+        conds = [str(c) for c in rule.match]
+        return " ".join([*parts, *conds, rule.verdict, f'comment "{rule.comment}"'])
     if rule.mac is not None:
         parts.append(f"ether saddr {rule.mac} meta nfproto ipv6")
     else:
@@ -559,3 +592,45 @@ def matches(rule: Rule, packet: Packet) -> bool:
 def verdict(rules: Iterable[Rule], packet: Packet) -> str:
     """What coi's chain does with the packet: the first match's verdict, else accept."""
     return next((r.verdict for r in rules if r.verdict != "log" and matches(r, packet)), "accept")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame a container sends into its bridge port, as the port chain sees it."""
+
+    port: str
+    mac: str
+    kind: str  # what it carries under its tags: ip, arp, ip6 or other
+    tags: int = 0  # 802.1Q tags in front of it
+    saddr: str = ""  # the IPv4 source, or an ARP packet's sender address
+    daddr: str = ""
+    proto: str = "udp"
+    sport: int = 0
+    dport: int = 0
+    fragment: bool = False  # a later fragment: it has no transport header
+
+    def fields(self) -> dict[str, str]:
+        """The value of each selector a port rule can match (a missing one never matches)."""
+        found = {"ether saddr": self.mac, "ether type": "8021q" if self.tags else self.kind}
+        # The kernel takes one tag off before the bridge: `meta protocol`, which the ip and
+        # arp selectors follow in the bridge family, is the type under it.
+        under = self.kind if self.tags <= 1 else "8021q"
+        if under == "arp":
+            found["arp saddr ip"] = self.saddr
+        if under == "ip":
+            found.update({"ip saddr": self.saddr, "ip daddr": self.daddr})
+            if self.proto in ("tcp", "udp") and not self.fragment:
+                found.update({f"{self.proto} sport": str(self.sport)})
+                found.update({f"{self.proto} dport": str(self.dport)})
+        return found
+
+
+def port_verdict(rules: Iterable[Rule], frame: Frame) -> str:
+    """What coi's port chain does with the frame: the first match's verdict, else accept."""
+    fields = frame.fields()
+    for rule in rules:
+        if rule.chain != PORT_CHAIN or rule.bridge != frame.port:
+            continue
+        if all(c.field in fields and (fields[c.field] in c.values) != c.negate for c in rule.match):
+            return rule.verdict
+    return "accept"

@@ -42,6 +42,7 @@ INTERVAL = 0.5  # between two looks at coi's table, when no event came first
 HEAL_EVERY = 4  # intervals between two scheduled heals (each asks Incus about every instance)
 IDLE_EXIT = 60.0  # seconds with no coi rule at all before the guard leaves
 GUARDED = ("restricted", "allowlist", "learn")
+VETH_KEY = "volatile.eth0.host_name"  # the NIC's host-side veth, which coi's port rules name
 
 
 # -- pure decisions -------------------------------------------------------------------------
@@ -61,10 +62,11 @@ def needs_rules(inst: Mapping[str, Any]) -> bool:
 def unguarded(
     instances: Iterable[Mapping[str, Any]],
     comments: Iterable[str],
-    ported: Iterable[str] | None = None,
+    ported: Iterable[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
     """(project, name) of each instance that needs rules and has none in `comments`, or
-    (when `ported` is given) none at its bridge port."""
+    (when `ported` is given, as (comment, veth) pairs) none at its bridge port: the veth
+    Incus names now, when it names one (a NIC plugged again gets a new veth)."""
     have = set(comments)
     at_port = None if ported is None else set(ported)
     found = []
@@ -73,16 +75,21 @@ def unguarded(
         if not (needs_rules(inst) and nft.valid_name(project) and nft.valid_name(name)):
             continue
         key = nft.comment(project, name)
-        if key not in have or (at_port is not None and key not in at_port):
+        if key not in have or (at_port is not None and not _at_port(inst, key, at_port)):
             found.append((project, name))
     return found
 
 
-def _held(rules: Iterable[nft.Installed]) -> tuple[list[str], list[str]]:
-    """Comments of the rules in coi's inet table, and of those at bridge ports."""
+def _at_port(inst: Mapping[str, Any], key: str, at_port: set[tuple[str, str]]) -> bool:
+    veth = (inst.get("expanded_config") or {}).get(VETH_KEY, "")
+    return (key, veth) in at_port if veth else any(c == key for c, _ in at_port)
+
+
+def _held(rules: Iterable[nft.Installed]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Comments of the rules in coi's inet table, and (comment, veth) of those at ports."""
     rules = list(rules)
     inet = [r.comment for r in rules if r.chain != nft.PORT_CHAIN]
-    return inet, [r.comment for r in rules if r.chain == nft.PORT_CHAIN]
+    return inet, [(r.comment, r.bridge or "") for r in rules if r.chain == nft.PORT_CHAIN]
 
 
 # -- heal and check -------------------------------------------------------------------------

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import random
 import shlex
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -324,3 +326,140 @@ def coi_rules(project: str) -> list[str]:
         if rule and str(rule.get("comment", "")).startswith(f"coi:{project}/"):
             found.append(str(rule["comment"]))
     return found
+
+
+# Sends one UDP datagram as a whole Ethernet frame through an AF_PACKET socket, so its
+# source address, tags and destination MAC are whatever the caller says (the container's
+# own stack would refuse a source it does not hold). With WAIT it first binds a UDP socket
+# on SRC, sends from that port and prints the length of the answer (0: none within 2 s).
+RAW_UDP = r"""
+use strict; use Socket qw(:all);
+my ($if, $dmac, $src, $dst, $dport, $tags, $hex, $wait) = @ARGV;
+my $payload = pack('H*', $hex);
+my ($rx, $sport) = (undef, 40068);
+if ($wait) {
+  socket($rx, PF_INET, SOCK_DGRAM, 0) or die "udp: $!";
+  bind($rx, pack_sockaddr_in(0, inet_aton($src))) or die "bind: $!";
+  ($sport) = unpack_sockaddr_in(getsockname($rx));
+}
+my $udp = pack('nnnn', $sport, $dport, 8 + length $payload, 0) . $payload;
+my $ip = pack('CCnnnCCna4a4', 0x45, 0, 20 + length $udp, 0x4242, 0, 64, 17, 0,
+  inet_aton($src), inet_aton($dst));
+my $sum = 0; $sum += $_ for unpack('n10', $ip);
+$sum = ($sum & 0xffff) + ($sum >> 16) while $sum >> 16;
+substr($ip, 10, 2) = pack('n', ~$sum & 0xffff);
+sub slurp { open(my $f, '<', $_[0]) or die "$_[0]: $!"; my $x = <$f>; chomp $x; $x }
+my $mac = sub { (my $m = $_[0]) =~ s/://g; pack('H12', $m) };
+my $eth = $mac->($dmac) . $mac->(slurp("/sys/class/net/$if/address"));
+$eth .= pack('nn', 0x8100, $_) for grep { length } split /,/, $tags;
+$eth .= pack('n', 0x0800);
+socket(my $s, 17, SOCK_RAW, 0) or die "packet socket: $!";
+my $ll = pack('SniSCCa8', 17, 0x0800, slurp("/sys/class/net/$if/ifindex"), 0, 0, 6, $mac->($dmac));
+send($s, $eth . $ip . $udp, 0, $ll) or die "send: $!";
+if ($wait) {
+  my $r = '';
+  eval { local $SIG{ALRM} = sub { die "timeout\n" }; alarm 2; recv($rx, $r, 512, 0); alarm 0 };
+  print length($r), "\n";
+}
+"""
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+@dataclass(frozen=True)
+class RawUdp:
+    """One hand-made UDP datagram: Ethernet destination, IPv4 source and destination, and
+    the 802.1Q tags (their VLAN ids) in front of the IPv4 header."""
+
+    mac: str
+    saddr: str
+    daddr: str
+    tags: tuple[int, ...] = ()
+
+
+def send_raw_udp(
+    incus: Incus, name: str, frame: RawUdp, dport: int, payload: bytes, wait: bool = False
+) -> int:
+    """Send frame from the container's eth0 as root; with wait, the answer's length."""
+    args = [
+        "eth0",
+        frame.mac,
+        frame.saddr,
+        frame.daddr,
+        str(dport),
+        ",".join(str(t) for t in frame.tags),
+        payload.hex(),
+        "1" if wait else "0",
+    ]
+    script = f"timeout 5 perl -e {shlex.quote(RAW_UDP)} " + " ".join(shlex.quote(a) for a in args)
+    code, out = sh(incus, name, script)
+    assert code == 0, out
+    return int(out.strip().splitlines()[-1]) if wait else 0
+
+
+def dns_query(name: str) -> bytes:
+    """A DNS question for name's A record."""
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    return struct.pack("!6H", 4242, 256, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!2H", 1, 1)
+
+
+@contextlib.contextmanager
+def udp_listener(device: str) -> Iterator[tuple[int, list[bytes]]]:
+    """A host UDP service on every address of device (broadcasts included), on a free
+    port; yields the port and the datagrams it has received so far."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+    sock.bind(("0.0.0.0", 0))
+    sock.settimeout(0.2)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                got.append(sock.recv(2048))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1], got
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        sock.close()
+
+
+def veth(incus: Incus, name: str) -> str:
+    """The host-side veth of the instance's eth0."""
+    return str(incus.instance(name)["config"]["volatile.eth0.host_name"])
+
+
+@contextlib.contextmanager
+def without_incus_port_filters(veths: list[str]) -> Iterator[list[str]]:
+    """Delete Incus's own per-NIC filter chains (in its `bridge incus` table) of these veths,
+    and only those; put each back afterwards while its veth is still there. Yields the names
+    of the chains it deleted."""
+    saved: dict[str, tuple[str, str]] = {}  # chain: (its veth, its listing)
+    listing = subprocess.run(
+        ["nft", "-j", "list", "table", "bridge", "incus"], capture_output=True, text=True
+    )
+    for item in json.loads(listing.stdout or "{}").get("nftables", []):
+        rule = item.get("rule") or {}
+        matches = [e.get("match", {}) for e in rule.get("expr", [])]
+        ports = {m.get("right") for m in matches if m.get("left") == {"meta": {"key": "iifname"}}}
+        port = next(iter(ports & set(veths)), None)
+        if port and rule["chain"] not in saved:
+            text = _nft("list", "chain", "bridge", "incus", rule["chain"]).stdout
+            saved[rule["chain"]] = (port, text)
+    try:
+        for chain in saved:
+            assert _nft("delete", "chain", "bridge", "incus", chain).returncode == 0
+        yield sorted(saved)
+    finally:
+        for chain, (port, text) in saved.items():
+            gone = _nft("list", "chain", "bridge", "incus", chain).returncode != 0
+            if gone and os.path.exists(f"/sys/class/net/{port}"):
+                subprocess.run(["nft", "-f", "-"], input=text, text=True, check=False, timeout=30)
+
+
+def _nft(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["nft", *args], capture_output=True, text=True, timeout=30)

@@ -33,13 +33,20 @@ from coi.launch import executor as launch
 from coi.network import nft_cli, nft_guard
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import (
+    BROADCAST_MAC,
+    RawUdp,
     coi_rules,
     dns,
+    dns_query,
     host_service,
+    send_raw_udp,
     sh,
     start_servers,
     tcp,
+    udp_listener,
+    veth,
     wait_address,
+    without_incus_port_filters,
 )
 
 pytestmark = [
@@ -279,6 +286,72 @@ def test_restricted_cannot_reach_an_open_neighbour_with_br_netfilter_on_or_off(
             assert tcp(incus, restricted, address) == "", f"reached it with the sysctl {value}"
     finally:
         SYSCTL.write_text(before)
+
+
+def _spoofs(own: str, gateway: str) -> dict[str, RawUdp]:
+    """UDP a container may send to a host service, none of it from its own address: from
+    0.0.0.0 to the broadcast address (the host takes it, where a unicast one is a martian),
+    and from another address to the bridge's; plain and behind one or two 802.1Q tags with
+    VLAN id 0 (the host takes such a frame as plain IP)."""
+    bridge_mac = _bridge_mac()
+    foreign = str(ipaddress.IPv4Address(own) + 100)
+    return {
+        "zero": RawUdp(BROADCAST_MAC, "0.0.0.0", "255.255.255.255"),
+        "zero-tagged": RawUdp(BROADCAST_MAC, "0.0.0.0", "255.255.255.255", (0,)),
+        "foreign": RawUdp(bridge_mac, foreign, gateway),
+        "foreign-tagged": RawUdp(bridge_mac, foreign, gateway, (0,)),
+        "foreign-two-tags": RawUdp(bridge_mac, foreign, gateway, (0, 0)),
+    }
+
+
+def test_spoofed_and_zero_sources_stay_out_when_incus_port_filters_are_gone(
+    incus: Incus, launched: Launch, gateway: str
+) -> None:
+    """coi's own port filters alone keep a restricted container's spoofed sources from a
+    host service: with Incus's filter chains of its NIC deleted, and again after coi's
+    bridge table was lost and the guard put it back. An open container with its Incus
+    chains deleted too is the control: the same frames reach the same service from it."""
+    restricted, control = launched("restricted"), launched("open")
+    own = {name: wait_address(incus, name) for name in (restricted, control)}
+    nonce = uuid.uuid4().hex[:8]
+
+    def send_all(port: int, round_: str) -> dict[str, set[bytes]]:
+        sent: dict[str, set[bytes]] = {restricted: set(), control: set()}
+        for name in (restricted, control):  # the restricted one first: the control's
+            for kind, frame in _spoofs(own[name], gateway).items():  # arrival bounds the wait
+                payload = f"{round_}-{name}-{kind}-{nonce}".encode()
+                send_raw_udp(incus, name, frame, port, payload)
+                sent[name].add(payload)
+        return sent
+
+    def round_trip(port: int, got: list[bytes], round_: str) -> None:
+        sent = send_all(port, round_)
+        assert _wait(lambda: sent[control] <= set(got), 10), (sent[control], got)
+        assert not sent[restricted] & set(got), sorted(sent[restricted] & set(got))
+
+    veths = [veth(incus, restricted), veth(incus, control)]
+    with udp_listener("coibr0") as (port, got), without_incus_port_filters(veths) as chains:
+        assert len(chains) >= 2, chains  # Incus's filter of each NIC is gone
+        round_trip(port, got, "r1")
+        # The probe works from the restricted container too: its own address, to a port it
+        # may reach (DNS on the bridge address), is answered.
+        query = RawUdp(_bridge_mac(), own[restricted], gateway)
+        assert send_raw_udp(incus, restricted, query, 53, dns_query(f"{control}.incus"), True)
+        # A flush takes coi's tables too: the guard's copy brings the port filters back.
+        subprocess.run(["nft", "delete", "table", "bridge", "coi"], check=True, timeout=30)
+        assert _wait(lambda: _port_filtered(veths[0]), 20), "the guard did not restore them"
+        round_trip(port, got, "r2")
+
+
+def _bridge_mac() -> str:
+    return Path("/sys/class/net/coibr0/address").read_text().strip()
+
+
+def _port_filtered(port: str) -> bool:
+    listing = subprocess.run(
+        ["nft", "list", "table", "bridge", "coi"], capture_output=True, text=True, timeout=30
+    )
+    return f'iifname "{port}" ip saddr != ' in listing.stdout
 
 
 def _tables() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -284,3 +285,67 @@ def test_the_guard_heals_exactly_the_running_restricted_containers_without_rules
         assert not needs or inst["status"] == "Running"
     healed = have + [nft.comment(p, n) for p, n in bare]
     assert nft_guard.unguarded(found, healed) == []
+
+
+veths = st.from_regex(r"veth[0-9a-f]{8}", fullmatch=True)
+
+
+@st.composite
+def frames(draw: st.DrawFn, t: nft.Target) -> nft.Frame:
+    """Any frame the container could send into its port: its own or another MAC, tagged or
+    not, from its own address, 0.0.0.0, the bridge's or any other, to anywhere."""
+    addresses = st.sampled_from([t.address, "0.0.0.0", t.gateway, nft.BROADCAST]) | ipv4
+    return nft.Frame(
+        port=t.port,
+        mac=draw(st.sampled_from([t.mac]) | macs),
+        kind=draw(st.sampled_from(["ip", "arp", "ip6", "other"])),
+        tags=draw(st.integers(0, 2)),
+        saddr=draw(addresses),
+        daddr=draw(addresses),
+        proto=draw(st.sampled_from(["udp", "tcp", "icmp"])),
+        sport=draw(st.sampled_from([nft.DHCP_CLIENT_PORT]) | ports),
+        dport=draw(st.sampled_from([nft.DHCP_PORT, nft.DNS_PORT]) | ports),
+        fragment=draw(st.booleans()),
+    )
+
+
+def _dhcp_request(frame: nft.Frame) -> bool:
+    return (frame.kind, frame.saddr, frame.daddr, frame.proto) == (
+        "ip",
+        "0.0.0.0",
+        nft.BROADCAST,
+        "udp",
+    ) and (frame.sport, frame.dport, frame.fragment) == (nft.DHCP_CLIENT_PORT, nft.DHCP_PORT, False)
+
+
+@loose
+@given(targets(), veths, st.sampled_from(["restricted", "allowlist", "learn"]), allows(), st.data())
+def test_only_the_containers_own_address_or_a_dhcp_request_passes_its_port(
+    t: nft.Target, port: str, mode: str, allowed: list[nft.Allow], data: st.DataObject
+) -> None:
+    t = replace(t, port=port)
+    rules = nft.plan(t, mode, allowed if mode == "allowlist" else [])
+    frame = data.draw(frames(t))
+    passed = nft.port_verdict(rules, frame) == "accept"
+    untagged = frame.mac == t.mac and frame.tags == 0
+    own = frame.kind in ("ip", "arp") and frame.saddr == t.address
+    assert passed == (untagged and (own or _dhcp_request(frame)))
+    if passed and frame.kind == "ip":  # what then reaches the host is judged by its address
+        packet = nft.Packet("input", t.bridge, "ip", frame.saddr, t.mac, frame.daddr)
+        packet = replace(packet, proto=frame.proto, dport=frame.dport)
+        host = nft.verdict(rules, packet)
+        assert host != "accept" or frame.dport in (nft.DHCP_PORT, nft.DNS_PORT)
+
+
+@loose
+@given(targets(), veths, veths, st.data())
+def test_port_rules_touch_only_their_own_port(
+    t: nft.Target, port: str, other: str, data: st.DataObject
+) -> None:
+    assume(port != other)
+    rules = nft.plan(replace(t, port=port), "restricted")
+    frame = replace(data.draw(frames(replace(t, port=port))), port=other)
+    assert nft.port_verdict(rules, frame) == "accept"
+    for rule in rules:
+        if rule.chain == nft.PORT_CHAIN:
+            assert nft.render(rule).startswith(f'iifname "{port}" ')

@@ -566,3 +566,47 @@ def test_unsafe_finds_a_writable_folder(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("")
     assert network_setup.unsafe(target) is not None  # /tmp is writable by everyone
+
+
+PORTED = nft.Target(
+    "proj",
+    "c1",
+    "coibr0",
+    "10.171.0.5",
+    "10:66:6a:00:00:01",
+    "10.171.0.1",
+    "10.171.0.0/24",
+    port="vethab12cd34",
+)
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        # what Incus's own port filter drops too, and coi's must drop alone when it is gone
+        (dict(saddr="0.0.0.0", daddr="255.255.255.255", dport=5353), "drop"),
+        (dict(saddr="0.0.0.0", daddr="255.255.255.255", proto="tcp", dport=67), "drop"),
+        (dict(saddr="0.0.0.0", daddr="255.255.255.255", fragment=True), "drop"),
+        (dict(saddr="10.171.0.99"), "drop"),
+        (dict(saddr="10.171.0.1"), "drop"),
+        (dict(saddr="10.171.0.5", tags=1), "drop"),  # VLAN 0: the host takes it as plain IP
+        (dict(saddr="10.171.0.99", tags=2), "drop"),  # two tags hide it from `ip saddr`
+        (dict(saddr="10.171.0.5", mac="10:66:6a:00:00:02"), "drop"),
+        (dict(kind="ip6"), "drop"),
+        (dict(kind="arp", saddr="10.171.0.99"), "drop"),
+        # what the container needs
+        (dict(saddr="10.171.0.5"), "accept"),
+        (dict(kind="arp", saddr="10.171.0.5"), "accept"),
+        (dict(saddr="0.0.0.0", daddr="255.255.255.255"), "accept"),  # DHCPDISCOVER
+    ],
+)
+def test_the_port_passes_only_the_containers_own_address_and_dhcp(
+    frame: dict[str, Any], expected: str
+) -> None:
+    fields: dict[str, Any] = dict(
+        port=PORTED.port, mac=PORTED.mac, kind="ip", daddr="10.171.0.1", sport=68, dport=67
+    )
+    rules = nft.plan(PORTED, "restricted")
+    assert nft.port_verdict(rules, nft.Frame(**{**fields, **frame})) == expected
+    other_port = nft.Frame(**{**fields, **frame, "port": "vethother"})
+    assert nft.port_verdict(rules, other_port) == "accept"  # another container's business

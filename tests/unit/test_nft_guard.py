@@ -12,7 +12,7 @@ import pytest
 from coi.host import doctor
 from coi.host import network_checks as network_doctor
 from coi.network import enforce as network
-from coi.network import nft_guard, nft_helper
+from coi.network import nft, nft_guard, nft_helper
 
 LISTING = """table inet coi {
 \tchain forward {
@@ -160,8 +160,6 @@ def test_doctor_names_containers_running_without_rules(
 def test_port_filters_pin_the_mac_and_address_at_the_veth_once_it_exists() -> None:
     from dataclasses import replace
 
-    from coi.network import nft
-
     target = nft.Target(
         "p", "c1", "coibr0", "10.171.0.5", "10:66:6a:00:00:01", "10.171.0.1", "10.171.0.0/24"
     )
@@ -170,16 +168,40 @@ def test_port_filters_pin_the_mac_and_address_at_the_veth_once_it_exists() -> No
     for mode in ("restricted", "allowlist"):
         rules = [r for r in nft.plan(ported, mode) if r.chain == nft.PORT_CHAIN]
         script = nft.add_script(rules)
-        assert script.count('add rule bridge coi prerouting iifname "veth1234"') == 4
-        assert "ether saddr != 10:66:6a:00:00:01 drop" in script
-        assert "ip saddr != { 0.0.0.0, 10.171.0.5 } drop" in script
+        assert script.count('add rule bridge coi prerouting iifname "veth1234"') == 5
+        lines = [
+            line.split('"veth1234" ')[1].split(' comment "')[0] for line in script.splitlines()
+        ]
+        assert lines == [
+            "ether saddr != 10:66:6a:00:00:01 drop",
+            "ether type != { ip, arp } drop",
+            "arp saddr ip != 10.171.0.5 drop",
+            "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
+            "ip saddr != 10.171.0.5 drop",
+        ]
     with pytest.raises(ValueError, match="veth"):
         nft.check_target(replace(target, port='x" accept'))
 
 
 def test_a_running_container_without_its_port_filters_is_unguarded_too() -> None:
     instances = [_inst("a"), _inst("b")]
-    assert nft_guard.unguarded(instances, ["coi:p/a", "coi:p/b"], ["coi:p/a"]) == [("p", "b")]
+    ported = [("coi:p/a", "veth1")]
+    assert nft_guard.unguarded(instances, ["coi:p/a", "coi:p/b"], ported) == [("p", "b")]
+
+
+def test_port_filters_on_a_veth_the_nic_no_longer_has_leave_it_unguarded() -> None:
+    replugged, current = _inst("a"), _inst("b")
+    replugged["expanded_config"][nft_guard.VETH_KEY] = "veth2"  # its NIC was plugged again
+    current["expanded_config"][nft_guard.VETH_KEY] = "veth3"
+    ported = [("coi:p/a", "veth1"), ("coi:p/b", "veth3")]
+    found = nft_guard.unguarded([replugged, current], ["coi:p/a", "coi:p/b"], ported)
+    assert found == [("p", "a")]
+    rules = [
+        nft.Installed(nft.PORT_CHAIN, 7, "coi:p/a", "veth2", None, None),
+        nft.Installed("input", 8, "coi:p/a", "coibr0", "10.171.0.5", None),
+    ]
+    assert nft_guard._held(rules) == (["coi:p/a"], [("coi:p/a", "veth2")])
+    assert nft_guard.unguarded([replugged], *nft_guard._held(rules)) == []
 
 
 def test_only_the_daemon_itself_counts_as_incusd_not_its_exec_helpers(tmp_path: Path) -> None:
