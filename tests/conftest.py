@@ -22,8 +22,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point HOME, XDG_* and COI_HOME at a temporary folder; drop every COI_* variable."""
+def isolated_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Path:
+    """Point HOME, XDG_* and COI_HOME at a temporary folder; drop every COI_* variable.
+    Outside the integration tests, Incus's socket is a path where nothing listens: a unit
+    or property test (or a coi it runs) that reaches for the daemon fails at once."""
     home = tmp_path / "home"
     home.mkdir()
     for name in list(os.environ):
@@ -36,6 +40,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("COI_HOME", str(home / ".coi"))
     # Without this a load() in a test would read the machine's real /etc/coi/config.toml.
     monkeypatch.setenv("COI_SYSTEM_CONFIG", str(tmp_path / "etc" / "coi" / "config.toml"))
+    if request.node.get_closest_marker("integration") is None:
+        monkeypatch.setenv("INCUS_SOCKET", str(tmp_path / "no-incus-here.socket"))
     return home
 
 

@@ -79,7 +79,12 @@ class FakeIncus(IncusAPI):
         record["profiles"] = list(body.get("profiles") or [])
 
     def set_state(self, name: str, action: str, *, force: bool = False, timeout: int = -1) -> None:
-        statuses = {"start": "Running", "stop": "Stopped", "restart": "Running"}
+        statuses = {
+            "start": "Running",
+            "stop": "Stopped",
+            "restart": "Running",
+            "unfreeze": "Running",
+        }
         self._record(name)["status"] = statuses.get(action, "Frozen")
 
     def state(self, name: str) -> Json:

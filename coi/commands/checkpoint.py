@@ -15,6 +15,9 @@ from coi.commands.common import load_config, workspace_of
 from coi.core import output
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from coi.config.load import Config
     from coi.workspace import checkpoints
 
 C = "coi.commands.checkpoint:"
@@ -39,6 +42,24 @@ def held(workspace: Path) -> checkpoints.Held:
     from coi.workspace import checkpoints
 
     return checkpoints.Held(*protect_host.held(workspace))
+
+
+def frozen(cfg: Config, workspace: Path) -> AbstractContextManager[list[str]]:
+    """The workspace's running containers frozen for a block (coi/sessions/freeze.py);
+    with no Incus on this host (no socket), nothing can run there: nothing to freeze."""
+    import contextlib
+    import os
+
+    from coi.commands.common import connect
+    from coi.incus.adapter import socket_path
+    from coi.sessions import freeze
+
+    if not cfg.incus.remote and not os.path.exists(socket_path()):
+        return contextlib.nullcontext([])
+    incus = connect(cfg)
+    if not incus.endpoint.is_local:  # a remote's containers cannot mount this folder
+        return contextlib.nullcontext([])
+    return freeze.frozen(incus, workspace)
 
 
 def list_(args: argparse.Namespace) -> int:
@@ -90,9 +111,13 @@ def rollback(args: argparse.Namespace) -> int:
 
     workspace = workspace_of(args)
     target = checkpoints.find(workspace, args.checkpoint)
-    saved, left = checkpoints.rollback(
-        workspace, target, held(workspace), max_size=load_config(args).checkpoints.max_bytes
-    )
+    cfg = load_config(args)
+    with frozen(cfg, workspace) as still:
+        if still:
+            output.detail(f"frozen while the files go back: {', '.join(still)}")
+        saved, left = checkpoints.rollback(
+            workspace, target, held(workspace), max_size=cfg.checkpoints.max_bytes
+        )
     output.info(
         f"rolled {workspace} back to {target.id}; the state before is checkpoint "
         f"{saved.id} (`coi rollback {saved.id}` undoes this)"
