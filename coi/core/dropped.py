@@ -5,7 +5,7 @@ inside workspaces owned by other users, which a container writes to at the same 
 `call` runs such work in a forked child that has become the tree's owner first: its uid
 and gid, no supplementary groups, no capabilities (setresuid away from root clears them),
 not dumpable. A mistake there reaches at most what the owner could already touch.
-Descriptors opened before the call (a store under root's COI_HOME, say) stay usable.
+The folders it works in stay reachable at their own paths, whatever lies above them.
 
 The child's answer comes back pickled, but only through an unpickler that knows the
 plain data types and the classes named in ALLOWED; an exception comes back as coi's own
@@ -20,14 +20,14 @@ import io
 import os
 import pickle
 import pwd
-from collections.abc import Callable, Mapping
+import stat
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from coi.core import errors
 
 T = TypeVar("T")
-REACH = Path("/run/coi-reach")  # an empty root-owned folder; each child mounts a tmpfs on it
 CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x00020000, 4096, 16384, 1 << 18
 Owner = tuple[int, int]
 ALLOWED = {
@@ -62,20 +62,20 @@ def home_of(uid: int) -> str:
         return "/nonexistent"
 
 
-def call(who: Owner | None, fn: Callable[..., T], places: Mapping[str, Path], *args: Any) -> T:
-    """fn(reach, *args) as `who` in a forked child (None: here, as this process).
+def call(who: Owner | None, fn: Callable[..., T], places: Sequence[Path], *args: Any) -> T:
+    """fn(*args) as `who` in a forked child (None: here, as this process).
 
-    places names the folders fn works in; reach maps each name to a path by which fn
-    reaches it. In the child that is a bind mount under /run/coi-reach, in a mount
-    namespace of its own: the owner may have no way to a folder by its own path (a
-    workspace under root's temporary folder, a store in root's COI_HOME).
+    places are the folders fn works in, each reachable in the child by its own path: the
+    owner may have no way to one (a workspace under root's temporary folder, a store in
+    root's COI_HOME), so in a mount namespace of the child's own every folder on the way
+    that the owner cannot enter is covered by a tmpfs holding just the way to the places
+    (coi/core/dropped.py `_reach`). git records real paths, and they stay real.
     """
     if who is None:
-        return fn(dict(places), *args)
-    for path in places.values():  # said here, as the caller would say it
+        return fn(*args)
+    for path in places:  # said here, as the caller would say it
         if not path.is_dir():
             raise errors.CoiError(f"{path} is not a folder")
-    REACH.mkdir(mode=0o755, exist_ok=True)
     read, write = os.pipe()
     try:
         pid = os.fork()
@@ -85,7 +85,7 @@ def call(who: Owner | None, fn: Callable[..., T], places: Mapping[str, Path], *a
         raise
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
         os.close(read)
-        _child(write, who, fn, (places, *args))
+        _child(write, who, fn, places, args)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
         data = pipe.read()
@@ -99,12 +99,13 @@ def call(who: Owner | None, fn: Callable[..., T], places: Mapping[str, Path], *a
     raise _ERRORS.get(name, errors.CoiError)(message)
 
 
-def _child(write: int, who: Owner, fn: Callable[..., Any], args: Any) -> None:
+def _child(write: int, who: Owner, fn: Callable[..., Any], places: Sequence[Path],
+           args: Any) -> None:  # fmt: skip
     code = 0
     try:
-        reach = _bind(args[0])
+        _reach(places, who)
         become(who)
-        result: tuple[str, Any] = ("ok", fn(reach, *args[1:]))
+        result: tuple[str, Any] = ("ok", fn(*args))
     except BaseException as exc:  # every failure goes back as a message
         name = type(exc).__name__ if type(exc).__name__ in _ERRORS else "CoiError"
         if isinstance(exc, errors.UsageError) and name == "CoiError":
@@ -123,25 +124,52 @@ def _child(write: int, who: Owner, fn: Callable[..., Any], args: Any) -> None:
         os._exit(code)
 
 
-def _bind(places: Mapping[str, Path]) -> dict[str, Path]:
-    """In a mount namespace of this process's own: each folder bound under REACH (a tmpfs
-    of its own), reachable by any user; nothing propagates back to the host."""
+def can_enter(info: os.stat_result, who: Owner) -> bool:
+    """Whether who (no supplementary groups) may search a folder with this stat (pure)."""
+    if who[0] == info.st_uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if who[1] == info.st_gid:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def blocked(places: Sequence[Path], stat_of: Callable[[Path], os.stat_result],
+            who: Owner) -> list[Path]:  # fmt: skip
+    """The highest folders on the way to the places that who cannot enter (pure but for
+    stat_of): covering each with a tmpfs opens the way."""
+    found: list[Path] = []
+    for place in places:
+        for folder in [*reversed(place.parents), place][1:]:
+            if any(folder == f or f in folder.parents for f in found):
+                break
+            if not can_enter(stat_of(folder), who):
+                found.append(folder)
+                break
+    return found
+
+
+def _reach(places: Sequence[Path], who: Owner) -> None:
+    """In a mount namespace of this process's own (nothing propagates back): every place
+    reachable by who at its own path."""
     libc = _libc()
     if libc.unshare(CLONE_NEWNS) != 0:
         raise errors.CoiError(f"unshare: {os.strerror(ctypes.get_errno())}")
     _mount(libc, None, "/", MS_REC | MS_PRIVATE)
-    _mount(libc, "coi-reach", str(REACH), 0, b"tmpfs", b"mode=0755")
-    reach = {}
-    for name, path in places.items():
-        target = REACH / name
-        target.mkdir(mode=0o755)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)  # opened in this namespace
-        try:
-            _mount(libc, f"/proc/self/fd/{fd}", str(target), MS_BIND)
-        finally:
+    covers = blocked(places, os.stat, who)
+    if not covers:
+        return
+    fds = {place: os.open(place, os.O_RDONLY | os.O_DIRECTORY) for place in places}
+    try:
+        for cover in covers:
+            _mount(libc, "coi-reach", str(cover), 0, b"tmpfs", b"mode=0755")
+        for place, fd in fds.items():
+            if not any(c == place or c in place.parents for c in covers):
+                continue  # reachable as it is
+            place.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _mount(libc, f"/proc/self/fd/{fd}", str(place), MS_BIND)
+    finally:
+        for fd in fds.values():
             os.close(fd)
-        reach[name] = target
-    return reach
 
 
 def _mount(libc: Any, source: str | None, target: str, flags: int, kind: bytes | None = None,

@@ -120,7 +120,7 @@ class _Taken(Exception):
 
 @dataclass(frozen=True)
 class _At:
-    """Where a step reaches the workspace and its store (bind mounts in a dropped child)."""
+    """The workspace and its checkpoint store."""
 
     ws: Path
     store: Path
@@ -133,13 +133,7 @@ def _as_owner(workspace: Path, fn: object, *args: object) -> object:
     paths.ensure(store)
     if who is not None and os.lstat(store).st_uid != who[0]:
         owner.hand_back(store.parent, [store.name], who)  # made by root's coi before
-    places = {"ws": workspace, "store": store}
-    return dropped.call(who, _enter, places, fn, *args)
-
-
-def _enter(reach: Mapping[str, Path], fn: object, *args: object) -> object:
-    at = _At(reach["ws"], reach["store"])
-    return fn(at, *args)  # type: ignore[operator]
+    return dropped.call(who, fn, [workspace, store], _At(workspace, store), *args)  # type: ignore[arg-type]
 
 
 def create(workspace: Path, name: str | None = None, message: str = "",
@@ -289,7 +283,7 @@ def _is_git_at(at: _At) -> bool:
         top = _ws_git(at, "rev-parse", "--show-toplevel").decode().strip()
     except CoiError:
         return False
-    return Path(top) == at.ws
+    return Path(top).resolve() == at.ws.resolve()
 
 
 def _ws_git(at: _At, *args: str) -> bytes:
