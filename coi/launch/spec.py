@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,14 +183,47 @@ def instance_config(spec: LaunchSpec) -> dict[str, Any]:
     }
 
 
+# The LaunchSpec fields a pool key leaves out: what differs between the containers of one
+# pool (name, slot) and what a session brings when it takes one (tool, session). Every
+# other field is in the key, one added later too: a setting applied beside the instance
+# body (the locked view's protected paths, the shared git dir) decides what the container
+# can do to the host as much as the body does.
+PER_SESSION = frozenset({"name", "slot", "tool", "session"})
+# Fields whose order means nothing: the locked view sorts the protected paths itself.
+ORDERLESS = frozenset({"protected_paths", "readonly"})
+
+
 def pool_key(spec: LaunchSpec) -> str:
-    """What a pooled container was made for: its instance body less what differs between
-    the containers of one pool (name, slot) and what a session brings (tool, session). A
-    session takes a pooled container only when its own spec has the same key."""
+    """What a pooled container was made for: every LaunchSpec field but PER_SESSION, and the
+    instance body they make (what coi's code turns them into). A session takes a pooled
+    container only when its own spec has the same key."""
     neutral = replace(spec, name="pooled", slot=None, tool=None, session=None)
     body = instance_config(neutral)
     body["config"].pop(POOL_LABEL, None)
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    settings = {
+        f.name: _canonical(getattr(spec, f.name), f.name in ORDERLESS)
+        for f in fields(spec)
+        if f.name not in PER_SESSION
+    }
+    settings["extra_config"].pop(POOL_LABEL, None)  # the label the key is written into
+    text = json.dumps({"body": body, "spec": settings}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _canonical(value: object, orderless: bool = False) -> Any:
+    """A spec value as JSON data; a set (or an orderless field) sorted. A type without a
+    form here is an error, so a new kind of field cannot slip out of the key unseen."""
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)) or (orderless and isinstance(value, tuple)):
+        return sorted({json.dumps(_canonical(v), sort_keys=True) for v in value})
+    if isinstance(value, tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    raise TypeError(f"pool_key: no canonical form for {type(value).__name__}")
 
 
 def protected_view(spec: LaunchSpec) -> bool:

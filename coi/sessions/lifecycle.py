@@ -290,12 +290,8 @@ def _claim(
         gone = set(reap(incus, cfg, log, listing))
         live = [i for i in listing if i["name"] not in gone]
         if not cfg.defaults.persistent and worktree is None:
-            key = pool.key_with(
-                launch_spec.pool_key(
-                    _spec(cfg, workspace, "pooled", 1, tool, session_id, mounts, profile, readonly)
-                ),
-                _extra_cas(cfg, log),
-            )
+            spec = _spec(cfg, workspace, "pooled", 1, tool, session_id, mounts, profile, readonly)
+            key = _pool_key(cfg, spec, _extra_cas(cfg, log))
             warm = pool.pick(
                 pool.members(live, prefix), slots.workspace_id(workspace), key, preferred
             )
@@ -339,9 +335,16 @@ def _spec(
     profile: str | None,
     readonly: frozenset[str] = frozenset(),
 ) -> launch_spec.LaunchSpec:
-    """The launch spec of a session's container, protected paths included."""
+    """The launch spec of a session's container, protected paths and allowlist included."""
     from coi.config.load import limits_config
+    from coi.network import policy
 
+    net = cfg.network
+    allowlist = {}  # in the body, so in the pool key too (else before_start reads config)
+    if net.mode in ("allowlist", "learn"):
+        allowlist = policy.policy_keys(
+            net.allowed_domains, net.resolver, net.refresh_interval_minutes
+        )
     return launch_spec.LaunchSpec(
         name=name,
         image=cfg.defaults.image,
@@ -358,6 +361,7 @@ def _spec(
         disks=mounts,
         readonly=readonly,
         profile=profile,
+        extra_config=allowlist,
         protected_paths=protect.paths(cfg.security.protected_paths, cfg.security.writable_paths),
     )
 
@@ -871,7 +875,7 @@ def fill_pool(
         mounts, readonly = session_mounts(cfg, tool, request, lambda _: None)
         spec = _spec(cfg, workspace, "pooled", 1, tool.name, "", mounts, cfg.profile, readonly)
         cas = _extra_cas(cfg, lambda _: None)
-        key = pool.key_with(launch_spec.pool_key(spec), cas)
+        key = _pool_key(cfg, spec, cas)
         listing = incus.get("instances", "listing instances", recursion=1)
         mine = [m for m in pool.members(listing, prefix) if m.workspace_id == wsid]
         watched = {m.name for m in mine if is_watched(m.name)}
@@ -884,27 +888,35 @@ def fill_pool(
         kept = len(mine) - len(extra)
         made = []
         for _ in range(max(0, want - kept)):
-            made.append(_fill_one(incus, cfg, workspace, mounts, readonly, (key, cas), log))
+            made.append(_fill_one(incus, cfg, spec, (key, cas), log))
             log(f"{made[-1]} is ready in the pool")
     return made
+
+
+def _pool_key(cfg: Config, spec: launch_spec.LaunchSpec, cas: dict[str, bytes]) -> str:
+    """The pool key of a session's spec (the filler's and the claim's, one function): the
+    spec's, the CAs the filler puts in and the credentials mode, which is not the spec's."""
+    from coi.sessions import pool
+
+    return pool.key_with(launch_spec.pool_key(spec), cas, {"credentials": cfg.credentials.mode})
 
 
 def _fill_one(
     incus: IncusAPI,
     cfg: Config,
-    workspace: Path,
-    mounts: dict[str, tuple[Path, str]],
-    readonly: frozenset[str],
+    keyed_spec: launch_spec.LaunchSpec,
     keyed: tuple[str, dict[str, bytes]],
     log: Callable[[str], None],
 ) -> str:
     """Make one pooled container: create it in a free slot (under the slot lock), start it,
-    pass its boot barrier, wait for its address, then label it ready with its key."""
+    pass its boot barrier, wait for its address, then label it ready with its key. It is
+    made from the very spec its key was taken of, only its name and slot told."""
     from dataclasses import replace
 
     from coi.sessions import pool
 
-    prefix = slots.prefix()
+    prefix, workspace = slots.prefix(), keyed_spec.workspace
+    assert workspace is not None  # a pool is a workspace's
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with ExitStack() as watch:
         with file_lock(lock, what=f"the slot lock of {workspace}"):
@@ -914,9 +926,9 @@ def _fill_one(
             name = slots.container_name(workspace, slot, prefix)
             # Watched while it is made: no other coi process reaps or takes it meanwhile.
             watch.enter_context(file_lock(paths.watch_lock(name), timeout=30))
-            spec = _spec(cfg, workspace, name, slot, "", "", mounts, cfg.profile, readonly)
+            filling = {**keyed_spec.extra_config, launch_spec.POOL_LABEL: pool.FILLING}
             spec = replace(
-                spec, tool=None, session=None, extra_config={launch_spec.POOL_LABEL: pool.FILLING}
+                keyed_spec, name=name, slot=slot, tool=None, session=None, extra_config=filling
             )
             launch.create(incus, spec, start=False)
         try:

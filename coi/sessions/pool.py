@@ -21,7 +21,8 @@ is its own, so a config changed since the fill never gets a container made for t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +85,18 @@ def pick(
     return ready[0] if ready else None
 
 
-def key_with(spec_key: str, cas: dict[str, bytes]) -> str:
-    """The pool key: the spec's (launch/spec.py pool_key) and the extra CAs the container
-    trusts, which the filler puts in (they come from config and host files, not the spec)."""
-    digest = hashlib.sha256(spec_key.encode())
-    for name, pem in sorted(cas.items()):
-        digest.update(b"\0" + name.encode() + b"\0" + pem)
-    return digest.hexdigest()[:16]
+def key_with(
+    spec_key: str, cas: Mapping[str, bytes], beside: Mapping[str, str] | None = None
+) -> str:
+    """The pool key: the spec's (launch/spec.py pool_key), the extra CAs the container
+    trusts, which the filler puts in (they come from config and host files, not the spec),
+    and the settings beside the spec a session brings in (the credentials mode)."""
+    parts = {
+        "spec": spec_key,
+        "cas": {name: pem.hex() for name, pem in cas.items()},
+        "beside": dict(beside or {}),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def claim_patch(session_id: str, tool: str) -> dict[str, Any]:

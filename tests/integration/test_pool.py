@@ -124,3 +124,23 @@ def test_a_session_of_another_config_never_takes_a_pooled_container(
     assert "made for another config" in refill.stderr
     [fresh] = ready_names(incus, prefix)
     assert incus.instance(fresh)["config"]["user.coi.network_mode"] == "restricted"
+
+
+def test_a_session_that_protects_more_never_takes_a_container_filled_without_it(
+    incus: Incus, prefix: str, workspace: Path
+) -> None:
+    """The attack: a container pooled while .vscode was writable, taken by a session whose
+    config protects .vscode, let the agent write .vscode/tasks.json on the host."""
+    os.chown(workspace, 1234, 1234)  # an owner that is neither root nor the container user
+    config = user_config_path()
+    plain = config.read_text() + "\n[checkpoints]\nauto = false\n"
+    config.write_text(plain + '\n[security]\nwritable_paths = [".vscode"]\n')
+    filled = coi("pool", "fill")
+    assert filled.returncode == 0, filled.stderr
+    [pooled] = ready_names(incus, prefix)
+
+    config.write_text(plain)  # .vscode is protected again (it is in the defaults)
+    attack = "hostname; mkdir -p /workspace/.vscode; echo x > /workspace/.vscode/tasks.json"
+    done = coi("run", "--", "sh", "-c", attack)
+    assert not (workspace / ".vscode" / "tasks.json").exists(), "the agent wrote tasks.json"
+    assert done.stdout.split()[:1] != [pooled], "the session took the weaker pooled container"

@@ -3,6 +3,7 @@ which ones a filler removes, and the key that ties a pooled container to a confi
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from coi.core import slots
 from coi.launch import spec as launch_spec
+from coi.network import policy
 from coi.sessions import pool
 from tests.fakes import FakeIncus
 
@@ -130,6 +132,45 @@ def test_the_pool_key_ignores_name_slot_tool_and_session(
 )
 def test_the_pool_key_changes_with_what_the_container_is(change: dict[str, Any]) -> None:
     assert launch_spec.pool_key(spec(**change)) != launch_spec.pool_key(spec())
+
+
+def session_key(workspace: Path, config: str) -> tuple[str, launch_spec.LaunchSpec]:
+    """The pool key a session (and the filler) derives from this user config, and its spec."""
+    from coi.config import load
+    from coi.sessions import lifecycle
+
+    user = Path(os.environ["HOME"]) / ".config" / "coi" / "config.toml"
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text(config)
+    cfg = load.load(workspace, environ=dict(os.environ))
+    made = lifecycle._spec(cfg, workspace, "pooled", 1, "claude", "", {}, None)
+    return lifecycle._pool_key(cfg, made, {}), made
+
+
+def test_the_key_a_session_derives_follows_paths_allowlist_and_credentials(
+    tmp_path: Path,
+) -> None:
+    """Settings applied beside the instance body reach the key through coi's own config
+    path: the protected set, the allowlist (else before_start reads it from config on its
+    own), the credentials mode."""
+    from coi.launch import executor
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    allowlist = '[network]\nmode = "allowlist"\nallowed_domains = ["pypi.org"]\n'
+    base, made = session_key(ws, allowlist)
+    assert executor.allowlist_policy(made) == {}  # the spec carries it: nothing read later
+    assert made.extra_config[policy.ENTRIES_KEY] == "pypi.org"
+    variants = [
+        allowlist + '[security]\nwritable_paths = [".vscode"]\n',
+        allowlist + '[security]\nprotected_paths = ["scripts/ci.sh"]\n',
+        allowlist.replace("pypi.org", "github.com"),
+        allowlist + '[credentials]\nmode = "copy"\n',
+        allowlist + "[limits]\nprocesses = 50\n",
+    ]
+    keys = {session_key(ws, text)[0] for text in variants}
+    assert base not in keys and len(keys) == len(variants)
+    assert session_key(ws, allowlist)[0] == base  # and the same config, the same key
 
 
 @given(pooled, st.sets(st.integers(1, 12)), st.integers(0, 5))
