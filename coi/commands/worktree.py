@@ -85,10 +85,12 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Worktree, dict[str, Any]]:
 
 def merge(args: argparse.Namespace) -> int:
     """Merge a worktree's branch into the workspace's current branch (no conflict: or nothing)."""
+    from coi.sessions import freeze
     from coi.workspace import worktree
 
     workspace, tree, _ = _resolve(args)
-    head = worktree.merge(workspace, tree.branch)
+    with freeze.frozen(connect(load_config(args)), workspace):
+        head = worktree.merge(workspace, tree.branch)
     output.info(f"merged {tree.branch} into {workspace} (HEAD {head[:12]})")
     return 0
 
@@ -104,7 +106,10 @@ def discard(args: argparse.Namespace) -> int:
             f"{user['_name']} {what} in worktree {tree.branch}: "
             f"`coi shutdown {user['_name']}` or `coi kill {user['_name']}` first"
         )
-    worktree.discard(workspace, tree)
+    from coi.sessions import freeze
+
+    with freeze.frozen(connect(load_config(args)), workspace):
+        worktree.discard(workspace, tree)
     output.info(f"discarded worktree {tree.branch} ({tree.path}) and its branch")
     return 0
 

@@ -305,7 +305,7 @@ def _claim(
         if preferred and slot != preferred:
             log(f"slot {preferred} is busy: using slot {slot}")
         name = slots.container_name(workspace, slot, prefix)
-        tree = worktrees.for_slot(worktree, workspace, slot, name, live, reuse)
+        tree = _worktree_for(incus, worktree, workspace, slot, name, live, reuse)
         if reuse:
             log(f"reusing persistent container {name}")
             network.ensure_rules(incus, name)  # after a reboot the host holds none
@@ -322,6 +322,19 @@ def _claim(
         launch.create(incus, spec, start=False)
     launch.start_or_discard(incus, name, spec)
     return name, slot, "new"
+
+
+def _worktree_for(incus: IncusAPI, flag: str | None, workspace: Path, slot: int, name: str,
+                  live: list[dict[str, Any]], reuse: bool) -> Any:  # fmt: skip
+    """The slot's worktree (coi/launch/worktrees.py); git writes into the shared git dir
+    with the workspace's running containers frozen (coi/sessions/freeze.py)."""
+    from coi.launch import worktrees
+    from coi.sessions import freeze
+
+    if flag is None and not reuse:
+        return None
+    with freeze.frozen(incus, workspace):
+        return worktrees.for_slot(flag, workspace, slot, name, live, reuse)
 
 
 def _spec(

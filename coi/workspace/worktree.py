@@ -7,8 +7,8 @@ default branch of slot N is `coi/N`). It is created from the workspace's HEAD, l
 `git worktree prune` or `git gc` inside another container, which cannot see this folder,
 never drops its git dir), and owned by the workspace's owner, as the workspace is.
 
-git runs here without hooks or fsmonitor (checkpoints.git), whatever the repository says;
-a merge runs as the workspace's owner, so the files it writes are the owner's.
+git runs here without hooks or fsmonitor (checkpoints.git), whatever the repository says,
+and always as the workspace's owner, so the files it writes are the owner's.
 """
 
 from __future__ import annotations
@@ -17,13 +17,17 @@ import contextlib
 import os
 import pwd
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from coi.core import paths, proc, slots
+from coi.core import dropped, paths, safefs, slots
 from coi.core.errors import CoiError, CommandFailed, UsageError
 from coi.workspace import checkpoints, owner
+
+T = TypeVar("T")
 
 PREFIX = "coi/"
 # A conservative subset of git-check-ref-format(1): letters, digits, '.', '_', '-', '/'.
@@ -115,12 +119,38 @@ def wanted_branch(flag: str | None, configured: bool, slot: int) -> str | None:
     return None
 
 
-# -- git ----------------------------------------------------------------------------------
+# -- git (as the workspace's owner) -------------------------------------------------------
+#
+# Every step below runs as the workspace's owner (coi/core/dropped.py: no groups, no
+# capabilities), never as root, so the folders, refs and objects git makes are the owner's
+# and a mistake reaches no further than the owner could. Before git writes into the shared
+# git dir, each folder and file it will write through is checked for a link (one planted in
+# .git would send the write anywhere the owner may write); the callers freeze the
+# workspace's containers around the steps that write (coi/sessions/freeze.py).
+
+
+def _owned(workspace: Path, fn: Callable[..., T], *args: Any, extra: Sequence[Path] = ()) -> T:
+    """fn(workspace, *args) as the workspace's owner, the worktrees' folder reachable."""
+    who = dropped.needed(workspace)
+    base = root(workspace)
+    if who is not None:
+        paths.ensure(base)
+        owner.hand_back(base.parent, [base.name], who, deep=False)
+    places = [workspace, *([base] if base.is_dir() else []), *extra]
+    return dropped.call(who, fn, places, workspace, *args)
+
+
+def _git(workspace: Path, *args: str) -> bytes:
+    return checkpoints.git(workspace, *args)
 
 
 def common_dir(workspace: Path) -> Path:
     """The repository's shared git dir (objects, refs, worktrees), absolute."""
-    raw = checkpoints.git(workspace, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return _owned(workspace, _common_dir)
+
+
+def _common_dir(workspace: Path) -> Path:
+    raw = _git(workspace, "rev-parse", "--path-format=absolute", "--git-common-dir")
     return Path(raw.decode().strip())
 
 
@@ -132,28 +162,63 @@ def ensure(workspace: Path, branch: str) -> Worktree:
         raise UsageError(why)
     if not checkpoints.is_git(workspace):
         raise UsageError(f"--worktree needs a git repository: {workspace} is not the top of one")
-    why = unreachable(common_dir(workspace))
+    common = common_dir(workspace)
+    why = unreachable(common)
     if why:
         raise UsageError(why)
-    place = folder(workspace, branch)
+    return _owned(workspace, _ensure, branch, folder(workspace, branch), common, extra=[common])
+
+
+def _ensure(workspace: Path, branch: str, place: Path, common: Path) -> Worktree:
     if (place / ".git").is_file():
         _check_reused(place, branch)
         return Worktree(branch, place)
     place.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if has_branch(workspace, branch):
+    if _has_branch(workspace, branch):
         args = [str(place), branch]
     elif _has_commit(workspace):
         args = ["-b", branch, str(place), "HEAD"]
     else:
         raise UsageError(f"{workspace} has no commit yet: commit once, then use --worktree")
+    refuse_links(common, written_by(branch, place.name))
     _git_user_error(workspace, "worktree", "add", "--lock", "--reason", LOCK_REASON, *args)
-    give(workspace, place)
     return Worktree(branch, place)
+
+
+def written_by(branch: str, admin: str) -> list[str]:
+    """The paths of the shared git dir that making or removing branch's worktree writes
+    (its ref, its reflog, the worktree's admin folder), each folder on the way included."""
+    found: list[str] = ["packed-refs"]
+    for top in (f"refs/heads/{branch}", f"logs/refs/heads/{branch}", f"worktrees/{admin}"):
+        parts = top.split("/")
+        found += ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return list(dict.fromkeys(found))
+
+
+def refuse_links(common: Path, rels: Sequence[str]) -> None:
+    """UsageError when one of rels under the git dir is a link (or lies beyond one)."""
+    fd = os.open(common, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for rel in rels:
+            try:
+                info = safefs.lstat(fd, rel)
+            except safefs.Escape:
+                info = None
+                bad = True
+            else:
+                bad = info is not None and stat.S_ISLNK(info.st_mode)
+            if bad:
+                raise UsageError(
+                    f"{common / rel} is a symbolic link, which git would write through: "
+                    "remove it (a session may have planted it), then try again"
+                )
+    finally:
+        os.close(fd)
 
 
 def _check_reused(place: Path, branch: str) -> None:
     try:
-        on = checkpoints.git(place, "symbolic-ref", "-q", "--short", "HEAD").decode().strip()
+        on = _git(place, "symbolic-ref", "-q", "--short", "HEAD").decode().strip()
     except CoiError:
         on = ""
     if on != branch:
@@ -165,7 +230,7 @@ def _check_reused(place: Path, branch: str) -> None:
 
 def _has_commit(workspace: Path) -> bool:
     try:
-        checkpoints.git(workspace, "rev-parse", "-q", "--verify", "HEAD^{commit}")
+        _git(workspace, "rev-parse", "-q", "--verify", "HEAD^{commit}")
     except CoiError:
         return False
     return True
@@ -173,8 +238,12 @@ def _has_commit(workspace: Path) -> bool:
 
 def has_branch(workspace: Path, branch: str) -> bool:
     """True when the repository has the local branch."""
+    return _owned(workspace, _has_branch, branch)
+
+
+def _has_branch(workspace: Path, branch: str) -> bool:
     try:
-        checkpoints.git(workspace, "show-ref", "--verify", "-q", f"refs/heads/{branch}")
+        _git(workspace, "show-ref", "--verify", "-q", f"refs/heads/{branch}")
     except CoiError:
         return False
     return True
@@ -182,7 +251,7 @@ def has_branch(workspace: Path, branch: str) -> bool:
 
 def _git_user_error(workspace: Path, *args: str) -> bytes:
     try:
-        return checkpoints.git(workspace, *args)
+        return _git(workspace, *args)
     except CommandFailed as exc:
         raise UsageError(f"git {args[0]} {args[1]}: {said(exc)}") from None
 
@@ -194,23 +263,14 @@ def said(exc: CommandFailed) -> str:
     return (why or lines or ["no output"])[-1]
 
 
-def give(workspace: Path, place: Path) -> None:
-    """Give what coi (as root) just made for a worktree to the workspace's owner: the
-    worktree, its git dir, the branch's ref and log, and object folders (which a commit
-    inside writes into)."""
-    who = owner.needed(workspace)
-    if who is None:
-        return
-    owner.hand_back(place.parent, [place.name], who)
-    common = common_dir(workspace)
-    owner.hand_back(common, ["worktrees", "refs/heads", "logs/refs/heads"], who)
-    owner.objects(common, who)
-
-
 def all_of(workspace: Path) -> list[Worktree]:
     """The coi worktrees git knows for this workspace (those under its root)."""
-    raw = checkpoints.git(workspace, "worktree", "list", "--porcelain", "-z").decode()
-    mine, found, current = root(workspace), [], {}
+    return _owned(workspace, _all_of, root(workspace))
+
+
+def _all_of(workspace: Path, mine: Path) -> list[Worktree]:
+    raw = _git(workspace, "worktree", "list", "--porcelain", "-z").decode()
+    found, current = [], {}
     for field in [*raw.split("\0"), ""]:
         if field:
             key, _, value = field.partition(" ")
@@ -226,67 +286,79 @@ def all_of(workspace: Path) -> list[Worktree]:
 def merge(workspace: Path, branch: str) -> str:
     """Merge branch into the workspace's current branch (a merge commit, hooks off, as the
     owner); on a conflict abort, leave the tree as it was and raise. The new HEAD."""
-    if not has_branch(workspace, branch):
+    return _owned(workspace, _merge, branch)
+
+
+def _merge(workspace: Path, branch: str) -> str:
+    if not _has_branch(workspace, branch):
         raise UsageError(f"no branch {branch} in {workspace}: see `coi worktree list`")
     if _dirty(workspace):
         raise UsageError(f"{workspace} has uncommitted changes to tracked files: commit or stash")
+    _need_identity(workspace)
     argv = ["merge", "--no-ff", "--no-edit", "-m", f"Merge coi worktree {branch}", branch]
     try:
-        as_owner(workspace, argv)
+        _git(workspace, *argv)
     except CommandFailed as exc:
         conflicts = _conflicts(workspace)
         with contextlib.suppress(CommandFailed):
-            as_owner(workspace, ["merge", "--abort"])
+            _git(workspace, "merge", "--abort")
         if conflicts:
             raise CoiError(
                 f"merging {branch} conflicts in {', '.join(conflicts[:5])}: nothing changed; "
                 f"merge it yourself with `git merge {branch}`"
             ) from None
         raise CoiError(f"git merge {branch} failed: {said(exc)}; nothing changed") from None
-    return as_owner(workspace, ["rev-parse", "HEAD"]).decode().strip()
+    return _git(workspace, "rev-parse", "HEAD").decode().strip()
+
+
+def _need_identity(workspace: Path) -> None:
+    """A merge commit needs the owner's name and email: say how to set them when missing
+    (git's own words, 'unable to auto-detect email address', name no fix)."""
+    try:
+        _git(workspace, "var", "GIT_COMMITTER_IDENT")
+    except CommandFailed:
+        raise UsageError(
+            f"git has no name or email for {pwd_name(os.getuid())} to sign the merge commit: "
+            'run `git config --global user.name "Your Name"` and '
+            "`git config --global user.email you@example.com` as that user, then merge again"
+        ) from None
+
+
+def pwd_name(uid: int) -> str:
+    """The user's login name, or uid N."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _dirty(workspace: Path) -> bool:
-    raw = as_owner(workspace, ["status", "--porcelain", "-z", "--untracked-files=no"])
+    raw = _git(workspace, "status", "--porcelain", "-z", "--untracked-files=no")
     return bool(raw.strip(b"\0"))
 
 
 def _conflicts(workspace: Path) -> list[str]:
     try:
-        raw = as_owner(workspace, ["diff", "--name-only", "--diff-filter=U", "-z"])
+        raw = _git(workspace, "diff", "--name-only", "--diff-filter=U", "-z")
     except CommandFailed:
         return []
     return [os.fsdecode(p) for p in raw.split(b"\0") if p]
 
 
-def as_owner(workspace: Path, args: Sequence[str]) -> bytes:
-    """git in the workspace (hooks and fsmonitor off), as its owner when coi is root."""
-    info = os.stat(workspace)
-    trust = ("-c", f"safe.directory={workspace.resolve()}")
-    argv = ["git", *checkpoints.SAFE, *trust, *args]
-    env = None
-    if os.geteuid() == 0 and info.st_uid != 0:
-        drop = [f"--reuid={info.st_uid}", f"--regid={info.st_gid}", "--clear-groups"]
-        argv = ["setpriv", *drop, *argv]
-        env = {"HOME": _home_of(info.st_uid), "GIT_CONFIG_NOSYSTEM": "1"}
-    return proc.run_bytes(argv, cwd=workspace, env=env, timeout=600)
-
-
-def _home_of(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_dir
-    except KeyError:
-        return "/nonexistent"
-
-
 def discard(workspace: Path, tree: Worktree) -> None:
     """Remove the worktree (its folder and git dir) and its branch."""
-    if any(t.path == tree.path for t in all_of(workspace)):
+    common = common_dir(workspace)
+    _owned(workspace, _discard, tree, common, extra=[common])
+
+
+def _discard(workspace: Path, tree: Worktree, common: Path) -> None:
+    refuse_links(common, written_by(tree.branch, tree.path.name))
+    if any(t.path == tree.path for t in _all_of(workspace, tree.path.parent)):
         with contextlib.suppress(CommandFailed):  # already unlocked
-            checkpoints.git(workspace, "worktree", "unlock", str(tree.path))
+            _git(workspace, "worktree", "unlock", str(tree.path))
         if tree.path.exists():
-            checkpoints.git(workspace, "worktree", "remove", "--force", str(tree.path))
+            _git(workspace, "worktree", "remove", "--force", str(tree.path))
         else:  # its folder went by hand: git forgets it (unlocked, so prunable now)
-            checkpoints.git(workspace, "worktree", "prune")
-    if has_branch(workspace, tree.branch):
-        checkpoints.git(workspace, "branch", "-D", tree.branch)
+            _git(workspace, "worktree", "prune")
+    if _has_branch(workspace, tree.branch):
+        _git(workspace, "branch", "-D", tree.branch)
