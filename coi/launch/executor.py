@@ -222,8 +222,7 @@ def sweep(folders: list[Path]) -> None:
     from coi.workspace import gitlinks
 
     clear_setid(folders)
-    for folder in folders:
-        gitlinks.neutralize(folder, output.warn)
+    gitlinks.sweep(folders, output.warn)  # together: a worktree's submodule may point into .git
 
 
 def clear_setid(folders: list[Path]) -> None:

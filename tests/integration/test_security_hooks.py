@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -361,3 +363,75 @@ def test_a_submodule_planted_through_the_index_does_not_run_on_the_host(
     assert "160000" in git(ws, "ls-files", "--stage", "vendor/lib").stdout  # still a gitlink
     git(ws, "status")
     assert not marker.exists()
+
+
+# --- git dirs planted inside .git (issue 20) ------------------------------------------------
+
+OWNER = 1234  # the workspace's owner: not root, not the container's `code` uid
+# Inside, as `code`: nested repositories whose git dirs are moved under the workspace's own
+# .git (every writable corner of it), each added to the index as a submodule; each config
+# runs a payload that would write a marker in a victim folder outside the workspace.
+PLANT_INSIDE_GIT = r"""set -e
+VICTIM=$1
+plant() {  # folder, where its git dir goes (under /workspace)
+    mkdir -p "/workspace/$1" && cd "/workspace/$1"
+    git init -q && echo x > x && git add x
+    git -c user.name=a -c user.email=a@a commit -qm x
+    git config core.fsmonitor "touch $VICTIM/$1; false"
+    mkdir -p "$(dirname "/workspace/$2")" && mv .git "/workspace/$2"
+    printf 'gitdir: ../%s\n' "$2" > .git
+    cd /workspace && git add "$1" 2>/dev/null && echo "planted $1"
+}
+plant top .git/evil
+plant nested .git/modules/m/modules/n
+plant worktree .git/worktrees/w
+plant objects .git/objects/zz
+"""
+PLANTED = ("top", "nested", "worktree", "objects")
+
+
+def owned_scratch(tag: str) -> tuple[Path, Path]:
+    """A repository owned by OWNER in a folder that uid can reach, and beside it (outside
+    the workspace) a victim folder owned by root that anyone may write in."""
+    base = Path(tempfile.mkdtemp(prefix=f"coi-{tag}-", dir="/var/tmp"))
+    base.chmod(0o755)
+    victim = base / "victim"
+    victim.mkdir()
+    victim.chmod(0o1777)
+    ws = scratch_repo(base / "ws")
+    subprocess.run(["chown", "-R", f"{OWNER}:{OWNER}", str(ws)], check=True)
+    return ws, victim
+
+
+def owner_git(repo: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Host git run by the workspace's owner (uid OWNER), as they would run it."""
+    drop = ["setpriv", f"--reuid={OWNER}", f"--regid={OWNER}", "--clear-groups"]
+    env = {"PATH": os.environ["PATH"], "HOME": str(repo.parent), "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run([*drop, "git", "-C", str(repo), *argv], capture_output=True,
+                          text=True, env=env, timeout=60)  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a workspace of uid 1234 needs root to chown")
+def test_a_git_dir_planted_inside_dot_git_does_not_run_on_the_host(
+    env: dict[str, str], incus: Incus
+) -> None:
+    """The end-of-session sweep covers the git dirs under the workspace's own .git: a
+    submodule whose gitfile points at .git/evil, .git/modules/..., .git/worktrees/... or
+    .git/objects/... loses its config, and the owner's `git status` runs nothing."""
+    if incus.image_alias("coi") is None:
+        pytest.skip("no 'coi' image (it has git): build it with `coi build`")
+    ws, victim = owned_scratch("inside-git")
+    try:
+        done = coi("run", "--image", "coi", "--workspace", str(ws), "--",
+                   "sh", "-c", PLANT_INSIDE_GIT, "sh", str(victim))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert [f"planted {p}" for p in PLANTED] == done.stdout.split("\n")[: len(PLANTED)]
+        staged = owner_git(ws, "ls-files", "--stage")
+        assert staged.stdout.count("160000 ") == len(PLANTED), staged
+        status = owner_git(ws, "status")
+        assert status.returncode == 0, status.stderr
+        assert sorted(os.listdir(victim)) == []
+        for planted in PLANTED:
+            assert f"submodule {planted}: moved config" in done.stderr, done.stderr
+    finally:
+        shutil.rmtree(ws.parent, ignore_errors=True)
