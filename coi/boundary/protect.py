@@ -77,7 +77,7 @@ class Survey:
     paths count as missing). git_pointer is the target of a `.git` file, made relative
     to the workspace (None: outside it, or no such file); commondirs maps a git dir to
     its commondir target, relative too (None: outside); worktrees and modules list the
-    git dirs under .git/worktrees and .git/modules.
+    git dirs under .git/worktrees and .git/modules (nested submodules' included).
     """
 
     kinds: Mapping[str, str] = field(default_factory=dict)
@@ -153,8 +153,11 @@ def _git_targets(entries: Sequence[str], survey: Survey) -> list[str]:
     if kind != DIR:  # a gitdir: pointer (or a link): kept as it is
         return [".git", *_gitdir_family(survey.git_pointer, entries, survey)]
     found = _gitdir_family(".git", entries, survey)
-    for sub in survey.worktrees:  # a worktree's own dir redirects through its commondir
-        found += [f"{sub}/{e}" for e in ("commondir", "config.worktree")]
+    # A worktree's own dir redirects through its commondir (and is a git dir of its own
+    # without one); a submodule's (nested ones included) is a whole git dir.
+    per_worktree = list(dict.fromkeys([*entries, "commondir", "config.worktree"]))
+    for sub in survey.worktrees:
+        found += [f"{sub}/{e}" for e in per_worktree]
     for sub in survey.modules:
         found += [f"{sub}/{e}" for e in entries]
     return found

@@ -41,6 +41,7 @@ RECORDS = Path("/var/lib/coi-protect")
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_PRIVATE = 1, 32, 4096, 1 << 18
 MNT_DETACH = 2
 _MAX_GIT_DIRS = 64  # worktrees and submodules looked at, so a planted swarm stays cheap
+_LOOKS = ("HEAD", "config", "commondir")  # what makes a folder under .git/modules a git dir
 
 
 def can_stage() -> bool:
@@ -61,7 +62,7 @@ def survey(workspace: Path, listed: Sequence[str]) -> protect.Survey:
         git_pointer=pointer,
         commondirs=commondirs,
         worktrees=_subdirs(workspace, ".git/worktrees"),
-        modules=_subdirs(workspace, ".git/modules"),
+        modules=git_dirs(workspace, ".git/modules"),
     )
     kinds = dict(facts.kinds)
     for rel in protect.targets(listed, facts):
@@ -117,6 +118,24 @@ def _subdirs(workspace: Path, rel: str) -> tuple[str, ...]:
         return ()
     names = sorted(os.listdir(workspace / rel))[:_MAX_GIT_DIRS]
     return tuple(f"{rel}/{n}" for n in names if kind_of(workspace, f"{rel}/{n}") == protect.DIR)
+
+
+def git_dirs(workspace: Path, rel: str) -> tuple[str, ...]:
+    """The submodules' git dirs under rel, nested ones included: a folder holding HEAD,
+    config or commondir is one (its own modules/ is looked in too); any other folder is
+    looked through (a submodule's name may hold '/'). Bounded; links never followed."""
+    found: list[str] = []
+    queue, looked = [rel], 0
+    while queue and looked < _MAX_GIT_DIRS * 4 and len(found) < _MAX_GIT_DIRS:
+        folder = queue.pop(0)
+        looked += 1
+        for sub in _subdirs(workspace, folder):
+            if any(kind_of(workspace, f"{sub}/{n}") != protect.MISSING for n in _LOOKS):
+                found.append(sub)
+                queue.append(f"{sub}/modules")
+            elif sub.count("/") < rel.count("/") + 8:
+                queue.append(sub)
+    return tuple(found[:_MAX_GIT_DIRS])
 
 
 def _read_small(workspace: Path, rel: str) -> str:

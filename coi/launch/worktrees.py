@@ -4,8 +4,11 @@ so commits inside share its objects and refs while its hooks and config stay rea
 
 As root the git dir's disk is a locked view (coi/protect_host.py: read-only binds the
 container cannot undo) of the git entries that run code on the host (hooks, config,
-info/attributes, commondir, config.worktree), and of each worktree's own commondir,
-config.worktree and gitdir; objects, refs, logs and the slot's worktree dir stay writable.
+info/attributes, commondir, config.worktree), of the same in each worktree's own dir (and
+its gitdir) and in each submodule's git dir under modules/ (the main tree's `git status`
+runs a submodule's config); objects, refs, logs and the slot's worktree dir stay writable.
+What the container makes anew there (a git dir of its own, say) is swept when the session
+ends (coi/workspace/gitlinks.py).
 Without root coi cannot build it: hooks/ and config are then plain read-only disks, which
 root in the container could unmount (said at start, as for protected paths).
 """
@@ -106,14 +109,17 @@ def view_name(name: str) -> str:
 
 
 def listed(common: Path) -> tuple[str, ...]:
-    """The git dir's entries kept read-only: the git entries, and each worktree's own."""
+    """The git dir's entries kept read-only: the git entries, each worktree's own, and
+    those of every submodule's git dir (nested ones included), which the main tree uses."""
     found = list(protect.GIT_ENTRIES)
     if protect_host.kind_of(common, "worktrees") == protect.DIR:
         names = sorted(os.listdir(common / "worktrees"))[:_MAX_WORKTREES]
         for sub in names:
             if protect_host.kind_of(common, f"worktrees/{sub}") == protect.DIR:
-                found += [f"worktrees/{sub}/{e}" for e in PER_WORKTREE]
-    return tuple(found)
+                found += [f"worktrees/{sub}/{e}" for e in (*protect.GIT_ENTRIES, *PER_WORKTREE)]
+    for sub in protect_host.git_dirs(common, "modules"):
+        found += [f"{sub}/{e}" for e in protect.GIT_ENTRIES]
+    return tuple(dict.fromkeys(found))
 
 
 def stage(name: str, common: Path | None, locked: bool) -> None:

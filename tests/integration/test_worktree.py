@@ -256,3 +256,91 @@ def test_a_kept_container_goes_on_in_its_worktree(user_config: None, repo: Path)
         assert (repo / "shared.txt").read_text() == "base\n"
     finally:
         assert coi("kill", name).returncode == 0
+
+
+# --- the shared git dir's submodules (issue 20) ---------------------------------------------
+
+OTHER_OWNER = 1234  # not root, not the container's `code` uid
+# Inside a worktree session: write the main tree's submodule config in the shared git dir
+# (as `code` and as root), swap that submodule's git dir for a copy with a payload, and give
+# the worktree a submodule whose git dir lies in the shared dir's objects folder.
+PLANT_MODULES = r"""
+VICTIM=$1
+common=$(git rev-parse --path-format=absolute --git-common-dir)
+m="$common/modules/sub"
+for who in "" "sudo -n"; do
+    $who git config --file "$m/config" core.fsmonitor "touch $VICTIM/config; false" \
+        2>/dev/null && echo "WROTE config ${who:-code}"
+done
+if mv "$m" "$m.old" 2>/dev/null; then
+    cp -a "$m.old" "$m" && git config --file "$m/config" core.fsmonitor \
+        "touch $VICTIM/swap; false" && echo "WROTE swap"
+fi
+set -e
+mkdir evil && cd evil && git init -q && echo x > x && git add x
+git -c user.name=a -c user.email=a@a commit -qm x
+git config core.fsmonitor "touch $VICTIM/worktree; false"
+mv .git "$common/objects/evil" && printf 'gitdir: %s\n' "$common/objects/evil" > .git
+cd .. && git add evil 2>/dev/null && echo PLANTED
+"""
+
+
+@pytest.fixture
+def owned_repo(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    """A workspace of uid 1234 with a real submodule (its git dir in .git/modules/sub), a
+    victim folder of root's beside it, and COI_HOME where that uid can reach its worktrees."""
+    if os.geteuid() != 0:
+        pytest.skip("a workspace of uid 1234 needs root to chown")
+    base = Path(tempfile.mkdtemp(prefix="coi-wt-mod-", dir="/var/tmp"))
+    base.chmod(0o755)
+    monkeypatch.setenv("COI_HOME", str(base / "coi-home"))
+    upstream, ws, victim = base / "upstream", base / "project", base / "victim"
+    for repo in (upstream, ws):
+        repo.mkdir()
+        (repo / "README").write_text(f"{repo.name}\n")
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "add", ".")
+        git(repo, "commit", "-qm", "base")
+    git(ws, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(upstream), "sub")
+    git(ws, "commit", "-qm", "with a submodule")
+    subprocess.run(["chown", "-R", f"{OTHER_OWNER}:{OTHER_OWNER}", str(ws)], check=True)
+    victim.mkdir()
+    victim.chmod(0o1777)
+    try:
+        yield ws, victim
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def host_git(repo: Path, *args: str, owner: bool = True) -> subprocess.CompletedProcess[str]:
+    """Host git as the workspace's owner would run it (or, owner False, as root, who ran coi
+    and whose COI_HOME holds the worktree), hooks and fsmonitor as the repository says."""
+    drop = ["setpriv", f"--reuid={OTHER_OWNER}", f"--regid={OTHER_OWNER}", "--clear-groups"]
+    trust = [] if owner else ["-c", "safe.directory=*"]
+    env = {"PATH": os.environ["PATH"], "HOME": str(repo.parent), "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run([*(drop if owner else []), "git", *trust, "-C", str(repo), *args],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+
+def test_a_worktree_session_cannot_plant_in_the_shared_submodules(
+    incus: Incus, owned_repo: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if incus.image_alias("coi") is None:
+        pytest.skip("no 'coi' image (it has git): build it with `coi build`")
+    user_config_path().write_text('[defaults]\nimage = "coi"\n[tool]\nname = "shell"\n')
+    own_prefix(monkeypatch, "w")
+    ws, victim = owned_repo
+    config_before = (ws / ".git" / "modules" / "sub" / "config").read_bytes()
+    done = coi(*("run", "--workspace", str(ws), "--worktree", "--"),
+               *("sh", "-c", PLANT_MODULES, "sh", str(victim)))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "PLANTED" in done.stdout and "WROTE" not in done.stdout, done.stdout
+    assert (ws / ".git" / "modules" / "sub" / "config").read_bytes() == config_before
+    status = host_git(ws, "status")  # recurses into sub, whose git dir is the shared one's
+    assert status.returncode == 0, status.stderr
+    (tree,) = Path(os.environ["COI_HOME"]).joinpath("worktrees").glob("*/coi%2F1")
+    listed = host_git(tree, "ls-files", "--stage", "evil", owner=False)
+    assert "160000" in listed.stdout, listed
+    assert host_git(tree, "status", owner=False).returncode == 0
+    assert sorted(os.listdir(victim)) == []
+    assert "submodule evil: moved config aside" in done.stderr, done.stderr

@@ -60,3 +60,31 @@ def test_the_plan_covers_every_target_parents_first(
         assert any(_under(target, r) for r in readonly)
     for pin in (e.rel for e in plan if not e.readonly):
         assert any(_under(t, pin) and t != pin for t in protect.targets(listed, survey))
+
+
+_git_dir_names = st.lists(st.sampled_from(["m", "n", "modules", "lib"]), min_size=1, max_size=4)
+
+
+@given(
+    st.lists(_git_dir_names.map(lambda p: ".git/modules/" + "/".join(p)), max_size=4),
+    st.lists(st.sampled_from(["w", "x"]).map(lambda n: f".git/worktrees/{n}"), max_size=2),
+    st.lists(st.sampled_from(protect.GIT_ENTRIES), min_size=1, unique=True),
+)
+def test_every_submodule_and_worktree_git_dir_gets_the_git_entries_read_only(
+    modules: list[str], worktrees: list[str], entries: list[str]
+) -> None:
+    """Nested submodules' git dirs and worktrees' own dirs are git dirs like .git: each
+    listed git entry is read-only in each, and a worktree's redirects always are."""
+    survey = protect.Survey(
+        kinds={".git": "dir"}, worktrees=tuple(dict.fromkeys(worktrees)),
+        modules=tuple(dict.fromkeys(modules)),
+    )  # fmt: skip
+    listed = [f".git/{e}" for e in entries]
+    plan = protect.plan(listed, survey)
+    readonly = [e.rel for e in plan if e.readonly]
+    for gitdir in [*modules, *worktrees]:
+        for entry in entries:
+            assert any(_under(f"{gitdir}/{entry}", r) for r in readonly)
+    for gitdir in worktrees:
+        for entry in ("commondir", "config.worktree"):
+            assert any(_under(f"{gitdir}/{entry}", r) for r in readonly)

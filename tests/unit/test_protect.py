@@ -127,6 +127,49 @@ def test_the_survey_reads_the_workspace_without_following_links(tmp_path: Path) 
     assert survey.worktrees == (".git/worktrees/w",)
 
 
+def test_the_survey_finds_nested_submodules_and_not_a_link(tmp_path: Path) -> None:
+    """Submodules' git dirs under .git/modules, nested ones and names with '/' included;
+    a folder that holds nothing of a git dir is looked through; a link is never entered."""
+    ws = tmp_path / "ws"
+    modules = ws / ".git" / "modules"
+    for gitdir in ("a", "a/modules/b", "lib/c"):
+        (modules / gitdir).mkdir(parents=True)
+        (modules / gitdir / "HEAD").write_text("ref: refs/heads/main\n")
+    (modules / "a" / "refs" / "config").mkdir(parents=True)  # inside a git dir: not looked at
+    (tmp_path / "elsewhere" / "x").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "x" / "config").write_text("")
+    (modules / "linked").symlink_to(tmp_path / "elsewhere")
+    survey = protect_host.survey(ws, protect.paths())
+    assert sorted(survey.modules) == [".git/modules/a", ".git/modules/a/modules/b",
+                                      ".git/modules/lib/c"]  # fmt: skip
+    found = protect.targets(protect.paths(), survey)
+    assert ".git/modules/a/modules/b/config" in found and ".git/modules/lib/c/hooks" in found
+
+
+def test_a_worktrees_own_dir_is_a_git_dir_too() -> None:
+    survey = Survey(kinds={".git": DIR}, worktrees=(".git/worktrees/w",))
+    found = protect.targets(protect.paths(), survey)
+    for entry in protect.GIT_ENTRIES:
+        assert f".git/worktrees/w/{entry}" in found
+
+
+def test_the_shared_git_dirs_view_keeps_its_submodules_read_only(tmp_path: Path) -> None:
+    from coi.launch import worktrees
+
+    common = tmp_path / "repo" / ".git"
+    for gitdir in ("modules/sub", "modules/sub/modules/deep", "worktrees/w"):
+        (common / gitdir).mkdir(parents=True)
+        (common / gitdir / "HEAD").write_text("ref: refs/heads/main\n")
+    listed = worktrees.listed(common)
+    for gitdir in ("modules/sub", "modules/sub/modules/deep"):
+        assert {f"{gitdir}/{e}" for e in protect.GIT_ENTRIES} <= set(listed)
+    assert {f"worktrees/w/{e}" for e in (*protect.GIT_ENTRIES, "gitdir")} <= set(listed)
+    assert len(listed) == len(set(listed))
+    plan = protect.plan(listed, protect_host.survey(common, listed))
+    pins = {e.rel for e in plan if not e.readonly}
+    assert {"modules", "modules/sub", "modules/sub/modules/deep"} <= pins  # none renamed away
+
+
 def test_the_survey_follows_a_git_file_only_inside_the_workspace(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     (ws / "main" / ".git").mkdir(parents=True)
