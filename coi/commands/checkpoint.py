@@ -10,7 +10,7 @@ import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coi.commands.cli import Command
+from coi.commands.cli import PLACE, Command
 from coi.commands.common import load_config, workspace_of
 from coi.core import output
 
@@ -153,18 +153,20 @@ def _diff(p: argparse.ArgumentParser) -> None:
     _fmt(p)
 
 
+HERE = ("workspace",)  # list, prune and diff read no config
+
 COMMANDS: dict[str, Command] = {
     "checkpoint": Command(
         help="record the workspace's files (`coi checkpoint [NAME] [-m MSG]`), list, prune",
         default="create",
         sub={
-            "create": Command(C + "create", "record the workspace's files now", _create, True),
-            "list": Command(C + "list_", "list this workspace's checkpoints", _fmt, True),
-            "prune": Command(C + "prune", "keep only the newest N checkpoints", _prune, True),
+            "create": Command(C + "create", "record the workspace's files now", _create, PLACE),
+            "list": Command(C + "list_", "list this workspace's checkpoints", _fmt, HERE),
+            "prune": Command(C + "prune", "keep only the newest N checkpoints", _prune, HERE),
         },
     ),
-    "diff": Command(C + "diff", "what changed since a checkpoint", _diff, globals=True),
+    "diff": Command(C + "diff", "what changed since a checkpoint", _diff, HERE),
     "rollback": Command(
-        C + "rollback", "put the files back as a checkpoint had them (undoable)", _which, True
+        C + "rollback", "put the files back as a checkpoint had them (undoable)", _which, PLACE
     ),
 }

@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from coi import __version__
 from coi.core import output
@@ -34,16 +34,31 @@ class Command:
     target: str = ""
     help: str = ""
     args: ArgAdder | None = None
-    globals: bool = False
+    globals: bool | tuple[str, ...] = False  # its session flags: True = PLACE, or by name
     sub: dict[str, Command] = field(default_factory=dict)
     default: str = ""  # the subcommand meant when the word after the group is none of them
 
 
-def session_flags(parser: argparse.ArgumentParser) -> None:
-    """The global flags of a session (reference README); unset flags stay absent."""
+# The session flags by name (--continue is resume's alias). A command takes only those it
+# reads: `coi rollback --help` listing --image or --network would promise what it ignores.
+SESSION = (
+    *("workspace", "slot", "persistent", "resume", "profile", "image", "env", "storage"),
+    *("mount", "network", "tool", "verbose", "worktree"),
+)
+PLACE = ("workspace", "profile")  # a command about a workspace and the config it reads
+CONFIG = (*PLACE, "image", "persistent", "env", "network", "tool")  # flags that set config
+
+
+def session_flags(parser: argparse.ArgumentParser, only: Sequence[str] = SESSION) -> None:
+    """The global flags of a session (reference README), those named in `only`; unset
+    flags stay absent."""
     s = argparse.SUPPRESS
-    add = parser.add_argument
-    add("--workspace", metavar="PATH", default=s, help="workspace to mount (default: cwd)")
+
+    def add(flag: str, **kwargs: Any) -> None:
+        if kwargs.get("dest", flag.removeprefix("--")) in only:
+            parser.add_argument(flag, **kwargs)
+
+    add("--workspace", metavar="PATH", default=s, help="the workspace folder (default: cwd)")
     add("--slot", type=_slot, metavar="N", default=s, help="slot for parallel sessions (0=auto)")
     add(
         "--persistent",
@@ -215,7 +230,7 @@ COMMANDS: dict[str, Command] = {
                 "coi.commands.config:show",
                 "print the config as coi will use it",
                 _config_show,
-                globals=True,
+                globals=CONFIG,
             )
         },
     ),
@@ -261,7 +276,8 @@ def _add_commands(parser: argparse.ArgumentParser, table: dict[str, Command], de
     for name, command in table.items():
         child = subs.add_parser(name, help=command.help, description=command.help)
         if command.globals:
-            session_flags(child)
+            flags = command.globals
+            session_flags(child, PLACE if isinstance(flags, bool) else flags)
         if command.args:
             command.args(child)
         if command.sub:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from coi.commands.cli import Command
+from coi.commands.cli import PLACE, Command
 from coi.commands.common import connect, load_config, session_request, workspace_of
 from coi.core import output
 from coi.core.errors import UsageError
@@ -86,6 +86,9 @@ def _drain(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="every workspace's pool")
 
 
+# What a pooled container is made for (its pool key); a persistent session takes none.
+FILL = (*PLACE, "image", "env", "storage", "mount", "network", "tool")
+
 COMMANDS: dict[str, Command] = {
     "pool": Command(
         help="the warm pool: booted containers ready for this workspace's next sessions",
@@ -93,7 +96,7 @@ COMMANDS: dict[str, Command] = {
             "status": Command(
                 P + "status", "list pooled containers and this pool's size", _status, True
             ),
-            "fill": Command(P + "fill", "make the missing pooled containers now", _fill, True),
+            "fill": Command(P + "fill", "make the missing pooled containers now", _fill, FILL),
             "drain": Command(
                 P + "drain", "remove this workspace's pooled containers", _drain, True
             ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coi.commands.cli import Command
+from coi.commands.cli import SESSION, Command
 
 S = "coi.commands.session.run:"
 M = "coi.commands.session.manage:"
@@ -68,17 +68,19 @@ def _name(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, Command] = {
     "shell": Command(
-        S + "shell", "start or resume an AI coding session (the default)", _shell, globals=True
+        S + "shell", "start or resume an AI coding session (the default)", _shell, SESSION
     ),
     "run": Command(
         S + "run",
         "run a command in a fresh session container, non-interactively",
         _run,
-        globals=True,
+        SESSION,
     ),
-    "attach": Command(S + "attach", "attach to a running session", _attach, globals=True),
+    "attach": Command(
+        S + "attach", "attach to a running session", _attach, ("workspace", "slot", "profile")
+    ),
     "list": Command(M + "list_", "list coi containers (and saved sessions with --all)", _list),
-    "info": Command(M + "info", "show a saved session", _info, globals=True),
+    "info": Command(M + "info", "show a saved session", _info, ("workspace",)),
     "shutdown": Command(
         M + "shutdown", "stop containers cleanly, saving their sessions", _shutdown
     ),
