@@ -321,6 +321,31 @@ def release(name: str) -> None:
         _release(name)
 
 
+@contextlib.contextmanager
+def stand_in(name: str, workspace: Path) -> Iterator[None]:
+    """An empty folder where the view of a stopped instance goes, while coi changes its
+    record. Incus checks every disk on every update and takes a recursive one only when its
+    source is a folder, and the view exists only while coi runs the instance. Under the
+    workspace's view lock (no start stages the view meanwhile); removed after, so that
+    `incus start` still refuses to run the instance without coi. Without root: nothing."""
+    target = protect.view_path(name)
+    if not can_stage():
+        yield
+        return
+    RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _one_at_a_time(str(workspace)):
+        made = not os.path.lexists(target)
+        if made:
+            protect.VIEW_ROOT.mkdir(mode=0o700, exist_ok=True)
+            target.mkdir(mode=0o700)
+        try:
+            yield
+        finally:
+            if made:
+                with contextlib.suppress(OSError):
+                    target.rmdir()
+
+
 def _release(name: str) -> None:
     target, manifest = protect.view_path(name), manifest_path(name)
     with contextlib.suppress(OSError):

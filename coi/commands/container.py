@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from coi.commands.common import connect, load_config
 from coi.core import output
-from coi.core.errors import NotFound, UsageError
+from coi.core.errors import IncusError, NotFound, UsageError
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -36,8 +36,19 @@ def launch(args: argparse.Namespace) -> int:
 
 
 def start(args: argparse.Namespace) -> int:
-    """Start a stopped instance."""
-    connect(load_config(args)).set_state(args.name, "start")
+    """Start a stopped instance (a session's persistent container: say how it starts)."""
+    incus = connect(load_config(args))
+    try:
+        incus.set_state(args.name, "start")
+    except IncusError as exc:
+        config = incus.instance(args.name).get("config") or {}
+        ours = "user.coi.slot" in config and "user.coi.workspace" in config
+        if not ours or "recursive option" not in str(exc):  # the view only coi builds
+            raise
+        from coi.core.slots import restart_hint
+
+        hint = restart_hint(config["user.coi.slot"], config["user.coi.workspace"])
+        raise UsageError(f"{args.name} is a session's container: {hint}") from exc
     return 0
 
 
@@ -126,12 +137,15 @@ def mount(args: argparse.Namespace) -> int:
     source = Path(args.source).expanduser().resolve()
     if not source.exists():
         raise UsageError(f"{args.source} does not exist: pass an existing host path")
+    from coi.launch import executor as launch
+
     incus = connect(load_config(args))
     device = {"type": "disk", "source": str(source), "path": args.path}
     if args.shift:
         device["shift"] = "true"
-    devices = dict(incus.instance(args.name).get("devices") or {})
-    devices[args.device] = device
-    incus.update_instance(args.name, {"devices": devices})
+    with launch.changing(incus, args.name) as record:
+        devices = dict(record.get("devices") or {})
+        devices[args.device] = device
+        incus.update_instance(args.name, {"devices": devices})
     output.info(f"mounted {source} at {args.path} in {args.name}")
     return 0

@@ -16,20 +16,22 @@ P = "coi.commands.port:"
 
 
 def add(args: argparse.Namespace) -> int:
-    """Add a proxy device; a running container gets it at once."""
+    """Add a proxy device; a running container gets it at once, a stopped one at its start."""
+    from coi.launch import executor as launch
     from coi.network import ports
 
     port = ports.parse(args.host, args.container_port, args.protocol)
     incus = connect(load_config(args))
-    devices = dict(incus.instance(args.name).get("devices") or {})
-    taken = {p.host_port for p in ports.from_devices(devices) if p.protocol == port.protocol}
-    if port.host_port in taken:
-        raise UsageError(
-            f"{args.name} already forwards {port.protocol} port {port.host_port}: "
-            f"`coi port remove {args.name} {port.host_port}` first"
-        )
-    devices[port.device] = port.as_device()
-    incus.update_instance(args.name, {"devices": devices})
+    with launch.changing(incus, args.name) as record:
+        devices = dict(record.get("devices") or {})
+        taken = {p.host_port for p in ports.from_devices(devices) if p.protocol == port.protocol}
+        if port.host_port in taken:
+            raise UsageError(
+                f"{args.name} already forwards {port.protocol} port {port.host_port}: "
+                f"`coi port remove {args.name} {port.host_port}` first"
+            )
+        devices[port.device] = port.as_device()
+        incus.update_instance(args.name, {"devices": devices})
     where = f"{port.host_addr}:{port.host_port}"
     output.info(f"{where} on the host now reaches port {port.container_port} in {args.name}")
     return 0
@@ -63,18 +65,22 @@ def list_(args: argparse.Namespace) -> int:
 
 def remove(args: argparse.Namespace) -> int:
     """Remove one forward (by host port) or all of them."""
+    from coi.launch import executor as launch
     from coi.network import ports
 
     incus = connect(load_config(args))
-    forwards = ports.from_devices(incus.instance(args.name).get("devices") or {})
-    if args.port != "all":
-        wanted = ports.number(args.port, "host port")
-        forwards = [p for p in forwards if p.host_port == wanted]
-        if not forwards:
-            raise NotFound(
-                f"{args.name} forwards no port {wanted}: see `coi port list {args.name}`"
-            )
-    incus.remove_devices(args.name, [port.device for port in forwards])
+    with launch.changing(incus, args.name) as record:
+        forwards = ports.from_devices(record.get("devices") or {})
+        if args.port != "all":
+            wanted = ports.number(args.port, "host port")
+            forwards = [p for p in forwards if p.host_port == wanted]
+            if not forwards:
+                raise NotFound(
+                    f"{args.name} forwards no port {wanted}: see `coi port list {args.name}`"
+                )
+        incus.remove_devices(args.name, [port.device for port in forwards])
+    for port in forwards:
+        output.info(f"{port.host_addr}:{port.host_port} on the host no longer reaches {args.name}")
     return 0
 
 

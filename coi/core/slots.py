@@ -108,3 +108,16 @@ def choose(
         if not preferred and idle:
             return idle[0], True
     return allocate(held, limit, preferred), False
+
+
+def restart_hint(slot: object, workspace: object) -> str:
+    """How a stopped persistent container starts again. Its workspace disk is the locked
+    view that only coi builds, for a session's start (coi/boundary/protect_host.py), so
+    Incus refuses `incus start` ("The recursive option is only supported for additional
+    bind-mounted paths"), after a reboot too."""
+    import shlex
+
+    return (
+        f"`coi shell --persistent --slot {slot} --workspace {shlex.quote(str(workspace))}` "
+        "starts it again (not `incus start`: its workspace view exists only while coi runs it)"
+    )

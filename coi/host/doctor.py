@@ -200,6 +200,20 @@ def check_brokers() -> Check:
     )
 
 
+def check_kept(incus: IncusAPI) -> Check:
+    """Stopped persistent session containers, each with how it starts again."""
+    from coi.core import slots
+
+    kept = []
+    for inst in incus.get("instances", "listing instances", recursion=1):
+        config = inst.get("config") or {}
+        slot, workspace = config.get("user.coi.slot"), config.get("user.coi.workspace")
+        persistent = config.get("user.coi.persistent") == "true"
+        if inst.get("status") == "Stopped" and persistent and slot and workspace:
+            kept.append(f"{inst['name']} is stopped: {slots.restart_hint(slot, workspace)}")
+    return Check("persistent containers", OK, "; ".join(kept) or "none stopped")
+
+
 def run_checks(cfg: Config) -> list[Check]:
     """All host checks, in order; later checks are skipped once Incus is unreachable."""
     from coi.config.endpoint import connect
@@ -224,6 +238,7 @@ def run_checks(cfg: Config) -> list[Check]:
         lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
         lambda: check_image(incus, cfg.defaults.image),
         check_brokers,
+        lambda: check_kept(incus),
     ]
     for step in steps:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -187,6 +187,37 @@ def release_orphaned_views(incus: IncusAPI) -> list[str]:
     for name in gone:
         release_workspace(name)
     return gone
+
+
+@contextlib.contextmanager
+def changing(incus: IncusAPI, name: str) -> Iterator[dict[str, Any]]:
+    """The record of an instance coi is about to change (devices, config), read once. A
+    stopped instance's disks name its locked views, which exist only while coi runs it, and
+    Incus refuses every update until they do: meanwhile each gets an empty stand-in
+    (protect_host.stand_in). A start is coi's own (`coi shell --persistent`), which builds
+    the real views, so a change made now is kept, not replayed later."""
+    from coi.boundary import protect_host
+
+    record = incus.instance(name)
+    with contextlib.ExitStack() as stack:
+        for view, folder in views_of(record):
+            stack.enter_context(protect_host.stand_in(view, folder))
+        yield record
+
+
+def views_of(record: dict[str, Any]) -> list[tuple[str, Path]]:
+    """(view name, host folder it shows) of each locked view an instance's disks name."""
+    config = record.get("config") or {}
+    workspace = config.get(worktrees.FOLDER_KEY) or config.get(LABEL + "workspace")
+    found = []
+    for dev, device in (record.get("devices") or {}).items():
+        source = Path(str(device.get("source", "")))
+        if device.get("type") != "disk" or source.parent != protect.VIEW_ROOT:
+            continue
+        folder = worktrees.host_folder(dev, device) or (Path(workspace) if workspace else None)
+        if folder is not None:
+            found.append((source.name, folder))
+    return found
 
 
 def host_folders(incus: IncusAPI, name: str) -> list[Path]:

@@ -303,7 +303,10 @@ def _claim(
         occupants = _occupants(live, workspace, prefix)
         slot, reuse = slots.choose(occupants, limit, preferred, cfg.defaults.persistent)
         if preferred and slot != preferred:
-            log(f"slot {preferred} is busy: using slot {slot}")
+            kept = slots.Occupant(preferred, False, True) in occupants  # stopped, persistent
+            hint = f"; {slots.restart_hint(preferred, workspace)}" if kept else ""
+            held = "holds a stopped persistent container" if kept else "is busy"
+            log(f"slot {preferred} {held}: using slot {slot}{hint}")
         name = slots.container_name(workspace, slot, prefix)
         tree = _worktree_for(incus, worktree, workspace, slot, name, live, reuse)
         if reuse:

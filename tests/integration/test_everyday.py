@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from coi.boundary import protect
 from coi.incus.adapter import Incus
-from tests.integration.helpers import coi, own_prefix, user_config_path
+from tests.integration.helpers import coi, ours, own_prefix, user_config_path
+from tests.integration.test_ports import SERVER, ask, free_port
 
 
 @pytest.fixture
@@ -111,3 +113,47 @@ def test_a_mount_of_a_credential_folder_is_refused(user_config: Path) -> None:
     refused = coi("run", "--mount", f"{ssh}:/keys", "--", "true")
     assert refused.returncode == 2 and "credentials" in refused.stderr
     assert refused.stderr.count("\n") == 1
+
+
+def test_a_stopped_persistent_container_takes_changes_and_says_how_it_starts(
+    user_config: Path, workspace: Path, incus: Incus
+) -> None:
+    """Its workspace disk names the locked view, which exists only while coi runs it: Incus
+    refused every change of it in its own words, and `incus start` still must."""
+    kept = coi("run", "--persistent", "--network", "allowlist", "--", "true")
+    assert kept.returncode == 0, kept.stderr
+    (name,) = ours(incus, os.environ["COI_CONTAINER_PREFIX"])
+    port = free_port()
+    hint = f"`coi shell --persistent --slot 1 --workspace {workspace}` starts it again"
+    try:
+        assert incus.state(name)["status"] == "Stopped" and not protect.view_path(name).exists()
+        added = coi("port", "add", name, str(port), "8000")
+        assert added.returncode == 0, added.stderr
+        allowed = coi("network", "allow", name, "198.51.100.7")  # a rule only: no traffic
+        assert allowed.returncode == 0, allowed.stderr
+        config = incus.instance(name)
+        assert f"coi-port-tcp-{port}" in config["devices"]
+        assert config["config"]["user.coi.network.allowed_domains"] == "198.51.100.7"
+        assert not protect.view_path(name).exists()  # so `incus start` refuses it still
+        for argv in (("attach", name), ("container", "start", name)):
+            refused = coi(*argv)
+            assert refused.returncode == 2 and hint in refused.stderr, refused.stderr
+            assert refused.stderr.count("\n") == 1
+        assert hint in coi("list").stderr
+        assert hint in coi("doctor").stdout
+        other = coi("shell", "--slot", "1", "--background")  # not persistent: a new slot
+        assert other.returncode == 0 and hint in other.stderr, other.stderr
+        assert coi("kill", "--force", name[:-1] + "2").returncode == 0
+        again = coi("shell", "--persistent", "--network", "allowlist", "--background")
+        assert again.returncode == 0 and "reusing" in again.stderr, again.stderr
+        assert coi("container", "exec", name, "--", "sh", "-c", SERVER).returncode == 0
+        assert ask(port) == "pong-from-inside"  # the forward added while it was stopped
+        stopped = coi("shutdown", name)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not protect.view_path(name).exists()  # released, as a session's end does
+        assert not (workspace / ".vscode").exists()  # and its placeholders gone
+        removed = coi("port", "remove", name, str(port))
+        assert removed.returncode == 0, removed.stderr
+        assert f"coi-port-tcp-{port}" not in incus.instance(name)["devices"]
+    finally:
+        coi("kill", "--force", *ours(incus, os.environ["COI_CONTAINER_PREFIX"]))

@@ -4,7 +4,11 @@ host's loopback; remove and delete take the forward away."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -75,3 +79,31 @@ def test_a_forward_goes_with_its_container(incus: Incus, restricted: str) -> Non
     assert ask(port) == "pong-from-inside"
     assert coi("container", "delete", "--force", restricted).returncode == 0
     assert ask(port, attempts=2) is None
+
+
+def test_each_command_says_its_part_before_the_next_one_in_one_pipe(restricted: str) -> None:
+    """Two commands, then a third, their stdout and stderr in one pipe, Python's buffering as
+    users have it: every line comes in the order the commands ran."""
+    port, run = free_port(), f"{shlex.quote(sys.executable)} -m coi"
+    script = (
+        f"{run} port add {restricted} {port} 8000; {run} port list {restricted}; echo next; "
+        f"{run} port remove {restricted} {port}; echo last"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        ["sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stdout.splitlines()
+    said = [
+        f"127.0.0.1:{port} on the host now reaches port 8000 in {restricted}",
+        next(line for line in lines if line.startswith("NAME ")),
+        "next",
+        f"127.0.0.1:{port} on the host no longer reaches {restricted}",
+        "last",
+    ]
+    assert [line for line in lines if line in said] == said, done.stdout

@@ -129,6 +129,8 @@ def list_(args: argparse.Namespace) -> int:
             for c in containers
         ],
     )
+    kept = [c for c in containers if c["persistent"] and c["status"] == "stopped"]
+    _say_stopped([c for c in kept if c["slot"] and c["workspace"]])
     if args.all:
         output.data("")
         output.table(
@@ -136,6 +138,18 @@ def list_(args: argparse.Namespace) -> int:
             [[s["session_id"], s["tool"], s["saved_at"][:19], s["workspace"]] for s in saved],
         )
     return 0
+
+
+def _say_stopped(kept: list[dict[str, Any]]) -> None:
+    """One line on how stopped persistent containers start again (`incus start` cannot)."""
+    from coi.core import slots
+
+    if len(kept) == 1:
+        hint = slots.restart_hint(kept[0]["slot"], kept[0]["workspace"])
+        output.info(f"{kept[0]['name']} is stopped: {hint}")
+    elif kept:
+        hint = slots.restart_hint("SLOT", "WORKSPACE")
+        output.info(f"{len(kept)} persistent containers are stopped: with their columns, {hint}")
 
 
 def _release_orphaned_views(incus: IncusAPI, listing: list[dict[str, Any]]) -> None:
@@ -258,6 +272,9 @@ def shutdown(args: argparse.Namespace) -> int:
                 incus.set_state(name, "stop", force=True)
         if not container["persistent"]:
             launch.teardown(incus, name)
+        elif incus.state(name).get("status") == "Stopped":  # as a session's end does
+            launch.sweep(launch.host_folders(incus, name))
+            launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
         output.info(f"{name}: stopped" + ("" if container["persistent"] else " and deleted"))
     return 0
 
@@ -310,10 +327,13 @@ def clean(args: argparse.Namespace) -> int:
 
 def persist(args: argparse.Namespace) -> int:
     """Mark containers persistent: kept (not deleted) when their session ends."""
+    from coi.launch import executor as launch
+
     incus = connect(load_config(args))
     for container in _targets(incus, args, "persist"):
-        config = incus.instance(container["name"]).get("config") or {}
-        config[LABEL + "persistent"] = "true"
-        incus.update_instance(container["name"], {"config": config})
+        with launch.changing(incus, container["name"]) as record:
+            config = record.get("config") or {}
+            config[LABEL + "persistent"] = "true"
+            incus.update_instance(container["name"], {"config": config})
         output.info(f"{container['name']}: persistent")
     return 0

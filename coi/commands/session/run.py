@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from coi.commands.common import connect, load_config, session_request, workspace_of
 from coi.core import faults, output, signals
@@ -153,13 +153,23 @@ def attach(args: argparse.Namespace) -> int:
     incus = connect(cfg)
     name = args.name or _pick(incus, args)
     if incus.state(name).get("status") != "Running":
-        raise UsageError(f"{name} is not running: start a session with coi shell")
+        raise UsageError(_not_running(name, incus.instance(name).get("config") or {}))
     from coi.broker import process as broker
 
     if broker.revive(name):  # a broker that died meanwhile: its session needs it again
         output.warn(f"the credential broker of {name} had stopped: started it again")
     with runtime.watching(name, incus):
         return _attach(incus, name, bash=args.bash)
+
+
+def _not_running(name: str, config: dict[str, str]) -> str:
+    """Why attach cannot: a stopped persistent container says how it starts again."""
+    from coi.core import slots
+
+    if config.get("user.coi.persistent") != "true" or "user.coi.slot" not in config:
+        return f"{name} is not running: start a session with coi shell"
+    hint = slots.restart_hint(config["user.coi.slot"], config.get("user.coi.workspace", "."))
+    return f"{name} is stopped: {hint}"
 
 
 def _pick(incus: IncusAPI, args: argparse.Namespace) -> str:
@@ -171,12 +181,17 @@ def _pick(incus: IncusAPI, args: argparse.Namespace) -> str:
         return slots.container_name(workspace, args.slot, prefix)
     wanted = slots.workspace_id(workspace)
     running: list[str] = []
+    kept: list[dict[str, Any]] = []
     for inst in incus.get("instances", "listing instances", recursion=1):
         parsed = slots.parse_name(inst["name"], prefix)
         if parsed and parsed.workspace_id == wanted and inst.get("status") == "Running":
             running.append(inst["name"])
+        elif parsed and parsed.workspace_id == wanted:
+            kept.append(inst)
     if len(running) == 1:
         return str(running[0])
+    if not running and len(kept) == 1:  # a persistent container, stopped
+        raise UsageError(_not_running(kept[0]["name"], kept[0].get("config") or {}))
     if not running:
         raise UsageError(f"no running coi container for {workspace}: start one with coi shell")
     raise UsageError(
