@@ -23,6 +23,7 @@ folders and git dirs, and says when it stopped short.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from coi.core import proc
+from coi.core import proc, safefs
 from coi.core.errors import CoiError
 from coi.workspace import checkpoints
 
@@ -61,10 +62,6 @@ MAX_DIRS = 4096  # folders looked at while finding them
 MAX_DEPTH = 8  # folders deep under .git/modules, and submodules deep through their indexes
 MAX_CONFIG = 1 << 20
 FILE, DIR, LINK, OTHER, MISSING = "file", "dir", "link", "other", "missing"
-
-
-class _Link(Exception):
-    """A symbolic link on the way to a path: nothing is read or renamed through it."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +101,6 @@ def config_entries(data: bytes) -> list[tuple[str, str]]:
             key, _, value = item.partition(b"\n")
             pairs.append((os.fsdecode(key), os.fsdecode(value)))
     return pairs
-
-
-def exec_keys(data: bytes) -> list[str]:
-    """The keys of a config file's bytes that are not known to be inert."""
-    return [k for k, _ in config_entries(data) if not INERT.fullmatch(k)]
 
 
 def _git_bare(*args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> bytes:
@@ -205,13 +197,15 @@ class _Sweep:
             if self.fds[i] is None:
                 continue
             top = Place(i)
-            if self._kind(top.child("HEAD")) != MISSING and self._kind(top.child("objects")) == DIR:
-                self.kept.add(top)  # a git dir itself: a worktree session's shared one
-                areas += self._own_areas(top)
-            elif self._is_work_tree(path):
+            if self._is_work_tree(path):  # first: a HEAD planted at the top changes nothing
                 links += [(top.child(*PurePosixPath(r).parts), r) for r in self._links(path)]
                 own = self._own(top)
                 areas += self._own_areas(own) if own is not None else []
+            elif (
+                self._kind(top.child("HEAD")) != MISSING and self._kind(top.child("objects")) == DIR
+            ):
+                self.kept.add(top)  # a git dir itself: a worktree session's shared one
+                areas += self._own_areas(top)
         for folder, rel in links:
             self._submodule(folder, f"submodule {rel}", 0)
         for area in dict.fromkeys(areas):
@@ -240,7 +234,7 @@ class _Sweep:
             return dotgit
         try:
             target = self._gitfile(dotgit) if kind == FILE else None
-        except _Link:
+        except safefs.Escape:
             return None
         if target is not None and self._kind(target.child("commondir")) == MISSING:
             self.kept.add(target)  # a separate git dir; a worktree's dir is swept instead
@@ -275,7 +269,7 @@ class _Sweep:
         elif kind == FILE:
             try:
                 target = self._gitfile(dotgit)
-            except _Link:
+            except safefs.Escape:
                 self._aside(dotgit, label)
                 return
             if target is not None and target not in self.kept and self._looks_like(target):
@@ -296,7 +290,7 @@ class _Sweep:
         if worktree is not None:  # core.worktree: its submodules live there
             try:
                 tree = self._locate(gitdir, worktree)
-            except _Link:
+            except safefs.Escape:
                 tree = None
         if tree is not None and depth < MAX_DEPTH:
             for rel in self._index_links(gitdir, label):
@@ -363,7 +357,7 @@ class _Sweep:
             return None
         try:
             return self._locate(gitdir, os.fsdecode(data.strip()))
-        except _Link:
+        except safefs.Escape:
             return None
 
     def _looks_like(self, place: Place) -> bool:
@@ -401,7 +395,7 @@ class _Sweep:
 
     def _locate(self, base: Place, target: str) -> Place | None:
         """target (absolute, or relative to base) as a place in a swept folder; None when
-        outside them all. Raises _Link for a link on the way (git would follow it)."""
+        outside them all. Raises safefs.Escape for a link on the way (git would follow it)."""
         here = list(PurePosixPath(self.roots[base.root], *base.parts).parts)
         if target.startswith("/"):
             here = ["/"]
@@ -415,7 +409,7 @@ class _Sweep:
             here.append(part)
             place = self._place(here)
             if place is not None and place.parts and self._kind(place) == LINK:
-                raise _Link(target)
+                raise safefs.Escape(errno.ELOOP, f"a link on the way to {target}", target)
         return self._place(here)
 
     def _place(self, parts: list[str]) -> Place | None:
@@ -431,54 +425,25 @@ class _Sweep:
     def _show(self, place: Place) -> str:
         return str(PurePosixPath(*place.parts)) if place.parts else "."
 
-    def _open(self, place: Place, flags: int = os.O_PATH) -> int:
-        """An fd for place, opened one component at a time without following links."""
+    def _opened(self, place: Place, flags: int) -> contextlib.AbstractContextManager[int]:
+        """An fd for place (safefs: from the folder's fd, no link on the way or at the end)."""
         root = self.fds[place.root]
         assert root is not None
-        fd = os.dup(root)
-        try:
-            for i, part in enumerate(place.parts):
-                last = i == len(place.parts) - 1
-                mode = (flags if last else os.O_PATH | os.O_DIRECTORY) | os.O_NOFOLLOW
-                try:
-                    step = os.open(part, mode | os.O_CLOEXEC, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and self._is_link(fd, part):
-                        raise _Link(part) from None
-                    raise
-                if stat.S_ISLNK(os.fstat(step).st_mode):  # O_PATH|O_NOFOLLOW opens a link
-                    os.close(step)
-                    raise _Link(part)
-                os.close(fd)
-                fd = step
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    @staticmethod
-    def _is_link(dirfd: int, name: str) -> bool:
-        try:
-            return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
-        except OSError:
-            return False
+        return safefs.opened(root, "/".join(place.parts), flags)
 
     def _kind(self, place: Place) -> str:
         """file, dir, link, other or missing (a link anywhere on the way: link)."""
-        if not place.parts:
-            return DIR
+        root = self.fds[place.root]
+        assert root is not None
         try:
-            parent = self._open(place.parent)
-        except _Link:
+            info = safefs.lstat(root, "/".join(place.parts))
+        except safefs.Escape:
             return LINK
         except OSError:
             return MISSING
-        try:
-            mode = os.stat(place.parts[-1], dir_fd=parent, follow_symlinks=False).st_mode
-        except OSError:
+        if info is None:
             return MISSING
-        finally:
-            os.close(parent)
+        mode = info.st_mode
         if stat.S_ISLNK(mode):
             return LINK
         return DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else OTHER
@@ -486,67 +451,52 @@ class _Sweep:
     def _read(self, place: Place, limit: int | None) -> bytes | None:
         """A regular file's bytes (None: not one, or longer than limit)."""
         try:
-            fd = self._open(place, os.O_RDONLY | os.O_NONBLOCK)
-        except (OSError, _Link):
-            return None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            chunks, total = [], 0
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-                total += len(chunk)
-                if limit is not None and total > limit:
+            with self._opened(place, os.O_RDONLY | os.O_NONBLOCK) as fd:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
                     return None
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+                chunks, total = [], 0
+                while chunk := os.read(fd, 1 << 16):
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if limit is not None and total > limit:
+                        return None
+                return b"".join(chunks)
+        except OSError:
+            return None
 
     def _list(self, place: Place) -> list[str]:
         """The names in a folder reached without links ([] when it is none)."""
         try:
-            fd = self._open(place, os.O_RDONLY | os.O_DIRECTORY)
-        except (OSError, _Link):
-            return []
-        try:
-            return os.listdir(fd)
+            with self._opened(place, os.O_RDONLY | os.O_DIRECTORY) as fd:
+                return os.listdir(fd)
         except OSError:
             return []
-        finally:
-            os.close(fd)
 
     def _aside(self, place: Place, label: str) -> None:
         """Rename place (the entry itself, a link included) out of git's way, and say so."""
         name = place.parts[-1]
         try:
-            parent = self._open(place.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except (OSError, _Link):
-            self.warn(f"{label}: could not move {name} aside (its folder changed meanwhile)")
-            return
-        try:
-            for attempt in range(10):
-                new = f"{name}{SUFFIX}{self.stamp}" + (f"-{attempt}" if attempt else "")
-                if _exists(parent, new):
-                    continue
-                try:
-                    os.rename(name, new, src_dir_fd=parent, dst_dir_fd=parent)
-                except OSError:
-                    continue
-                moved = Path(self.roots[place.root], *place.parts[:-1], new)
-                self.moved.append(moved)
-                self.warn(f"{label}: moved {name} aside, it could make the host's git run code")
-                return
+            with self._opened(place.parent, os.O_RDONLY | os.O_DIRECTORY) as parent:
+                new = self._rename(parent, name)
+        except OSError:
+            new = None
+        if new is None:
             self.warn(f"{label}: could not move {name} aside; do not run git there")
-        finally:
-            os.close(parent)
+            return
+        self.moved.append(Path(self.roots[place.root], *place.parts[:-1], new))
+        self.warn(f"{label}: moved {name} aside, it could make the host's git run code")
 
-
-def _exists(dirfd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
+    def _rename(self, parent: int, name: str) -> str | None:
+        for attempt in range(10):  # a name the container made already is not replaced
+            new = f"{name}{SUFFIX}{self.stamp}" + (f"-{attempt}" if attempt else "")
+            if safefs.lstat(parent, new) is not None:
+                continue
+            try:
+                os.rename(name, new, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError:
+                continue
+            return new
+        return None
 
 
 def _plain(rel: str) -> bool:

@@ -139,6 +139,16 @@ def test_a_git_dir_planted_anywhere_in_the_workspace_loses_its_config(
     assert not marker.exists()
 
 
+def test_a_head_planted_at_the_top_does_not_hide_the_submodules(
+    parent: Path, tmp_path: Path
+) -> None:
+    move_git_dir(parent, "lib", ".git/evil", tmp_path / "ran")
+    (parent / "HEAD").write_text("ref: refs/heads/main\n")  # the top now looks like a git dir
+    (parent / "objects").mkdir()
+    moved = gitlinks.neutralize(parent, print)
+    assert [p.parent for p in moved] == [parent / ".git" / "evil"]
+
+
 def test_the_payload_under_dot_git_runs_without_coi(parent: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     move_git_dir(parent, "lib", ".git/evil", marker)
