@@ -16,9 +16,11 @@ inert, a `commondir` other than a worktree's `../..`, a live hooks folder and a 
 `.git` link to `NAME.coi-quarantined-<time>`, and says so.
 
 The sweep follows no link: every path is opened from a directory descriptor of a swept
-folder, one component at a time with O_NOFOLLOW; configs and indexes are read through such
-a descriptor and handed to git as bytes, never by name. It looks at a bounded number of
-folders and git dirs, and says when it stopped short.
+folder without following links (coi/core/safefs.py), and renames go through the parent's
+descriptor; configs and indexes are read through such a descriptor and handed to git as
+bytes, never by name. It looks at a bounded number of folders and git dirs, and says when
+it stopped short. It runs as root, not as the owner: a git dir that root in the container
+made belongs to neither, and root's own `git status` with safe.directory would still run it.
 """
 
 from __future__ import annotations
