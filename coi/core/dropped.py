@@ -31,7 +31,7 @@ T = TypeVar("T")
 CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x00020000, 4096, 16384, 1 << 18
 Owner = tuple[int, int]
 ALLOWED = {
-    ("coi.workspace.checkpoints", "Checkpoint"),
+    ("coi.workspace.checkpoint_types", "Checkpoint"),
     ("coi.workspace.worktree", "Worktree"),
     ("pathlib", "PosixPath"),
     ("builtins", "frozenset"),
