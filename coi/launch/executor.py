@@ -244,6 +244,9 @@ def folders_of(record: dict[str, Any]) -> list[Path]:
         found.append(
             Path(workspace if device.get("path") == WORKSPACE_PATH and workspace else source)
         )
+    main = config.get(LABEL + "workspace")
+    if config.get(worktrees.FOLDER_KEY) and main and Path(main) not in found:
+        found.append(Path(main))  # a worktree session's repository: swept with its git dir
     return found
 
 

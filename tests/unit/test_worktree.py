@@ -107,7 +107,7 @@ def test_each_worktrees_own_redirects_are_read_only(tmp_path: Path) -> None:
         )
 
 
-def test_the_sweep_covers_the_worktree_and_the_shared_git_dir_not_the_views() -> None:
+def test_the_sweep_covers_the_worktree_the_shared_git_dir_and_the_main_tree_not_the_views() -> None:
     record = {
         "config": {"user.coi.workspace": "/p", "user.coi.worktree": "/h/.coi/worktrees/x/coi%2F1"},
         "devices": {
@@ -115,7 +115,8 @@ def test_the_sweep_covers_the_worktree_and_the_shared_git_dir_not_the_views() ->
             "worktree-git": {"type": "disk", "source": "/run/coi-protect/c.git", "path": "/p/.git"},
         },
     }
-    assert launch.folders_of(record) == [Path("/h/.coi/worktrees/x/coi%2F1"), Path("/p/.git")]
+    assert launch.folders_of(record) == [
+        Path("/h/.coi/worktrees/x/coi%2F1"), Path("/p/.git"), Path("/p")]  # fmt: skip
 
 
 def test_a_kept_container_keeps_its_worktree() -> None:
