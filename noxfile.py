@@ -92,3 +92,10 @@ def bench(session: nox.Session) -> None:
         )
     for script in scripts:
         session.run("python", script)
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """The docs site with MkDocs, warnings as errors (its reference is generated first)."""
+    session.install(".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)

@@ -145,10 +145,9 @@ def test_the_module_docstring_lists_the_layers_in_layer_order() -> None:
         assert word in item
 
 
-def test_the_readme_lists_the_layers_in_the_same_order() -> None:
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    text = text[text.index("## Configuration") :]
+def test_the_config_guide_lists_the_layers_in_the_same_order() -> None:
+    guide = Path(__file__).resolve().parents[2] / "docs" / "guide" / "config.md"
+    text = guide.read_text(encoding="utf-8")
     words = ["built-in", "/etc/coi", "~/.config/coi", ".coi.toml", "COI_CONFIG"]
     words += ["COI_<SECTION>", "--profile", "command-line"]
     where = [text.index(word) for word in words]
