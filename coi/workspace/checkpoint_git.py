@@ -35,11 +35,28 @@ from coi.workspace.checkpoint_types import (
 
 
 def is_git_at(at: At) -> bool:
+    """Whether the workspace is the top of a git work tree (its facts learnt on the way)."""
     try:
-        top = _ws_git(at, "rev-parse", "--show-toplevel").decode().strip()
+        top = facts(at)["top"]
     except CoiError:
         return False
     return Path(top).resolve() == at.ws.resolve()
+
+
+def facts(at: At) -> dict[str, str]:
+    """The workspace repository's top, object format, object folder and HEAD commit ("" in
+    a repository without one), from one `git rev-parse` per step."""
+    if not at.facts:
+        asks = ["--show-toplevel", "--show-object-format", "--path-format=absolute",
+                "--git-common-dir"]  # fmt: skip
+        try:
+            lines = _ws_git(at, "rev-parse", *asks, "--verify", "-q", "HEAD^{commit}")
+        except CoiError:  # no commit yet (or no repository: that fails again, and says so)
+            lines = _ws_git(at, "rev-parse", *asks) + b"\n"
+        top, algo, common, head = (lines.decode().split("\n") + [""] * 4)[:4]
+        at.facts.update(top=top, algo=algo or "sha1", objects=str(Path(common) / "objects"),
+                        head=head)  # fmt: skip
+    return at.facts
 
 
 def _ws_git(at: At, *args: str) -> bytes:
@@ -47,12 +64,6 @@ def _ws_git(at: At, *args: str) -> bytes:
     trust = ("-c", f"safe.directory={at.ws}")
     env = {**CLEAN_ENV, "HOME": "/nonexistent"}
     return proc.run_bytes(["git", *SAFE, *trust, *args], cwd=at.ws, env=env, timeout=600)
-
-
-def _objects(at: At) -> str:
-    """The workspace repository's object folder (the store borrows its objects)."""
-    common = _ws_git(at, "rev-parse", "--path-format=absolute", "--git-common-dir")
-    return str(Path(common.decode().strip()) / "objects")
 
 
 def store_git(at: At, *args: str, env: Mapping[str, str] | None = None,
@@ -66,7 +77,7 @@ def store_git(at: At, *args: str, env: Mapping[str, str] | None = None,
         "HOME": "/nonexistent",
         "GIT_DIR": str(repo),
         "GIT_WORK_TREE": str(at.ws),
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES": _objects(at),
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES": facts(at)["objects"],
         **(env or {}),
     }
     trust = ("-c", f"safe.directory={repo}", "-c", "core.bare=false")
@@ -77,8 +88,7 @@ def store_git(at: At, *args: str, env: Mapping[str, str] | None = None,
 
 def _init_store(at: At, repo: Path) -> None:
     env = {**CLEAN_ENV, "HOME": "/nonexistent"}
-    algo = _ws_git(at, "rev-parse", "--show-object-format").decode().strip() or "sha1"
-    argv = ["git", "init", "-q", "--bare", f"--object-format={algo}", str(repo)]
+    argv = ["git", "init", "-q", "--bare", f"--object-format={facts(at)['algo']}", str(repo)]
     proc.run_bytes(argv, env=env, timeout=60)
 
 
@@ -119,17 +129,17 @@ def tree_now(at: At, skip: frozenset[str]) -> str:
     files read by coi without following links (coi/workspace/gittree.py)."""
     from coi.workspace import gittree
 
-    algo = _ws_git(at, "rev-parse", "--show-object-format").decode().strip() or "sha1"
-    store_git(at, "rev-parse", "--git-dir")  # the store exists before its objects are written
-    objects = at.store / STORE_GIT / "objects"
-    with _private_index(at, seed=True) as seeded, _private_index(at, seed=False) as fresh:
+    repo = at.store / STORE_GIT
+    if not (repo / "HEAD").is_file():
+        _init_store(at, repo)  # the store exists before its objects are written
+    with _private_index(at, seed=True) as seeded:
 
         def git(
             *args: str, env: Mapping[str, str] | None = None, input: bytes | None = None
         ) -> bytes:
             return store_git(at, *args, env=env, input=input)
 
-        return gittree.tree_now(git, at.ws, objects, algo, skip, seeded, fresh)
+        return gittree.tree_now(git, at.ws, repo / "objects", facts(at)["algo"], skip, seeded)
 
 
 def create(at: At, ident: str, message: str, now: float, skip: frozenset[str]) -> Checkpoint:
@@ -154,10 +164,7 @@ def create(at: At, ident: str, message: str, now: float, skip: frozenset[str]) -
 
 
 def _head(at: At) -> str:
-    try:
-        return _ws_git(at, "rev-parse", "-q", "--verify", "HEAD^{commit}").decode().strip()
-    except CoiError:
-        return ""  # a repository without a commit yet
+    return facts(at)["head"]
 
 
 def _taken(at: At, ident: str) -> bool:

@@ -8,7 +8,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from coi.core.errors import UsageError
@@ -82,10 +82,12 @@ class Taken(Exception):
 
 @dataclass(frozen=True)
 class At:
-    """The workspace and its checkpoint store."""
+    """The workspace and its checkpoint store; facts holds what one step learnt of the
+    workspace repository (read once per step: coi/workspace/checkpoint_git.py)."""
 
     ws: Path
     store: Path
+    facts: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def touches(rel: str, held: Iterable[str]) -> bool:

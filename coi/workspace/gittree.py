@@ -33,46 +33,61 @@ def under(rel: str, skip: Iterable[str]) -> bool:
 
 
 def tree_now(git: Git, ws: Path, objects: Path, algo: str, skip: frozenset[str],
-             index_env: Mapping[str, str], fresh_env: Mapping[str, str]) -> str:  # fmt: skip
+             index_env: Mapping[str, str]) -> str:  # fmt: skip
     """The id of the tree of ws's files: tracked and untracked, ignored and `skip` left out.
 
-    index_env names a copy of the workspace's index (git compares against it, so unchanged
-    files are not read); fresh_env an empty index the tree is built in.
+    index_env names a copy of the workspace's index (or a missing file): git says which
+    tracked files changed against it and which files are untracked; only those are read,
+    and the copy is brought up to date with them before git writes its tree.
     """
-    listed = _paths(git("ls-files", "-z", "--cached", "--others", "--exclude-standard",
-                        env=index_env))  # fmt: skip
-    staged = _staged(git("ls-files", "-z", "--stage", env=index_env))
-    changed = set(_paths(git("diff-files", "-z", "--name-only", env=index_env)))
+    # git refreshes the copy's stat data of files whose bytes still hash to what it holds
+    # (content read by path, compared, never stored: a link swapped in makes a file look
+    # changed, and then coi reads it itself), so only changed files are read below
+    with contextlib.suppress(CoiError):  # "needs update" lines exit 1: they are the changed
+        git("update-index", "-q", "--refresh", "--ignore-submodules", env=index_env)
+    staged = _raw(git("diff-files", "-z", "--raw", "--no-abbrev", env=index_env))
+    changed = set(staged)
+    fresh = _paths(git("ls-files", "-z", "--others", "--exclude-standard", env=index_env))
     lines = []
     with _dir(ws) as top:
-        for rel in sorted(set(listed)):
-            if rel.endswith("/") or under(rel, skip):  # an untracked nested repository
-                continue
+        for rel in sorted(set(changed) | set(fresh)):
             known = staged.get(rel)
-            if known is not None and (rel not in changed or known[0] == "160000"):
-                mode, sha = known
-            else:
-                found = _read(top, rel, objects, algo)
-                if found is None:
-                    continue  # deleted, or nothing git records (a fifo, a socket)
-                mode, sha = found
-            lines.append(f"{mode} {sha}\t".encode() + os.fsencode(rel) + b"\0")
-    git("update-index", "-z", "--index-info", env=fresh_env, input=b"".join(lines))
-    return git("write-tree", env=fresh_env).decode().strip()
+            if rel.endswith("/") or (known is not None and known[0] == "160000"):
+                continue  # an untracked nested repository, or a submodule: as the index has it
+            found = None if under(rel, skip) else _read(top, rel, objects, algo)
+            if found is not None:
+                lines.append(_line(*found, rel))
+            elif known is not None or rel in changed:
+                lines.append(_line("0", "0" * len(_ZERO[algo]), rel))  # gone from the tree
+    if skip:  # tracked files coi holds a placeholder for: not the user's, out of the tree
+        held = _paths(git("ls-files", "-z", "--", *(f":(literal){s}" for s in sorted(skip)),
+                          env=index_env))  # fmt: skip
+        lines += [_line("0", "0" * len(_ZERO[algo]), rel) for rel in held]
+    if lines:
+        git("update-index", "-z", "--index-info", env=index_env, input=b"".join(lines))
+    return git("write-tree", env=index_env).decode().strip()
+
+
+_ZERO = {"sha1": "0" * 40, "sha256": "0" * 64}
+
+
+def _line(mode: str, sha: str, rel: str) -> bytes:
+    return f"{mode} {sha}\t".encode() + os.fsencode(rel) + b"\0"
 
 
 def _paths(raw: bytes) -> list[str]:
     return [os.fsdecode(p) for p in raw.split(b"\0") if p]
 
 
-def _staged(raw: bytes) -> dict[str, tuple[str, str]]:
+def _raw(raw: bytes) -> dict[str, tuple[str, str]]:
+    """path -> the index's (mode, object id) of each tracked file that differs from it
+    (`git diff-files --raw -z`: ':old new oldsha newsha status', then the path)."""
     found = {}
-    for record in raw.split(b"\0"):
-        head, _, name = record.partition(b"\t")
-        if head:
-            mode, sha, stage = head.decode().split(" ")
-            if stage == "0":
-                found[os.fsdecode(name)] = (mode, sha)
+    words = raw.split(b"\0")
+    for head, name in zip(words[0::2], words[1::2], strict=False):
+        fields = head.decode().lstrip(":").split(" ")
+        if len(fields) == 5:
+            found[os.fsdecode(name)] = (fields[0], fields[2])
     return found
 
 

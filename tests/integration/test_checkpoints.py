@@ -38,6 +38,15 @@ def picture(root: Path) -> dict[str, tuple[str, ...]]:
     return seen
 
 
+def in_store(ws: Path) -> dict[str, str]:
+    """git's environment to read coi's checkpoint store of ws (it borrows ws's objects)."""
+    from coi.core import paths, slots
+
+    store = paths.coi_home() / "checkpoints" / slots.workspace_id(ws) / "git"
+    objects = str(ws / ".git" / "objects")
+    return {**os.environ, "GIT_DIR": str(store), "GIT_ALTERNATE_OBJECT_DIRECTORIES": objects}
+
+
 def plant(ws: Path) -> None:
     (ws / "sub").mkdir()
     (ws / "keep.txt").write_text("original\n")
@@ -133,7 +142,7 @@ def test_a_running_sessions_placeholders_and_mounts_are_left_alone(
         if kind == "git":
             listed = subprocess.run(
                 [*git, "ls-tree", "-r", "--name-only", held_in.commit],
-                cwd=ws, capture_output=True, text=True, check=True,
+                cwd=ws, capture_output=True, text=True, check=True, env=in_store(ws),
             ).stdout.split()  # fmt: skip
         else:
             files = checkpoints._copy_dir(ws, held_in.id)
@@ -158,3 +167,27 @@ def test_a_running_sessions_placeholders_and_mounts_are_left_alone(
     again = coi("rollback", "first", "--workspace", str(ws))
     assert again.returncode == 0 and "running session" not in again.stderr, again.stderr
     assert picture(ws) == before
+
+
+def test_a_session_and_a_rollback_leave_nothing_of_roots_in_the_repository(
+    user_config: None, tmp_path: Path
+) -> None:
+    """Issue 26: after a session (its automatic checkpoint) and a rollback, in a repository
+    owned by uid 1000, files under .git were root's (objects of mode 444 the owner's git
+    could not replace). Checkpoints now write nothing into .git, and restore as the owner."""
+    ws = tmp_path / "project"
+    ws.mkdir()
+    plant(ws)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", f"safe.directory={ws}"]
+    subprocess.run([*git, "init", "-q"], cwd=ws, check=True)
+    subprocess.run([*git, "add", "keep.txt"], cwd=ws, check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], cwd=ws, check=True)
+    for path in [ws, *ws.rglob("*")]:
+        os.chown(path, 1000, 1000, follow_symlinks=False)
+    done = coi("run", "--workspace", str(ws), "--", "sh", "-c", "echo new > fresh.txt")
+    assert done.returncode == 0, done.stderr
+    rolled = coi("rollback", "--workspace", str(ws))
+    assert rolled.returncode == 0, rolled.stderr
+    assert not (ws / "fresh.txt").exists()
+    roots = [str(p.relative_to(ws)) for p in [ws, *ws.rglob("*")] if p.lstat().st_uid != 1000]
+    assert roots == [], f"not the owner's after a session and a rollback: {roots[:10]}"
