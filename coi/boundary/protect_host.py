@@ -15,6 +15,11 @@ runs; `release` unmounts the view and removes exactly the placeholders coi creat
 folder only when still empty, a file only when it still holds coi's bytes). Every path is
 opened component by component with O_NOFOLLOW, and mounts go through /proc/self/fd, so
 a link planted in the workspace can never send a root mount elsewhere on the host.
+
+A coi that is not root does all of this through coi's view helper (`coi-view`, installed
+by `coi setup` beside the network helper and run through sudo; coi/boundary/view_cli.py):
+the same code, run as root for the calling user's own workspaces only (`caller`: every
+folder on the way is root's or theirs, no link anywhere on it, the workspace is theirs).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from coi.boundary import protect
 from coi.core.errors import CoiError
@@ -44,9 +49,98 @@ _MAX_GIT_DIRS = 64  # worktrees and submodules looked at, so a planted swarm sta
 _LOOKS = ("HEAD", "config", "commondir")  # what makes a folder under .git/modules a git dir
 
 
+# The view helper a non-root coi runs through sudo (coi/host/netrules.py installs it), and
+# its files (relative to the folder holding `coi`); the fingerprint covers each of them,
+# so coi refuses a helper that is not its own.
+VIEW_HELPER = Path("/usr/local/sbin/coi-view")
+SOURCES = (
+    "coi/core/errors.py",
+    "coi/core/lock.py",
+    "coi/core/mountinfo.py",
+    "coi/boundary/protect.py",
+    "coi/boundary/protect_host.py",
+    "coi/boundary/view_cli.py",
+)
+
+
+def fingerprint() -> str:
+    """sha256 of the view helper's files (this coi's copy, or the installed one)."""
+    top = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for rel in SOURCES:
+        digest.update((top / rel).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def can_stage() -> bool:
-    """Whether this process may build the locked view (mounting needs root)."""
-    return os.geteuid() == 0
+    """Whether this process may build the locked view: as root in-process, else through
+    the view helper (mounting needs root)."""
+    return os.geteuid() == 0 or VIEW_HELPER.exists()
+
+
+def _by_helper() -> bool:
+    return os.geteuid() != 0
+
+
+def through_helper(*args: str) -> Any:
+    """One command of the view helper through sudo; its JSON answer (CoiError: its line)."""
+    from coi.core import proc
+
+    if not VIEW_HELPER.exists():
+        raise CoiError(
+            "protected paths need root: run `sudo coi setup` once to install coi's view "
+            f"helper {VIEW_HELPER}"
+        )
+    argv = ["sudo", "-n", str(VIEW_HELPER), "--expect", fingerprint(), *args]
+    done = proc.run(argv, check=False, timeout=300)
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise CoiError(f"protected paths: {detail.removeprefix('coi-view: ')}")
+    return json.loads(done.stdout or "{}")
+
+
+# --- the workspace folder itself -----------------------------------------------------------
+
+
+def open_folder(path: Path, caller: int | None = None) -> int:
+    """An O_PATH descriptor on the folder at path. With caller (the view helper's user):
+    path must be absolute and plain, opened from / one component at a time without
+    following any link, every folder above owned by root or the caller, the folder itself
+    by the caller (CoiError saying which rule it breaks). Without: opened as it is."""
+    if caller is None:
+        return os.open(path, os.O_PATH | os.O_DIRECTORY)
+    text = str(path)
+    if not text.startswith("/") or os.path.normpath(text) != text or text == "/":
+        raise CoiError(f"{text!r} is not an absolute, plain folder path")
+    if text.split("/")[1] in ("proc", "sys", "dev", "run"):
+        raise CoiError(f"{text} is outside your workspaces (a system folder)")
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY)
+    try:
+        parts = text.split("/")[1:]
+        for i, part in enumerate(parts):
+            step = os.open(part, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = step
+            info = os.fstat(fd)
+            shown = "/" + "/".join(parts[: i + 1])
+            if stat.S_ISLNK(info.st_mode):
+                raise CoiError(f"{shown} is a symbolic link: pass the folder it leads to")
+            if not stat.S_ISDIR(info.st_mode):
+                raise CoiError(f"{shown} is not a folder")
+            last = i == len(parts) - 1
+            if last and info.st_uid != caller:
+                raise CoiError(f"{text} is owned by uid {info.st_uid}, not by you")
+            if not last and info.st_uid not in (0, caller):
+                raise CoiError(
+                    f"{text} is outside your workspaces: {shown} belongs to uid {info.st_uid}"
+                )
+        return fd
+    except FileNotFoundError:
+        os.close(fd)
+        raise CoiError(f"{text} does not exist") from None
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # --- survey (read the host's workspace, never following links) ---------------------------
@@ -174,15 +268,18 @@ def _walk(root: Path, rel: str, flags: int = os.O_PATH) -> Iterator[int]:
 # --- stage and release -------------------------------------------------------------------
 
 
-def stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
-    """Build the locked view of workspace for instance `name`; return its path.
+def stage(name: str, workspace: Path, listed: Sequence[str], caller: int | None = None) -> Path:
+    """Build the locked view of workspace for instance `name`; return its path (through the
+    view helper when not root; caller: the helper's user, see open_folder).
 
     A view left from an earlier start (a crash, a persistent container) is released first.
     """
+    if _by_helper():
+        return Path(through_helper("stage", name, str(workspace), *listed)["view"])
     release(name)
     RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _one_at_a_time(str(workspace)):
-        return _stage(name, workspace, listed)
+        return _stage(name, workspace, listed, caller)
 
 
 @contextlib.contextmanager
@@ -198,25 +295,36 @@ def _one_at_a_time(workspace: str) -> Iterator[None]:
         yield
 
 
-def _stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
+def _stage(name: str, workspace: Path, listed: Sequence[str], caller: int | None) -> Path:
+    folder = open_folder(workspace, caller)
+    try:
+        return _stage_from(name, workspace, folder, listed, caller)
+    finally:
+        os.close(folder)
+
+
+def _stage_from(
+    name: str, workspace: Path, folder: int, listed: Sequence[str], caller: int | None
+) -> Path:
     entries = protect.plan(listed, survey(workspace, listed))
     target = protect.view_path(name)
     protect.VIEW_ROOT.mkdir(mode=0o700, exist_ok=True)
     target.mkdir(mode=0o700, exist_ok=True)
-    owner = os.stat(workspace)
+    owner = os.fstat(folder)
     # A placeholder another slot's view made is ours too: the last view released removes it.
     shared = _created_by_others(workspace)
     created = [[e.rel, e.kind] for e in entries if [e.rel, e.kind] in shared]
     mounted = [e.rel for e in entries]
-    _record(name, workspace, created, mounted)
+    _record(name, workspace, created, mounted, caller)
     try:
-        _mount(str(workspace), str(target), MS_BIND)
+        # the folder checked above, not whatever its path names by now
+        _mount(f"/proc/self/fd/{folder}", str(target), MS_BIND)
         _mount(None, str(target), MS_PRIVATE)
         for entry in entries:
             if entry.placeholder is not None:
                 _create(target, entry, owner.st_uid, owner.st_gid)
                 created.append([entry.rel, entry.kind])
-                _record(name, workspace, created, mounted)
+                _record(name, workspace, created, mounted, caller)
             _bind_over_itself(target, entry)
     except _Link as exc:
         _release(name)
@@ -227,9 +335,22 @@ def _stage(name: str, workspace: Path, listed: Sequence[str]) -> Path:
     return target
 
 
-def _record(name: str, workspace: Path, created: list[list[str]], mounted: list[str]) -> None:
-    record = {"workspace": str(workspace), "created": created, "mounted": mounted}
+def _record(
+    name: str, workspace: Path, created: list[list[str]], mounted: list[str], caller: int | None
+) -> None:
+    record: dict[str, Any] = {"workspace": str(workspace), "created": created, "mounted": mounted}
+    if caller is not None:  # made through the view helper for this user
+        record["caller"] = caller
     manifest_path(name).write_text(json.dumps(record))
+
+
+def record_of(name: str) -> dict[str, Any] | None:
+    """The record of the view of `name` (None: no view, or no record readable)."""
+    try:
+        record = json.loads(manifest_path(name).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _records(workspace: Path) -> Iterator[tuple[str, dict[str, list[Any]]]]:
@@ -253,10 +374,16 @@ def held(workspace: Path) -> tuple[frozenset[str], frozenset[str]]:
     user's files; every path a live view has mounted, placeholders included).
 
     Replacing or removing a mounted path on the host detaches its mount in the container
-    (mount_namespaces(7)), so a rollback leaves these alone. Empty without root (views
-    are root's; RECORDS cannot be read).
+    (mount_namespaces(7)), so a rollback leaves these alone. Without root, the view helper
+    reads them (views are root's; RECORDS is root's alone); without it, there are none.
     """
     from coi.core import mountinfo
+
+    if _by_helper():
+        if not VIEW_HELPER.exists():
+            return frozenset(), frozenset()
+        found = through_helper("held", str(workspace))
+        return frozenset(found["made"]), frozenset(found["mounted"])
 
     made: set[str] = set()
     mounted: set[str] = set()
@@ -307,6 +434,9 @@ def release(name: str) -> None:
     Only for a stopped or deleted instance: unlinking a placeholder that a running
     container has mounted would unmount it there (mount_namespaces(7)).
     """
+    if _by_helper():
+        through_helper("release", name)
+        return
     target, manifest = protect.view_path(name), manifest_path(name)
     if not manifest.exists() and not target.exists():
         return
@@ -327,10 +457,12 @@ def stand_in(name: str, workspace: Path) -> Iterator[None]:
     record. Incus checks every disk on every update and takes a recursive one only when its
     source is a folder, and the view exists only while coi runs the instance. Under the
     workspace's view lock (no start stages the view meanwhile); removed after, so that
-    `incus start` still refuses to run the instance without coi. Without root: nothing."""
+    `incus start` still refuses to run the instance without coi. Without root: through the
+    view helper, which holds it until its input ends."""
     target = protect.view_path(name)
-    if not can_stage():
-        yield
+    if _by_helper():
+        with _helper_stand_in(name, workspace):
+            yield
         return
     RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _one_at_a_time(str(workspace)):
@@ -346,19 +478,78 @@ def stand_in(name: str, workspace: Path) -> Iterator[None]:
                     target.rmdir()
 
 
+@contextlib.contextmanager
+def _helper_stand_in(name: str, workspace: Path) -> Iterator[None]:
+    """The view helper's stand-in: it answers one line once the folder is there, and
+    removes it when its input ends (closed here, or by the end of this process)."""
+    import subprocess
+
+    if not VIEW_HELPER.exists():
+        yield  # no view can exist without the helper: nothing to stand in for
+        return
+    argv = ["sudo", "-n", str(VIEW_HELPER), "--expect", fingerprint()]
+    helper = subprocess.Popen(
+        [*argv, "stand-in", name, str(workspace)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = _first_line(helper.stdout)
+        if not ready:
+            helper.wait(timeout=60)
+            err = (_rest(helper.stderr).strip().splitlines() or ["no answer"])[-1]
+            raise CoiError(f"protected paths: {err.removeprefix('coi-view: ')}")
+        yield
+    finally:
+        if helper.stdin is not None:
+            with contextlib.suppress(OSError):
+                helper.stdin.close()
+        try:
+            helper.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
+
+
+def _first_line(stream: IO[str] | None) -> str:
+    return stream.readline() if stream is not None else ""
+
+
+def _rest(stream: IO[str] | None) -> str:
+    return stream.read() if stream is not None else ""
+
+
 def _release(name: str) -> None:
     target, manifest = protect.view_path(name), manifest_path(name)
     with contextlib.suppress(OSError):
         _umount(str(target))
-    try:
-        record = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        record = {"workspace": "", "created": []}
+    record = record_of(name) or {"workspace": "", "created": []}
     if record.get("workspace"):
-        remove_placeholders(Path(record["workspace"]), record.get("created", []))
+        _remove_recorded(record)
     manifest.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         target.rmdir()
+
+
+def _remove_recorded(record: dict[str, Any]) -> None:
+    """Remove a record's placeholders. A view the helper made is released in the folder
+    its user still owns, reached without links (else its placeholders stay: a folder that
+    changed hands is not coi's to touch)."""
+    workspace, created = Path(record["workspace"]), record.get("created", [])
+    caller = record.get("caller")
+    if not isinstance(caller, int):
+        remove_placeholders(workspace, created)
+        return
+    try:
+        folder = open_folder(workspace, caller)
+    except (CoiError, OSError):
+        return
+    try:
+        remove_placeholders(Path(f"/proc/self/fd/{folder}"), created)
+    finally:
+        os.close(folder)
 
 
 YOUNG = 300.0  # seconds: a view this new may belong to an instance still being made

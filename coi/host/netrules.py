@@ -1,10 +1,16 @@
-"""`coi setup`'s network step: the privileged helper that lets non-root users apply rules.
+"""`coi setup`'s helper step: the privileged helpers that let non-root users run coi.
 
-Members of the Incus admin group may run exactly one command as root without a password,
-/usr/local/sbin/coi-netrules. It runs a root-owned copy of coi/network/nft.py and
-coi/network/nft_helper.py with the system Python in isolated mode (-I -S: no environment, no
+Members of the Incus admin group may run exactly two commands as root without a password:
+/usr/local/sbin/coi-netrules (coi's firewall rules: a root-owned copy of coi/network's
+helper files) and /usr/local/sbin/coi-view (the locked view of protected paths: a copy of
+coi/boundary/view_cli.py, protect_host.py, protect.py and the three coi/core files they
+use). Each runs with the system Python in isolated mode (-I -S: no environment, no
 site-packages), and refuses to start when the interpreter, its standard library or the
 copy could be changed by anyone but root; otherwise the sudoers rule would be a root shell.
+
+Two helpers, not one: the network helper's copy is a package of its own without coi
+imports, the view code is coi's own package; each stays small enough to read, carries
+its own fingerprint (coi refuses a copy that is not its own) and refuses on its own.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from coi.boundary import protect_host
+from coi.boundary.protect_host import VIEW_HELPER
 from coi.core import proc
 from coi.core.errors import CoiError
 from coi.host.steps import Step
@@ -27,6 +35,7 @@ HELPER = Path("/usr/local/sbin/coi-netrules")
 LIBDIR = Path("/usr/local/lib/coi-netrules")
 PACKAGE = "coi_netrules"
 SUDOERS = Path("/etc/sudoers.d/coi")
+VIEW_LIBDIR = Path("/usr/local/lib/coi-view")
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 GROUP = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -76,10 +85,28 @@ refuse_unsafe(loaded())
 sys.exit(main())
 '''
 
-SUDOERS_TEXT = """# Installed by `coi setup`. Members of {group} may run coi's network helper
-# as root, and nothing else: it only adds or removes coi's own firewall rules for coi's
-# containers.
+# The view helper: the same checks before anything of its own is imported, then again.
+VIEW_WRAPPER = (
+    WRAPPER.replace("coi's network helper (installed", "coi's view helper (installed")
+    .replace(
+        "It only adds or removes coi's own nftables rules for coi containers.",
+        "It only builds and releases the locked view of the caller's own workspaces.",
+    )
+    .replace("coi-netrules: refusing", "coi-view: refusing")
+    .replace(
+        "refuse_unsafe(os.path.join(LIB, {package!r}, f) for f in os.listdir(os.path.join(LIB, "
+        "{package!r})))",
+        "refuse_unsafe(os.path.join(d, f) for d, _, fs in os.walk(LIB) for f in fs)",
+    )
+    .replace("from {package}.nft_cli import main", "from coi.boundary.view_cli import main")
+)
+
+SUDOERS_TEXT = """# Installed by `coi setup`. Members of {group} may run coi's two helpers as root,
+# and nothing else: coi-netrules only adds or removes coi's own firewall rules for coi's
+# containers; coi-view only builds and releases the locked view of protected paths of
+# the caller's own workspaces.
 %{group} ALL=(root) NOPASSWD: {helper}
+%{group} ALL=(root) NOPASSWD: {view}
 """
 
 
@@ -116,7 +143,18 @@ def wanted(group: str, python: Path) -> dict[Path, str]:
     for name in SOURCES:
         files[LIBDIR / PACKAGE / name] = (here / name).read_text()
     files[HELPER] = WRAPPER.format(python=python, group=group, lib=str(LIBDIR), package=PACKAGE)
-    files[SUDOERS] = SUDOERS_TEXT.format(group=group, helper=HELPER)
+    files.update(view_files(python, group))
+    files[SUDOERS] = SUDOERS_TEXT.format(group=group, helper=HELPER, view=VIEW_HELPER)
+    return files
+
+
+def view_files(python: Path, group: str) -> dict[Path, str]:
+    """The view helper: coi's own files at their package paths, and its wrapper."""
+    top = Path(__file__).resolve().parents[2]
+    files = {VIEW_LIBDIR / pkg / "__init__.py": "" for pkg in ("coi", "coi/core", "coi/boundary")}
+    for rel in protect_host.SOURCES:
+        files[VIEW_LIBDIR / rel] = (top / rel).read_text()
+    files[VIEW_HELPER] = VIEW_WRAPPER.format(python=python, group=group, lib=str(VIEW_LIBDIR))
     return files
 
 
@@ -138,7 +176,8 @@ def plan(group: str) -> list[Step]:
         steps.append(
             Step(
                 "netrules",
-                f"install coi's network helper {HELPER} and let {group} run it via sudo",
+                f"install coi's helpers {HELPER} and {VIEW_HELPER} and let {group} run "
+                "them via sudo",
                 {"group": group},
             )
         )
@@ -158,19 +197,29 @@ def execute(step: Step) -> None:
 def install(group: str) -> None:
     """Write the helper and the sudoers rule (checked with visudo), root-owned."""
     files = wanted(group, interpreter())
-    (LIBDIR / PACKAGE).mkdir(parents=True, exist_ok=True, mode=0o755)
-    for folder in (LIBDIR, LIBDIR / PACKAGE):
-        os.chmod(folder, 0o755)
+    for path in files:
+        if path.parent != SUDOERS.parent:
+            _folders(path.parent)
     for path, text in files.items():
         if path == SUDOERS:
             continue
-        _write(path, text, 0o755 if path == HELPER else 0o644)
+        _write(path, text, 0o755 if path in (HELPER, VIEW_HELPER) else 0o644)
     _write(
         SUDOERS,
         files[SUDOERS],
         0o440,
         check=lambda tmp: proc.run(["visudo", "-c", "-q", "-f", tmp]),
     )
+
+
+def _folders(folder: Path) -> None:
+    """folder made, it and those above it up to its helper's lib folder root's and 0755."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o755)
+    for top in (LIBDIR, VIEW_LIBDIR):
+        if folder == top or top in folder.parents:
+            for each in [folder, *folder.parents][: len(folder.relative_to(top).parts) + 1]:
+                os.chown(each, 0, 0)
+                os.chmod(each, 0o755)
 
 
 def _write(path: Path, text: str, mode: int, check: Callable[[str], object] | None = None) -> None:

@@ -75,14 +75,12 @@ def create(
             root_owned_warning(spec.workspace),
             level="warn",
         )
-    if protected_view(spec):  # Incus takes a recursive disk only when its source exists
-        protect.view_path(spec.name).mkdir(parents=True, exist_ok=True, mode=0o700)
-        if spec.shared_git is not None:
-            view = protect.view_path(worktrees.view_name(spec.name))
-            view.mkdir(parents=True, exist_ok=True, mode=0o700)
     faults.point("create")
     try:
-        incus.create_instance(body)
+        with _view_sources(spec) as standing:
+            incus.create_instance(body)
+            if standing:  # a stand-in goes when its block ends: the creation must be done
+                incus.instance(spec.name)
     except IncusError as exc:
         if "Image not provided" in str(exc) or "not found" in str(exc).lower():
             raise NotFound(
@@ -95,11 +93,31 @@ def create(
     return spec.name
 
 
+@contextlib.contextmanager
+def _view_sources(spec: LaunchSpec) -> Iterator[bool]:
+    """Incus takes a recursive disk only when its source exists: as root, the view's folder
+    (its start fills it); without root, the view helper's stand-in while Incus creates
+    (yields True: the creation must end inside the block)."""
+    from coi.boundary import protect_host
+
+    views = [(spec.name, spec.workspace)] if protected_view(spec) else []
+    if views and spec.shared_git is not None:
+        views.append((worktrees.view_name(spec.name), spec.shared_git))
+    with contextlib.ExitStack() as stack:
+        for view, folder in views:
+            if os.geteuid() == 0:
+                protect.view_path(view).mkdir(parents=True, exist_ok=True, mode=0o700)
+            elif folder is not None:
+                stack.enter_context(protect_host.stand_in(view, folder))
+        yield bool(views) and os.geteuid() != 0
+
+
 def before_start(incus: IncusAPI, spec: LaunchSpec) -> None:
     """Put the network rules in place before the first packet; raise (fail closed) if not."""
     from coi.network import enforce as network
 
-    network.before_start(incus, spec.name, spec.network_mode, allowlist_policy(spec))
+    with _view_sources(spec):  # its NIC is attached by an update, which checks every disk
+        network.before_start(incus, spec.name, spec.network_mode, allowlist_policy(spec))
     protect_workspace(spec)
 
 
@@ -119,23 +137,19 @@ def allowlist_policy(spec: LaunchSpec) -> dict[str, str]:
 
 
 def protect_workspace(spec: LaunchSpec) -> None:
-    """Build the workspace's locked view before a start (or say why paths stay writable)."""
+    """Build the workspace's locked view before a start (as root, or through coi's view
+    helper); without either, refuse the start in one line rather than leave them writable."""
     from coi.boundary import protect_host
-    from coi.core import output
 
     if spec.workspace is None or not spec.protected_paths:
         return
-    if protected_view(spec):
-        protect_host.stage(spec.name, spec.workspace, spec.protected_paths)
-        worktrees.stage(spec.name, spec.shared_git, locked=True)
-    else:
-        worktrees.stage(spec.name, spec.shared_git, locked=False)
-        output.once(
-            "protect-not-enforced",
-            "protected paths (.git/hooks, .vscode...) are not enforced: building their "
-            "read-only view needs root, which coi's helper does not do yet (see SECURITY.md)",
-            level="warn",
+    if not protected_view(spec):
+        raise CoiError(
+            "protected paths (.git/hooks, .vscode...) need coi's view helper to be enforced "
+            "without root: run `sudo coi setup` once to install it"
         )
+    protect_host.stage(spec.name, spec.workspace, spec.protected_paths)
+    worktrees.stage(spec.name, spec.shared_git, locked=True)
 
 
 def teardown(incus: IncusAPI, name: str, *, force: bool = True) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -65,11 +64,17 @@ class LaunchSpec:
     readonly: frozenset[str] = frozenset()  # names of the disks mounted read-only
     extra_config: Mapping[str, str] = field(default_factory=dict)
     # Workspace paths the container may not change (coi/boundary/protect.py); enforced when coi
-    # can build the locked view (as root), else warned about at start.
+    # can build the locked view (as root, or through coi's view helper), else refused at start.
     protected_paths: tuple[str, ...] = protect.DEFAULT_PATHS
-    locked_view: bool = field(default_factory=lambda: os.geteuid() == 0)
+    locked_view: bool = field(default_factory=lambda: _can_stage())
     # A worktree session: the main repository's shared git dir (coi/launch/worktrees.py).
     shared_git: Path | None = None
+
+
+def _can_stage() -> bool:
+    from coi.boundary import protect_host  # ctypes: only when a spec is made
+
+    return protect_host.can_stage()
 
 
 def image_source(image: str) -> dict[str, str]:

@@ -2,15 +2,16 @@
 repository's git dir mounted at its own host path (where the worktree's `.git` file points),
 so commits inside share its objects and refs while its hooks and config stay read-only.
 
-As root the git dir's disk is a locked view (coi/protect_host.py: read-only binds the
-container cannot undo) of the git entries that run code on the host (hooks, config,
-info/attributes, commondir, config.worktree), of the same in each worktree's own dir (and
+The git dir's disk is a locked view (coi/boundary/protect_host.py: read-only binds the
+container cannot undo; built in-process as root, else through coi's view helper) of the
+git entries that run code on the host (hooks, config, info/attributes, commondir,
+config.worktree), of the same in each worktree's own dir (and
 its gitdir) and in each submodule's git dir under modules/ (the main tree's `git status`
 runs a submodule's config); objects, refs, logs and the slot's worktree dir stay writable.
 What the container makes anew there (a git dir of its own, say) is swept when the session
 ends (coi/workspace/gitlinks.py).
-Without root coi cannot build it: hooks/ and config are then plain read-only disks, which
-root in the container could unmount (said at start, as for protected paths).
+Without root or the helper coi refuses the start (coi/launch/executor.protect_workspace);
+with no protected path at all, hooks/ and config are plain read-only disks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from coi.boundary import protect, protect_host
-from coi.core import output
 from coi.core.errors import UsageError
 from coi.workspace import worktree as worktrees
 
@@ -123,18 +123,11 @@ def listed(common: Path) -> tuple[str, ...]:
 
 
 def stage(name: str, common: Path | None, locked: bool) -> None:
-    """Build the locked view of the shared git dir before a start (or say it is not)."""
-    if common is None:
+    """Build the locked view of the shared git dir before a start (as root, or through the
+    view helper); not locked: coi builds no view (its caller refuses or wants none)."""
+    if common is None or not locked:
         return
-    if locked:
-        protect_host.stage(view_name(name), common, listed(common))
-        return
-    output.once(
-        "worktree-git-not-locked",
-        f"the shared git dir {common} has hooks/ and config mounted read-only, but only root "
-        "can lock them (root in the container could unmount them; see SECURITY.md)",
-        level="warn",
-    )
+    protect_host.stage(view_name(name), common, listed(common))
 
 
 def release(name: str) -> None:

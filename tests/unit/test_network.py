@@ -553,11 +553,15 @@ def test_the_installed_wrapper_refuses_to_run_from_a_writable_place(tmp_path: Pa
     assert done.returncode != 0 and "writable by non-root" in done.stderr
 
 
-def test_sudoers_rule_names_one_command_for_the_group() -> None:
+def test_sudoers_rule_names_coi_s_two_helpers_for_the_group() -> None:
     files = network_setup.wanted("incus-admin", Path("/usr/bin/python3"))
     rule = [line for line in files[network_setup.SUDOERS].splitlines() if not line.startswith("#")]
-    assert rule == ["%incus-admin ALL=(root) NOPASSWD: /usr/local/sbin/coi-netrules"]
+    assert rule == [
+        "%incus-admin ALL=(root) NOPASSWD: /usr/local/sbin/coi-netrules",
+        "%incus-admin ALL=(root) NOPASSWD: /usr/local/sbin/coi-view",
+    ]
     assert files[network_setup.HELPER].startswith("#!/usr/bin/python3 -IS\n")
+    assert files[network_setup.VIEW_HELPER].startswith("#!/usr/bin/python3 -IS\n")
     with pytest.raises(CoiError):
         network_setup.wanted("bad group", Path("/usr/bin/python3"))
 

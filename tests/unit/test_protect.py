@@ -11,7 +11,7 @@ from coi.boundary import protect, protect_host
 from coi.boundary.protect import DIR, FILE, LINK, MISSING, Entry, Survey
 from coi.config import trust
 from coi.config.load import default_layer, load, merge
-from coi.core.errors import ConfigError, UsageError
+from coi.core.errors import CoiError, ConfigError, UsageError
 from coi.launch import executor as launch
 from coi.launch import spec as launch_spec
 
@@ -210,13 +210,11 @@ def test_the_workspace_disk_is_the_locked_view_when_coi_can_build_it() -> None:
         assert disk["source"] == "/w" and "recursive" not in disk
 
 
-def test_without_root_coi_says_the_paths_are_not_enforced(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_without_root_or_the_view_helper_coi_refuses_the_start(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     spec = launch_spec.LaunchSpec(name="c1", image="coi", workspace=ws, locked_view=False)
-    launch.protect_workspace(spec)
-    err = capsys.readouterr().err
-    assert "not enforced" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(CoiError, match="sudo coi setup") as refused:
+        launch.protect_workspace(spec)
+    assert "\n" not in str(refused.value)
     assert list(ws.iterdir()) == []  # nothing created in the workspace
