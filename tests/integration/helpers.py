@@ -113,3 +113,30 @@ def own_prefix(monkeypatch: pytest.MonkeyPatch, tag: str) -> str:
 def ours(incus: IncusAPI, prefix: str) -> list[str]:
     """The instances whose names carry this prefix."""
     return [n for n in incus.instance_names() if n.startswith(prefix)]
+
+
+NONROOT_VENV = Path(os.environ.get("COI_NONROOT_VENV", "/opt/coi-nonroot-venv"))
+
+
+def coi_as(
+    user: str,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    venv: Path = NONROOT_VENV,
+    command: tuple[str, ...] = ("coi",),
+) -> subprocess.CompletedProcess[str]:
+    """Run `coi` (or another command of the venv's PATH) as a non-root user, the way that
+    user would: an empty environment but HOME, PATH (the venv on /usr/bin/python3 first)
+    and what env adds. The test itself stays root, for setup and inspection."""
+    import pwd
+
+    home = pwd.getpwnam(user).pw_dir
+    plain = {"HOME": home, "PATH": f"{venv}/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
+    extra = [f"{k}={v}" for k, v in {**plain, **(env or {})}.items()]
+    return subprocess.run(
+        ["runuser", "-u", user, "--", "env", "-i", "-C", str(cwd or home), *extra, *command, *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
