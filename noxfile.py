@@ -62,7 +62,7 @@ def integration(session: nox.Session) -> None:
         "loadfile",
         "-q",
         "-m",
-        "integration and not disruptive",
+        "integration and not disruptive and not nonroot",
         *args,
         env=env,
         success_codes=[0, 5],
@@ -74,11 +74,65 @@ def integration(session: nox.Session) -> None:
         "0",
         "-q",
         "-m",
-        "integration and disruptive",
+        "integration and disruptive and not nonroot",
         *args,
         env=env,
         success_codes=[0, 5],
     )
+
+
+NONROOT_USERS = {"coi-ci": 1234, "coi-ci2": 1235}  # the README's user, and another one
+NONROOT_VENV = "/opt/coi-nonroot-venv"
+
+
+@nox.session(default=False)
+def integration_nonroot(session: nox.Session) -> None:
+    """The non-root lane: coi as ordinary members of incus-admin on /usr/bin/python3."""
+    session.install(DEV)
+    session.run("coi", "setup")  # coi's helpers, as this checkout has them
+    _nonroot_users(session)
+    _nonroot_venv(session)
+    env = {"COI_INTEGRATION": "1", "COI_NONROOT_VENV": NONROOT_VENV}
+    session.run(
+        "pytest",
+        "-n",
+        "0",
+        "-q",
+        "-m",
+        "integration and nonroot",
+        *(session.posargs or ["tests/integration"]),
+        env=env,
+    )
+
+
+def _nonroot_users(session: nox.Session) -> None:
+    """Each user (made once), in incus-admin, with the idmap line `sudo coi setup` adds."""
+    import pwd
+
+    for user, uid in NONROOT_USERS.items():
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            session.run("useradd", "-u", str(uid), "-m", "-s", "/bin/bash", user, external=True)
+        session.run("usermod", "-aG", "incus-admin", user, external=True)
+    lines = [f"root:{uid}:1" for uid in NONROOT_USERS.values()]
+    code = "import sys; from coi.boundary.idmap import add_subid_lines as add; add(sys.argv[1:])"
+    session.run("python", "-c", code, *lines)
+
+
+def _nonroot_venv(session: nox.Session) -> None:
+    """A venv of this checkout on the distribution's Python, readable by every user (the
+    machine's own Python may live under /root); made once, coi reinstalled each run."""
+    import subprocess
+
+    if subprocess.run(["/usr/bin/python3", "-c", "import ensurepip"], check=False).returncode:
+        session.run("apt-get", "install", "-y", "-qq", "python3-venv", external=True)
+    if not os.path.exists(f"{NONROOT_VENV}/bin/coi"):
+        session.run("/usr/bin/python3", "-m", "venv", NONROOT_VENV, external=True)
+        session.run(f"{NONROOT_VENV}/bin/pip", "install", "-q", ".", external=True)
+    else:
+        pip = [f"{NONROOT_VENV}/bin/pip", "install", "-q", "--no-deps", "--force-reinstall"]
+        session.run(*pip, ".", external=True)
 
 
 @nox.session(default=False)
