@@ -1,0 +1,138 @@
+"""A two-member Incus cluster made by the tests themselves (tests/integration/cluster.py).
+
+The cluster lives in namespaces of its own; these tests talk to its members' sockets, to
+their HTTPS API on the hub bridge the fixture made, and to containers on it, nothing else.
+Figures (start, join, launch per member) go to the test report through record_property
+and to stdout (pytest -s shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from coi.incus.adapter import Endpoint, Incus
+from tests.integration.cluster import Cluster, ClusterError
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("mkfs.btrfs") is None,
+    reason="the cluster fixture needs root, unshare and btrfs-progs",
+)
+
+IMAGE = "coi-base-debian-12"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    try:
+        made = Cluster(size=2, images=(IMAGE,))
+    except ClusterError as exc:  # pragma: no cover - says why on a machine that cannot
+        pytest.skip(str(exc))
+    with made:
+        for member in made.members:
+            print(f"cluster {member.name}: {member.timings}")
+        print(f"cluster: {made.timings}")
+        yield made
+
+
+def make_client_cert(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "client.crt", folder / "client.key"
+    subprocess.run(
+        [
+            *(
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:secp384r1",
+            ),
+            *("-nodes", "-days", "1", "-subj", "/CN=coi-cluster-test"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_members_are_online(
+    cluster: Cluster, record_property: Callable[[str, object], None]
+) -> None:
+    listing = json.loads(cluster.leader.incus("cluster", "list", "--format", "json").stdout)
+    assert sorted(m["server_name"] for m in listing) == ["m1", "m2"]
+    assert {m["status"] for m in listing} == {"Online"}
+    for member in cluster.members:
+        for key, value in member.timings.items():
+            record_property(f"{member.name}_{key}", round(value, 2))
+    for key, value in cluster.timings.items():
+        record_property(key, round(value, 2))
+
+
+def test_a_container_runs_on_each_member(
+    cluster: Cluster, record_property: Callable[[str, object], None]
+) -> None:
+    names = {m.name: f"coiclt-{cluster.tag}-{m.name}" for m in cluster.members}
+    try:
+        for member, name in names.items():
+            began = time.monotonic()
+            cluster.leader.incus("launch", IMAGE, name, "--target", member, timeout=180)
+            took = time.monotonic() - began
+            record_property(f"launch_{member}_s", round(took, 2))
+            print(f"launch on {member}: {took:.2f} s")
+        assert cluster.locations() == {name: member for member, name in names.items()}
+        for name in names.values():
+            done = cluster.leader.incus("exec", name, "--", "cat", "/etc/hostname", timeout=60)
+            assert done.stdout.strip() == name
+    finally:
+        for name in names.values():
+            cluster.leader.incus("delete", "--force", name, check=False, timeout=60)
+
+
+def test_https_client_on_each_member_with_pinned_cluster_certificate(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cert, key = make_client_cert(tmp_path)
+    cluster.trust(cert, name=f"coi-test-{tmp_path.name[-8:]}")
+    for member in cluster.members:
+        remote = Incus(Endpoint(member.url, str(cert), str(key), str(cluster.cluster_cert)))
+        assert remote.server()["auth"] == "trusted"
+        assert remote.server()["environment"]["server_name"] == member.name
+    (tmp_path / "stranger").mkdir()
+    stranger, stranger_key = make_client_cert(tmp_path / "stranger")
+    untrusted = Incus(
+        Endpoint(cluster.leader.url, str(stranger), str(stranger_key), str(cluster.cluster_cert))
+    )
+    assert untrusted.server()["auth"] == "untrusted"
+
+
+def test_teardown_leaves_nothing_behind() -> None:
+    """A one-member cluster, stopped: no process, loop device, link or folder of it stays."""
+    made = Cluster(size=1, images=())
+    with made:
+        pids = [made.leader.daemon_pid, made.leader.ns_pid]
+        base, hub = made.base, made.hub
+        assert made.leader.incus("storage", "list", "--format", "csv").stdout.startswith("data,")
+    assert not base.exists()
+    assert not Path(f"/sys/class/net/{hub}").exists()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    assert str(base) not in loops
+    holders = [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(base) in _cmdline(p)]
+    assert holders == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
