@@ -155,6 +155,53 @@ def check_subid() -> Check:
     )
 
 
+def check_protected(group: str) -> Check:
+    """For whoever runs coi: whether protected paths are enforced (root builds the locked
+    view itself; anyone else through coi's view helper, or sessions are refused)."""
+    from coi.boundary.protect_host import VIEW_HELPER
+    from coi.host import netrules
+
+    name, state = "protected paths", netrules.view_helper_state()
+    if os.geteuid() == 0:
+        if state == "current":
+            return Check(name, OK, f"enforced for root; for {group}: through {VIEW_HELPER}")
+        return Check(
+            name,
+            WARN,
+            f"enforced for root; not for {group}: coi's view helper is {state}",
+            "run `coi doctor --fix`",
+            "install-helpers",
+        )
+    who = _user()
+    if state != "current":
+        return Check(
+            name,
+            FAIL,
+            f"not enforced for {who}: coi's view helper is {state} (sessions are refused)",
+            "run `sudo coi doctor --fix`",
+            "install-helpers",
+        )
+    done = proc.run(["sudo", "-n", str(VIEW_HELPER), "fingerprint"], check=False, timeout=60)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return Check(
+            name,
+            FAIL,
+            f"not enforced for {who}: sudo does not run {VIEW_HELPER} ({why})",
+            f"sudo usermod -aG {group} $USER, then log in again",
+        )
+    return Check(name, OK, f"enforced for {who} through coi's view helper {VIEW_HELPER}")
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
 def check_image(incus: IncusAPI, alias: str) -> Check:
     if incus.image_alias(alias) is None:
         return Check("coi image", WARN, f"no image {alias!r}", "run `coi build`")
@@ -235,6 +282,7 @@ def run_checks(cfg: Config) -> list[Check]:
         check_network,
         check_rules,
         check_subid,
+        lambda: check_protected(cfg.incus.group),
         lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
         lambda: check_image(incus, cfg.defaults.image),
         check_brokers,

@@ -15,6 +15,7 @@ its own fingerprint (coi refuses a copy that is not its own) and refuses on its 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -156,6 +157,20 @@ def view_files(python: Path, group: str) -> dict[Path, str]:
         files[VIEW_LIBDIR / rel] = (top / rel).read_text()
     files[VIEW_HELPER] = VIEW_WRAPPER.format(python=python, group=group, lib=str(VIEW_LIBDIR))
     return files
+
+
+def view_helper_state() -> str:
+    """current, missing or stale (another coi's): the installed view helper's files against
+    this coi's (they are world-readable: no root needed to compare)."""
+    if not VIEW_HELPER.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    try:
+        for rel in protect_host.SOURCES:
+            digest.update((VIEW_LIBDIR / rel).read_bytes())
+    except OSError:
+        return "stale"
+    return "current" if digest.hexdigest()[:16] == protect_host.fingerprint() else "stale"
 
 
 def _current(path: Path) -> str | None:

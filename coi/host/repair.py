@@ -1,8 +1,9 @@
 """`coi doctor --fix`: carry out the safe repairs the checks name (coi/host/doctor.py `action`).
 
 Each repair is one that `coi setup` would make too and that cannot lose data: start the
-daemon, create or upgrade coi's profiles, give root its idmap range, put back a running
-container's lost network rules (or stop it). The rest (a missing
+daemon, create or upgrade coi's profiles, give root its idmap range, install or upgrade
+coi's root helpers (network rules, locked view), put back a running container's lost
+network rules (or stop it). The rest (a missing
 pool or bridge, an image to build) stays a fix to run by hand.
 """
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from coi.host.check import Check
 
 Log = Callable[[str], None]
-NEEDS_ROOT = frozenset({"start-daemon", "subid-range"})
+NEEDS_ROOT = frozenset({"start-daemon", "subid-range", "install-helpers"})
 
 
 def plan(checks: Sequence[Check]) -> list[Check]:
@@ -65,7 +66,15 @@ def _restore_rules(cfg: Config, log: Log) -> None:
     network.heal(connect(cfg))
 
 
+def _install_helpers(cfg: Config, log: Log) -> None:
+    from coi.host import netrules
+
+    netrules.install(cfg.incus.group)
+    log(f"installed coi's helpers {netrules.HELPER} and {netrules.VIEW_LIBDIR}")
+
+
 REPAIRS: dict[str, Callable[[Config, Log], None]] = {
+    "install-helpers": _install_helpers,
     "restore-rules": _restore_rules,
     "start-daemon": _start_daemon,
     "apply-profiles": _apply_profiles,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from coi.boundary import protect, protect_host, view_cli
+from coi.config.load import load
 from coi.core.errors import CoiError
 from coi.host import netrules
 
@@ -251,3 +252,68 @@ def test_the_installed_view_wrapper_refuses_to_run_from_a_writable_place(tmp_pat
 def test_view_path_names_stay_under_the_view_root() -> None:
     for name in ("coi-0a1b2c3d-1", "coi-0a1b2c3d-1.git"):
         assert protect.view_path(view_cli.check_name(name)).parent == protect.VIEW_ROOT
+
+
+# -- coi doctor, per user ------------------------------------------------------------------
+
+
+def _installed_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    lib = tmp_path / "coi-view"
+    for path, text in netrules.view_files(Path(sys.executable), "g").items():
+        if netrules.VIEW_LIBDIR in path.parents:
+            target = lib / path.relative_to(netrules.VIEW_LIBDIR)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    (tmp_path / "coi-view-wrapper").write_text("")
+    monkeypatch.setattr(netrules, "VIEW_LIBDIR", lib)
+    monkeypatch.setattr(netrules, "VIEW_HELPER", tmp_path / "coi-view-wrapper")
+    return lib
+
+
+def test_doctor_says_for_a_non_root_user_whether_paths_are_enforced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coi.host import doctor
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1234)
+    monkeypatch.setattr(netrules, "VIEW_HELPER", tmp_path / "none")
+    check = doctor.check_protected("incus-admin")
+    assert check.status == "fail" and "not enforced for" in check.found
+    assert check.action == "install-helpers" and "sudo coi doctor --fix" in check.fix
+    lib = _installed_copy(tmp_path, monkeypatch)
+    assert netrules.view_helper_state() == "current"
+    (lib / "coi/boundary/view_cli.py").write_text("# another coi's\n")
+    assert netrules.view_helper_state() == "stale"
+    check = doctor.check_protected("incus-admin")
+    assert check.status == "fail" and "stale" in check.found
+
+
+def test_doctor_as_root_names_what_other_users_lack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coi.host import doctor
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    _installed_copy(tmp_path, monkeypatch)
+    assert doctor.check_protected("incus-admin").status == "ok"
+    monkeypatch.setattr(netrules, "VIEW_HELPER", tmp_path / "none")
+    check = doctor.check_protected("incus-admin")
+    assert check.status == "degraded" and check.action == "install-helpers"
+    assert "enforced for root" in check.found and "missing" in check.found
+
+
+def test_fix_installs_the_helpers_only_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coi.host import repair
+    from coi.host.check import Check
+
+    installed: list[str] = []
+    monkeypatch.setattr(netrules, "install", installed.append)
+    cfg = load(Path.cwd())
+    check = Check("protected paths", "fail", "missing", "", "install-helpers")
+    monkeypatch.setattr(os, "geteuid", lambda: 1234)
+    with pytest.raises(CoiError, match="sudo coi doctor --fix"):
+        repair.carry_out(check, cfg, lambda line: None)
+    assert installed == []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    repair.carry_out(check, cfg, lambda line: None)
+    assert installed == [cfg.incus.group]
