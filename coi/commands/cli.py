@@ -43,10 +43,10 @@ class Command:
 # reads: `coi rollback --help` listing --image or --network would promise what it ignores.
 SESSION = (
     *("workspace", "slot", "persistent", "resume", "profile", "image", "env", "storage"),
-    *("mount", "network", "tool", "verbose", "worktree"),
+    *("mount", "network", "tool", "verbose", "worktree", "remote"),
 )
 PLACE = ("workspace", "profile")  # a command about a workspace and the config it reads
-CONFIG = (*PLACE, "image", "persistent", "env", "network", "tool")  # flags that set config
+CONFIG = (*PLACE, "image", "persistent", "env", "network", "tool", "remote")  # flags that set config
 
 
 def session_flags(parser: argparse.ArgumentParser, only: Sequence[str] = SESSION) -> None:
@@ -108,6 +108,7 @@ def session_flags(parser: argparse.ArgumentParser, only: Sequence[str] = SESSION
         help="network mode (learn: restricted, every destination logged with its names)",
     )
     add("--tool", metavar="NAME", default=s, help="AI tool to run (default: claude)")
+    add("--remote", metavar="NAME", default=s, help="run on remote NAME (coi remote list)")
     add("--verbose", action="store_true", default=s, help="also say the one-time facts again")
     add(
         "--worktree",
@@ -249,6 +250,7 @@ AREAS = (
     "coi.commands.snapshot",
     "coi.commands.worktree",
     "coi.commands.pool",
+    "coi.commands.remote",
 )
 
 

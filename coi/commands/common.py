@@ -26,7 +26,7 @@ def workspace_of(args: argparse.Namespace) -> Path:
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """The config-bearing global flags that were given (absent flags stay absent)."""
-    names = ("image", "persistent", "env", "network", "tool")
+    names = ("image", "persistent", "env", "network", "tool", "remote")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 

@@ -109,6 +109,7 @@ _FLAG_KEYS = {
     "persistent": ("defaults", "persistent"),
     "network": ("network", "mode"),
     "tool": ("tool", "name"),
+    "remote": ("incus", "remote"),
 }
 # profile key -> (section, key) it sets; "limits" sets the whole [limits] table
 _PROFILE_TARGETS = {

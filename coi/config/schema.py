@@ -263,7 +263,10 @@ def _non_empty(value: Any) -> str | None:
 _INCUS_NAME = _matches(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "letters, digits, '_', '.' or '-'")
 # Incus caps network names at 15 characters: they become Linux interface names.
 _NETWORK_NAME = _matches(r"[a-z][a-z0-9-]{0,14}", "1-15 lowercase letters, digits or '-'")
-_REMOTE = _matches(r"https://.+", 'an address like "https://host:8443"')
+_REMOTE = _matches(
+    r"https://.+|[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
+    'an address like "https://host:8443" or a name from `coi remote list`',
+)
 _BASE = _matches(
     r"([a-z][a-z0-9-]*:)?[a-z0-9][a-z0-9.-]*(/[A-Za-z0-9._-]+)+",
     'a release like "debian/12" or a remote image like "images:debian/12"',

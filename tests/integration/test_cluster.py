@@ -136,3 +136,62 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_coi_remote_add_by_token_then_by_certificate(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`coi remote add` against a real cluster: a token pins and trusts; a second user the
+    admin trusts by certificate needs --accept-certificate; both reach every member."""
+    import sys
+
+    from coi.config import remotes
+    from coi.config.endpoint import endpoint
+    from tests.unit.test_remote import section
+
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "alice")}
+    coi = [sys.executable, "-m", "coi"]
+    token = cluster.token(f"alice-{cluster.tag}")
+    added = subprocess.run(
+        [*coi, "remote", "add", "team", cluster.members[1].url, "--token", token],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "trusted by token" in added.stderr
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "alice"))
+    where, _ = endpoint(section("team"))
+    assert Incus(where).server()["auth"] == "trusted"
+    for member in cluster.members:  # the pinned cluster certificate serves every member
+        other = remotes.Remote("m", member.url, "default", Path(str(where.server_cert)))
+        pinned = Endpoint(other.url, where.client_cert, where.client_key, str(other.server_cert))
+        assert Incus(pinned).server()["environment"]["server_name"] == member.name
+
+    bob = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "bob")}
+    refused = subprocess.run(
+        [*coi, "remote", "add", "team", cluster.leader.url],
+        env=bob,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--accept-certificate" in refused.stderr
+    untrusted = subprocess.run(
+        [*coi, "remote", "add", "team", cluster.leader.url, "--accept-certificate"],
+        env=bob,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert untrusted.returncode == 1 and "add-certificate" in untrusted.stderr
+    cluster.trust(tmp_path / "bob" / "coi" / "remotes" / "client.crt", name=f"bob-{cluster.tag}")
+    done = subprocess.run(
+        [*coi, "remote", "add", "team", cluster.leader.url, "--accept-certificate"],
+        env=bob,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "trusted by certificate" in done.stderr

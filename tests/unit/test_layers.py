@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"launch"},
     {"images"},
     {"host", "sessions"},
+    {"remote"},
     {"commands", "testing"},
 ]
 
