@@ -330,11 +330,19 @@ def read_file(dirfd: int, rel: str, limit: int = 1 << 20) -> bytes:
         return os.read(fd, limit)
 
 
-def walk(dirfd: int, skip: frozenset[str] = frozenset(), under: str = "",
-         depth: int = MAX_DEPTH) -> Iterator[tuple[str, os.stat_result]]:  # fmt: skip
-    """Every entry under the folder dirfd (relative path, lstat), folders before what they
-    hold, entered through descriptors without links; `skip` paths (and what they hold)
-    left out, folders on the way to one still entered."""
+@contextlib.contextmanager
+def folder(path: str | os.PathLike[str]) -> Iterator[int]:
+    """A descriptor of the folder at path (a trusted path: the top of a tree), closed after."""
+    fd = os.open(path, DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _entries(dirfd: int, skip: frozenset[str],
+             under: str) -> Iterator[tuple[os.DirEntry[str], str, os.stat_result]]:  # fmt: skip
+    """(entry, relative path, lstat) of each entry of a folder by name, `skip` left out."""
     with os.scandir(dirfd) as found:
         entries = sorted(found, key=lambda e: e.name)
     for entry in entries:
@@ -342,16 +350,29 @@ def walk(dirfd: int, skip: frozenset[str] = frozenset(), under: str = "",
         if rel in skip:
             continue
         try:
-            info = entry.stat(follow_symlinks=False)
+            yield entry, rel, entry.stat(follow_symlinks=False)
         except OSError:
             continue  # gone meanwhile
+
+
+def _subdir(dirfd: int, name: str) -> int | None:
+    """The sub-folder name of dirfd, never a link; None when it is one now, or gone."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dirfd)
+    except OSError:
+        return None
+
+
+def walk(dirfd: int, skip: frozenset[str] = frozenset(), under: str = "",
+         depth: int = MAX_DEPTH) -> Iterator[tuple[str, os.stat_result]]:  # fmt: skip
+    """Every entry under the folder dirfd (relative path, lstat), folders before what they
+    hold, entered through descriptors without links; `skip` paths (and what they hold)
+    left out, folders on the way to one still entered."""
+    for entry, rel, info in _entries(dirfd, skip, under):
         yield rel, info
         if stat.S_ISDIR(info.st_mode) and depth > 0:
-            try:
-                sub = os.open(
-                    entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd
-                )
-            except OSError:
+            sub = _subdir(dirfd, entry.name)
+            if sub is None:
                 continue  # swapped for a link or gone: not entered
             try:
                 yield from walk(sub, skip, rel + "/", depth - 1)
@@ -366,29 +387,19 @@ def copy_tree(src: int, dst: int, skip: frozenset[str] = frozenset(), under: str
     as links; other kinds (devices, fifos, sockets) are left out. An entry already in dst
     is replaced; `skip` paths stay out (folders on the way to one are entered). budget:
     [bytes] that plain copies may write, counted down (OverBudget past it)."""
-    with os.scandir(src) as found:
-        entries = sorted(found, key=lambda e: e.name)
-    for entry in entries:
-        rel = under + entry.name
-        if rel in skip:
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
+    for entry, rel, info in _entries(src, skip, under):
         if not stat.S_ISDIR(info.st_mode) and any(s.startswith(rel + "/") for s in skip):
             continue  # dst's folder holds a skipped path: it stays
         if stat.S_ISDIR(info.st_mode):
-            try:
-                sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
-            except OSError:
+            sub = _subdir(src, entry.name)
+            if sub is None:
                 continue
             try:
                 if not _is_plain_dir(dst, entry.name):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.name, dir_fd=dst)
                     os.mkdir(entry.name, 0o700, dir_fd=dst)
-                out = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dst)
+                out = os.open(entry.name, DIR_FLAGS, dir_fd=dst)
                 try:
                     copy_tree(sub, out, skip, rel + "/", budget)
                     os.fchmod(out, stat.S_IMODE(info.st_mode) & 0o1777)

@@ -3,14 +3,13 @@ the names and settings of coi's store (coi/workspace/checkpoints.py is the inter
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coi.core import safefs
 from coi.core.errors import UsageError
 
 REFS = "refs/coi/checkpoints/"
@@ -100,10 +99,4 @@ def clean_message(message: str) -> str:
     return "".join(ch for ch in message if ch in "\n\t" or ord(ch) >= 32).strip()
 
 
-@contextlib.contextmanager
-def opened_dir(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+opened_dir = safefs.folder  # a descriptor of a trusted folder, closed after

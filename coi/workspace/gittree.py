@@ -16,7 +16,7 @@ import hashlib
 import os
 import stat
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from coi.core import safefs
@@ -49,7 +49,7 @@ def tree_now(git: Git, ws: Path, objects: Path, algo: str, skip: frozenset[str],
     changed = set(staged)
     fresh = _paths(git("ls-files", "-z", "--others", "--exclude-standard", env=index_env))
     lines = []
-    with _dir(ws) as top:
+    with safefs.folder(ws) as top:
         for rel in sorted(set(changed) | set(fresh)):
             known = staged.get(rel)
             if rel.endswith("/") or (known is not None and known[0] == "160000"):
@@ -89,15 +89,6 @@ def _raw(raw: bytes) -> dict[str, tuple[str, str]]:
         if len(fields) == 5:
             found[os.fsdecode(name)] = (fields[0], fields[2])
     return found
-
-
-@contextlib.contextmanager
-def _dir(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def _read(top: int, rel: str, objects: Path, algo: str) -> tuple[str, str] | None:

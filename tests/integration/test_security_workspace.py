@@ -76,6 +76,17 @@ def git(repo: Path, *argv: str) -> str:
     return done.stdout
 
 
+def repository(ws: Path) -> Path:
+    """A repository with one commit, owned by the workspace owner."""
+    ws.mkdir()
+    (ws / "README").write_text("x\n")
+    git(ws, "init", "-q")
+    git(ws, "add", ".")
+    git(ws, "commit", "-qm", "base")
+    owned(ws)
+    return ws
+
+
 @pytest.fixture
 def env(incus: Incus, session_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
     user_config_path().write_text(
@@ -201,13 +212,7 @@ def test_checkpoints_never_write_through_refs_the_agent_linked(
     """Attack 5a: `.git/refs/coi` made a link to a host folder; the automatic checkpoint of
     the next session and `coi checkpoint` write nothing there (coi's refs live in its own
     store)."""
-    ws = tmp_path / "repo"
-    ws.mkdir()
-    (ws / "README").write_text("x\n")
-    git(ws, "init", "-q")
-    git(ws, "add", ".")
-    git(ws, "commit", "-qm", "base")
-    owned(ws)
+    ws = repository(tmp_path / "repo")
     empty = victim / "refs"
     empty.mkdir()
     plant = coi("run", "--workspace", str(ws), "--", "sh", "-c",
@@ -228,13 +233,7 @@ def test_a_worktree_never_appends_through_a_reflog_the_agent_linked(
 ) -> None:
     """Attack 5b: the reflog of the branch a worktree session will make is a link to a host
     file; coi refuses, naming it, and the file is untouched."""
-    ws = tmp_path / "repo"
-    ws.mkdir()
-    (ws / "README").write_text("x\n")
-    git(ws, "init", "-q")
-    git(ws, "add", ".")
-    git(ws, "commit", "-qm", "base")
-    owned(ws)
+    ws = repository(tmp_path / "repo")
     before = picture(victim)
     target = victim / "passwd"
     log = ".git/logs/refs/heads/coi"
