@@ -195,3 +195,99 @@ def test_coi_remote_add_by_token_then_by_certificate(
         timeout=120,
     )
     assert done.returncode == 0 and "trusted by certificate" in done.stderr
+
+
+@pytest.fixture
+def remote_incus(cluster: Cluster, tmp_path: Path) -> Incus:
+    """The cluster over HTTPS with a trusted client certificate, as coi reaches a remote."""
+    (tmp_path / "client").mkdir()
+    cert, key = make_client_cert(tmp_path / "client")
+    cluster.trust(cert, name=f"coi-run-{tmp_path.name[-10:]}")
+    return Incus(Endpoint(cluster.leader.url, str(cert), str(key), str(cluster.cluster_cert)))
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_remote_sessions_land_on_both_members_and_come_back_as_branches(
+    cluster: Cluster, remote_incus: Incus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coi.remote import session
+
+    monkeypatch.setenv("COI_HOME", str(tmp_path / "coi-home"))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "a.txt").write_text("one\n")
+    (repo / ".gitignore").write_text("build/\n")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    (repo / "a.txt").write_text("one\nuncommitted\n")
+    (repo / "untracked.txt").write_text("untracked\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "big.o").write_bytes(b"\0" * 1000)
+    status = _git(repo, "status", "--porcelain")
+
+    prefix = f"coiclt{cluster.tag}-"
+    placed = []
+    try:
+        for slot in (1, 2):
+            placed.append(
+                session.start(remote_incus, repo, slot, image=IMAGE, pool="data", prefix=prefix)
+            )
+        # Incus's scheduler puts the second where fewer instances run: the other member.
+        assert sorted(p.location for p in placed) == ["m1", "m2"]
+        first = placed[0]
+        member = session.on_member(remote_incus, first.location)
+        seen = member.execute(first.name, ["sh", "-c", "ls -a /workspace | sort"])
+        assert seen.stdout.split() == sorted([".", "..", ".gitignore", "a.txt", "untracked.txt"])
+        agent = "echo agent > new.txt && echo more >> a.txt && mkdir -p d && ln -s ../a.txt d/l"
+        assert member.execute(first.name, ["sh", "-c", agent], user=1000, group=1000,
+                                    cwd="/workspace").exit_code == 0  # fmt: skip
+        synced = session.sync(remote_incus, first.name)
+        assert synced.branch == "coi/remote/1"
+        assert _git(repo, "rev-parse", "coi/remote/1^").strip() == head
+        assert _git(repo, "show", "coi/remote/1:new.txt") == "agent\n"
+        assert _git(repo, "show", "coi/remote/1:a.txt") == "one\nuncommitted\nmore\n"
+        assert _git(repo, "show", "coi/remote/1:untracked.txt") == "untracked\n"
+        # tarsafe brings back files and folders only: a link the agent made stays there.
+        assert "d/l" not in _git(repo, "ls-tree", "-r", "--name-only", "coi/remote/1")
+        assert "build/big.o" not in _git(repo, "ls-tree", "-r", "--name-only", "coi/remote/1")
+        # The user's work tree, index and HEAD are as they were.
+        assert _git(repo, "status", "--porcelain") == status
+        assert _git(repo, "rev-parse", "HEAD").strip() == head
+    finally:
+        for item in placed:
+            session.stop(remote_incus, item.name, "data", item.location)
+    assert not [n for n in remote_incus.instance_names() if n.startswith(prefix)]
+    volumes = remote_incus.get("storage-pools/data/volumes/custom")
+    assert not [v for v in volumes if prefix in v]
+
+
+def test_remote_run_of_a_plain_folder_comes_back_as_files(
+    cluster: Cluster, remote_incus: Incus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coi.remote import session
+
+    monkeypatch.setenv("COI_HOME", str(tmp_path / "coi-home"))
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("host\n")
+    out: list[bytes] = []
+    done = session.run(
+        remote_incus,
+        folder,
+        ["sh", "-c", "cat notes.txt; echo agent > made.txt; exit 3"],
+        image=IMAGE,
+        pool="data",
+        prefix=f"coiclt{cluster.tag}-",
+        on_stdout=out.append,
+    )
+    assert (done.exit_code, b"".join(out)) == (3, b"host\n")
+    assert done.fetched.folder is not None
+    assert (done.fetched.folder / "made.txt").read_text() == "agent\n"
+    assert (folder / "made.txt").exists() is False  # the workspace itself is untouched
