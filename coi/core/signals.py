@@ -1,5 +1,16 @@
 """Signals during a session: SIGTERM and SIGHUP end it like Ctrl+C, and cleanup, once
-begun, finishes whatever arrives."""
+begun, finishes whatever arrives.
+
+A signal that coi was started with ignored stays ignored. A shell ignores SIGINT only
+for a job it starts without job control (`coi run ... &` in a script) or when asked
+(`trap '' INT`), and `nohup` ignores SIGHUP: each says "let this job outlive Ctrl+C or
+the terminal", and coi keeps that promise, as Python (which then installs no
+KeyboardInterrupt), shells and make do. A person at an interactive shell loses
+nothing: job control starts every job, foreground or background, with the default
+dispositions, and once `coi shell` is attached the terminal is raw, so Ctrl+C is a
+byte for the tool in the container, never a signal to coi. A coi with SIGINT ignored
+still ends, and cleans up, on SIGTERM (`kill PID`).
+"""
 
 from __future__ import annotations
 
@@ -27,8 +38,10 @@ def _raise(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def raising() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise Terminated (SIGINT raises KeyboardInterrupt)."""
-    previous = {s: signal.signal(s, _raise) for s in HANDLED}
+    """Within the block, SIGTERM and SIGHUP raise Terminated (SIGINT raises
+    KeyboardInterrupt); one that was ignored when the block began stays ignored."""
+    wanted = [s for s in HANDLED if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {s: signal.signal(s, _raise) for s in wanted}
     try:
         yield
     finally:

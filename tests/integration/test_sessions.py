@@ -240,21 +240,64 @@ def test_file_pull_drops_links_and_fifos_and_keeps_destination(
 
 
 PHASES = ["create", "start", "prepare", "credentials", "restore", "exec"]
+SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+# The child sets its own dispositions, then becomes coi: what this test runner inherited
+# (SIGINT ignored under `nohup ... &` or `trap '' INT`, SIGHUP under nohup) never
+# reaches it. A trampoline rather than preexec_fn, which is unsafe beside threads.
+_TRAMPOLINE = (
+    "import os, signal, sys\n"
+    "for name, how in zip(sys.argv[1].split(','), sys.argv[2].split(',')):\n"
+    "    signal.signal(signal.Signals[name], getattr(signal, how))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'coi', *sys.argv[3:]])\n"
+)
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def coi_with(
+    dispositions: dict[str, str], *argv: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run coi with each named signal set first ("SIG_DFL" or "SIG_IGN"), whatever this
+    process inherited."""
+    names, hows = ",".join(dispositions), ",".join(dispositions.values())
+    return subprocess.run(
+        [sys.executable, "-c", _TRAMPOLINE, names, hows, *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
+
+
+def assert_nothing_left(incus: Incus, prefix: str) -> None:
+    assert ours(incus, prefix) == []
+    store = Path(os.environ["COI_HOME"]) / "sessions-fake"
+    leftovers = [p.name for p in store.iterdir()] if store.exists() else []
+    assert not [n for n in leftovers if n.startswith(".")]
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
 @pytest.mark.parametrize("phase", PHASES)
 def test_signal_at_each_phase_leaves_nothing(
     env: dict[str, str], incus: Incus, sig: str, phase: str
 ) -> None:
-    done = coi("run", "--", "true", env={"COI_FAULT_SIGNAL": f"{sig}@{phase}"})
+    defaults = dict.fromkeys(SIGNALS, "SIG_DFL")
+    done = coi_with(defaults, "run", "--", "true", env={"COI_FAULT_SIGNAL": f"{sig}@{phase}"})
     expected = 130 if sig == "SIGINT" else 128 + signal.Signals[sig].value
     assert done.returncode == expected, done.stderr
     assert "Traceback" not in done.stderr
-    assert ours(incus, env["COI_CONTAINER_PREFIX"]) == []
-    store = Path(os.environ["COI_HOME"]) / "sessions-fake"
-    leftovers = [p.name for p in store.iterdir()] if store.exists() else []
-    assert not [n for n in leftovers if n.startswith(".")]
+    assert_nothing_left(incus, env["COI_CONTAINER_PREFIX"])
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_a_signal_coi_was_started_with_ignored_stays_ignored(
+    env: dict[str, str], incus: Incus, sig: str
+) -> None:
+    """nohup's SIGHUP, a script's background job's SIGINT: the session runs to its end
+    (coi/core/signals.py says why)."""
+    ignored = {**dict.fromkeys(SIGNALS, "SIG_DFL"), sig: "SIG_IGN"}
+    done = coi_with(ignored, "run", "--", "echo", "ran", env={"COI_FAULT_SIGNAL": f"{sig}@exec"})
+    assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
+    assert_nothing_left(incus, env["COI_CONTAINER_PREFIX"])
 
 
 def test_kill_9_during_save_keeps_the_previous_save(env: dict[str, str], incus: Incus) -> None:
