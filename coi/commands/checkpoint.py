@@ -45,20 +45,20 @@ def held(workspace: Path) -> checkpoints.Held:
 
 
 def frozen(cfg: Config, workspace: Path) -> AbstractContextManager[list[str]]:
-    """The workspace's running containers frozen for a block (coi/sessions/freeze.py);
-    with no Incus on this host (no socket), nothing can run there: nothing to freeze."""
+    """The workspace's running containers frozen for a block (coi/sessions/freeze.py). Only
+    this host's daemon runs containers that mount this folder, whatever remote the config
+    or `coi remote switch` names; with no Incus here (no socket) nothing can run it."""
     import contextlib
     import os
 
-    from coi.commands.common import connect
-    from coi.incus.adapter import socket_path
+    from coi.incus.adapter import Endpoint, connect, socket_path
     from coi.sessions import freeze
 
-    if not cfg.incus.remote and not os.path.exists(socket_path()):
+    here = socket_path()
+    if not os.path.exists(here):
         return contextlib.nullcontext([])
-    incus = connect(cfg)
-    if not incus.endpoint.is_local:  # a remote's containers cannot mount this folder
-        return contextlib.nullcontext([])
+    section = cfg.incus
+    incus = connect(project=section.project, group=section.group, endpoint=Endpoint(here))
     return freeze.frozen(incus, workspace)
 
 
