@@ -1,4 +1,4 @@
-"""Fixtures shared by the unit tests of config and limits."""
+"""Fixtures shared by the unit tests."""
 
 from __future__ import annotations
 
@@ -21,3 +21,13 @@ def workspace(tmp_path: Path) -> Path:
     path = tmp_path / "project"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def no_network_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """coi finds it may not change network rules, as a non-root user without the helper
+    would: a test as root whose teardown() forgets a container's rules would otherwise
+    run the host's nft (tests/conftest.py refuses it)."""
+    from coi.network import enforce
+
+    monkeypatch.setattr(enforce, "can_apply", lambda: False)

@@ -88,7 +88,7 @@ class _Contested(FakeIncus):
 
 @pytest.mark.parametrize("refusals", [0, 1, 2, 3])
 def test_a_start_refused_for_a_taken_address_reserves_again_and_starts(
-    refusals: int, monkeypatch: pytest.MonkeyPatch
+    refusals: int, monkeypatch: pytest.MonkeyPatch, no_network_rules: None
 ) -> None:
     from coi.launch import executor
 
@@ -107,7 +107,7 @@ def test_a_start_refused_for_a_taken_address_reserves_again_and_starts(
 
 
 def test_without_a_spec_or_for_another_reason_a_refused_start_is_final(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, no_network_rules: None
 ) -> None:
     from coi.launch import executor
 
