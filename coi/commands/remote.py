@@ -67,6 +67,14 @@ def switch(args: argparse.Namespace) -> int:
     return 0
 
 
+def sync(args: argparse.Namespace) -> int:
+    """Bring a running remote session's workspace back now (branch or files)."""
+    from coi.commands.common import load_config
+    from coi.remote import command
+
+    return command.sync(load_config(args), args.name)
+
+
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("url", metavar="URL", help="https://HOST[:PORT] (8443 by default)")
@@ -98,5 +106,11 @@ COMMANDS: dict[str, Command] = {
             "remove": Command(R + "remove", "forget a remote", _name),
             "switch": Command(R + "switch", "make a remote the default (local: this host)", _name),
         },
+    ),
+    "sync": Command(
+        R + "sync",
+        "bring a running remote session's workspace back (branch coi/remote/<slot> or files)",
+        _name,
+        ("remote", "profile", "workspace"),
     ),
 }

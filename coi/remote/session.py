@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from coi.core import slots
 from coi.core.errors import CoiError, UsageError
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
 
 UID = 1000
+HOME = "/home/code"
 VOLUME_SUFFIX = "-ws"
 
 
@@ -32,6 +33,8 @@ class Placed:
     location: str
     volume: str
     packed: transfer.Packed
+    pool: str = ""
+    network: str = "open"
 
 
 @dataclass(frozen=True)
@@ -52,25 +55,42 @@ def start(
     slot: int,
     *,
     image: str,
-    pool: str,
+    pool: str | None,
     prefix: str,
     target: str | None = None,
     limit: int = transfer.DEFAULT_LIMIT,
+    network: str = "open",
+    profiles: Sequence[str] | None = None,
 ) -> Placed:
-    """Create the container where Incus places it, its volume beside it, send the workspace."""
+    """Create the container where Incus places it, its volume beside it, send the workspace.
+
+    pool None: the pool of the container's root disk. network "restricted": the member
+    enforces it (coi/remote/guard.py) before anything of the workspace or the command
+    enters; a member that cannot refuses the start (CannotEnforce) and nothing is left."""
+    from coi.remote import guard
+
+    check_network(network)
     name = slots.container_name(workspace, slot, prefix)
     volume = name + VOLUME_SUFFIX
     params = {"target": target} if target else {}
-    body = {
+    body: dict[str, object] = {
         "name": name,
         "type": "container",
         "source": {"type": "image", "alias": image},
         "config": {"user.coi.workspace": str(workspace), "user.coi.slot": str(slot)},
     }
+    if profiles is not None:
+        body["profiles"] = list(profiles)
     incus.call("POST", "instances", body, f"creating {name}", params=params)
+    location = ""
     try:
         _settled(incus, name)
-        location = str(incus.instance(name).get("location") or "")
+        record = incus.instance(name)
+        location = str(record.get("location") or "")
+        root = (record.get("expanded_devices") or {}).get("root") or {}
+        pool = pool or str(root.get("pool") or "")
+        if not pool:
+            raise CoiError(f"{name} has no root disk pool to put its workspace volume in")
         where = {"target": location} if location and location != "none" else {}
         incus.call(
             "POST",
@@ -84,7 +104,11 @@ def start(
         devices = {**record.get("devices", {}), "workspace": disk}
         incus.call("PATCH", f"instances/{name}", {"devices": devices}, f"adding {volume}")
         member = on_member(incus, location)
+        if network == "restricted":
+            guard.check(member, name, location)
         member.set_state(name, "start", timeout=60)
+        if network == "restricted":
+            guard.restrict(member, name, location)
         _ready(member, name)
         packed = transfer.send(member, name, workspace, limit=limit)
         marks = {
@@ -93,9 +117,21 @@ def start(
         }
         incus.call("PATCH", f"instances/{name}", {"config": marks}, f"marking {name}")
     except BaseException:
-        stop(incus, name, pool, location)
+        stop(incus, name, pool or "", location)
         raise
-    return Placed(name, location, volume, packed)
+    return Placed(name, location, volume, packed, pool, network)
+
+
+REMOTE_MODES = ("open", "restricted")
+
+
+def check_network(mode: str) -> None:
+    """The network modes a remote member enforces; the others are refused, said plainly."""
+    if mode not in REMOTE_MODES:
+        raise UsageError(
+            f"network mode {mode} is not enforced on a remote member yet (its egress log and "
+            "allowlist need coi's helper there): use --network restricted or open"
+        )
 
 
 def on_member(incus: IncusAPI, location: str) -> IncusAPI:
@@ -138,10 +174,14 @@ def _settled(incus: IncusAPI, name: str, timeout: float = 180.0) -> None:
 
 
 def _ready(incus: IncusAPI, name: str, timeout: float = 60.0) -> None:
+    """Until /workspace is there; then the home of `code` (uid 1000) exists too: the
+    tool's state is saved from and restored into it, and a base image has none yet."""
+    home = f"[ -d {HOME} ] || install -d -o {UID} -g {UID} -m 700 {HOME}"
+    check = ["sh", "-c", f"test -d {transfer.INSIDE} && {{ {home}; }}"]
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if incus.execute(name, ["test", "-d", transfer.INSIDE]).exit_code == 0:
+            if incus.execute(name, check).exit_code == 0:
                 return
         except CoiError:
             pass
@@ -171,8 +211,10 @@ def sync(incus: IncusAPI, name: str, *, limit: int = transfer.DEFAULT_LIMIT) -> 
 
 
 def stop(incus: IncusAPI, name: str, pool: str, location: str = "") -> None:
-    """The container and its volume, gone (each step tried even if one fails), through
-    the member that holds them."""
+    """The container, its volume and its ACL, gone (each step tried even if one fails),
+    through the member that holds them."""
+    from coi.remote import guard
+
     if not location:
         with contextlib.suppress(CoiError):
             location = str(incus.instance(name).get("location") or "")
@@ -185,6 +227,8 @@ def stop(incus: IncusAPI, name: str, pool: str, location: str = "") -> None:
     with contextlib.suppress(CoiError):
         volume = f"storage-pools/{pool}/volumes/custom/{name}{VOLUME_SUFFIX}"
         member.call("DELETE", volume, None, f"deleting {name}{VOLUME_SUFFIX}", params=where)
+    with contextlib.suppress(CoiError):
+        guard.release(incus, name)
 
 
 def run(
@@ -193,7 +237,7 @@ def run(
     argv: Sequence[str],
     *,
     image: str,
-    pool: str,
+    pool: str | None,
     prefix: str,
     slot: int = 0,
     max_slots: int = 10,
@@ -201,12 +245,30 @@ def run(
     env: dict[str, str] | None = None,
     on_stdout: Callable[[bytes], object] | None = None,
     on_stderr: Callable[[bytes], object] | None = None,
+    network: str = "open",
+    stdin: BinaryIO | None = None,
+    before: Callable[[IncusAPI, Placed], object] | None = None,
+    after: Callable[[IncusAPI, Placed], object] | None = None,
 ) -> Outcome:
-    """One command in a fresh remote session; its result back; everything removed."""
+    """One command in a fresh remote session; its result back; everything removed.
+
+    before runs once the workspace is there (a resume restores the tool's state), after
+    once the command ended (a save), each with the instance's member."""
     chosen = choose_slot(incus, workspace, prefix, slot, max_slots)
-    placed = start(incus, workspace, chosen, image=image, pool=pool, prefix=prefix, target=target)
+    placed = start(
+        incus,
+        workspace,
+        chosen,
+        image=image,
+        pool=pool,
+        prefix=prefix,
+        target=target,
+        network=network,
+    )
     member = on_member(incus, placed.location)
     try:
+        if before is not None:
+            before(member, placed)
         result = member.execute(
             placed.name,
             list(argv),
@@ -216,8 +278,11 @@ def run(
             env={"HOME": "/tmp", **(env or {})},
             raw_stdout=on_stdout,
             raw_stderr=on_stderr,
+            stdin=stdin,
         )
+        if after is not None:
+            after(member, placed)
         fetched = transfer.fetch(member, placed.name, workspace, placed.packed, chosen)
     finally:
-        stop(incus, placed.name, pool, placed.location)
+        stop(incus, placed.name, placed.pool, placed.location)
     return Outcome(result.exit_code, placed, fetched)

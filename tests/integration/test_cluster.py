@@ -291,3 +291,116 @@ def test_remote_run_of_a_plain_folder_comes_back_as_files(
     assert done.fetched.folder is not None
     assert (done.fetched.folder / "made.txt").read_text() == "agent\n"
     assert (folder / "made.txt").exists() is False  # the workspace itself is untouched
+
+
+# -- coi run --remote, restricted mode on a member ----------------------------------------
+
+
+@pytest.fixture
+def team(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    """The environment of a user who did `coi remote add team URL --token T`."""
+    import sys
+
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "COI_HOME": str(tmp_path / "coi-home"),
+        "COI_CONTAINER_PREFIX": f"coiclr{cluster.tag}-",
+    }
+    token = cluster.token(f"team-{tmp_path.name[-10:]}")
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coi",
+            "remote",
+            "add",
+            "team",
+            cluster.leader.url,
+            "--token",
+            token,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    return env
+
+
+def _coi(env: dict[str, str], cwd: Path, *args: str, timeout: float = 240) -> subprocess.Popen[str]:
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "coi", *args],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _done(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+REMOTE = ("--remote", "team", "--image", IMAGE)
+
+
+def _appeared(cluster: Cluster, prefix: str, count: int = 1) -> str:
+    """The newest of this test's containers once count of them are running (bounded)."""
+    for _ in range(600):
+        listing = json.loads(cluster.leader.incus("list", "--format", "json").stdout or "[]")
+        mine = [i for i in listing if i["name"].startswith(prefix) and i["status"] == "Running"]
+        if len(mine) >= count:
+            return str(sorted(mine, key=lambda i: i["created_at"])[-1]["name"])
+        time.sleep(0.2)
+    raise AssertionError(f"{count} containers named {prefix}* did not run within 120 s")
+
+
+def test_coi_run_remote_places_on_both_members_and_resumes(
+    cluster: Cluster, team: dict[str, str], tmp_path: Path
+) -> None:
+    """Two `coi run --remote` at once land on m1 and m2 (Incus's scheduler: the second
+    goes where fewer instances run); each exit code comes back, each agent's files come
+    back as coi/remote/<slot>; `--resume` brings the tool's saved state to the cluster."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "a.txt").write_text("one\n")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    flags = (*REMOTE, "--network", "open")
+    # The first run waits for /tmp/go, so that the second is created while it runs.
+    wait = "i=0; while [ ! -e /tmp/go ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "
+    agent = "echo from-$0 > made.txt; mkdir -p ~/.claude; echo remembered > ~/.claude/mem; exit $1"
+    prefix = team["COI_CONTAINER_PREFIX"]
+    first = _coi(
+        team, repo, "run", *flags, "--slot", "1", "--", "sh", "-c", wait + agent, "s1", "5"
+    )
+    name = _appeared(cluster, prefix)
+    second = _coi(team, repo, "run", *flags, "--slot", "2", "--", "sh", "-c", agent, "s2", "6")
+    runs = [first, second]
+    _appeared(cluster, prefix, count=2)
+    cluster.leader.incus("exec", name, "--", "touch", "/tmp/go")
+    results = [_done(p) for p in runs]
+    members: set[str] = set()
+    for slot, (code, _, err) in zip((1, 2), results, strict=True):
+        assert code == slot + 4, err
+        assert _git(repo, "show", f"coi/remote/{slot}:made.txt") == f"from-s{slot}\n"
+        assert _git(repo, "rev-parse", f"coi/remote/{slot}^").strip() == head
+        members.update(m for m in ("m1", "m2") if f"on member {m}" in err)
+    print(f"placement of two concurrent runs: {sorted(members)}")
+    assert members == {"m1", "m2"}
+    assert _git(repo, "status", "--porcelain") == ""
+
+    code, out, err = _done(
+        _coi(team, repo, "run", *flags, "--resume", "--", "sh", "-c", "cat ~/.claude/mem")
+    )
+    assert (code, out) == (0, "remembered\n"), err  # the tool's saved state is back
+    assert not [n for n in cluster.locations() if n.startswith(team["COI_CONTAINER_PREFIX"])]

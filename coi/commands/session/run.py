@@ -31,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     """Run one command in a fresh session container; exit with its exit code."""
     if not args.cmd:
         raise UsageError("no command given: coi run [--] CMD ...")
+    if _remote(args):
+        from coi.remote import command
+
+        return command.run(load_config(args), workspace_of(args), args.cmd, **_remote_args(args))
     undo: list[Callable[[], None]] = []
     session = None
     with signals.raising():
@@ -54,6 +58,21 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _remote(args: argparse.Namespace) -> bool:
+    """The endpoint is a remote: its sessions work on a copy (coi/remote/command.py)."""
+    from coi.remote import command
+
+    return command.is_remote(load_config(args, quiet=True))
+
+
+def _remote_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "slot": getattr(args, "slot", 0) or 0,
+        "tool": getattr(args, "tool", None),
+        "resume": getattr(args, "resume", None),
+    }
+
+
 def tmux_name(container: str) -> str:
     """The tmux session coi starts in a container."""
     return f"coi-{container}"
@@ -75,6 +94,12 @@ def tool_shell(argv: list[str], pre_launch: tuple[str, ...] = ()) -> str:
 
 def shell(args: argparse.Namespace) -> int:
     """Open a session: tmux as `code` running bash running the tool, then attach."""
+    if _remote(args):
+        from coi.remote import command as remote
+
+        background = getattr(args, "background", False)
+        cfg, where = load_config(args), workspace_of(args)
+        return remote.shell(cfg, where, background=background, **_remote_args(args))
     undo: list[Callable[[], None]] = []
     session = None
     detached = False
