@@ -140,3 +140,23 @@ def coi_as(
         text=True,
         timeout=600,
     )
+
+
+def coi_as_popen(
+    user: str,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    venv: Path = NONROOT_VENV,
+) -> subprocess.Popen[bytes]:
+    """`coi_as`, started and not waited for (stdout and stderr piped): a session that must
+    be running while the test does something else as that user."""
+    import pwd
+
+    home = pwd.getpwnam(user).pw_dir
+    plain = {"HOME": home, "PATH": f"{venv}/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
+    extra = [f"{k}={v}" for k, v in {**plain, **(env or {})}.items()]
+    return subprocess.Popen(
+        ["runuser", "-u", user, "--", "env", "-i", "-C", home, *extra, "coi", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
