@@ -22,6 +22,18 @@ if TYPE_CHECKING:
     from coi.sessions.store import Metadata
 
 
+# The environment of `code`'s processes on the member (nothing from this host), as a
+# local session's (coi/sessions: code_env).
+CODE_ENV = {
+    "HOME": session.HOME,
+    "USER": "code",
+    "LOGNAME": "code",
+    "SHELL": "/bin/bash",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+
+
 def is_remote(cfg: Config) -> bool:
     """True when the config points at an HTTPS server (a name or a URL), not this host."""
     from coi.config.endpoint import endpoint
@@ -121,7 +133,6 @@ def run(
 ) -> int:
     """One command on the remote; exit with its exit code."""
     from coi.core import slots
-    from coi.sessions.lifecycle import code_env
 
     incus, _, saved, mode = _common(cfg, workspace, tool, resume)
     done = session.run(
@@ -133,7 +144,7 @@ def run(
         prefix=slots.prefix(),
         slot=slot or saved.slot,
         max_slots=cfg.defaults.max_slots,
-        env=code_env(),
+        env=dict(CODE_ENV),
         on_stdout=_writer(sys.stdout.buffer),
         on_stderr=_writer(sys.stderr.buffer),
         network=mode,
@@ -156,7 +167,6 @@ def shell(
 ) -> int:
     """The tool on the remote, attached to this terminal; its result back when it ends."""
     from coi.core import slots
-    from coi.sessions.lifecycle import code_env
 
     if background:
         raise UsageError("--background is not there for a remote session yet: attach to it")
@@ -185,7 +195,7 @@ def shell(
             argv,
             user=session.UID,
             group=session.UID,
-            env=code_env(),
+            env=dict(CODE_ENV),
             cwd=transfer.INSIDE,
         )
         saved.save(member, placed)

@@ -97,8 +97,9 @@ def rules(sources: Iterable[str], member_addresses: Iterable[str]) -> list[dict[
     return out
 
 
-def _addresses(incus: IncusAPI, name: str, timeout: float = ADDRESS_WAIT) -> list[str]:
-    """The container's global addresses once it has an IPv4 one."""
+def addresses(incus: IncusAPI, name: str, timeout: float = ADDRESS_WAIT) -> list[str]:
+    """The container's global addresses once it has an IPv4 one (CannotEnforce if none
+    comes within timeout)."""
     deadline = time.monotonic() + timeout
     while True:
         network = (incus.state(name) or {}).get("network") or {}
@@ -152,7 +153,7 @@ def restrict(incus: IncusAPI, name: str, location: str) -> str:
     body = {
         "name": acl,
         "description": f"coi restricted session {name}",
-        "egress": rules(_addresses(incus, name), member_addresses(incus, location)),
+        "egress": rules(addresses(incus, name), member_addresses(incus, location)),
         "ingress": [],
     }
     incus.call("POST", "network-acls", body, f"creating ACL {acl}")

@@ -109,6 +109,9 @@ def start(
         member.set_state(name, "start", timeout=60)
         if network == "restricted":
             guard.restrict(member, name, location)
+        else:  # the command starts once the container has its address, as locally
+            with contextlib.suppress(guard.CannotEnforce):
+                guard.addresses(member, name)
         _ready(member, name)
         packed = transfer.send(member, name, workspace, limit=limit)
         marks = {

@@ -8,12 +8,14 @@ and to stdout (pytest -s shows them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -404,3 +406,158 @@ def test_coi_run_remote_places_on_both_members_and_resumes(
     )
     assert (code, out) == (0, "remembered\n"), err  # the tool's saved state is back
     assert not [n for n in cluster.locations() if n.startswith(team["COI_CONTAINER_PREFIX"])]
+
+
+SERVE = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16); print('ready', flush=True)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'hello\\n'); c.close()\n"
+)
+
+
+@dataclass
+class Hosts:
+    """Test hosts: public and private servers in a namespace on the hub, and a service on
+    each member's bridge address (its own service)."""
+
+    public: str
+    private: str
+    members: dict[str, str]
+    procs: list[subprocess.Popen[str]]
+
+
+def _serve(prefix: list[str], address: str, port: int) -> subprocess.Popen[str]:
+    import sys
+
+    proc = subprocess.Popen(
+        [*prefix, sys.executable, "-c", SERVE, address, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.fixture
+def hosts(cluster: Cluster) -> Iterator[Hosts]:
+    tag, ns = cluster.tag, f"coiclsrv{cluster.tag}"
+    hub_addr = f"198.18.{cluster.octet}.200"
+    # 203.0.113.0/24 (TEST-NET-3) plays the public internet, as the local network tests do.
+    public, private = f"203.0.113.{cluster.octet}", f"192.168.{cluster.octet}.7"
+    outside, inside = f"coiclsv{tag}", f"coiclsp{tag}"
+    made = Hosts(public, private, {}, [])
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for step in (
+            ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+            ["ip", "link", "set", inside, "netns", ns],
+            ["ip", "link", "set", outside, "master", cluster.hub, "up"],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "link", "set", inside, "up"],
+            ["ip", "-n", ns, "addr", "add", f"{hub_addr}/24", "dev", inside],
+            ["ip", "-n", ns, "addr", "add", f"{public}/32", "dev", "lo"],
+            ["ip", "-n", ns, "addr", "add", f"{private}/32", "dev", "lo"],
+        ):
+            subprocess.run(step, check=True, capture_output=True)
+        for address in (public, private):
+            made.procs.append(_serve(["ip", "netns", "exec", ns], address, 8080))
+        for member in cluster.members:
+            for address in (public, private):
+                member.in_ns("ip", "route", "replace", f"{address}/32", "via", hub_addr)
+            bridge = "10.199.0.1"  # SUBNET of tests/integration/cluster.py
+            made.procs.append(_serve(["nsenter", "-n", "-t", str(member.ns_pid)], bridge, 8081))
+            made.members[member.name] = member.address
+        yield made
+    finally:
+        for proc in made.procs:
+            proc.kill()
+            proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        for member in cluster.members:
+            for address in (public, private):
+                with contextlib.suppress(ClusterError):
+                    member.in_ns("ip", "route", "del", f"{address}/32")
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+        subprocess.run(["ip", "link", "del", outside], check=False, capture_output=True)
+
+
+def _probe_script(hosts: Hosts) -> str:
+    targets = {
+        "public": (hosts.public, 8080),
+        "private": (hosts.private, 8080),
+        "bridge-service": ("10.199.0.1", 8081),
+        "dns": ("10.199.0.1", 53),
+        **{f"api-{m}": (a, 8443) for m, a in hosts.members.items()},
+    }
+    return "; ".join(
+        f"timeout 3 bash -c 'echo > /dev/tcp/{ip}/{port}' 2>/dev/null; echo {label}=$?"
+        for label, (ip, port) in targets.items()
+    )
+
+
+def _probed(out: str) -> dict[str, bool]:
+    return {
+        k: v == "0" for k, v in (line.split("=", 1) for line in out.splitlines() if "=" in line)
+    }
+
+
+def test_restricted_remote_session_is_enforced_by_the_member(
+    cluster: Cluster, team: dict[str, str], hosts: Hosts, tmp_path: Path
+) -> None:
+    """--network restricted on the cluster: the member's ACL lets the session reach the
+    public test host and DNS, not the private one, the member's bridge service or the
+    members' API; open mode reaches them all (the test hosts are real); no ACL is left."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    script = _probe_script(hosts)
+    code, out, err = _done(_coi(team, folder, "run", *REMOTE, "--network", "open", "--",
+                                "bash", "-c", script))  # fmt: skip
+    assert code == 0, err
+    assert set(_probed(out).values()) == {True}, out
+    code, out, err = _done(_coi(team, folder, "run", *REMOTE, "--network", "restricted", "--",
+                                "bash", "-c", script))  # fmt: skip
+    assert code == 0, err
+    reached = _probed(out)
+    assert reached.pop("public") and reached.pop("dns"), out
+    assert set(reached.values()) == {False}, out
+    acls = json.loads(cluster.leader.incus("network", "acl", "list", "--format", "json").stdout)
+    assert [a["name"] for a in acls] == []
+    assert "security.acls" not in cluster.leader.incus("network", "show", "coiclbr").stdout
+
+
+def test_a_member_that_cannot_enforce_refuses_a_restricted_start(
+    cluster: Cluster, remote_incus: Incus, tmp_path: Path
+) -> None:
+    """A session whose NIC is on a macvlan network (Incus refuses ACLs there): a
+    restricted start is refused in one line before the container runs; nothing is left."""
+    from coi.remote import guard, session
+
+    net = prof = f"coiclmv{cluster.tag}"
+    leader = cluster.leader
+    try:
+        for member in cluster.members:
+            leader.incus("network", "create", net, "--type=macvlan", "parent=eth0",
+                         "--target", member.name)  # fmt: skip
+        leader.incus("network", "create", net, "--type=macvlan")
+        refused = leader.incus("network", "set", net, "security.acls=x", check=False)
+        assert refused.returncode != 0  # the network type itself takes no ACL
+        leader.incus("profile", "create", prof)
+        leader.incus("profile", "device", "add", prof, "root", "disk", "path=/", "pool=data")
+        leader.incus("profile", "device", "add", prof, "eth0", "nic", f"network={net}",
+                     "name=eth0")  # fmt: skip
+        folder = tmp_path / "plain"
+        folder.mkdir()
+        prefix = f"coiclf{cluster.tag}-"
+        with pytest.raises(guard.CannotEnforce) as caught:
+            session.start(remote_incus, folder, 1, image=IMAGE, pool=None, prefix=prefix,
+                          network="restricted", profiles=[prof])  # fmt: skip
+        message = str(caught.value)
+        assert "\n" not in message and "macvlan" in message and "refused" in message
+        assert not [n for n in remote_incus.instance_names() if n.startswith(prefix)]
+    finally:
+        leader.incus("profile", "delete", prof, check=False)
+        leader.incus("network", "delete", net, check=False)
