@@ -11,6 +11,10 @@ root only to prepare and to inspect.
   or swaps a folder for a link to a folder outside; the victim (root's, and the user's
   own, which a non-root coi could write) is untouched and the rollback is done; a
   `.git/refs/coi` planted as a link gets nothing written through it.
+- network (twin: test_network.py, test_security_network.py, .ci/smoke-nonroot): a
+  restricted session of the user's reaches nothing on the host's bridge address but DNS
+  (a TCP service the test starts there stays out of reach; an open session, the control,
+  reaches it), its rules are in while it runs and gone after it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import os
 import pwd
 import select
+import shlex
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import coi_as, coi_as_popen
+from tests.integration.netfixtures import DNS_PROBE, coi_rules, host_service
 from tests.integration.test_nonroot import USER, _as_user_mkdir, _ready
 from tests.integration.test_nonroot import place as place  # the fixture, shared
 from tests.integration.test_security_setid import CODE_ATTACK, ROOT_ATTACK, ROOT_LABELS, _quote
@@ -227,3 +234,80 @@ def test_non_root_checkpoints_never_write_through_refs_the_agent_linked(
     assert os.listdir(empty) == [], "git created refs in a folder outside the workspace"
     listed = coi_as(USER, "checkpoint", "list", "--workspace", str(ws), "--format", "json", env=env)
     assert listed.stdout.count('"id"') >= 3, listed.stdout + listed.stderr
+
+
+def _gateway() -> str:
+    """coibr0's own address: DHCP, DNS and the host service live there."""
+    done = subprocess.run(
+        ["incus", "network", "get", "coibr0", "ipv4.address"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().split("/")[0]
+
+
+def _probe(gateway: str, port: int) -> str:
+    """What a session prints: `tcp:yes|no` for the host service, `dns:yes|no` for the
+    bridge's resolver; then it waits (bounded) for the test's word to end."""
+    tcp = f'exec 3<>/dev/tcp/{gateway}/{port}; read -t 2 line <&3; echo "$line"'
+    return (
+        f"if timeout 3 bash -c {shlex.quote(tcp)} 2>/dev/null | grep -q 'hello from host'; "
+        "then echo tcp:yes; else echo tcp:no; fi; "
+        f"if timeout 4 perl -e {shlex.quote(DNS_PROBE)} {gateway} $(hostname).incus; "
+        "then echo dns:yes; else echo dns:no; fi; "
+        "echo probed; for i in $(seq 120); do [ -e /workspace/end ] && exit 0; sleep 0.5; done"
+    )
+
+
+def _ours(project: str, prefix: str) -> list[str]:
+    return [r for r in coi_rules(project) if r.startswith(f"coi:{project}/{prefix}")]
+
+
+def _session(env: dict[str, str], ws: Path, mode: str, script: str) -> tuple[str, list[str]]:
+    """A session of USER's in mode running script; its output, and coi's rules for the
+    test's prefix while it ran (read once it has probed)."""
+    proc = coi_as_popen(
+        USER, "run", "--workspace", str(ws), "--network", mode, "--", "bash", "-c", script,
+        env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    out, rules = b"", []
+    deadline = time.monotonic() + 180
+    try:
+        while b"probed\n" not in out and time.monotonic() < deadline and proc.poll() is None:
+            got, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if got:
+                out += os.read(proc.stdout.fileno(), 4096)
+        rules = _ours(env["COI_INCUS_PROJECT"], env["COI_CONTAINER_PREFIX"])
+        (ws / "end").touch()
+        rest, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+        (ws / "end").unlink(missing_ok=True)
+    assert proc.returncode == 0, (out + rest).decode() + err.decode()
+    return (out + rest).decode(), rules
+
+
+def test_a_non_root_restricted_session_reaches_only_dns_on_the_host_and_leaves_no_rules(
+    place: dict[str, object],
+) -> None:
+    top, env = Path(str(place["top"])), dict(place["env"])  # type: ignore[call-overload]
+    ws = top / "ws"
+    _as_user_mkdir(ws)
+    gateway = _gateway()
+    project, prefix = env["COI_INCUS_PROJECT"], env["COI_CONTAINER_PREFIX"]
+    with host_service(gateway) as port:
+        control, _ = _session(env, ws, "open", _probe(gateway, port))
+        assert "tcp:yes" in control.split(), control  # the service serves an open session
+        said, rules = _session(env, ws, "restricted", _probe(gateway, port))
+    words = said.split()
+    assert "tcp:no" in words and "dns:yes" in words, said
+    assert rules, "the restricted session ran without coi's rules"
+    # `coi run` returns once the container is frozen; its detached finisher stops and
+    # deletes it, rules included: wait for that (bounded), then nothing of it is left
+    for _ in range(120):
+        if not _ours(project, prefix):
+            break
+        time.sleep(0.5)
+    assert _ours(project, prefix) == [], "rules left after the session"
