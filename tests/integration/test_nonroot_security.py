@@ -14,7 +14,8 @@ root only to prepare and to inspect.
 - network (twin: test_network.py, test_security_network.py, .ci/smoke-nonroot): a
   restricted session of the user's reaches nothing on the host's bridge address but DNS
   (a TCP service the test starts there stays out of reach; an open session, the control,
-  reaches it), its rules are in while it runs and gone after it.
+  reaches it), its rules are in while it runs and gone after it; the egress log
+  (twin: test_egress.py) records the blocked probe, every file of it the user's.
 """
 
 from __future__ import annotations
@@ -311,3 +312,12 @@ def test_a_non_root_restricted_session_reaches_only_dns_on_the_host_and_leaves_n
             break
         time.sleep(0.5)
     assert _ours(project, prefix) == [], "rules left after the session"
+    # the egress log: the collector ran as the user and logged the blocked probe
+    logs = Path(env["COI_HOME"]) / "logs"
+    nets = [p for p in logs.iterdir() if p.name.startswith(f"net-{prefix}")]
+    assert nets, sorted(p.name for p in logs.iterdir())
+    uid = pwd.getpwnam(USER).pw_uid
+    for path in logs.rglob("*"):
+        assert path.lstat().st_uid == uid, f"{path} is not the user's"
+    lines = [line for p in nets for line in p.read_text().splitlines()]
+    assert any(gateway in line and str(port) in line for line in lines), lines[-20:]
