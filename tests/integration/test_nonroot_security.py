@@ -16,14 +16,18 @@ root only to prepare and to inspect.
   (a TCP service the test starts there stays out of reach; an open session, the control,
   reaches it), its rules are in while it runs and gone after it; the egress log
   (twin: test_egress.py) records the blocked probe, every file of it the user's.
+- broker (twin: test_security_broker.py): the broker of the user's claude session listens
+  on a socket in a folder of theirs, 0700; the user reaches it, the second user does not.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import select
 import shlex
+import shutil
 import stat
 import subprocess
 import time
@@ -32,9 +36,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakeupstream import Upstream
 from tests.integration.helpers import coi_as, coi_as_popen
 from tests.integration.netfixtures import DNS_PROBE, coi_rules, host_service
-from tests.integration.test_nonroot import USER, _as_user_mkdir, _ready
+from tests.integration.test_nonroot import IMAGE, OTHER, USER, _as_user_mkdir, _ready
 from tests.integration.test_nonroot import place as place  # the fixture, shared
 from tests.integration.test_security_setid import CODE_ATTACK, ROOT_ATTACK, ROOT_LABELS, _quote
 from tests.integration.test_security_workspace import RACER, git, picture
@@ -321,3 +326,49 @@ def test_a_non_root_restricted_session_reaches_only_dns_on_the_host_and_leaves_n
         assert path.lstat().st_uid == uid, f"{path} is not the user's"
     lines = [line for p in nets for line in p.read_text().splitlines()]
     assert any(gateway in line and str(port) in line for line in lines), lines[-20:]
+
+
+CONNECT = (
+    "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')"
+)
+
+
+def test_a_non_root_sessions_broker_is_unreachable_to_another_user(
+    place: dict[str, object], upstream: Upstream
+) -> None:
+    top, env = Path(str(place["top"])), dict(place["env"])  # type: ignore[call-overload]
+    ws = top / "ws"
+    _as_user_mkdir(ws)
+    ca = top / "ca.pem"  # the test CA, where the user can read it
+    shutil.copyfile(upstream.ca, ca)
+    _give(ca)
+    Path(env["COI_CONFIG"]).write_text(
+        f'[defaults]\nimage = "{IMAGE}"\n[checkpoints]\nauto = false\n'
+        f'[tools.claude]\nbinary = "claude"\nupstreams = ["{upstream.url}"]\n'
+        f'[credentials]\napi_key_env = "BROKER_TEST_KEY"\nca_file = "{ca}"\n'
+    )
+    env["BROKER_TEST_KEY"] = "sk-real-nonroot"
+    started = coi_as(USER, "shell", "--background", "--tool", "claude", env=env, cwd=ws)
+    assert started.returncode == 0, started.stderr
+    name = re.search(r"^(\S+) keeps running", started.stderr, re.MULTILINE)
+    assert name, started.stderr
+    try:
+        sock = Path(env["COI_HOME"]) / "run" / f"b-{name[1]}.sock"
+        assert sock.exists(), sorted(os.listdir(sock.parent))
+        assert sock.parent.stat().st_uid == pwd.getpwnam(USER).pw_uid
+        assert sock.parent.stat().st_mode & 0o077 == 0
+        own = coi_as(USER, "-c", CONNECT, str(sock), command=("python3",))
+        assert "connected" in own.stdout, own.stdout + own.stderr  # the control
+        other = coi_as(OTHER, "-c", CONNECT, str(sock), command=("python3",))
+        assert "connected" not in other.stdout, other.stdout
+        assert "PermissionError" in other.stderr, other.stderr
+        assert upstream.seen.requests == []
+        killed = coi_as(USER, "kill", name[1], env=env)
+        assert killed.returncode == 0, killed.stderr
+        for _ in range(60):  # the broker leaves with its session (bounded wait)
+            if not sock.exists():
+                break
+            time.sleep(0.5)
+        assert not sock.exists(), "the broker outlived its session"
+    finally:
+        coi_as(USER, "kill", name[1], env=env)
