@@ -10,7 +10,8 @@ root only to prepare and to inspect.
   answers each unlink of the user's rollback with a link to a file outside the workspace,
   or swaps a folder for a link to a folder outside; the victim (root's, and the user's
   own, which a non-root coi could write) is untouched and the rollback is done; a
-  `.git/refs/coi` planted as a link gets nothing written through it.
+  `.git/refs/coi` planted as a link gets nothing written through it, nor does a
+  worktree's reflog planted as one (the session is refused in one line).
 - network (twin: test_network.py, test_security_network.py, .ci/smoke-nonroot): a
   restricted session of the user's reaches nothing on the host's bridge address but DNS
   (a TCP service the test starts there stays out of reach; an open session, the control,
@@ -372,3 +373,26 @@ def test_a_non_root_sessions_broker_is_unreachable_to_another_user(
         assert not sock.exists(), "the broker outlived its session"
     finally:
         coi_as(USER, "kill", name[1], env=env)
+
+
+def test_a_non_root_worktree_never_appends_through_a_reflog_the_agent_linked(
+    place: dict[str, object],
+) -> None:
+    top, env = Path(str(place["top"])), dict(place["env"])  # type: ignore[call-overload]
+    victim = _victim(top, USER)  # the user's own file: a non-root git could append to it
+    before = picture(victim)
+    ws = top / "repo"
+    ws.mkdir()
+    (ws / "README").write_text("x\n")
+    git(ws, "init", "-q")
+    git(ws, "add", ".")
+    git(ws, "commit", "-qm", "base")
+    _give(ws)
+    log = ".git/logs/refs/heads/coi"
+    link = f"mkdir -p {log} && ln -s {victim / 'passwd'} {log}/1"
+    plant = coi_as(USER, "run", "--workspace", str(ws), "--", "sh", "-c", link, env=env)
+    assert plant.returncode == 0, plant.stderr
+    run = coi_as(USER, "run", "--workspace", str(ws), "--worktree", "--", "true", env=env)
+    assert picture(victim) == before, "git appended to a file outside through the reflog link"
+    assert run.returncode == 2 and "symbolic link" in run.stderr, run.stderr
+    assert run.stderr.strip().count("\n") == 0, run.stderr
