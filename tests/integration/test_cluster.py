@@ -379,7 +379,8 @@ def test_coi_run_remote_places_on_both_members_and_resumes(
     head = _git(repo, "rev-parse", "HEAD").strip()
     flags = (*REMOTE, "--network", "open")
     # The first run waits for /tmp/go, so that the second is created while it runs.
-    wait = "i=0; while [ ! -e /tmp/go ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "
+    wait = "echo early > early.txt; "
+    wait += "i=0; while [ ! -e /tmp/go ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "
     agent = "echo from-$0 > made.txt; mkdir -p ~/.claude; echo remembered > ~/.claude/mem; exit $1"
     prefix = team["COI_CONTAINER_PREFIX"]
     first = _coi(
@@ -389,6 +390,15 @@ def test_coi_run_remote_places_on_both_members_and_resumes(
     second = _coi(team, repo, "run", *flags, "--slot", "2", "--", "sh", "-c", agent, "s2", "6")
     runs = [first, second]
     _appeared(cluster, prefix, count=2)
+    # `coi sync NAME` while the first runs: what its agent wrote so far comes back.
+    for _ in range(300):
+        ready = ["exec", name, "--", "test", "-e", "/workspace/early.txt"]
+        if cluster.leader.incus(*ready, check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    code, _, err = _done(_coi(team, repo, "sync", name, "--remote", "team"))
+    assert code == 0 and "coi/remote/1" in err, err
+    assert _git(repo, "show", "coi/remote/1:early.txt") == "early\n"
     cluster.leader.incus("exec", name, "--", "touch", "/tmp/go")
     results = [_done(p) for p in runs]
     members: set[str] = set()
