@@ -173,14 +173,36 @@ def _listed(value: str) -> list[str]:
     return [a.strip() for a in value.split(",") if a.strip()]
 
 
-def _attach(incus: IncusAPI, network: str, acl: str) -> None:
-    config = dict(incus.get(f"networks/{network}", f"network {network}").get("config") or {})
-    acls = _listed(str(config.get("security.acls", "")))
-    changes: dict[str, str] = {"security.acls": ",".join([*acls, acl])}
-    if not acls:  # the first ACL: traffic no ACL names keeps flowing for everyone else
-        for key in DEFAULTS:
-            changes.setdefault(key, str(config.get(key) or "allow"))
-    incus.call("PATCH", f"networks/{network}", {"config": changes}, f"attaching {acl} to {network}")
+def _attach(incus: IncusAPI, network: str, acl: str, tries: int = 5) -> None:
+    """Add the ACL to the network's list, and read it back: another client editing the
+    list at the same moment may have written over it, so it is added again (bounded)."""
+    for _ in range(tries):
+        config = dict(incus.get(f"networks/{network}", f"network {network}").get("config") or {})
+        acls = _listed(str(config.get("security.acls", "")))
+        if acl in acls:
+            return
+        changes: dict[str, str] = {"security.acls": ",".join([*acls, acl])}
+        if not acls:  # the first ACL: traffic no ACL names keeps flowing for everyone else
+            for key in DEFAULTS:
+                changes.setdefault(key, str(config.get(key) or "allow"))
+        incus.call(
+            "PATCH", f"networks/{network}", {"config": changes}, f"attaching {acl} to {network}"
+        )
+        time.sleep(0.1)
+    raise CoiError(f"{acl} did not stay attached to {network}")
+
+
+def verify(incus: IncusAPI, name: str) -> None:
+    """The container's ACL is still attached to each of its networks (CannotEnforce if
+    not): the last check before the workspace and the command go in."""
+    acl = acl_name(name)
+    for network in networks_of(incus.instance(name), ""):
+        config = incus.get(f"networks/{network}", f"network {network}").get("config") or {}
+        if acl not in _listed(str(config.get("security.acls", ""))):
+            try:
+                _attach(incus, network, acl)
+            except CoiError:
+                raise CannotEnforce(f"{acl} is no longer on {network}: refused") from None
 
 
 def release(incus: IncusAPI, name: str) -> None:

@@ -113,6 +113,8 @@ def start(
             with contextlib.suppress(guard.CannotEnforce):
                 guard.addresses(member, name)
         _ready(member, name)
+        if network == "restricted":
+            guard.verify(member, name)
         packed = transfer.send(member, name, workspace, limit=limit)
         marks = {
             "user.coi.remote.git": "true" if packed.git else "false",
