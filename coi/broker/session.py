@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coi.broker import PLACEHOLDER, PORT, process
-from coi.core import output, paths
+from coi.core import labels, output, paths
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -161,7 +161,7 @@ def attach(
     brokered = given and mode_for(cfg.credentials.mode, tool) == "broker"
     record = {} if fresh else incus.instance(name)
     config = record.get("config") or {}
-    stale = [k for k in config if k.startswith("user.coi.broker-env.")]
+    stale = [k for k in config if k.startswith(labels.BROKER_ENV)]
     if not brokered:
         process.stop(name)
         if DEVICE in (record.get("devices") or {}) or stale:
@@ -179,7 +179,7 @@ def attach(
     env = environment(tool.broker, cfg.credentials.git_hosts)
     patch: dict[str, Any] = {
         "config": {f"environment.{k}": v for k, v in env.items()}
-        | {f"user.coi.broker-env.{k}": "1" for k in env},
+        | {f"{labels.BROKER_ENV}{k}": "1" for k in env},
         "devices": {DEVICE: device(name)},
     }
     try:
@@ -196,7 +196,7 @@ def _unset(incus: IncusAPI, name: str, record: dict[str, Any], stale: list[str])
     config = dict(record.get("config") or {})
     for key in stale:
         config.pop(key, None)
-        config.pop("environment." + key.removeprefix("user.coi.broker-env."), None)
+        config.pop("environment." + key.removeprefix(labels.BROKER_ENV), None)
     keys = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful")
     body = {k: record[k] for k in keys if k in record}
     body["config"] = config

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from coi import __version__
 from coi.core import output
 from coi.core.errors import CoiError, UsageError
+from coi.core.labels import Mode
 
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 Handler = Callable[[argparse.Namespace], int]
@@ -46,7 +47,15 @@ SESSION = (
     *("mount", "network", "tool", "verbose", "worktree", "remote"),
 )
 PLACE = ("workspace", "profile")  # a command about a workspace and the config it reads
-CONFIG = (*PLACE, "image", "persistent", "env", "network", "tool", "remote")  # flags that set config
+CONFIG = (
+    *PLACE,
+    "image",
+    "persistent",
+    "env",
+    "network",
+    "tool",
+    "remote",
+)  # flags that set config
 
 
 def session_flags(parser: argparse.ArgumentParser, only: Sequence[str] = SESSION) -> None:
@@ -103,7 +112,7 @@ def session_flags(parser: argparse.ArgumentParser, only: Sequence[str] = SESSION
     )
     add(
         "--network",
-        choices=["restricted", "allowlist", "open", "learn"],
+        choices=[m.value for m in (Mode.RESTRICTED, Mode.ALLOWLIST, Mode.OPEN, Mode.LEARN)],
         default=s,
         help="network mode (learn: restricted, every destination logged with its names)",
     )

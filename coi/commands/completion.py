@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from coi.core import labels
+
 SHELLS = ("bash", "zsh", "fish")
 Completer = Callable[..., Iterable[str]]
 
@@ -33,7 +35,9 @@ def _containers() -> list[str]:
 
     incus = connect(load_config(argparse.Namespace()))
     found = incus.get("instances", "listing instances", recursion=1)
-    return [i["name"] for i in found if any(k.startswith("user.coi.") for k in i.get("config", {}))]
+    return [
+        i["name"] for i in found if any(k.startswith(labels.PREFIX) for k in i.get("config", {}))
+    ]
 
 
 def _sessions() -> list[str]:

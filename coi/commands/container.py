@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from coi.commands.common import connect, load_config
-from coi.core import output
+from coi.core import labels, output
 from coi.core.errors import IncusError, NotFound, UsageError
 
 
@@ -42,12 +42,12 @@ def start(args: argparse.Namespace) -> int:
         incus.set_state(args.name, "start")
     except IncusError as exc:
         config = incus.instance(args.name).get("config") or {}
-        ours = "user.coi.slot" in config and "user.coi.workspace" in config
+        ours = labels.SLOT in config and labels.WORKSPACE in config
         if not ours or "recursive option" not in str(exc):  # the view only coi builds
             raise
         from coi.core.slots import restart_hint
 
-        hint = restart_hint(config["user.coi.slot"], config["user.coi.workspace"])
+        hint = restart_hint(config[labels.SLOT], config[labels.WORKSPACE])
         raise UsageError(f"{args.name} is a session's container: {hint}") from exc
     return 0
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from coi.commands.cli import Command
 from coi.commands.common import connect, load_config
-from coi.core import output
+from coi.core import labels, output
 from coi.core.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def _persistent(args: argparse.Namespace) -> IncusAPI:
     """The connection, once NAME is known to be a persistent coi container."""
     incus = connect(load_config(args))
     config = incus.instance(args.name).get("config") or {}
-    if config.get("user.coi.persistent") != "true":
+    if config.get(labels.PERSISTENT) != "true":
         raise UsageError(
             f"{args.name} is not persistent, so it is deleted when its session ends: "
             f"`coi persist {args.name}` first"

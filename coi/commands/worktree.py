@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from coi.commands.cli import Command
 from coi.commands.common import connect, load_config, workspace_of
-from coi.core import output
+from coi.core import labels, output
 from coi.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from coi.workspace.worktree import Worktree
 
 W = "coi.commands.worktree:"
-BRANCH_KEY = "user.coi.worktree_branch"
-WORKSPACE_KEY = "user.coi.workspace"
+BRANCH_KEY = labels.WORKTREE_BRANCH
+WORKSPACE_KEY = labels.WORKSPACE
 
 
 def _users(incus: IncusAPI, workspace: Path) -> dict[str, tuple[str, str]]:

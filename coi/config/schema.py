@@ -12,11 +12,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from coi.core.errors import ConfigError
+from coi.core.labels import Mode
 
 Check = Callable[[Any], str | None]
 
 BUILTIN_TOOLS = ("claude", "codex", "opencode", "aider", "shell")
-NETWORK_MODES = ("restricted", "allowlist", "open", "learn")  # learn: coi/network/egress.py
+NETWORK_MODES = (Mode.RESTRICTED, Mode.ALLOWLIST, Mode.OPEN, Mode.LEARN)  # learn: network/egress.py
 SECTION_ORDER = (
     "defaults",
     "tool",
@@ -310,7 +311,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "network": Key("str", "coibr0", _NETWORK_NAME),
     },
     "network": {
-        "mode": Key("str", "restricted", _one_of(*NETWORK_MODES)),
+        "mode": Key("str", Mode.RESTRICTED.value, _one_of(*NETWORK_MODES)),
         "allowed_domains": Key("list", (), _each(_allowed_entry)),
         "refresh_interval_minutes": Key("int", 30, _within(0)),
         "resolver": Key("str", "", _resolver),

@@ -28,12 +28,13 @@ from coi.config.schema import (
     size_bytes,
 )
 from coi.core.errors import CoiError
+from coi.core.labels import Mode
 from coi.core.paths import coi_home, locks_dir
 
 PROJECT_FILE = ".coi.toml"
 STORE_FILE = "trust.json"
 STORE_VERSION = 1
-MODE_ORDER = ("open", "learn", "restricted", "allowlist")  # least to most strict
+MODE_ORDER = (Mode.OPEN, Mode.LEARN, Mode.RESTRICTED, Mode.ALLOWLIST)  # least to most strict
 T = TypeVar("T")
 _MISSING: Any = object()
 
@@ -151,7 +152,7 @@ def network_mode(
     opens nothing restricted blocks, else restricted, with the Ignored entry saying why."""
     from coi.network import policy as network_policy
 
-    if mode != "allowlist":
+    if mode != Mode.ALLOWLIST:
         return mode, None
     entries = [network_policy.parse_entry(entry) for entry in allowed_domains]
     beyond = network_policy.beyond_restricted(entries)
@@ -160,7 +161,7 @@ def network_mode(
     reason = (
         f"allowlist would open {', '.join(beyond)}, which restricted blocks, so restricted applies"
     )
-    return "restricted", Ignored("network.mode", mode, source, reason)
+    return Mode.RESTRICTED.value, Ignored("network.mode", mode, source, reason)
 
 
 def tighter(key: str, new: Any, old: Any) -> bool:
@@ -262,7 +263,7 @@ def warning(ignored: Sequence[Ignored], workspace: Path) -> str:
 def _fell_back(item: Ignored) -> bool:
     # allowlist is the strictest mode, so an untrusted allowlist is only ever held back
     # by network_mode().
-    return item.key == "network.mode" and item.value == "allowlist"
+    return item.key == "network.mode" and item.value == Mode.ALLOWLIST
 
 
 def changed_keys(

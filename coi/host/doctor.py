@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from coi.core import proc
+from coi.core import labels, proc
 from coi.core.errors import CoiError
 from coi.host.check import FAIL, OK, WARN, Check, exit_code
 
@@ -254,8 +254,8 @@ def check_kept(incus: IncusAPI) -> Check:
     kept = []
     for inst in incus.get("instances", "listing instances", recursion=1):
         config = inst.get("config") or {}
-        slot, workspace = config.get("user.coi.slot"), config.get("user.coi.workspace")
-        persistent = config.get("user.coi.persistent") == "true"
+        slot, workspace = config.get(labels.SLOT), config.get(labels.WORKSPACE)
+        persistent = config.get(labels.PERSISTENT) == "true"
         if inst.get("status") == "Stopped" and persistent and slot and workspace:
             kept.append(f"{inst['name']} is stopped: {slots.restart_hint(slot, workspace)}")
     return Check("persistent containers", OK, "; ".join(kept) or "none stopped")

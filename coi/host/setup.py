@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from coi.boundary.idmap import add_subid_lines, has_root_range, subid_lines
-from coi.core import output, proc
+from coi.core import labels, output, proc
 from coi.core.errors import CoiError
 from coi.host.steps import Step
 
@@ -382,7 +382,7 @@ def do_network(incus: Any, step: Step) -> None:
         "ipv4.address": step.params["address"],
         "ipv4.nat": "true",
         "ipv6.address": "none",
-        "user.coi.version": RESOURCE_VERSION,
+        labels.VERSION: RESOURCE_VERSION,
     }
     body = {
         "name": step.params["name"],

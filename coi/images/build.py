@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from coi import __version__
 from coi.core import faults, paths, signals
 from coi.core.errors import CoiError, IncusError, NotFound
+from coi.core.labels import Mode
 from coi.core.lock import LockBusy, file_lock
 from coi.images import certs, dnsfix, naming, plan
 from coi.images import manifest as manifests
@@ -234,7 +235,7 @@ class _Job:
         spec = launch_spec.LaunchSpec(
             name=self.name,
             image=self.base,
-            network_mode="open",
+            network_mode=Mode.OPEN.value,
             extra_config={f"{launch_spec.LABEL}build": self.recipe.alias},
         )
         try:

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from coi.boundary import protect
-from coi.core import faults, output, slots
+from coi.core import faults, labels, output, slots
 from coi.core.errors import CoiError, IncusError, NotFound
+from coi.core.labels import Mode
 from coi.launch import profiles, worktrees
 from coi.launch.spec import (
-    LABEL,
     WORKSPACE_PATH,
     LaunchSpec,
     instance_config,
@@ -126,7 +126,10 @@ def allowlist_policy(spec: LaunchSpec) -> dict[str, str]:
     (`coi container launch`); sessions put them in extra_config themselves."""
     from coi.network import policy
 
-    if spec.network_mode not in ("allowlist", "learn") or policy.ENTRIES_KEY in spec.extra_config:
+    if (
+        spec.network_mode not in (Mode.ALLOWLIST, Mode.LEARN)
+        or policy.ENTRIES_KEY in spec.extra_config
+    ):
         return {}
     from coi.config import load as coi_config
 
@@ -222,7 +225,7 @@ def changing(incus: IncusAPI, name: str) -> Iterator[dict[str, Any]]:
 def views_of(record: dict[str, Any]) -> list[tuple[str, Path]]:
     """(view name, host folder it shows) of each locked view an instance's disks name."""
     config = record.get("config") or {}
-    workspace = config.get(worktrees.FOLDER_KEY) or config.get(LABEL + "workspace")
+    workspace = config.get(worktrees.FOLDER_KEY) or config.get(labels.WORKSPACE)
     found = []
     for dev, device in (record.get("devices") or {}).items():
         source = Path(str(device.get("source", "")))
@@ -246,7 +249,7 @@ def host_folders(incus: IncusAPI, name: str) -> list[Path]:
 def folders_of(record: dict[str, Any]) -> list[Path]:
     """host_folders of an instance record already read."""
     config = record.get("config") or {}
-    workspace = config.get(worktrees.FOLDER_KEY) or config.get(LABEL + "workspace")
+    workspace = config.get(worktrees.FOLDER_KEY) or config.get(labels.WORKSPACE)
     found = []
     for dev, device in (record.get("devices") or {}).items():
         source = str(device.get("source", ""))
@@ -258,7 +261,7 @@ def folders_of(record: dict[str, Any]) -> list[Path]:
         found.append(
             Path(workspace if device.get("path") == WORKSPACE_PATH and workspace else source)
         )
-    main = config.get(LABEL + "workspace")
+    main = config.get(labels.WORKSPACE)
     if config.get(worktrees.FOLDER_KEY) and main and Path(main) not in found:
         found.append(Path(main))  # a worktree session's repository: swept with its git dir
     return found

@@ -16,12 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coi.core import labels
 from coi.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
 
-VERSION_KEY = "user.coi.version"
+VERSION_KEY = labels.VERSION
 KNOWN_KEYS = {"name", "version", "description", "config", "devices"}
 BASE_PROFILE = "coi-base"
 PLACEHOLDERS = ("pool", "network")

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coi.boundary import protect, seccomp
+from coi.core import labels
 from coi.core.errors import UsageError
+from coi.core.labels import Mode
 from coi.launch import profiles, worktrees
 
 if TYPE_CHECKING:
     pass
 
-LABEL = "user.coi."
-POOL_LABEL = LABEL + "pool"  # a warm pool's container (coi/sessions/pool.py)
+LABEL = labels.PREFIX
+POOL_LABEL = labels.POOL  # a warm pool's container (coi/sessions/pool.py)
 WORKSPACE_PATH = "/workspace"
 CONTAINER_UID = 1000
 
@@ -53,7 +55,7 @@ class LaunchSpec:
     slot: int | None = None
     tool: str | None = None
     session: str | None = None
-    network_mode: str = "restricted"
+    network_mode: str = Mode.RESTRICTED.value
     persistent: bool = False
     profile: str | None = None
     ephemeral: bool = False
@@ -134,7 +136,7 @@ def workspace_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
     return {"workspace": device}
 
 
-def labels(spec: LaunchSpec) -> dict[str, str]:
+def instance_labels(spec: LaunchSpec) -> dict[str, str]:
     """The user.coi.* keys coi reads back to list and clean up its containers."""
     values = {
         "workspace": str(spec.workspace) if spec.workspace else None,
@@ -159,7 +161,7 @@ def network_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
 
 def instance_config(spec: LaunchSpec) -> dict[str, Any]:
     """The complete instance body for POST /1.0/instances."""
-    config: dict[str, str] = {**labels(spec), **spec.extra_config}
+    config: dict[str, str] = {**instance_labels(spec), **spec.extra_config}
     for key, value in spec.environment.items():
         config[f"environment.{key}"] = value
     for key, value in spec.limits.items():

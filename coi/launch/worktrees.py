@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from coi.boundary import protect, protect_host
+from coi.core import labels
 from coi.core.errors import UsageError
 from coi.workspace import worktree as worktrees
 
 GIT_DEVICE = "worktree-git"
-LABEL = "user.coi."
-BRANCH_KEY = LABEL + "worktree_branch"
-FOLDER_KEY = LABEL + "worktree"
-WORKSPACE_KEY = LABEL + "workspace"
+LABEL = labels.PREFIX
+BRANCH_KEY = labels.WORKTREE_BRANCH
+FOLDER_KEY = labels.WORKTREE
+WORKSPACE_KEY = labels.WORKSPACE
 # A worktree's own files that would redirect or extend the config of git run in it on the host.
 PER_WORKTREE = ("commondir", "config.worktree", "gitdir")
 _MAX_WORKTREES = 64

@@ -12,9 +12,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from coi.core import labels
 from coi.network import nft
 
-PREFIX = "user.coi.network."
+PREFIX = labels.NETWORK
 ENTRIES_KEY = PREFIX + "allowed_domains"  # the entries as configured, space separated
 RESOLVER_KEY = PREFIX + "resolver"  # "" for the host's own resolver
 REFRESH_KEY = PREFIX + "refresh_minutes"

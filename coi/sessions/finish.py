@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from coi.core import output
+from coi.core import labels, output
 from coi.core.errors import CoiError, NotFound, UsageError
 from coi.launch import executor as launch
 from coi.sessions import store as sessions
@@ -143,8 +143,8 @@ def reap(
         config = inst.get("config") or {}
         if (
             inst.get("status") != "Stopped"
-            or "user.coi.session" not in config
-            or config.get("user.coi.persistent") == "true"
+            or labels.SESSION not in config
+            or config.get(labels.PERSISTENT) == "true"
             or is_watched(inst["name"])
         ):
             continue
@@ -162,18 +162,18 @@ def _reap_one(
     from coi.config import tools
 
     try:
-        tool: Tool | None = tools.resolve(cfg, config.get("user.coi.tool"))
+        tool: Tool | None = tools.resolve(cfg, config.get(labels.TOOL))
     except UsageError:
         tool = None
-    slot = config.get("user.coi.slot", "")
+    slot = config.get(labels.SLOT, "")
     meta = sessions.Metadata(
-        session_id=config["user.coi.session"],
+        session_id=config[labels.SESSION],
         container_name=name,
         slot=int(slot) if slot.isdigit() else None,
-        workspace=config.get("user.coi.workspace", ""),
-        tool=config.get("user.coi.tool", ""),
+        workspace=config.get(labels.WORKSPACE, ""),
+        tool=config.get(labels.TOOL, ""),
         persistent=False,
-        profile=config.get("user.coi.profile"),
+        profile=config.get(labels.PROFILE),
         saved_at=sessions.now(),
     )
     with ExitStack() as stack:

@@ -14,10 +14,11 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from coi.core import labels
 from coi.core.errors import CoiError
 from coi.incus.api import IncusAPI
 
-WORKSPACE_KEY = "user.coi.workspace"
+WORKSPACE_KEY = labels.WORKSPACE
 
 
 def running(listing: list[dict[str, object]], workspace: Path) -> list[str]:

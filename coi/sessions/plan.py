@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coi.boundary import protect
-from coi.core import paths, slots
+from coi.core import labels, paths, slots
+from coi.core.labels import Mode
 from coi.launch import spec as launch_spec
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def _occupants(
     for inst in instances:
         parsed = slots.parse_name(inst["name"], prefix)
         if parsed and parsed.workspace_id == wanted:
-            persistent = (inst.get("config") or {}).get("user.coi.persistent") == "true"
+            persistent = (inst.get("config") or {}).get(labels.PERSISTENT) == "true"
             found.append(slots.Occupant(parsed.slot, inst.get("status") != "Stopped", persistent))
     return found
 
@@ -63,7 +64,7 @@ def _spec(
 
     net = cfg.network
     allowlist = {}  # in the body, so in the pool key too (else before_start reads config)
-    if net.mode in ("allowlist", "learn"):
+    if net.mode in (Mode.ALLOWLIST, Mode.LEARN):
         allowlist = policy.policy_keys(
             net.allowed_domains, net.resolver, net.refresh_interval_minutes
         )

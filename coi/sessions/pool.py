@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from coi.core import slots
-from coi.launch.spec import LABEL, POOL_LABEL
+from coi.core import labels, slots
+from coi.launch.spec import POOL_LABEL
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -64,7 +64,7 @@ def members(listing: Iterable[dict[str, Any]], name_prefix: str) -> list[Member]
             Member(
                 inst["name"],
                 parsed.workspace_id,
-                config.get(LABEL + "workspace", ""),
+                config.get(labels.WORKSPACE, ""),
                 parsed.slot,
                 state,
                 key,
@@ -101,7 +101,7 @@ def key_with(
 
 def claim_patch(session_id: str, tool: str) -> dict[str, Any]:
     """The one PATCH that turns a pooled container into a session's."""
-    return {"config": {LABEL + "session": session_id, LABEL + "tool": tool, POOL_LABEL: ""}}
+    return {"config": {labels.SESSION: session_id, labels.TOOL: tool, POOL_LABEL: ""}}
 
 
 def claim(incus: IncusAPI, name: str, session_id: str, tool: str) -> None:

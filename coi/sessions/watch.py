@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from coi.core import paths
 from coi.core.errors import CoiError
+from coi.core.labels import Mode
 from coi.core.lock import LockBusy, file_lock
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def watching(name: str, incus: IncusAPI | None = None, mode: str | None = None) 
 
     hold(name)
     stop = threading.Event()
-    if incus is not None and mode in (None, "allowlist"):
+    if incus is not None and mode in (None, Mode.ALLOWLIST):
         from coi.network import enforce as network
 
         threading.Thread(target=network.watch, args=(incus, name, stop), daemon=True).start()

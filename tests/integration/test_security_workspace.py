@@ -49,7 +49,8 @@ while ($done < $count) {
         my $name = unpack("Z*", substr($buf, $off + 16, $len));
         $off += 16 + $len;
         if ($mode eq "link-files") {
-            $done++ if symlink($victim, "$dir/$name");
+            symlink($victim, "$dir/$name");  # too late, once coi has put the file back
+            $done++;
         } elsif ($done == 0) {
             rename($dir, "$dir.moved");
             symlink($victim, $dir);

@@ -156,3 +156,14 @@ def test_imports_only_go_down(name: str) -> None:
         and theirs >= mine
     )
     assert upward == [], f"{name} imports a package of its own or a higher layer: {upward}"
+
+
+def test_the_network_modes_are_named_once_and_the_helpers_copies_agree() -> None:
+    """coi/core/labels.Mode names the modes; the root helper's self-contained copy of the
+    rule generator (coi/network/nft.py) and its guard spell them too, and must agree."""
+    from coi.config import schema
+    from coi.core.labels import Mode
+    from coi.network import nft, nft_guard
+
+    assert set(schema.NETWORK_MODES) == set(Mode) == set(nft.MODES)
+    assert set(nft_guard.GUARDED) == set(Mode) - {Mode.OPEN}

@@ -9,19 +9,17 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from coi.commands.common import connect, load_config, workspace_of
-from coi.core import output
+from coi.core import labels, output
 from coi.core.errors import CoiError, NotFound, UsageError
 
 if TYPE_CHECKING:
     from coi.config.load import Config
     from coi.incus.api import IncusAPI
 
-LABEL = "user.coi."  # launch_spec.LABEL, not imported here: `coi list` stays lean
-
 
 def is_coi(inst: dict[str, Any]) -> bool:
     """A container coi made (it carries coi's labels)."""
-    return any(k.startswith(LABEL) for k in (inst.get("config") or {}))
+    return any(k.startswith(labels.PREFIX) for k in (inst.get("config") or {}))
 
 
 def describe(inst: dict[str, Any]) -> dict[str, Any]:
@@ -30,21 +28,21 @@ def describe(inst: dict[str, Any]) -> dict[str, Any]:
     state = inst.get("state") or {}
     eth0 = ((state.get("network") or {}).get("eth0") or {}).get("addresses", [])
     ipv4 = next((a["address"] for a in eth0 if a.get("family") == "inet"), None)
-    slot = config.get(LABEL + "slot", "")
+    slot = config.get(labels.SLOT, "")
     return {
         "name": inst["name"],
-        "persistent": config.get(LABEL + "persistent") == "true",
+        "persistent": config.get(labels.PERSISTENT) == "true",
         "status": inst.get("status", "").lower(),
-        "workspace": config.get(LABEL + "workspace"),
+        "workspace": config.get(labels.WORKSPACE),
         "slot": int(slot) if slot.isdigit() else None,
-        "tool": config.get(LABEL + "tool"),
-        "image": config.get(LABEL + "image"),
+        "tool": config.get(labels.TOOL),
+        "image": config.get(labels.IMAGE),
         "ipv4": ipv4,
         "created": inst.get("created_at"),
-        "network_mode": config.get(LABEL + "network_mode"),
-        "session": config.get(LABEL + "session"),
-        "branch": config.get(LABEL + "worktree_branch"),
-        "pooled": bool(config.get(LABEL + "pool")),  # in the warm pool, no session yet
+        "network_mode": config.get(labels.NETWORK_MODE),
+        "session": config.get(labels.SESSION),
+        "branch": config.get(labels.WORKTREE_BRANCH),
+        "pooled": bool(config.get(labels.POOL)),  # in the warm pool, no session yet
         "limits": {k[len("limits.") :]: v for k, v in config.items() if k.startswith("limits.")},
     }
 
@@ -65,8 +63,8 @@ def reapable(inst: dict[str, Any]) -> bool:
     config = inst.get("config") or {}
     return (
         inst.get("status") == "Stopped"
-        and "user.coi.session" in config
-        and config.get("user.coi.persistent") != "true"
+        and labels.SESSION in config
+        and config.get(labels.PERSISTENT) != "true"
     )
 
 
@@ -333,7 +331,7 @@ def persist(args: argparse.Namespace) -> int:
     for container in _targets(incus, args, "persist"):
         with launch.changing(incus, container["name"]) as record:
             config = record.get("config") or {}
-            config[LABEL + "persistent"] = "true"
+            config[labels.PERSISTENT] = "true"
             incus.update_instance(container["name"], {"config": config})
         output.info(f"{container['name']}: persistent")
     return 0
