@@ -571,3 +571,41 @@ def test_a_member_that_cannot_enforce_refuses_a_restricted_start(
     finally:
         leader.incus("profile", "delete", prof, check=False)
         leader.incus("network", "delete", net, check=False)
+
+
+def test_a_remote_run_ended_by_sigterm_leaves_nothing_on_the_cluster(
+    cluster: Cluster, team: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    prefix = team["COI_CONTAINER_PREFIX"]
+    proc = _coi(
+        team,
+        folder,
+        "run",
+        *REMOTE,
+        "--network",
+        "restricted",
+        "--",
+        "sh",
+        "-c",
+        "touch /tmp/started; exec sleep 120",
+    )
+    name = _appeared(cluster, prefix)
+    for _ in range(300):  # until the command runs
+        started = ["exec", name, "--", "test", "-e", "/tmp/started"]
+        if cluster.leader.incus(*started, check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the remote command did not start within 60 s")
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = _done(proc, timeout=120)
+    assert code != 0, err
+    assert not [n for n in cluster.locations() if n.startswith(prefix)]
+    volumes = cluster.leader.incus("storage", "volume", "list", "data", "--format", "csv").stdout
+    assert prefix not in volumes
+    acls = json.loads(cluster.leader.incus("network", "acl", "list", "--format", "json").stdout)
+    assert acls == []

@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     if _remote(args):
         from coi.remote import command
 
-        return command.run(load_config(args), workspace_of(args), args.cmd, **_remote_args(args))
+        with signals.raising():  # SIGTERM/SIGHUP too remove the remote container
+            return command.run(
+                load_config(args), workspace_of(args), args.cmd, **_remote_args(args)
+            )
     undo: list[Callable[[], None]] = []
     session = None
     with signals.raising():
@@ -99,7 +102,8 @@ def shell(args: argparse.Namespace) -> int:
 
         background = getattr(args, "background", False)
         cfg, where = load_config(args), workspace_of(args)
-        return remote.shell(cfg, where, background=background, **_remote_args(args))
+        with signals.raising():
+            return remote.shell(cfg, where, background=background, **_remote_args(args))
     undo: list[Callable[[], None]] = []
     session = None
     detached = False
