@@ -26,8 +26,7 @@ from _timing import median_of, report, wall
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus, connect
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor, spec
 from coi.testing import create_project, drop_project
 
 RUNS = int(os.environ.get("COI_BENCH_RUNS", "5"))
@@ -61,12 +60,12 @@ def _env(incus: Incus, folder: Path) -> dict[str, str]:
 def _rootfs_bytes(incus: Incus, alias: str) -> int:
     """The unpacked size of the image: `du` of / in a container made from it."""
     name = f"b-size-{uuid.uuid4().hex[:6]}"
-    launch.create(incus, launch_spec.LaunchSpec(name=name, image=alias, network_mode="open"))
+    executor.create(incus, spec.LaunchSpec(name=name, image=alias, network_mode="open"))
     try:
         out = incus.execute(name, ["du", "-sxb", "/"]).stdout
         return int(out.split()[0])
     finally:
-        launch.teardown(incus, name)
+        executor.teardown(incus, name)
 
 
 def main() -> None:
@@ -74,7 +73,7 @@ def main() -> None:
     incus = connect(project=project)
     alias = f"coitest-img-bench-{uuid.uuid4().hex[:6]}"
     try:
-        launch.prepare(incus, POOL, NETWORK)
+        executor.prepare(incus, POOL, NETWORK)
         with tempfile.TemporaryDirectory() as folder:
             env = _env(incus, Path(folder))
             argv = [sys.executable, "-m", "coi", "build", "--alias", alias]

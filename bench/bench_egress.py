@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from coi.core import paths
 from coi.images.base import ensure_base
 from coi.incus.adapter import connect
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor, spec
 from coi.network import egress, egress_log, enforce
 from coi.testing import create_project, drop_project
 from tests.integration.netfixtures import make_lab, sh, tcp, wait_address
@@ -86,11 +85,11 @@ def main() -> None:
     incus = connect(project=project)
     name = f"b-egress-{uuid.uuid4().hex[:6]}"
     try:
-        launch.prepare(incus, "coi", "coibr0")
+        executor.prepare(incus, "coi", "coibr0")
         image = ensure_base(incus, "debian/12", log=lambda line: None)
         with make_lab(incus, image) as lab:
-            launch.create(
-                incus, launch_spec.LaunchSpec(name=name, image=image, network_mode="restricted")
+            executor.create(
+                incus, spec.LaunchSpec(name=name, image=image, network_mode="restricted")
             )
             wait_address(incus, name)
             tcp(incus, name, lab.private_address)
@@ -128,7 +127,7 @@ def main() -> None:
             print(f"log kept: {size / 1e6:.1f} MB in {len(files)} file(s) (bound {bound:.1f} MB)")
     finally:
         with contextlib.suppress(Exception):
-            launch.teardown(incus, name)
+            executor.teardown(incus, name)
         drop_project(project)
 
 

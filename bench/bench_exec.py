@@ -21,8 +21,7 @@ from collections.abc import Mapping
 
 from coi.core.errors import IncusError
 from coi.incus.adapter import Incus, connect
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor, spec
 from coi.testing import create_project, drop_project
 
 EXECS_PER_CONTAINER = 3
@@ -31,7 +30,7 @@ INTERCEPTS = ("security.syscalls.intercept.mknod", "security.syscalls.intercept.
 
 def _one_container(incus: Incus, name: str, image: str, config: Mapping[str, str]) -> Counter[str]:
     counts: Counter[str] = Counter()
-    launch.create(incus, launch_spec.LaunchSpec(name=name, image=image, extra_config=config))
+    executor.create(incus, spec.LaunchSpec(name=name, image=image, extra_config=config))
     try:
         for k in range(EXECS_PER_CONTAINER):
             try:
@@ -76,7 +75,7 @@ def main() -> None:
     create_project(project, "coi exec benchmark (throwaway)")
     try:
         incus = connect(project=project)
-        launch.prepare(incus, "coi", "coibr0")
+        executor.prepare(incus, "coi", "coibr0")
         for label, value in (("intercepting", "true"), ("coi-base (no interception)", "false")):
             config = {key: value for key in INTERCEPTS}
             c = trial(incus, args.image, config, args.rounds, args.threads)

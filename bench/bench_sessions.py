@@ -62,12 +62,12 @@ def counted(self, *a, **k):
     count[0] += 1
     return original(self, *a, **k)
 rs.Session.request = counted
-import coi.incus.execws as ew
-opened = ew.Channel.open
+from coi.incus import execws
+opened = execws.Channel.open
 def ws(self, path):
     count[0] += 1
     return opened(self, path)
-ew.Channel.open = ws
+execws.Channel.open = ws
 from coi.commands.cli import main
 try:
     main(["run", "--image", {IMAGE!r}, "--tool", "shell", "--network", "open", "--", "true"])
@@ -89,7 +89,7 @@ def make_state(root: Path, files: int = 5000, total: int = 50 * 1024 * 1024) -> 
 
 def transfer(workspace: Path) -> tuple[float, float]:
     from coi.incus.adapter import connect
-    from coi.sessions import store as sessions
+    from coi.sessions import store
 
     api = connect()
     name = f"bench-xfer-{uuid.uuid4().hex[:6]}"
@@ -100,14 +100,14 @@ def transfer(workspace: Path) -> tuple[float, float]:
         incus("exec", name, "--", "mkdir", "-p", "/home/code")
         os.sync()  # each side starts with no write-back of the step before pending
         start = time.perf_counter()
-        sessions.restore(api, name, state, ".bench")
+        store.restore(api, name, state, ".bench")
         session_id = f"bench-{uuid.uuid4().hex[:8]}"  # a first save, not a replacement
-        meta = sessions.Metadata(
-            session_id, name, 1, str(workspace), "bench", False, None, sessions.now()
+        meta = store.Metadata(
+            session_id, name, 1, str(workspace), "bench", False, None, store.now()
         )
-        sessions.save(api, name, meta, ".bench", running=True)
+        store.save(api, name, meta, ".bench", running=True)
         ours = time.perf_counter() - start
-        shutil.rmtree(sessions.session_dir("bench", session_id))
+        shutil.rmtree(store.session_dir("bench", session_id))
         pulled = Path(tempfile.mkdtemp())
         os.sync()
         start = time.perf_counter()

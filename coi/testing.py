@@ -11,7 +11,7 @@ from contextlib import suppress
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import connect
-from coi.launch import executor as launch
+from coi.launch import executor
 
 
 def create_project(name: str, description: str = "") -> None:
@@ -34,7 +34,7 @@ def drop_project(name: str) -> None:
     for _ in range(20):
         for inst in scoped.instance_names():
             with suppress(CoiError):
-                launch.teardown(scoped, inst)
+                executor.teardown(scoped, inst)
         if not scoped.instance_names():
             break
         time.sleep(0.5)

@@ -34,10 +34,10 @@ def load_config(
     args: argparse.Namespace, profile: str | None = None, *, quiet: bool = False
 ) -> Config:
     """The merged config for this workspace, profile and flags; warnings printed once."""
-    from coi.config import load as config
+    from coi.config import load
 
     chosen = profile or getattr(args, "profile", None)
-    return config.load_said(workspace_of(args), chosen, flag_values(args), quiet=quiet)
+    return load.load_said(workspace_of(args), chosen, flag_values(args), quiet=quiet)
 
 
 def session_request(args: argparse.Namespace) -> Request:

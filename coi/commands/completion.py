@@ -41,17 +41,16 @@ def _containers() -> list[str]:
 
 
 def _sessions() -> list[str]:
-    from coi.sessions import store as sessions
+    from coi.sessions import store
 
-    return [meta.session_id for meta, _ in sessions.all_sessions()]
+    return [meta.session_id for meta, _ in store.all_sessions()]
 
 
 def _config_names(section: str) -> Callable[[], list[str]]:
     def names() -> list[str]:
-        from coi.config import load as config
-        from coi.config import tools
+        from coi.config import load, tools
 
-        cfg = config.load(Path.cwd())
+        cfg = load.load(Path.cwd())
         return tools.known(cfg) if section == "tools" else sorted(cfg.profiles)
 
     return names

@@ -15,12 +15,12 @@ from coi.core.errors import IncusError, NotFound, UsageError
 
 def launch(args: argparse.Namespace) -> int:
     """Create and start NAME from IMAGE through the one launch path."""
-    from coi.launch import executor as lp
+    from coi.launch import executor
     from coi.launch.spec import BOOT_BARRIER_SH, LaunchSpec
 
     cfg = load_config(args)
     incus = connect(cfg)
-    lp.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
+    executor.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
     spec = LaunchSpec(
         name=args.name,
         image=args.image,
@@ -28,7 +28,7 @@ def launch(args: argparse.Namespace) -> int:
         network_mode=cfg.network.mode,
         container_uid=cfg.incus.claude_uid,
     )
-    lp.create(incus, spec)
+    executor.create(incus, spec)
     if not args.no_wait:  # ready: past early boot, which empties /tmp
         incus.execute(args.name, ["sh", "-c", BOOT_BARRIER_SH], idempotent=True)
     output.info(f"launched {args.name} from {args.image}")
@@ -65,9 +65,9 @@ def delete(args: argparse.Namespace) -> int:
     incus = connect(load_config(args))
     if not args.force and incus.state(args.name).get("status") == "Running":
         raise UsageError(f"{args.name} is running: stop it first or pass --force")
-    from coi.launch import executor as lp
+    from coi.launch import executor
 
-    lp.teardown(incus, args.name, force=args.force)  # also removes its network rules
+    executor.teardown(incus, args.name, force=args.force)  # also removes its network rules
     return 0
 
 
@@ -137,13 +137,13 @@ def mount(args: argparse.Namespace) -> int:
     source = Path(args.source).expanduser().resolve()
     if not source.exists():
         raise UsageError(f"{args.source} does not exist: pass an existing host path")
-    from coi.launch import executor as launch
+    from coi.launch import executor
 
     incus = connect(load_config(args))
     device = {"type": "disk", "source": str(source), "path": args.path}
     if args.shift:
         device["shift"] = "true"
-    with launch.changing(incus, args.name) as record:
+    with executor.changing(incus, args.name) as record:
         devices = dict(record.get("devices") or {})
         devices[args.device] = device
         incus.update_instance(args.name, {"devices": devices})

@@ -17,12 +17,12 @@ P = "coi.commands.port:"
 
 def add(args: argparse.Namespace) -> int:
     """Add a proxy device; a running container gets it at once, a stopped one at its start."""
-    from coi.launch import executor as launch
+    from coi.launch import executor
     from coi.network import ports
 
     port = ports.parse(args.host, args.container_port, args.protocol)
     incus = connect(load_config(args))
-    with launch.changing(incus, args.name) as record:
+    with executor.changing(incus, args.name) as record:
         devices = dict(record.get("devices") or {})
         taken = {p.host_port for p in ports.from_devices(devices) if p.protocol == port.protocol}
         if port.host_port in taken:
@@ -65,11 +65,11 @@ def list_(args: argparse.Namespace) -> int:
 
 def remove(args: argparse.Namespace) -> int:
     """Remove one forward (by host port) or all of them."""
-    from coi.launch import executor as launch
+    from coi.launch import executor
     from coi.network import ports
 
     incus = connect(load_config(args))
-    with launch.changing(incus, args.name) as record:
+    with executor.changing(incus, args.name) as record:
         forwards = ports.from_devices(record.get("devices") or {})
         if args.port != "all":
             wanted = ports.number(args.port, "host port")

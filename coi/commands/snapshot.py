@@ -81,11 +81,11 @@ def _existing(incus: IncusAPI, name: str, raw: str | None) -> str:
 
 def restore(args: argparse.Namespace) -> int:
     """Put a persistent container back as a snapshot (the newest by default) had it."""
-    from coi.launch import executor as launch
+    from coi.launch import executor
 
     incus = _persistent(args)
     snap = _existing(incus, args.name, args.snapshot)
-    with launch.changing(incus, args.name):  # a stopped container's disks name its views
+    with executor.changing(incus, args.name):  # a stopped container's disks name its views
         incus.restore_snapshot(args.name, snap)
     output.info(f"{args.name} restored to its snapshot {snap}")
     return 0

@@ -7,15 +7,14 @@ import os
 
 from coi.core.errors import CoiError
 from coi.host.check import FAIL, OK, WARN, Check
-from coi.network import enforce as network
-from coi.network import nft
+from coi.network import enforce, nft
 
 
 def doctor_check() -> Check:
     """Which enforcement this host uses: Incus ACLs, or coi's nftables table."""
     name = "network isolation"
     try:
-        report = network.privileged(None, "probe")
+        report = enforce.privileged(None, "probe")
     except CoiError as exc:
         return Check(name, WARN, str(exc), "run `sudo coi setup` to install coi's network helper")
     if not report.get("nftables"):
@@ -30,17 +29,17 @@ def doctor_check() -> Check:
         if report.get("acl")
         else "Incus network ACLs unsupported here (no bridge conntrack/reject)"
     )
-    how = "as root" if os.geteuid() == 0 else f"through {network.HELPER}"
+    how = "as root" if os.geteuid() == 0 else f"through {enforce.HELPER}"
     return Check(name, OK, f"nftables fallback: table inet {nft.TABLE}, {how}; {acl}")
 
 
 def rules_check() -> Check:
     """Whether every running restricted container has its rules, and the guard runs."""
     name = "network rules"
-    if not network.can_apply():
+    if not enforce.can_apply():
         return Check(name, OK, "no network helper: no restricted containers to check")
     try:
-        report = network.privileged(None, "check")
+        report = enforce.privileged(None, "check")
     except CoiError as exc:
         return Check(name, WARN, str(exc), "run `sudo coi setup` to update coi's network helper")
     bare = report.get("bare") or []

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from coi.core.errors import CoiError
-from coi.launch import spec as launch_spec
+from coi.launch import spec
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -48,7 +48,7 @@ else
 fi
 """
 # Every probe first waits out early boot, so the build steps after it find /tmp settled.
-PROBE_SCRIPT = launch_spec.BOOT_BARRIER_SH + _PROBE
+PROBE_SCRIPT = spec.BOOT_BARRIER_SH + _PROBE
 
 APPLY_SCRIPT = r"""
 set -eu

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from coi.core.errors import UsageError
-from coi.network import enforce
-from coi.network import policy as network_policy
+from coi.network import enforce, policy
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -58,11 +57,11 @@ def change(
     if config.get(enforce.MODE_KEY) != "allowlist":
         mode = config.get(enforce.MODE_KEY) or "open"
         raise UsageError(f"{name} is in {mode} mode: allow and deny change allowlist containers")
-    entries = config.get(network_policy.ENTRIES_KEY, "").split()
+    entries = config.get(policy.ENTRIES_KEY, "").split()
     missing = [e for e in remove if e not in entries]
     if missing:
         raise UsageError(f"{missing[0]} is not in {name}'s allowlist: {' '.join(entries) or '-'}")
     updated = entries_after(entries, add, remove)
     if updated != entries:
-        incus.update_instance(name, {"config": {network_policy.ENTRIES_KEY: " ".join(updated)}})
+        incus.update_instance(name, {"config": {policy.ENTRIES_KEY: " ".join(updated)}})
     return enforce.refresh(incus, name)

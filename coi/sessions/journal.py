@@ -103,7 +103,7 @@ def finish(path: Path, incus: IncusAPI | None = None) -> str | None:
     holds its watch lock), and remove it; the container's name, or None when there was
     nothing to do. A failure is counted in the entry, dropped after MAX_ATTEMPTS."""
     from coi.incus.adapter import Endpoint, connect
-    from coi.launch import executor as launch
+    from coi.launch import executor
 
     entry = read(path)
     if entry is None:
@@ -114,7 +114,7 @@ def finish(path: Path, incus: IncusAPI | None = None) -> str | None:
             fields = {k: entry.endpoint.get(k) for k in ENDPOINT_FIELDS}
             endpoint = Endpoint(**fields)  # type: ignore[arg-type]
             incus = connect(project=entry.project, group=entry.group, endpoint=endpoint)
-        launch.teardown(incus, entry.name)
+        executor.teardown(incus, entry.name)
     except CoiError:
         if entry.attempts + 1 < MAX_ATTEMPTS:
             write(replace(entry, attempts=entry.attempts + 1))

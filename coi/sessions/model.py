@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coi.sessions import store as sessions
+from coi.sessions import store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
 
 
-HOME = sessions.HOME
+HOME = store.HOME
 
 
 CODE_UID = 1000
@@ -78,8 +78,6 @@ class Request:
 
 def load_config(request: Request, profile: str | None = None, *, quiet: bool = False) -> Config:
     """The merged config for the request's workspace, profile and flags; warnings said."""
-    from coi.config import load as config
+    from coi.config import load
 
-    return config.load_said(
-        request.workspace, profile or request.profile, request.flags, quiet=quiet
-    )
+    return load.load_said(request.workspace, profile or request.profile, request.flags, quiet=quiet)

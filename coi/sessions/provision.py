@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from coi.core import faults, output
 from coi.core.errors import CoiError
-from coi.sessions import store as sessions
+from coi.sessions import store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -32,9 +32,9 @@ SAVE_SCRIPT = f"""#!/bin/sh
 mkdir -p /var/lib/coi
 # at most one byte past the cap: the host refuses a larger state, and a sparse or huge
 # file must not fill the storage pool on the way
-most=$(( ${{COI_MAX_STATE:-{sessions.DEFAULT_LIMIT}}} + 1 )) new=/var/lib/coi/state.tar.new
+most=$(( ${{COI_MAX_STATE:-{store.DEFAULT_LIMIT}}} + 1 )) new=/var/lib/coi/state.tar.new
 tar -C {HOME} -cf - --ignore-failed-read "$COI_STATE_DIR" 2>/dev/null | head -c "$most" >"$new"
-mv -f /var/lib/coi/state.tar.new {sessions.STOPPED_STATE}
+mv -f /var/lib/coi/state.tar.new {store.STOPPED_STATE}
 sync
 """
 
@@ -126,7 +126,7 @@ def _setup_tar(
     an empty session env."""
     with (
         tempfile.TemporaryFile() as buffer,
-        tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive,
+        tarfile.open(fileobj=buffer, mode="w", format=store.TAR_FORMAT) as archive,
     ):
         for file_name, pem in cas.items():
             _add(archive, f"usr/local/share/ca-certificates/{file_name}", pem, 0o644)
@@ -144,8 +144,8 @@ def _setup_tar(
         # first one's end, -i), packed as it is sent; then the credentials, last: a saved
         # state never replaces the files this session was given.
         state_dir = session.tool.state_dir
-        with sessions.state_stream(resumed, state_dir, "home/code/", CODE_UID) as state:
-            yield sessions.chained(buffer, state, _credentials_tar(session))
+        with store.state_stream(resumed, state_dir, "home/code/", CODE_UID) as state:
+            yield store.chained(buffer, state, _credentials_tar(session))
 
 
 def _credentials_tar(session: Session) -> BinaryIO | None:
@@ -153,7 +153,7 @@ def _credentials_tar(session: Session) -> BinaryIO | None:
     if not session.credentials:
         return None
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive:
+    with tarfile.open(fileobj=buffer, mode="w", format=store.TAR_FORMAT) as archive:
         _add_credentials(archive, session)
     buffer.seek(0)
     return buffer

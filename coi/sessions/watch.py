@@ -56,9 +56,9 @@ def watching(name: str, incus: IncusAPI | None = None, mode: str | None = None) 
     hold(name)
     stop = threading.Event()
     if incus is not None and mode in (None, Mode.ALLOWLIST):
-        from coi.network import enforce as network
+        from coi.network import enforce
 
-        threading.Thread(target=network.watch, args=(incus, name, stop), daemon=True).start()
+        threading.Thread(target=enforce.watch, args=(incus, name, stop), daemon=True).start()
     try:
         yield
     finally:

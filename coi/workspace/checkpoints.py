@@ -34,9 +34,7 @@ from pathlib import Path
 
 from coi.core import dropped, paths, proc, slots
 from coi.core.errors import CoiError, UsageError
-from coi.workspace import checkpoint_copy as in_copy
-from coi.workspace import checkpoint_git as in_git
-from coi.workspace import owner
+from coi.workspace import checkpoint_copy, checkpoint_git, owner
 from coi.workspace.checkpoint_copy import tree_size
 from coi.workspace.checkpoint_types import (
     DEFAULT_MAX_COPY,
@@ -127,13 +125,13 @@ def create(workspace: Path, name: str | None = None, message: str = "",
 
 def _create(at: At, name: str | None, message: str, now: float, cap: int,
             skip: frozenset[str]) -> Checkpoint:  # fmt: skip
-    git_kind = in_git.is_git_at(at)
+    git_kind = checkpoint_git.is_git_at(at)
     for attempt in range(8):  # an id taken meanwhile: the next millisecond's
         ident = new_id(name, now + attempt / 1000)
         try:
             if git_kind:
-                return in_git.create(at, ident, message, now, skip)
-            return in_copy.create(at, ident, message, now, cap, skip)
+                return checkpoint_git.create(at, ident, message, now, skip)
+            return checkpoint_copy.create(at, ident, message, now, cap, skip)
         except Taken:
             continue
     raise CoiError(f"could not find a free checkpoint id for {at.ws}: try again")
@@ -147,7 +145,11 @@ def all_of(workspace: Path) -> list[Checkpoint]:
 
 
 def _all_of(at: At) -> list[Checkpoint]:
-    found = in_git.list_all(at) if in_git.is_git_at(at) else in_copy.list_all(at)
+    found = (
+        checkpoint_git.list_all(at)
+        if checkpoint_git.is_git_at(at)
+        else checkpoint_copy.list_all(at)
+    )
     return sorted(found, key=lambda c: c.id, reverse=True)
 
 
@@ -181,10 +183,10 @@ def diff(
 
 def _diff(at: At, checkpoint: Checkpoint, skip: frozenset[str]) -> list[tuple[str, str]]:
     if checkpoint.kind == "git":
-        now = in_git.tree_now(at, skip)
-        return in_git.changes(at, f"{checkpoint.commit}^{{tree}}", now)
+        now = checkpoint_git.tree_now(at, skip)
+        return checkpoint_git.changes(at, f"{checkpoint.commit}^{{tree}}", now)
     with opened_dir(at.store / checkpoint.id / "files") as old, opened_dir(at.ws) as new:
-        return in_copy.changes(old, new, skip)
+        return checkpoint_copy.changes(old, new, skip)
 
 
 def rollback(workspace: Path, checkpoint: Checkpoint, held: Held = NOTHING_HELD,
@@ -206,8 +208,8 @@ def _rollback(at: At, checkpoint: Checkpoint, why: str, cap: int, out: frozenset
     saved = _create(at, "before-rollback", why, time.time(), cap, out)
     if checkpoint.kind == "git":
         old, new = f"{saved.commit}^{{tree}}", f"{checkpoint.commit}^{{tree}}"
-        return saved, in_git.restore(at, old, new, mounted)
-    return saved, in_copy.restore(at, checkpoint.id, out, mounted)
+        return saved, checkpoint_git.restore(at, old, new, mounted)
+    return saved, checkpoint_copy.restore(at, checkpoint.id, out, mounted)
 
 
 def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoint]:
@@ -225,7 +227,7 @@ def _prune(at: At, keep: int, named: str | None) -> list[Checkpoint]:
     doomed = found[keep:]
     for checkpoint in doomed:
         if checkpoint.kind == "git":
-            in_git.store_git(at, "update-ref", "-d", REFS + checkpoint.id)
+            checkpoint_git.store_git(at, "update-ref", "-d", REFS + checkpoint.id)
         else:
             # parallel sessions of one workspace prune together: the one whose rename
             # wins removes it, out of the list's sight

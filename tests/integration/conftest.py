@@ -17,8 +17,7 @@ import pytest
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus, connect
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor, spec
 from coi.testing import create_project, drop_project
 
 POOL, NETWORK = "coi", "coibr0"
@@ -54,7 +53,7 @@ def pool_and_network() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def session_incus(project: str) -> Incus:
     incus = connect(project=project)
-    launch.prepare(incus, POOL, NETWORK)
+    executor.prepare(incus, POOL, NETWORK)
     return incus
 
 
@@ -88,7 +87,7 @@ def cleanup(session_incus: Incus) -> Iterator[list[str]]:
     for n in names:
         with contextlib.suppress(CoiError):
             session_incus.delete_instance(n, force=True)
-        launch.release_workspace(n)  # the locked workspace view and its placeholders
+        executor.release_workspace(n)  # the locked workspace view and its placeholders
 
 
 SESSION_IMAGE_SCRIPT = """set -e
@@ -106,8 +105,8 @@ def session_image(session_incus: Incus, base_image: str, worker_id: str) -> Iter
     """A small image with the `code` user and tmux: enough for session tests, fast to build."""
     alias = f"coitest-sess-{RUN_ID}-{worker_id}"
     builder = f"build-{RUN_ID}"
-    launch.create(
-        session_incus, launch_spec.LaunchSpec(name=builder, image=base_image, network_mode="open")
+    executor.create(
+        session_incus, spec.LaunchSpec(name=builder, image=base_image, network_mode="open")
     )
     try:
         for _ in range(100):  # wait (bounded) for the DHCP lease

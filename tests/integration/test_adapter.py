@@ -6,12 +6,11 @@ import pytest
 
 from coi.core.errors import IncusError, NotFound
 from coi.incus.adapter import Endpoint, Incus
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor, spec
 
 
 def test_launch_exec_delete(incus: Incus, base_image: str, name: str) -> None:
-    launch.create(incus, launch_spec.LaunchSpec(name=name, image=base_image))
+    executor.create(incus, spec.LaunchSpec(name=name, image=base_image))
     try:
         streamed: list[str] = []
         result = incus.execute(
@@ -36,7 +35,7 @@ def test_missing_instance_is_not_found(incus: Incus) -> None:
 
 def test_missing_image_names_it(incus: Incus, name: str) -> None:
     with pytest.raises(IncusError, match="no-such-image"):
-        launch.create(incus, launch_spec.LaunchSpec(name=name, image="no-such-image"))
+        executor.create(incus, spec.LaunchSpec(name=name, image="no-such-image"))
     assert not incus.exists(f"instances/{name}")
 
 

@@ -25,8 +25,7 @@ import pytest
 import yaml
 
 from coi.core.errors import CoiError
-from coi.images import certs, dnsfix
-from coi.images import naming as images_naming
+from coi.images import certs, dnsfix, naming
 from coi.incus.adapter import Incus
 from tests.integration.conftest import NETWORK
 from tests.integration.helpers import coi
@@ -101,7 +100,7 @@ def target(incus: Incus, name: str) -> str | None:
 def dated(incus: Incus, name: str) -> list[str]:
     """NAME's dated aliases, oldest first."""
     names = [a["name"] for image in incus.images() for a in image.get("aliases") or []]
-    return sorted(n for n in names if images_naming.stamp_of(n, f"{name}-") is not None)
+    return sorted(n for n in names if naming.stamp_of(n, f"{name}-") is not None)
 
 
 def build_containers(incus: Incus) -> list[str]:

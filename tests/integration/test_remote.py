@@ -11,8 +11,7 @@ import pytest
 
 from coi.core.errors import IncusError
 from coi.incus.adapter import Endpoint, Incus, connect
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor, spec
 
 SERVER_CERT = Path("/var/lib/incus/server.crt")
 
@@ -85,7 +84,7 @@ def test_https_remote_with_client_certificate(
     url, cert, key = https_endpoint
     remote = Incus(Endpoint(url, str(cert), str(key), str(SERVER_CERT)), project=project)
     assert remote.server()["auth"] == "trusted"
-    launch.create(remote, launch_spec.LaunchSpec(name=name, image=base_image))
+    executor.create(remote, spec.LaunchSpec(name=name, image=base_image))
     try:
         assert name in remote.instance_names()
         result = remote.execute(

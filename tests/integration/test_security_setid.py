@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coi.incus.adapter import Incus
-from coi.launch import executor as launch
+from coi.launch import executor
 from tests.integration.helpers import coi, own_prefix, user_config_path
 
 IMAGE = os.environ.get("COI_TEST_IMAGE", "coi")  # python3 and docker.io, as sessions have
@@ -151,7 +151,7 @@ def test_an_overlay_copy_up_is_cleared_when_a_persistent_session_stops(
         done = coi("run", "--persistent", "--network", "open", "--", "sudo", "sh", "-c", OVERLAY)
     finally:
         for name in set(incus.instance_names()) - before:
-            launch.teardown(incus, name)
+            executor.teardown(incus, name)
     assert done.returncode == 0, done.stdout + done.stderr
     if "no-overlay" in done.stdout:
         pytest.skip("overlayfs cannot be mounted inside a container on this kernel")

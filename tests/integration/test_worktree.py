@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from coi.incus.adapter import Incus
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor, spec
 from tests.integration.helpers import coi, own_prefix, user_config_path
 
 OWNER = 1000
@@ -40,9 +39,9 @@ def git_image(session_incus: Incus, session_image: str) -> Iterator[str]:
     """The session test image with git (commits happen inside)."""
     alias = f"coitest-git-{uuid.uuid4().hex[:6]}"
     builder = f"build-git-{uuid.uuid4().hex[:6]}"
-    launch.create(
+    executor.create(
         session_incus,
-        launch_spec.LaunchSpec(name=builder, image=session_image, network_mode="open"),
+        spec.LaunchSpec(name=builder, image=session_image, network_mode="open"),
     )
     try:
         for _ in range(100):  # wait (bounded) for the DHCP lease

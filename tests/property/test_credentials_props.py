@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coi.config import trust
-from coi.network import nft
-from coi.network import policy as network_policy
+from coi.network import nft, policy
 from coi.sessions import credentials
 from tests.strategies import (
     allowlist_entries,
@@ -102,8 +101,8 @@ def test_claude_json_round_trips_as_json(data: st.DataObject, workspace: str) ->
 def test_only_an_explicit_private_address_takes_an_allowlist_beyond_restricted(
     raw: list[str], resolved: dict[str, list[str]]
 ) -> None:
-    entries = [network_policy.parse_entry(e) for e in raw]
-    beyond = network_policy.beyond_restricted(entries, resolved)
+    entries = [policy.parse_entry(e) for e in raw]
+    beyond = policy.beyond_restricted(entries, resolved)
     explicit = [e.host for e in entries if e.is_address and _inside(e.host, PRIVATE)]
     assert bool(beyond) == bool(explicit)  # names never count, whatever they resolve to
 
@@ -116,8 +115,8 @@ def test_an_untrusted_allowlist_in_force_reaches_nothing_restricted_blocks(
     assert mode in ("allowlist", "restricted")
     assert (held is None) == (mode == "allowlist")
     if mode == "allowlist":
-        entries = [network_policy.parse_entry(e) for e in raw]
-        opened = network_policy.allowed(entries, resolved).allows
+        entries = [policy.parse_entry(e) for e in raw]
+        opened = policy.allowed(entries, resolved).allows
         assert not any(nft.blocked(a.address) for a in opened)
     else:
         assert held is not None and "restricted applies" in held.reason

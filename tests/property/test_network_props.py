@@ -8,8 +8,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coi.network import nft
-from coi.network import policy as network_policy
+from coi.network import nft, policy
 
 # Strategies of the network area (kept here: they serve only these properties).
 names = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
@@ -226,11 +225,11 @@ def test_chosen_address_is_the_lowest_free_host(
     cidr = f"{gateway}/{net.prefixlen}"
     if not free:
         try:
-            network_policy.choose_address(cidr, taken)
-        except network_policy.NoFreeAddress:
+            policy.choose_address(cidr, taken)
+        except policy.NoFreeAddress:
             return
         raise AssertionError("a full subnet must raise")
-    assert network_policy.choose_address(cidr, taken) == free[0]
+    assert policy.choose_address(cidr, taken) == free[0]
 
 
 name_answers = st.dictionaries(
@@ -243,7 +242,7 @@ name_answers = st.dictionaries(
 def test_a_failed_lookup_keeps_the_last_good_addresses(
     last: dict[str, list[str]], fresh: dict[str, list[str] | None]
 ) -> None:
-    merged = network_policy.merge_resolved(last, fresh)
+    merged = policy.merge_resolved(last, fresh)
     assert set(merged) == set(fresh)
     for name, answer in fresh.items():
         assert set(merged[name]) == set(answer if answer else last.get(name, []))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from coi.core import paths
 from coi.core.lock import file_lock
-from coi.launch import executor as launch
+from coi.launch import executor
 from coi.sessions import journal
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
@@ -57,7 +57,7 @@ class _Incus:
 
 def test_settle_finishes_orphans_and_leaves_owned_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     torn: list[str] = []
-    monkeypatch.setattr(launch, "teardown", lambda incus, name: torn.append(name))
+    monkeypatch.setattr(executor, "teardown", lambda incus, name: torn.append(name))
     orphan, owned = journal.write(_entry("orphan")), journal.write(_entry("owned"))
     # A live finisher holds its lock (flock: another open of the file is another owner).
     with file_lock(paths.watch_lock("owned")):
@@ -72,7 +72,7 @@ def test_a_failing_teardown_is_tried_again_then_dropped(monkeypatch: pytest.Monk
     def fail(incus: Any, name: str) -> None:
         raise IncusError("daemon away")
 
-    monkeypatch.setattr(launch, "teardown", fail)
+    monkeypatch.setattr(executor, "teardown", fail)
     path = journal.write(_entry())
     for attempt in range(1, journal.MAX_ATTEMPTS + 1):
         assert journal.settle(_Incus()) == []  # type: ignore[arg-type]

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi.config import load as config
-from coi.config import mounts
+from coi.config import load, mounts
 from coi.core.errors import ConfigError, UsageError
 
 HOME = Path("/home/alice")
@@ -75,7 +74,7 @@ def _write(path: Path, text: str) -> Path:
 
 def test_mounts_tables_are_validated(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.toml", '[[mounts]]\nsource = "~/data"\ntarget = "/data"\n')
-    layer = config.load_file(good)
+    layer = load.load_file(good)
     assert layer is not None and layer.data["mounts"][0]["target"] == "/data"
     for body, word in [
         ('[[mounts]]\nsource = "~/data"\n', "target"),
@@ -84,12 +83,12 @@ def test_mounts_tables_are_validated(tmp_path: Path) -> None:
         ('mounts = "x"\n', "tables"),
     ]:
         with pytest.raises(ConfigError, match=word):
-            config.load_file(_write(tmp_path / "bad.toml", body))
+            load.load_file(_write(tmp_path / "bad.toml", body))
 
 
 def test_an_untrusted_project_file_cannot_mount(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     _write(ws / ".coi.toml", '[[mounts]]\nsource = "/etc"\ntarget = "/data"\n')
-    cfg = config.load(ws)
+    cfg = load.load(ws)
     assert cfg.mounts == ()
     assert any(item.key == "mounts" for item in cfg.ignored)

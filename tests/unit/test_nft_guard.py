@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from coi.host import doctor
-from coi.host import network_checks as network_doctor
-from coi.network import enforce as network
-from coi.network import nft, nft_guard, nft_helper
+from coi.host import doctor, network_checks
+from coi.network import enforce, nft, nft_guard, nft_helper
 
 LISTING = """table inet coi {
 \tchain forward {
@@ -127,14 +125,14 @@ def test_the_run_folder_refuses_another_owner(tmp_path: Path) -> None:
 
 def test_the_start_hook_is_added_once_beside_other_raw_lxc_lines() -> None:
     inst = {"expanded_config": {"raw.lxc": "lxc.apparmor.profile = unconfined\n"}}
-    keys = network.start_guard("p", "c1", inst)
+    keys = enforce.start_guard("p", "c1", inst)
     assert keys["boot.autostart"] == "false"
     lines = keys["raw.lxc"].splitlines()
     assert lines == [
         "lxc.apparmor.profile = unconfined",
-        f"lxc.hook.pre-start = {network.HELPER} apply p c1",
+        f"lxc.hook.pre-start = {enforce.HELPER} apply p c1",
     ]
-    again = network.start_guard("p", "c1", {"expanded_config": keys})
+    again = enforce.start_guard("p", "c1", {"expanded_config": keys})
     assert again["raw.lxc"] == keys["raw.lxc"]
 
 
@@ -150,9 +148,9 @@ def test_the_start_hook_is_added_once_beside_other_raw_lxc_lines() -> None:
 def test_doctor_names_containers_running_without_rules(
     monkeypatch: pytest.MonkeyPatch, report: dict[str, Any], status: str, words: str
 ) -> None:
-    monkeypatch.setattr(network, "can_apply", lambda: True)
-    monkeypatch.setattr(network, "privileged", lambda incus, *args: report)
-    check = network_doctor.rules_check()
+    monkeypatch.setattr(enforce, "can_apply", lambda: True)
+    monkeypatch.setattr(enforce, "privileged", lambda incus, *args: report)
+    check = network_checks.rules_check()
     assert check.status == status and words in check.found
     assert (check.fix != "") == (status != doctor.OK)
 
@@ -205,19 +203,19 @@ def test_port_filters_on_a_veth_the_nic_no_longer_has_leave_it_unguarded() -> No
 
 
 def test_only_the_daemon_itself_counts_as_incusd_not_its_exec_helpers(tmp_path: Path) -> None:
-    from coi.host import setup as hostsetup
+    from coi.host import setup
 
     lines = {
-        "10": [hostsetup.INCUSD, "--group", "incus-admin"],
-        "11": [hostsetup.INCUSD, "forkexec", "c1"],
-        "12": ["/usr/bin/python3", hostsetup.INCUSD],
-        "13": [hostsetup.INCUSD],
-        "self": [hostsetup.INCUSD],
+        "10": [setup.INCUSD, "--group", "incus-admin"],
+        "11": [setup.INCUSD, "forkexec", "c1"],
+        "12": ["/usr/bin/python3", setup.INCUSD],
+        "13": [setup.INCUSD],
+        "self": [setup.INCUSD],
     }
     for pid, argv in lines.items():
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-    assert sorted(hostsetup.daemon_pids(tmp_path)) == [10, 13]
+    assert sorted(setup.daemon_pids(tmp_path)) == [10, 13]
 
 
 def test_addresses_held_in_dnsmasq_leases_count_as_taken(tmp_path: Path) -> None:
@@ -225,5 +223,5 @@ def test_addresses_held_in_dnsmasq_leases_count_as_taken(tmp_path: Path) -> None
     (tmp_path / "coibr0" / "dnsmasq.leases").write_text(
         "1796083541 10:66:6a:43:9d:0e 10.171.0.2 gone-1 ff:6a\n\n"
     )
-    assert network.dnsmasq_leases("coibr0", tmp_path) == {"10.171.0.2"}
-    assert network.dnsmasq_leases("other", tmp_path) == set()
+    assert enforce.dnsmasq_leases("coibr0", tmp_path) == {"10.171.0.2"}
+    assert enforce.dnsmasq_leases("other", tmp_path) == set()

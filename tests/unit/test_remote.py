@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coi.commands.cli import build_parser, main
-from coi.config import remotes as store
+from coi.config import remotes
 from coi.config.endpoint import endpoint
 from coi.config.load import flags_layer_from
 from coi.config.model import Incus as IncusSection
@@ -50,7 +50,7 @@ def pems(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    where = store.folder()
+    where = remotes.folder()
     where.mkdir(parents=True)
     (where / "client.crt").write_text("client cert\n")  # client_pair finds them: no openssl
     (where / "client.key").write_text("client key\n")
@@ -60,7 +60,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def token_for(pem: str, secret: str = "s3cret") -> str:
     data = {
         "client_name": "alice",
-        "fingerprint": store.fingerprint(pem),
+        "fingerprint": remotes.fingerprint(pem),
         "addresses": ["203.0.113.5:8443"],
         "secret": secret,
         "expires_at": "0001-01-01T00:00:00Z",
@@ -111,9 +111,9 @@ def test_without_token_or_file_the_user_must_accept_the_fingerprint(
     pems: tuple[str, str],
 ) -> None:
     server, _ = pems
-    with pytest.raises(UsageError, match=store.fingerprint(server)):
+    with pytest.raises(UsageError, match=remotes.fingerprint(server)):
         trust.pin(server, token=None, cert_file=None, accept=False)
-    assert trust.pin(server, token=None, cert_file=None, accept=True) == store.fingerprint(server)
+    assert trust.pin(server, token=None, cert_file=None, accept=True) == remotes.fingerprint(server)
 
 
 def test_a_certificate_file_must_match(pems: tuple[str, str], tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_a_certificate_file_must_match(pems: tuple[str, str], tmp_path: Path) ->
 def test_garbage_is_not_a_token() -> None:
     for junk in ("not base64!", base64.b64encode(b"[1, 2]").decode(), ""):
         with pytest.raises(UsageError, match="trust token"):
-            store.decode_token(junk)
+            remotes.decode_token(junk)
 
 
 # -- trust and the store --------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_add_by_token_trusts_pins_and_saves(home: Path, pems: tuple[str, str]) -
     )
     assert (added.how, added.server) == ("token", "m2")
     assert ("POST", "certificates") in server.calls
-    assert store.get("team").url == URL
+    assert remotes.get("team").url == URL
     assert (home / "team.crt").read_text() == pem
     assert [p.name for p in home.iterdir() if p.name.startswith(".")] == []  # no pending pin
 
@@ -153,7 +153,7 @@ def test_add_by_certificate_needs_the_admin_to_trust_it_first(
     server = Server()
     with pytest.raises(CoiError, match="add-certificate"):
         trust.add("team", URL, accept=True, fetch=lambda url: pem, connect=connector(server))
-    assert store.remotes() == []
+    assert remotes.remotes() == []
     server.trusted = True
     added = trust.add("team", URL, accept=True, fetch=lambda url: pem, connect=connector(server))
     assert added.how == "certificate"
@@ -165,23 +165,23 @@ def test_a_token_for_another_server_saves_nothing(home: Path, pems: tuple[str, s
     server = Server(token=token_for(other))
     with pytest.raises(CoiError, match="not the one the token names"):
         trust.add("team", URL, token=server.token, fetch=lambda u: pem, connect=connector(server))
-    assert store.remotes() == [] and server.calls == []
+    assert remotes.remotes() == [] and server.calls == []
 
 
 def test_list_switch_remove(home: Path, pems: tuple[str, str]) -> None:
     pem, _ = pems
-    store.save(store.Remote("a", URL, "default", home / "a.crt"), pem)
-    store.save(store.Remote("b", "https://198.51.100.7:8443", "team", home / "b.crt"), pem)
+    remotes.save(remotes.Remote("a", URL, "default", home / "a.crt"), pem)
+    remotes.save(remotes.Remote("b", "https://198.51.100.7:8443", "team", home / "b.crt"), pem)
     with pytest.raises(UsageError, match="exists"):
-        store.save(store.Remote("a", URL, "default", home / "a.crt"), pem)
-    assert store.current() == "local"
-    store.switch("b")
-    assert store.current() == "b"
+        remotes.save(remotes.Remote("a", URL, "default", home / "a.crt"), pem)
+    assert remotes.current() == "local"
+    remotes.switch("b")
+    assert remotes.current() == "b"
     with pytest.raises(UsageError, match="no remote named 'c'"):
-        store.switch("c")
-    store.remove("b")
-    assert store.current() == "local"  # removing the current one goes back to local
-    assert [r.name for r in store.remotes()] == ["a"]
+        remotes.switch("c")
+    remotes.remove("b")
+    assert remotes.current() == "local"  # removing the current one goes back to local
+    assert [r.name for r in remotes.remotes()] == ["a"]
     assert not (home / "b.crt").exists()
 
 
@@ -189,19 +189,19 @@ def test_client_pair_is_made_once_with_a_private_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    cert, key = store.client_pair()
+    cert, key = remotes.client_pair()
     assert "BEGIN CERTIFICATE" in cert.read_text()
     assert key.stat().st_mode & 0o077 == 0
-    assert store.client_pair() == (cert, key)
+    assert remotes.client_pair() == (cert, key)
 
 
-@given(st.from_regex(store.NAME, fullmatch=True))
+@given(st.from_regex(remotes.NAME, fullmatch=True))
 def test_every_valid_name_but_local_is_taken(name: str) -> None:
     if name == "local":
         with pytest.raises(UsageError):
-            store.check_name(name)
+            remotes.check_name(name)
     else:
-        assert store.check_name(name) == name
+        assert remotes.check_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -209,12 +209,12 @@ def test_every_valid_name_but_local_is_taken(name: str) -> None:
 )
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(UsageError):
-        store.check_url(url)
+        remotes.check_url(url)
 
 
 def test_urls_get_the_default_port() -> None:
-    assert store.normal_url("https://h") == "https://h:8443"
-    assert store.normal_url("https://[::1]:9000/") == "https://[::1]:9000"
+    assert remotes.normal_url("https://h") == "https://h:8443"
+    assert remotes.normal_url("https://[::1]:9000/") == "https://[::1]:9000"
 
 
 # -- the endpoint a config names ------------------------------------------------------
@@ -225,7 +225,7 @@ def section(remote: str | None, project: str = "default") -> IncusSection:
 
 
 def test_endpoint_of_a_name_uses_the_pinned_certificate(home: Path, pems: tuple[str, str]) -> None:
-    store.save(store.Remote("team", URL, "agents", home / "team.crt"), pems[0])
+    remotes.save(remotes.Remote("team", URL, "agents", home / "team.crt"), pems[0])
     where, project = endpoint(section("team"))
     assert (where.url, where.server_cert, project) == (URL, str(home / "team.crt"), "agents")
     assert where.client_cert == str(home / "client.crt")
@@ -238,8 +238,8 @@ def test_endpoint_follows_switch_and_a_url_stays_as_it_was(
     home: Path, pems: tuple[str, str]
 ) -> None:
     assert endpoint(section(None))[0].is_local
-    store.save(store.Remote("team", URL, "default", home / "team.crt"), pems[0])
-    store.switch("team")
+    remotes.save(remotes.Remote("team", URL, "default", home / "team.crt"), pems[0])
+    remotes.switch("team")
     assert endpoint(section(None))[0].url == URL
     assert endpoint(section("local"))[0].is_local
     assert endpoint(section("https://192.0.2.1:8443"))[0].url == "https://192.0.2.1:8443"
@@ -257,7 +257,7 @@ def test_remote_flag_sets_the_incus_remote_key() -> None:
 
 
 def test_remote_commands(home: Path, pems: tuple[str, str], capsys: Any) -> None:
-    store.save(store.Remote("team", URL, "default", home / "team.crt"), pems[0])
+    remotes.save(remotes.Remote("team", URL, "default", home / "team.crt"), pems[0])
     assert main(["remote", "switch", "team"]) == 0
     assert main(["remote", "list", "--format", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)

@@ -19,13 +19,13 @@ def deny(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace, add: bool) -> int:
-    from coi.launch import executor as launch
+    from coi.launch import executor
     from coi.network import live
 
     dest = live.check_entry(args.dest)
     incus = connect(load_config(args))
     added, removed = ([dest], []) if add else ([], [dest])
-    with launch.changing(incus, args.name):  # a stopped container's too
+    with executor.changing(incus, args.name):  # a stopped container's too
         done = live.change(incus, args.name, add=added, remove=removed)
     if args.save:
         from coi.config import edit

@@ -12,10 +12,10 @@ VERDICTS = ("allowed", "blocked")  # new connections the log rules counted
 
 def refresh(args: argparse.Namespace) -> int:
     """Resolve NAME's allowlist again and replace its rules and /etc/hosts."""
-    from coi.network import enforce as network
+    from coi.network import enforce
 
     incus = connect(load_config(args))
-    done = network.refresh(incus, args.name)
+    done = enforce.refresh(incus, args.name)
     if args.format == "json":
         output.emit_json(
             {
@@ -34,10 +34,10 @@ def refresh(args: argparse.Namespace) -> int:
 
 def rules(args: argparse.Namespace) -> int:
     """coi's rules now in place, by container (`project/name`)."""
-    from coi.network import enforce as network
+    from coi.network import enforce
 
-    found = network.rules()
-    counts = network.counts()
+    found = enforce.rules()
+    counts = enforce.counts()
     if args.format == "json":
         output.emit_json({"rules": found, "connections": counts})
         return 0
@@ -51,9 +51,9 @@ def rules(args: argparse.Namespace) -> int:
 
 def clean_orphans(args: argparse.Namespace) -> int:
     """Remove the rules of containers that no longer exist."""
-    from coi.network import enforce as network
+    from coi.network import enforce
 
-    removed = network.remove_orphans(connect(load_config(args)))
+    removed = enforce.remove_orphans(connect(load_config(args)))
     if args.format == "json":
         output.emit_json({"removed": removed})
     for item in removed:

@@ -9,12 +9,14 @@ from coi.commands.session.manage import coi_containers
 from coi.commands.session.run import tmux_name
 from coi.core import output
 from coi.core.errors import CoiError
-from coi.sessions import lifecycle as runtime
+from coi.sessions import lifecycle
+
+LISTING = "#{session_name} #{session_windows}"
 
 
 def _as_code(args: argparse.Namespace, name: str, argv: list[str]) -> str:
     incus = connect(load_config(args))
-    result = incus.execute(name, runtime.as_code(argv), env=runtime.code_env())
+    result = incus.execute(name, lifecycle.as_code(argv), env=lifecycle.code_env())
     if result.exit_code != 0:
         raise CoiError(f"tmux in {name}: {result.stderr.strip() or 'no session'}")
     return result.stdout
@@ -28,8 +30,10 @@ def list_(args: argparse.Namespace) -> int:
             continue
         result = incus.execute(
             container["name"],
-            runtime.as_code(["tmux", "list-sessions", "-F", "#{session_name} #{session_windows}"]),
-            env=runtime.code_env(),
+            lifecycle.as_code(
+                ["tmux", "list-sessions", "-F", "#{session_name} #{session_windows}"]
+            ),
+            env=lifecycle.code_env(),
         )
         for line in result.stdout.splitlines() if result.exit_code == 0 else []:
             output.data(f"{container['name']}: {line}")
