@@ -601,8 +601,10 @@ def test_a_remote_run_ended_by_sigterm_leaves_nothing_on_the_cluster(
         time.sleep(0.2)
     else:
         raise AssertionError("the remote command did not start within 60 s")
+    began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     code, _, err = _done(proc, timeout=120)
+    print(f"SIGTERM to exit: {time.monotonic() - began:.1f} s")
     assert code != 0, err
     assert not [n for n in cluster.locations() if n.startswith(prefix)]
     volumes = cluster.leader.incus("storage", "volume", "list", "data", "--format", "csv").stdout
