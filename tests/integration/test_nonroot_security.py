@@ -32,7 +32,6 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,10 +39,12 @@ import pytest
 from tests.fakeupstream import Upstream
 from tests.integration.helpers import coi_as, coi_as_popen
 from tests.integration.netfixtures import DNS_PROBE, coi_rules, host_service
+from tests.integration.racer import RACER, Racer
+from tests.integration.racer import racers as racers  # the fixture, shared
 from tests.integration.test_nonroot import IMAGE, OTHER, USER, _as_user_mkdir, _ready
 from tests.integration.test_nonroot import place as place  # the fixture, shared
 from tests.integration.test_security_setid import CODE_ATTACK, ROOT_ATTACK, ROOT_LABELS, _quote
-from tests.integration.test_security_workspace import RACER, git, picture
+from tests.integration.test_security_workspace import git, picture
 
 pytestmark = [pytest.mark.nonroot, pytest.mark.skipif(bool(_ready()), reason=_ready() or "-")]
 
@@ -107,44 +108,15 @@ def _victim(top: Path, owner: str) -> Path:
     return folder
 
 
-class _Racer:
+def _racer(env: dict[str, str], ws: Path, *racer: str) -> Racer:
     """A `coi run` of USER's whose container answers coi's unlinks in a folder."""
-
-    def __init__(self, env: dict[str, str], ws: Path, *racer: str) -> None:
-        argv = ["run", "--workspace", str(ws), "--", "perl", "-e", RACER, *racer]
-        self.proc = coi_as_popen(USER, *argv, env=env)
-        self.out = b""
-
-    def ready(self, timeout: float = 180) -> bool:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while b"ready\n" not in self.out and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.out += self.proc.stdout.read()
-                break
-            got, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if got:
-                self.out += os.read(self.proc.stdout.fileno(), 4096)
-        return b"ready\n" in self.out
-
-    def end(self) -> str:
-        out, err = self.proc.communicate(timeout=240)
-        return (self.out + out).decode() + err.decode()
-
-
-@pytest.fixture
-def racers() -> Iterator[list[_Racer]]:
-    found: list[_Racer] = []
-    yield found
-    for racer in found:
-        if racer.proc.poll() is None:
-            racer.proc.kill()
-            racer.proc.wait(timeout=60)
+    argv = ["run", "--workspace", str(ws), "--", "perl", "-e", RACER, *racer]
+    return Racer(coi_as_popen(USER, *argv, env=env))
 
 
 @pytest.mark.parametrize("owner", ["root", USER])
 def test_a_non_root_copy_rollback_never_writes_through_a_link_the_agent_races_in(
-    place: dict[str, object], racers: list[_Racer], owner: str
+    place: dict[str, object], racers: list[Racer], owner: str
 ) -> None:
     top, env = Path(str(place["top"])), dict(place["env"])  # type: ignore[call-overload]
     victim = _victim(top, owner)
@@ -159,7 +131,7 @@ def test_a_non_root_copy_rollback_never_writes_through_a_link_the_agent_races_in
     for name in names:
         (ws / name).write_text("changed by the agent\n")
     before = picture(victim)
-    racer = _Racer(env, ws, "/workspace", "link-files", str(victim / "passwd"), str(len(names)))
+    racer = _racer(env, ws, "/workspace", "link-files", str(victim / "passwd"), str(len(names)))
     racers.append(racer)
     assert racer.ready(), racer.end()
     rolled = coi_as(USER, "rollback", "base", "--workspace", str(ws), env=env)
@@ -183,7 +155,7 @@ def test_a_non_root_copy_rollback_never_writes_through_a_link_the_agent_races_in
 
 @pytest.mark.parametrize("owner", ["root", USER])
 def test_a_non_root_git_rollback_never_deletes_through_a_folder_swapped_for_a_link(
-    place: dict[str, object], racers: list[_Racer], owner: str
+    place: dict[str, object], racers: list[Racer], owner: str
 ) -> None:
     top, env = Path(str(place["top"])), dict(place["env"])  # type: ignore[call-overload]
     victim = _victim(top, owner)
@@ -200,7 +172,7 @@ def test_a_non_root_git_rollback_never_deletes_through_a_folder_swapped_for_a_li
         (ws / "sub" / f"n{i}").write_text("new\n")
     _give(ws)
     before = picture(victim)
-    racer = _Racer(env, ws, "/workspace/sub", "swap-dir", str(victim), "1")
+    racer = _racer(env, ws, "/workspace/sub", "swap-dir", str(victim), "1")
     racers.append(racer)
     assert racer.ready(), racer.end()
     rolled = coi_as(USER, "rollback", "base", "--workspace", str(ws), env=env)

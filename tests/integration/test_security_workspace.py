@@ -12,54 +12,18 @@ whole folder swapped for a link to the victim's folder.
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from coi.incus.adapter import Incus
 from tests.integration.helpers import coi, own_prefix, user_config_path
+from tests.integration.racer import RACER, Racer
+from tests.integration.racer import racers as racers  # the fixture, shared
 
 OWNER = 1234
-RACER = r"""
-use strict;
-my ($dir, $mode, $victim, $count) = @ARGV;
-my %nr = (x86_64 => [294, 254], aarch64 => [26, 27]);
-my $arch = `uname -m`; chomp $arch;
-my ($init, $add) = @{$nr{$arch}};
-my $fd = syscall($init, 0);
-die "inotify_init1: $!" if $fd < 0;
-die "inotify_add_watch: $!" if syscall($add, $fd, $dir, 0x200) < 0;  # IN_DELETE
-open(my $fh, "<&=", $fd) or die "fdopen: $!";
-$SIG{ALRM} = sub { print "timeout\n"; exit 0 };
-alarm 150;
-$| = 1;
-print "ready\n";
-my $done = 0;
-while ($done < $count) {
-    my $n = sysread($fh, my $buf, 65536);
-    last unless $n;
-    my $off = 0;
-    while ($off < $n) {
-        my ($wd, $mask, $cookie, $len) = unpack("iIII", substr($buf, $off, 16));
-        my $name = unpack("Z*", substr($buf, $off + 16, $len));
-        $off += 16 + $len;
-        if ($mode eq "link-files") {
-            symlink($victim, "$dir/$name");  # too late, once coi has put the file back
-            $done++;
-        } elsif ($done == 0) {
-            rename($dir, "$dir.moved");
-            symlink($victim, $dir);
-            $done = $count;
-        }
-    }
-}
-print "done $done\n";
-"""
 
 
 def owned(path: Path) -> None:
@@ -113,40 +77,10 @@ def picture(folder: Path) -> dict[str, tuple[str, int, int]]:
     }
 
 
-class Racer:
-    """A `coi run` whose container answers coi's unlinks in a folder."""
-
-    def __init__(self, ws: Path, folder: str, mode: str, target: Path, count: int) -> None:
-        argv = [sys.executable, "-m", "coi", "run", "--workspace", str(ws), "--",
-                "perl", "-e", RACER, folder, mode, str(target), str(count)]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.out = b""
-
-    def ready(self, timeout: float = 180) -> bool:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while b"ready\n" not in self.out and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.out += self.proc.stdout.read()
-                break
-            got, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if got:
-                self.out += os.read(self.proc.stdout.fileno(), 4096)
-        return b"ready\n" in self.out
-
-    def end(self) -> str:
-        out, err = self.proc.communicate(timeout=240)
-        return (self.out + out).decode() + err.decode()
-
-
-@pytest.fixture
-def racers() -> Iterator[list[Racer]]:
-    found: list[Racer] = []
-    yield found
-    for racer in found:
-        if racer.proc.poll() is None:
-            racer.proc.kill()
-            racer.proc.wait(timeout=60)
+def racing(ws: Path, folder: str, mode: str, target: Path, count: int) -> Racer:
+    argv = [sys.executable, "-m", "coi", "run", "--workspace", str(ws), "--",
+            "perl", "-e", RACER, folder, mode, str(target), str(count)]  # fmt: skip
+    return Racer(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
 
 
 def test_a_copy_rollback_never_writes_through_a_link_the_agent_races_in(
@@ -166,7 +100,7 @@ def test_a_copy_rollback_never_writes_through_a_link_the_agent_races_in(
         (ws / name).write_text("changed by the agent\n")
     owned(ws)
     before = picture(victim)
-    racer = Racer(ws, "/workspace", "link-files", victim / "passwd", len(names))
+    racer = racing(ws, "/workspace", "link-files", victim / "passwd", len(names))
     racers.append(racer)
     assert racer.ready(), racer.end()
     rolled = coi("rollback", "base", "--workspace", str(ws))
@@ -196,7 +130,7 @@ def test_a_git_rollback_never_deletes_through_a_folder_swapped_for_a_link(
         (ws / "sub" / f"n{i}").write_text("new\n")
     owned(ws)
     before = picture(victim)
-    racer = Racer(ws, "/workspace/sub", "swap-dir", victim, 1)
+    racer = racing(ws, "/workspace/sub", "swap-dir", victim, 1)
     racers.append(racer)
     assert racer.ready(), racer.end()
     rolled = coi("rollback", "base", "--workspace", str(ws))
