@@ -46,7 +46,7 @@ def is_git_at(at: At) -> bool:
 def facts(at: At) -> dict[str, str]:
     """The workspace repository's top, object format, object folder and HEAD commit ("" in
     a repository without one), from one `git rev-parse` per step."""
-    if not at.facts:
+    if "top" not in at.facts:
         asks = ["--show-toplevel", "--show-object-format", "--path-format=absolute",
                 "--git-common-dir"]  # fmt: skip
         try:
@@ -69,9 +69,7 @@ def _ws_git(at: At, *args: str) -> bytes:
 def store_git(at: At, *args: str, env: Mapping[str, str] | None = None,
                input: bytes | None = None) -> bytes:  # fmt: skip
     """git on coi's store with the workspace as its work tree; its stdout."""
-    repo = at.store / STORE_GIT
-    if not (repo / "HEAD").is_file():
-        _init_store(at, repo)
+    repo = _store_repo(at)
     full = {
         **CLEAN_ENV,
         "HOME": "/nonexistent",
@@ -86,31 +84,38 @@ def store_git(at: At, *args: str, env: Mapping[str, str] | None = None,
     return proc.run_bytes(argv, cwd=at.ws, env=full, input=input, timeout=600)
 
 
-def _init_store(at: At, repo: Path) -> None:
-    env = {**CLEAN_ENV, "HOME": "/nonexistent"}
-    argv = ["git", "init", "-q", "--bare", f"--object-format={facts(at)['algo']}", str(repo)]
-    proc.run_bytes(argv, env=env, timeout=60)
+def _store_repo(at: At) -> Path:
+    """coi's store repository of the workspace, made (with the workspace's object format)
+    when it is not there yet."""
+    repo = at.store / STORE_GIT
+    if not (repo / "HEAD").is_file():
+        env = {**CLEAN_ENV, "HOME": "/nonexistent"}
+        algo = facts(at)["algo"]
+        proc.run_bytes(["git", "init", "-q", "--bare", f"--object-format={algo}", str(repo)],
+                       env=env, timeout=60)  # fmt: skip
+    return repo
 
 
 def _ws_excludes(at: At) -> tuple[str, ...]:
-    """The workspace repository's info/exclude as coi's store's excludes file (read only)."""
-    found = at.ws / ".git" / "info" / "exclude"
-    with opened_dir(at.ws) as fd:
-        info = safefs.lstat(fd, ".git/info/exclude")
-    if info is None or not stat.S_ISREG(info.st_mode):
-        return ()
-    return ("-c", f"core.excludesFile={found}")
+    """The workspace repository's info/exclude as coi's store's excludes file (read only;
+    looked for once a step)."""
+    if "excludes" not in at.facts:
+        with opened_dir(at.ws) as fd:
+            info = safefs.lstat(fd, ".git/info/exclude")
+        plain = info is not None and stat.S_ISREG(info.st_mode)
+        at.facts["excludes"] = str(at.ws / ".git" / "info" / "exclude") if plain else ""
+    found = at.facts["excludes"]
+    return ("-c", f"core.excludesFile={found}") if found else ()
 
 
 @contextlib.contextmanager
-def _private_index(at: At, seed: bool) -> Iterator[dict[str, str]]:
-    """GIT_INDEX_FILE pointing at a throwaway index (a copy of the workspace's own when seed,
-    so unchanged files are not hashed again; read without following links)."""
+def _seeded_index(at: At) -> Iterator[dict[str, str]]:
+    """GIT_INDEX_FILE pointing at a throwaway copy of the workspace's own index (read
+    without following links), so unchanged files are not read again; none: an empty one."""
     with tempfile.TemporaryDirectory(prefix="coi-index-") as folder:
         index = Path(folder) / "index"
-        if seed:
-            with contextlib.suppress(OSError, ValueError):
-                _seed(at.ws, index)
+        with contextlib.suppress(OSError, ValueError):
+            _seed(at.ws, index)
         yield {"GIT_INDEX_FILE": str(index)}
 
 
@@ -129,10 +134,8 @@ def tree_now(at: At, skip: frozenset[str]) -> str:
     files read by coi without following links (coi/workspace/gittree.py)."""
     from coi.workspace import gittree
 
-    repo = at.store / STORE_GIT
-    if not (repo / "HEAD").is_file():
-        _init_store(at, repo)  # the store exists before its objects are written
-    with _private_index(at, seed=True) as seeded:
+    repo = _store_repo(at)  # the store exists before its objects are written
+    with _seeded_index(at) as seeded:
 
         def git(
             *args: str, env: Mapping[str, str] | None = None, input: bytes | None = None
@@ -144,7 +147,7 @@ def tree_now(at: At, skip: frozenset[str]) -> str:
 
 def create(at: At, ident: str, message: str, now: float, skip: frozenset[str]) -> Checkpoint:
     tree = tree_now(at, skip)
-    head = _head(at)
+    head = facts(at)["head"]
     text = f"coi checkpoint {ident}\n\n{message}\n" if message else f"coi checkpoint {ident}\n"
     parents = ["-p", head] if head else []
     env = {
@@ -161,10 +164,6 @@ def create(at: At, ident: str, message: str, now: float, skip: frozenset[str]) -
             raise Taken() from None
         raise
     return Checkpoint(ident, now, message, "git", sha)
-
-
-def _head(at: At) -> str:
-    return facts(at)["head"]
 
 
 def _taken(at: At, ident: str) -> bool:

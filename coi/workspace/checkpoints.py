@@ -29,8 +29,9 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from coi.core import dropped, paths, proc, slots
 from coi.core.errors import CoiError, UsageError
@@ -51,6 +52,8 @@ from coi.workspace.checkpoint_types import (
     opened_dir,
     touches,
 )  # fmt: skip
+
+T = TypeVar("T")
 
 __all__ = [
     "AUTO", "IDENTITY", "NOTHING_HELD", "REFS", "SAFE", "Checkpoint", "Held", "all_of",
@@ -101,14 +104,14 @@ def _copy_dir(workspace: Path, ident: str) -> Path:
     return _store(workspace) / ident / "files"
 
 
-def _as_owner(workspace: Path, fn: object, *args: object) -> object:
+def _as_owner(workspace: Path, fn: Callable[..., T], *args: object) -> T:
     """fn(at, *args) as the workspace's owner, with the workspace and its store reachable."""
     store = _store(workspace)
     who = dropped.needed(workspace)
     paths.ensure(store)
     if who is not None and os.lstat(store).st_uid != who[0]:
         owner.hand_back(store.parent, [store.name], who)  # made by root's coi before
-    return dropped.call(who, fn, [workspace, store], At(workspace, store), *args)  # type: ignore[arg-type]
+    return dropped.call(who, fn, [workspace, store], At(workspace, store), *args)
 
 
 def create(workspace: Path, name: str | None = None, message: str = "",
@@ -118,9 +121,7 @@ def create(workspace: Path, name: str | None = None, message: str = "",
     message = clean_message(message)
     cap = opts.get("max_size", DEFAULT_MAX_COPY)
     new_id(name, now)  # a bad name is the user's mistake: said before any work
-    made = _as_owner(workspace, _create, name, message, now, cap, left_out(workspace, held))
-    assert isinstance(made, Checkpoint)
-    return made
+    return _as_owner(workspace, _create, name, message, now, cap, left_out(workspace, held))
 
 
 def _create(at: At, name: str | None, message: str, now: float, cap: int,
@@ -139,9 +140,7 @@ def _create(at: At, name: str | None, message: str, now: float, cap: int,
 
 def all_of(workspace: Path) -> list[Checkpoint]:
     """The workspace's checkpoints, newest first."""
-    found = _as_owner(workspace, _all_of)
-    assert isinstance(found, list)
-    return found
+    return _as_owner(workspace, _all_of)
 
 
 def _all_of(at: At) -> list[Checkpoint]:
@@ -176,9 +175,7 @@ def diff(
     workspace: Path, checkpoint: Checkpoint, held: Held = NOTHING_HELD
 ) -> list[tuple[str, str]]:
     """What changed since the checkpoint: (A|M|D|T, path) pairs, sorted by path."""
-    found = _as_owner(workspace, _diff, checkpoint, left_out(workspace, held))
-    assert isinstance(found, list)
-    return found
+    return _as_owner(workspace, _diff, checkpoint, left_out(workspace, held))
 
 
 def _diff(at: At, checkpoint: Checkpoint, skip: frozenset[str]) -> list[tuple[str, str]]:
@@ -198,9 +195,7 @@ def rollback(workspace: Path, checkpoint: Checkpoint, held: Held = NOTHING_HELD,
     why = f"before rolling back to {checkpoint.id}"
     cap = opts.get("max_size", DEFAULT_MAX_COPY)
     out = left_out(workspace, held)
-    done = _as_owner(workspace, _rollback, checkpoint, why, cap, out, held.mounted)
-    assert isinstance(done, tuple)
-    return done
+    return _as_owner(workspace, _rollback, checkpoint, why, cap, out, held.mounted)
 
 
 def _rollback(at: At, checkpoint: Checkpoint, why: str, cap: int, out: frozenset[str],
@@ -217,9 +212,7 @@ def prune(workspace: Path, keep: int, named: str | None = None) -> list[Checkpoi
     returns the deleted ones."""
     if keep < 0:
         raise UsageError("--keep must be 0 or more")
-    gone = _as_owner(workspace, _prune, keep, named)
-    assert isinstance(gone, list)
-    return gone
+    return _as_owner(workspace, _prune, keep, named)
 
 
 def _prune(at: At, keep: int, named: str | None) -> list[Checkpoint]:
@@ -244,7 +237,17 @@ AUTO = "session"
 
 def before_session(workspace: Path, session_id: str, keep: int, max_size: int,
                    held: Held = NOTHING_HELD) -> Checkpoint:  # fmt: skip
-    """The checkpoint a session starts with; the oldest automatic ones beyond `keep` go."""
-    made = create(workspace, AUTO, f"before session {session_id}", held, max_size=max_size)
-    prune(workspace, keep, named=AUTO)
+    """The checkpoint a session starts with; the oldest automatic ones beyond `keep` go (in
+    the same step as the owner: one child, one look at the repository, on every start)."""
+    if keep < 0:
+        raise UsageError("--keep must be 0 or more")
+    why = f"before session {session_id}"
+    out = left_out(workspace, held)
+    return _as_owner(workspace, _before_session, why, time.time(), max_size, out, keep)
+
+
+def _before_session(at: At, why: str, now: float, cap: int, skip: frozenset[str],
+                    keep: int) -> Checkpoint:  # fmt: skip
+    made = _create(at, AUTO, why, now, cap, skip)
+    _prune(at, keep, AUTO)
     return made

@@ -46,23 +46,22 @@ def tree_now(git: Git, ws: Path, objects: Path, algo: str, skip: frozenset[str],
     with contextlib.suppress(CoiError):  # "needs update" lines exit 1: they are the changed
         git("update-index", "-q", "--refresh", "--ignore-submodules", env=index_env)
     staged = _raw(git("diff-files", "-z", "--raw", "--no-abbrev", env=index_env))
-    changed = set(staged)
     fresh = _paths(git("ls-files", "-z", "--others", "--exclude-standard", env=index_env))
     lines = []
     with safefs.folder(ws) as top:
-        for rel in sorted(set(changed) | set(fresh)):
+        for rel in sorted(staged.keys() | set(fresh)):
             known = staged.get(rel)
             if rel.endswith("/") or (known is not None and known[0] == "160000"):
                 continue  # an untracked nested repository, or a submodule: as the index has it
             found = None if under(rel, skip) else _read(top, rel, objects, algo)
             if found is not None:
                 lines.append(_line(*found, rel))
-            elif known is not None or rel in changed:
-                lines.append(_line("0", "0" * len(_ZERO[algo]), rel))  # gone from the tree
+            elif known is not None:
+                lines.append(_line("0", _ZERO[algo], rel))  # gone from the tree
     if skip:  # tracked files coi holds a placeholder for: not the user's, out of the tree
         held = _paths(git("ls-files", "-z", "--", *(f":(literal){s}" for s in sorted(skip)),
                           env=index_env))  # fmt: skip
-        lines += [_line("0", "0" * len(_ZERO[algo]), rel) for rel in held]
+        lines += [_line("0", _ZERO[algo], rel) for rel in held]
     if lines:
         git("update-index", "-z", "--index-info", env=index_env, input=b"".join(lines))
     return git("write-tree", env=index_env).decode().strip()
