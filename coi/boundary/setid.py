@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from coi.core.safefs import outermost
+
 SETID = stat.S_ISUID | stat.S_ISGID
 MAX_REPORTED = 20
 
@@ -40,16 +42,6 @@ def carries_setid(mode: int) -> bool:
 def cleared_mode(mode: int) -> int:
     """The permission bits of mode without set-uid and set-gid."""
     return stat.S_IMODE(mode) & ~SETID
-
-
-def outermost(roots: Iterable[Path]) -> list[Path]:
-    """The roots that lie inside no other root (each file is walked once)."""
-    unique = sorted({Path(os.path.abspath(r)) for r in roots}, key=lambda p: len(p.parts))
-    kept: list[Path] = []
-    for root in unique:
-        if not any(root == k or k in root.parents for k in kept):
-            kept.append(root)
-    return kept
 
 
 def clear(roots: Iterable[Path]) -> list[Found]:

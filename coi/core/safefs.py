@@ -23,8 +23,8 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Iterator
-from pathlib import PurePosixPath
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
 
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 0x02, 0x04, 0x08
 _SYS_OPENAT2 = 437  # the same number on x86_64 and the generic table (aarch64, riscv)
@@ -314,20 +314,19 @@ def copy_data(src: int, dst: int) -> bool:
             return False
 
 
-def _copy_read_write(src: int, dst: int) -> int:
-    total = 0
+def _copy_read_write(src: int, dst: int) -> None:
     while chunk := os.read(src, 1 << 20):
         _write_all(dst, chunk)
-        total += len(chunk)
-    return total
 
 
-def read_file(dirfd: int, rel: str, limit: int = 1 << 20) -> bytes:
-    """At most limit bytes of the regular file rel under dirfd (no link on the way)."""
-    with opened(dirfd, rel, os.O_RDONLY | os.O_NONBLOCK) as fd:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{rel} is not a regular file", rel)
-        return os.read(fd, limit)
+def outermost(roots: Iterable[Path]) -> list[Path]:
+    """The roots that lie inside no other root (pure): a walk of each walks every file once."""
+    unique = sorted({Path(os.path.abspath(r)) for r in roots}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for root in unique:
+        if not any(root == k or k in root.parents for k in kept):
+            kept.append(root)
+    return kept
 
 
 @contextlib.contextmanager

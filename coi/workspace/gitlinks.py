@@ -146,22 +146,12 @@ def sweep(folders: Sequence[Path], warn: Callable[[str], None]) -> list[Path]:
     """Quarantine what git dirs in the folders a session could write would run on the host
     (a gitlink in one folder may point into another: a worktree's into the shared git dir);
     what was moved."""
-    sweeper = _Sweep(_outermost(folders), warn)
+    sweeper = _Sweep(safefs.outermost(folders), warn)
     try:
         sweeper.run()
     finally:
         sweeper.close()
     return sweeper.moved
-
-
-def _outermost(folders: Sequence[Path]) -> list[Path]:
-    """The folders inside no other one (each path then lies in one folder only)."""
-    unique = sorted({Path(os.path.abspath(f)) for f in folders}, key=lambda p: len(p.parts))
-    kept: list[Path] = []
-    for folder in unique:
-        if not any(folder == k or k in folder.parents for k in kept):
-            kept.append(folder)
-    return kept
 
 
 @dataclass
