@@ -200,17 +200,23 @@ def client_pair(environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
     cert, key = where / "client.crt", where / "client.key"
     if cert.exists() and key.exists():
         return cert, key
+    user = os.environ.get("USER") or str(os.getuid())
+    return new_pair(cert, key, f"coi-{user}", days=3650)
+
+
+def new_pair(cert: Path, key: Path, name: str, days: int) -> tuple[Path, Path]:
+    """A self-signed client certificate (CN=name) and its key (0600), made with openssl
+    in a folder made where missing (0700)."""
     if shutil.which("openssl") is None:
         raise CoiError("making a client certificate needs openssl: apt-get install openssl")
-    where.mkdir(parents=True, exist_ok=True, mode=0o700)
-    user = os.environ.get("USER") or str(os.getuid())
+    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     old = os.umask(0o077)
     try:
         subprocess.run(
             [
                 *("openssl", "req", "-x509", "-newkey", "ec"),
-                *("-pkeyopt", "ec_paramgen_curve:secp384r1", "-nodes", "-days", "3650"),
-                *("-subj", f"/CN=coi-{user}", "-keyout", str(key), "-out", str(cert)),
+                *("-pkeyopt", "ec_paramgen_curve:secp384r1", "-nodes", "-days", str(days)),
+                *("-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)),
             ],
             check=True,
             capture_output=True,

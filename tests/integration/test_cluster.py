@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from coi.config import remotes
 from coi.incus.adapter import Endpoint, Incus
 from tests.integration.cluster import Cluster, ClusterError
 
@@ -45,25 +46,7 @@ def cluster() -> Iterator[Cluster]:
 
 
 def make_client_cert(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "client.crt", folder / "client.key"
-    subprocess.run(
-        [
-            *(
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:secp384r1",
-            ),
-            *("-nodes", "-days", "1", "-subj", "/CN=coi-cluster-test"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return remotes.new_pair(folder / "client.crt", folder / "client.key", "coi-cluster-test", 1)
 
 
 def test_members_are_online(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from coi.config import remotes
 from coi.core.errors import IncusError
 from coi.incus.adapter import Endpoint, Incus, connect
 from coi.launch import executor, spec
@@ -33,29 +34,7 @@ def https_endpoint(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     address = before or f"127.0.0.1:{_free_port()}"
     if not before:
         admin.call("PATCH", "", {"config": {"core.https_address": address}})
-    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:secp384r1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=coi-test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = remotes.new_pair(tmp_path / "client.crt", tmp_path / "client.key", "coi-test", 1)
     pem = "".join(line for line in cert.read_text().splitlines() if "CERTIFICATE" not in line)
     admin.call("POST", "certificates", {"type": "client", "name": "coi-test", "certificate": pem})
     fingerprint = (
