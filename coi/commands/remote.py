@@ -35,11 +35,13 @@ def add(args: argparse.Namespace) -> int:
 
 
 def list_(args: argparse.Namespace) -> int:
-    from coi.config import remotes as store
+    from coi.config import remotes
 
-    chosen = store.current()
-    rows: list[list[object]] = [[store.LOCAL, "unix socket", "", "*" if chosen == "local" else ""]]
-    for remote in store.remotes():
+    chosen = remotes.current()
+    rows: list[list[object]] = [
+        [remotes.LOCAL, "unix socket", "", "*" if chosen == "local" else ""]
+    ]
+    for remote in remotes.remotes():
         mark = "*" if remote.name == chosen else ""
         rows.append([remote.name, remote.url, remote.project, mark])
     if args.format == "json":
@@ -52,17 +54,17 @@ def list_(args: argparse.Namespace) -> int:
 
 
 def remove(args: argparse.Namespace) -> int:
-    from coi.config import remotes as store
+    from coi.config import remotes
 
-    store.remove(store.check_name(args.name))
+    remotes.remove(remotes.check_name(args.name))
     output.info(f"remote {args.name} removed (the server still trusts this client's certificate)")
     return 0
 
 
 def switch(args: argparse.Namespace) -> int:
-    from coi.config import remotes as store
+    from coi.config import remotes
 
-    store.switch(args.name)
+    remotes.switch(args.name)
     output.info(f"sessions now go to {args.name} unless --remote or [incus] remote says otherwise")
     return 0
 

@@ -18,18 +18,18 @@ if TYPE_CHECKING:
 
 def endpoint(section: IncusSection) -> tuple[Endpoint, str]:
     """Where the config points, and the project to use there."""
-    from coi.config import remotes as store
+    from coi.config import remotes
     from coi.incus.adapter import Endpoint, socket_path
 
     if section.remote and section.remote.startswith("https://"):
         certs = (section.client_cert, section.client_key, section.server_cert)
         url = section.remote
         return Endpoint(url, *(None if c is None else str(c) for c in certs)), section.project
-    name = section.remote or store.current()
-    if name == store.LOCAL:
+    name = section.remote or remotes.current()
+    if name == remotes.LOCAL:
         return Endpoint(socket_path()), section.project
-    remote = store.get(name)
-    cert, key = store.client_pair()
+    remote = remotes.get(name)
+    cert, key = remotes.client_pair()
     project = section.project if section.project != "default" else remote.project
     return Endpoint(remote.url, str(cert), str(key), str(remote.server_cert)), project
 

@@ -150,12 +150,12 @@ def network_mode(
 ) -> tuple[str, Ignored | None]:
     """The mode in force when an untrusted file chose mode: allowlist only while the allowlist
     opens nothing restricted blocks, else restricted, with the Ignored entry saying why."""
-    from coi.network import policy as network_policy
+    from coi.network import policy
 
     if mode != Mode.ALLOWLIST:
         return mode, None
-    entries = [network_policy.parse_entry(entry) for entry in allowed_domains]
-    beyond = network_policy.beyond_restricted(entries)
+    entries = [policy.parse_entry(entry) for entry in allowed_domains]
+    beyond = policy.beyond_restricted(entries)
     if not beyond:
         return mode, None
     reason = (

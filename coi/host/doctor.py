@@ -133,16 +133,16 @@ def check_forward() -> Check:
 
 def check_network() -> Check:
     """Whether Incus network ACLs or coi's nftables fallback enforce the network modes."""
-    from coi.host import network_checks as network_doctor
+    from coi.host import network_checks
 
-    return network_doctor.doctor_check()
+    return network_checks.doctor_check()
 
 
 def check_rules() -> Check:
     """Whether every running restricted container has its rules (nothing is changed)."""
-    from coi.host import network_checks as network_doctor
+    from coi.host import network_checks
 
-    return network_doctor.rules_check()
+    return network_checks.rules_check()
 
 
 def check_subid() -> Check:
@@ -237,13 +237,13 @@ def check_profiles(
 
 def check_brokers() -> Check:
     """Every session's credential broker (coi/broker) still runs."""
-    from coi.broker import session as broker
+    from coi.broker import session
 
-    gone = broker.dead()
+    gone = session.dead()
     if not gone:
         return Check("credential brokers", OK, "every session's broker runs")
     return Check(
-        "credential brokers", WARN, "; ".join(broker.dead_line(n) for n in gone), "coi attach NAME"
+        "credential brokers", WARN, "; ".join(session.dead_line(n) for n in gone), "coi attach NAME"
     )
 
 

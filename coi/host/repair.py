@@ -37,11 +37,11 @@ def carry_out(check: Check, cfg: Config, log: Log) -> None:
 
 
 def _start_daemon(cfg: Config, log: Log) -> None:
-    from coi.host import setup as hostsetup
+    from coi.host import setup
 
-    systemd = hostsetup.survey_host().systemd
+    systemd = setup.survey_host().systemd
     step = Step("start", "start the Incus daemon", {"systemd": systemd, "group": cfg.incus.group})
-    hostsetup.do_start(step, log)
+    setup.do_start(step, log)
 
 
 def _apply_profiles(cfg: Config, log: Log) -> None:
@@ -54,16 +54,16 @@ def _apply_profiles(cfg: Config, log: Log) -> None:
 
 
 def _subid_range(cfg: Config, log: Log) -> None:
-    from coi.host import setup as hostsetup
+    from coi.host import setup
 
-    hostsetup.do_subid_range(Step("subid", "give root an idmap range"), log)
+    setup.do_subid_range(Step("subid", "give root an idmap range"), log)
 
 
 def _restore_rules(cfg: Config, log: Log) -> None:
     from coi.config.endpoint import connect
-    from coi.network import enforce as network
+    from coi.network import enforce
 
-    network.heal(connect(cfg))
+    enforce.heal(connect(cfg))
 
 
 def _install_helpers(cfg: Config, log: Log) -> None:

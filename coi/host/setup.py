@@ -451,14 +451,14 @@ def setup(opts: SetupOptions) -> list[Step]:
 
 def _network_helper(opts: SetupOptions, host: HostFacts) -> list[Step]:
     """sudo and coi's network helper, so non-root users can launch restricted containers."""
-    from coi.host import netrules as network_setup
+    from coi.host import netrules
 
-    steps = network_setup.plan(opts.group)
+    steps = netrules.plan(opts.group)
     if steps and not host.is_root and not opts.dry_run:
         raise CoiError(
             "coi setup must install coi's network helper: run it as root (sudo coi setup)"
         )
-    _run(steps, opts, network_setup.execute)
+    _run(steps, opts, netrules.execute)
     return steps
 
 
@@ -470,14 +470,14 @@ def _apply_profile(incus: Any, values: dict[str, str], spec: Any, step: Step) ->
 
 def _ensure_base(incus: Any, opts: SetupOptions) -> Step | None:
     """Build the base image the first time (or when its inputs changed)."""
-    from coi.images import base as baseimage
+    from coi.images.base import RemoteBase, base_alias, ensure_base, parse_base, resolve
 
-    base = baseimage.parse_base(opts.base)
-    if isinstance(base, baseimage.RemoteBase):
+    base = parse_base(opts.base)
+    if isinstance(base, RemoteBase):
         return None
-    alias = baseimage.base_alias(baseimage.resolve(base))
+    alias = base_alias(resolve(base))
     before = incus.image_alias(alias)
-    baseimage.ensure_base(incus, opts.base, log=opts.log)
+    ensure_base(incus, opts.base, log=opts.log)
     after = incus.image_alias(alias)
     if before and after and before.get("target") == after.get("target"):
         return None

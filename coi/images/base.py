@@ -439,9 +439,9 @@ def _workdir(log: Log) -> Iterator[Path]:
 
 def mounts_below(root: Path, mountinfo: str) -> list[str]:
     """Mount points under root in a /proc/self/mountinfo text, deepest first."""
-    from coi.core import mountinfo as table
+    from coi.core.mountinfo import below
 
-    return table.below(root, mountinfo)
+    return below(root, mountinfo)
 
 
 def _unmount_below(root: Path) -> list[str]:

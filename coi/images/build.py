@@ -25,11 +25,11 @@ from coi.core.errors import CoiError, IncusError, NotFound
 from coi.core.labels import Mode
 from coi.core.lock import LockBusy, file_lock
 from coi.images import certs, dnsfix, naming, plan
-from coi.images import manifest as manifests
+from coi.images.manifest import MANIFEST_PROPERTY, collect, compose
 from coi.images.progress import Progress, log_path
 from coi.images.publish import compression, current, publish_aliases
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import LABEL, LaunchSpec
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -82,10 +82,10 @@ class BuildResult:
 
 def resolve_base(incus: IncusAPI, ref: str, log: Log) -> tuple[str, str]:
     """The image source to launch from and its fingerprint ("" for a remote image)."""
-    from coi.images import base as baseimage
+    from coi.images.base import ensure_base
 
     if ref.startswith("debian/"):
-        ref = baseimage.ensure_base(incus, ref, log=log)
+        ref = ensure_base(incus, ref, log=log)
     if ":" in ref:
         return ref, ""  # a remote image: IncusAPI fetches it when the container is created
     record = incus.image_alias(ref)
@@ -232,14 +232,14 @@ class _Job:
 
     def _launch(self) -> None:
         faults.point("build-launch")
-        spec = launch_spec.LaunchSpec(
+        spec = LaunchSpec(
             name=self.name,
             image=self.base,
             network_mode=Mode.OPEN.value,
-            extra_config={f"{launch_spec.LABEL}build": self.recipe.alias},
+            extra_config={f"{LABEL}build": self.recipe.alias},
         )
         try:
-            launch.create(self.incus, spec)
+            executor.create(self.incus, spec)
         except NotFound:
             raise
         except IncusError as exc:
@@ -282,12 +282,12 @@ class _Job:
         from coi.config import tools
 
         known = [tools.resolve(self.cfg, n) for n in tools.known(self.cfg)]
-        installed = manifests.collect(self.incus, self.name, known)
+        installed = collect(self.incus, self.name, known)
         problems = plan.check_manifest(self.recipe, installed)
         if problems:
             raise CoiError("the image does not match its pins: " + "; ".join(problems))
         pins = self.recipe.pins.to_dict() if self.recipe.pins else None
-        return manifests.compose(
+        return compose(
             installed,
             alias=self.recipe.alias,
             kind=self.recipe.kind,
@@ -345,7 +345,7 @@ class _Job:
             VERSION: __version__,
             KIND: self.recipe.kind,
             BASE: f"{self.base}@{self.base_fp}" if self.base_fp else self.base,
-            manifests.MANIFEST_PROPERTY: json.dumps(manifest, sort_keys=True),
+            MANIFEST_PROPERTY: json.dumps(manifest, sort_keys=True),
         }
 
 
@@ -367,4 +367,4 @@ def disk_full(where: str, cfg: Config, detail: str) -> str:
 def _teardown(incus: IncusAPI, name: str) -> None:
     """Delete the build container; a second Ctrl+C must not stop the cleanup halfway."""
     with signals.shielded():
-        launch.teardown(incus, name)
+        executor.teardown(incus, name)

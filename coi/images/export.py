@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coi.core.errors import CoiError, NotFound, UsageError
-from coi.images import manifest as manifests
+from coi.images.manifest import from_image
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -88,7 +88,7 @@ def export(incus: IncusAPI, ref: str, folder: Path) -> Export:
     image = find_image(incus, ref)
     fingerprint = image["fingerprint"]
     try:
-        manifest = manifests.from_image(image)
+        manifest = from_image(image)
     except CoiError:  # not built by coi: ship what Incus knows about it
         manifest = {"fingerprint": fingerprint, "properties": image.get("properties") or {}}
     manifest["alias"] = ref if incus.image_alias(ref) else manifest.get("alias", "")

@@ -47,11 +47,11 @@ def ensure_idmap(uid: int) -> None:
     add_subid_lines([line])
 
 
-def prepare(incus: IncusAPI, pool: str, network: str) -> None:
+def prepare(incus: IncusAPI, pool: str, enforce: str) -> None:
     """Make the coi profiles current before the first launch of this process."""
-    key = (id(incus), pool, network)
+    key = (id(incus), pool, enforce)
     if key not in _prepared:
-        profiles.apply(incus, {"pool": pool, "network": network})
+        profiles.apply(incus, {"pool": pool, "network": enforce})
         _prepared.add(key)
 
 
@@ -114,10 +114,10 @@ def _view_sources(spec: LaunchSpec) -> Iterator[bool]:
 
 def before_start(incus: IncusAPI, spec: LaunchSpec) -> None:
     """Put the network rules in place before the first packet; raise (fail closed) if not."""
-    from coi.network import enforce as network
+    from coi.network import enforce
 
     with _view_sources(spec):  # its NIC is attached by an update, which checks every disk
-        network.before_start(incus, spec.name, spec.network_mode, allowlist_policy(spec))
+        enforce.before_start(incus, spec.name, spec.network_mode, allowlist_policy(spec))
     protect_workspace(spec)
 
 
@@ -131,9 +131,9 @@ def allowlist_policy(spec: LaunchSpec) -> dict[str, str]:
         or policy.ENTRIES_KEY in spec.extra_config
     ):
         return {}
-    from coi.config import load as coi_config
+    from coi.config import load
 
-    section = coi_config.load(spec.workspace or Path.cwd()).network
+    section = load.load(spec.workspace or Path.cwd()).network
     return policy.policy_keys(
         section.allowed_domains, section.resolver, section.refresh_interval_minutes
     )
@@ -157,19 +157,19 @@ def protect_workspace(spec: LaunchSpec) -> None:
 
 def teardown(incus: IncusAPI, name: str, *, force: bool = True) -> None:
     """Delete an instance coi made and everything coi holds for it (network rules...)."""
-    from coi.network import enforce as network
+    from coi.network import enforce
 
     try:  # one read serves both: the mode (which rules go) and the folders to sweep
         record = incus.instance(name)
     except NotFound:
         record = {}
-    mode = (record.get("config") or {}).get(network.MODE_KEY)
+    mode = (record.get("config") or {}).get(enforce.MODE_KEY)
     folders = folders_of(record)
     _discard(incus, name) if force else incus.delete_instance(name)
-    network.forget(incus, name, mode)
-    from coi.broker import process as broker
+    enforce.forget(incus, name, mode)
+    from coi.broker import process
 
-    broker.stop(name)  # the container is gone: its credential broker goes too
+    process.stop(name)  # the container is gone: its credential broker goes too
     sweep(folders)  # the container is gone: nothing can plant anything again meanwhile
     # Only once it is gone: unlinking a placeholder would unmount it in a live container.
     with contextlib.suppress(CoiError):

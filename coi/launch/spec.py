@@ -154,9 +154,9 @@ def instance_labels(spec: LaunchSpec) -> dict[str, str]:
 def network_devices(spec: LaunchSpec) -> dict[str, dict[str, str]]:
     """Per-instance NIC settings for the network mode: restricted and allowlist instances
     are created without a NIC; before_start gives them a filtered one (coi/network/enforce.py)."""
-    from coi.network import enforce as network
+    from coi.network import enforce
 
-    return network.devices(spec.network_mode)
+    return enforce.devices(spec.network_mode)
 
 
 def instance_config(spec: LaunchSpec) -> dict[str, Any]:

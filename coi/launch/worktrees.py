@@ -25,7 +25,7 @@ from typing import Any
 from coi.boundary import protect, protect_host
 from coi.core import labels
 from coi.core.errors import UsageError
-from coi.workspace import worktree as worktrees
+from coi.workspace import worktree
 
 GIT_DEVICE = "worktree-git"
 LABEL = labels.PREFIX
@@ -44,7 +44,7 @@ def for_slot(
     name: str,
     listing: list[dict[str, Any]],
     reuse: bool,
-) -> worktrees.Worktree | None:
+) -> worktree.Worktree | None:
     """The worktree a slot's session uses (made when new), under the slot lock; None: none.
 
     flag is --worktree's value ("" for the slot's default branch, None when not asked);
@@ -59,17 +59,17 @@ def for_slot(
             f"{name} is kept (persistent) with {had}: pass another --slot, or "
             f"`coi kill {name}` first"
         )
-    branch = kept or worktrees.wanted_branch(flag, False, slot)
+    branch = kept or worktree.wanted_branch(flag, False, slot)
     if branch is None:
         return None
     for other, config in records.items():
         same = config.get(WORKSPACE_KEY) == str(workspace) and config.get(BRANCH_KEY) == branch
         if same and other != name:
             raise UsageError(f"branch {branch} is in use by {other}: pick another branch")
-    return worktrees.ensure(workspace, branch)
+    return worktree.ensure(workspace, branch)
 
 
-def apply(spec: Any, tree: worktrees.Worktree | None) -> Any:
+def apply(spec: Any, tree: worktree.Worktree | None) -> Any:
     """The launch spec with the worktree at /workspace (owned like the workspace) and the
     shared git dir; the labels still name the workspace, and say the branch."""
     if tree is None:
@@ -79,7 +79,7 @@ def apply(spec: Any, tree: worktrees.Worktree | None) -> Any:
         FOLDER_KEY: str(tree.path),
         BRANCH_KEY: tree.branch,
     }
-    common = worktrees.common_dir(spec.workspace)
+    common = worktree.common_dir(spec.workspace)
     return dataclasses.replace(
         spec,
         workspace=tree.path,

@@ -36,8 +36,21 @@ from typing import TYPE_CHECKING, Any
 from coi.core import faults, output, proc
 from coi.core.errors import CoiError, IncusError, NotFound, UsageError
 from coi.network import egress_log, nft, nft_cli, nft_helper
-from coi.network import policy as network_policy
 from coi.network.dns import ResolveError, resolve
+from coi.network.policy import (
+    ENTRIES_KEY,
+    REFRESH_KEY,
+    RESOLVER_KEY,
+    allowed,
+    choose_address,
+    hosts_file,
+    mac_from,
+    merge_resolved,
+    names,
+    parse_entry,
+    read_resolved,
+    state_keys,
+)
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -105,7 +118,7 @@ def before_start(
     resolved: dict[str, list[str]] = {}
     if mode == "allowlist":
         resolved, allows = _resolve({**config, **keys}, {})
-        keys.update(network_policy.state_keys(resolved, allows))
+        keys.update(state_keys(resolved, allows))
         egress_log.record_names(name, resolved, "allowlist")
     attach(incus, name, inst, keys)
     try:
@@ -136,7 +149,7 @@ def _open(incus: IncusAPI, name: str, inst: Mapping[str, Any]) -> None:
 def _policy(config: Mapping[str, str], policy: Mapping[str, str]) -> dict[str, str]:
     """The allowlist (or learning) settings: the instance's own keys when the caller set
     them, else policy."""
-    if network_policy.ENTRIES_KEY in config or network_policy.RESOLVER_KEY in config:
+    if ENTRIES_KEY in config or RESOLVER_KEY in config:
         return {}
     return dict(policy)
 
@@ -145,20 +158,18 @@ def _resolve(
     config: Mapping[str, str], last: Mapping[str, Sequence[str]]
 ) -> tuple[dict[str, list[str]], tuple[nft.Allow, ...]]:
     """Resolve the allowlist's names on the host; keep the last good answer of a failed one."""
-    entries = [
-        network_policy.parse_entry(e) for e in config.get(network_policy.ENTRIES_KEY, "").split()
-    ]
-    server = config.get(network_policy.RESOLVER_KEY, "")
+    entries = [parse_entry(e) for e in config.get(ENTRIES_KEY, "").split()]
+    server = config.get(RESOLVER_KEY, "")
     fresh: dict[str, Sequence[str] | None] = {}
-    for name in network_policy.names(entries):
+    for name in names(entries):
         try:
             fresh[name] = resolve(name, server)
         except ResolveError as exc:
             kept = "keeping its last addresses" if last.get(name) else "it stays blocked"
             output.warn(f"allowlist: {exc}; {kept}")
             fresh[name] = None
-    resolved = network_policy.merge_resolved(last, fresh)
-    result = network_policy.allowed(entries, resolved)
+    resolved = merge_resolved(last, fresh)
+    result = allowed(entries, resolved)
     for reason in result.refused:
         output.warn(f"allowlist: not opening {reason}")
     if not result.allows:
@@ -206,7 +217,7 @@ def attach(
     with file_lock(lock, what=f"the address lock of {bridge}"):
         for _ in range(ATTACH_TRIES):
             taken = addresses_in_use(incus, bridge, live=False) | live | refused
-            address = network_policy.choose_address(gateway, taken)
+            address = choose_address(gateway, taken)
             device = {**nic, **filters, "ipv4.address": address, "hwaddr": _new_mac()}
             config = dict(keys)
             if filters is FILTERS:
@@ -240,7 +251,7 @@ def with_line(raw: str, line: str) -> str:
 
 
 def _new_mac() -> str:
-    return network_policy.mac_from(os.urandom(3))
+    return mac_from(os.urandom(3))
 
 
 def addresses_in_use(incus: IncusAPI, bridge: str, *, live: bool = True) -> set[str]:
@@ -354,7 +365,7 @@ def pin_hosts(
     incus: IncusAPI, name: str, resolved: Mapping[str, Sequence[str]], *, running: bool
 ) -> None:
     """Write the allowlist's names into the container's /etc/hosts."""
-    text = network_policy.hosts_file(name, resolved).encode()
+    text = hosts_file(name, resolved).encode()
     if not running:
         # A fresh instance renders /etc/hosts from its image template at first start, so
         # the template itself is what to replace.
@@ -436,9 +447,9 @@ def refresh(incus: IncusAPI, name: str) -> Refreshed:
     config = inst.get("config") or {}
     if config.get(MODE_KEY) != "allowlist":
         raise UsageError(f"{name} is not in allowlist mode: there is nothing to refresh")
-    last = network_policy.read_resolved(config)
+    last = read_resolved(config)
     resolved, allows = _resolve(config, last)
-    keys = network_policy.state_keys(resolved, allows)
+    keys = state_keys(resolved, allows)
     changed = any(config.get(k) != v for k, v in keys.items())
     if changed:
         incus.update_instance(name, {"config": keys})
@@ -459,7 +470,7 @@ def watch(incus: IncusAPI, name: str, stop: threading.Event, interval: float | N
     if config.get(MODE_KEY) != "allowlist":
         return
     if interval is None:
-        interval = 60.0 * int(config.get(network_policy.REFRESH_KEY) or 0)
+        interval = 60.0 * int(config.get(REFRESH_KEY) or 0)
     if interval <= 0:
         return
     while not stop.wait(interval):

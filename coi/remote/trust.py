@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coi.config import remotes as store
+from coi.config import remotes
 from coi.core.errors import CoiError, UsageError
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _connect(url: str, cert: Path, key: str | Path, server: Path, project: str) 
 
 @dataclass(frozen=True)
 class Added:
-    remote: store.Remote
+    remote: remotes.Remote
     fingerprint: str
     how: str  # "token" or "certificate"
     server: str  # the server (or cluster member) name it answered as
@@ -40,9 +40,9 @@ class Added:
 
 def pin(pem: str, *, token: str | None, cert_file: Path | None, accept: bool) -> str:
     """The fingerprint to pin, or a one-line refusal saying how to confirm it (pure)."""
-    seen = store.fingerprint(pem)
+    seen = remotes.fingerprint(pem)
     if token is not None:
-        wanted = str(store.decode_token(token)["fingerprint"]).lower()
+        wanted = str(remotes.decode_token(token)["fingerprint"]).lower()
         if wanted != seen:
             raise CoiError(
                 f"the server's certificate ({seen[:16]}...) is not the one the token names "
@@ -51,7 +51,7 @@ def pin(pem: str, *, token: str | None, cert_file: Path | None, accept: bool) ->
         return seen
     if cert_file is not None:
         try:
-            expected = store.fingerprint(cert_file.read_text())
+            expected = remotes.fingerprint(cert_file.read_text())
         except OSError as exc:
             raise UsageError(f"--server-cert {cert_file}: {exc.strerror}") from None
         if expected != seen:
@@ -78,18 +78,18 @@ def add(
     accept: bool = False,
     project: str = "default",
     environ: Mapping[str, str] | None = None,
-    fetch: Callable[[str], str] = store.server_pem,
+    fetch: Callable[[str], str] = remotes.server_pem,
     connect: Connector = _connect,
 ) -> Added:
     """Pin, trust, check and save remote NAME at URL."""
-    store.check_name(name)
-    url = store.normal_url(url)
-    if any(r.name == name for r in store.remotes(environ)):
+    remotes.check_name(name)
+    url = remotes.normal_url(url)
+    if any(r.name == name for r in remotes.remotes(environ)):
         raise UsageError(f"remote {name!r} exists: coi remote remove {name} first")
     pem = fetch(url)
     seen = pin(pem, token=token, cert_file=cert_file, accept=accept)
-    cert, key = store.client_pair(environ)
-    where = store.folder(environ)
+    cert, key = remotes.client_pair(environ)
+    where = remotes.folder(environ)
     pending = where / f".{name}.crt.{os.getpid()}"
     pending.write_text(pem)
     try:
@@ -111,8 +111,8 @@ def add(
                 raise CoiError(f"{url} took the token but still does not trust this client")
             how = "token"
         server = str(info.get("environment", {}).get("server_name", ""))
-        remote = store.Remote(name, url, project, where / f"{name}.crt")
-        store.save(remote, pem, environ)
+        remote = remotes.Remote(name, url, project, where / f"{name}.crt")
+        remotes.save(remote, pem, environ)
     finally:
         pending.unlink(missing_ok=True)
     return Added(remote, seen, how, server)

@@ -15,8 +15,8 @@ from coi.config.endpoint import connect
 from coi.core import output, paths, slots
 from coi.core.errors import CoiError
 from coi.core.lock import file_lock
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import POOL_LABEL, LaunchSpec, pool_key
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -44,7 +44,7 @@ def fill_pool(
     workspace = request.workspace
     tool = tools.resolve(cfg, request.tool)
     incus = connect(cfg)
-    launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
+    executor.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
     wsid, prefix = slots.workspace_id(workspace), slots.prefix()
     background = bool(os.environ.get(FILLER_ENV))
     lock = paths.locks_dir() / f"pool-{wsid}.lock"
@@ -59,7 +59,7 @@ def fill_pool(
         stale = pool.unwanted(mine, key, watched)
         extra = pool.unwanted(mine, key, watched, want)
         for gone in extra:
-            launch.teardown(incus, gone.name)
+            executor.teardown(incus, gone.name)
             why = f"{gone.state}, or made for another config" if gone in stale else "one too many"
             log(f"removed {gone.name} from the pool ({why})")
         kept = len(mine) - len(extra)
@@ -70,18 +70,18 @@ def fill_pool(
     return made
 
 
-def _pool_key(cfg: Config, spec: launch_spec.LaunchSpec, cas: dict[str, bytes]) -> str:
+def _pool_key(cfg: Config, spec: LaunchSpec, cas: dict[str, bytes]) -> str:
     """The pool key of a session's spec (the filler's and the claim's, one function): the
     spec's, the CAs the filler puts in and the credentials mode, which is not the spec's."""
     from coi.sessions import pool
 
-    return pool.key_with(launch_spec.pool_key(spec), cas, {"credentials": cfg.credentials.mode})
+    return pool.key_with(pool_key(spec), cas, {"credentials": cfg.credentials.mode})
 
 
 def _fill_one(
     incus: IncusAPI,
     cfg: Config,
-    keyed_spec: launch_spec.LaunchSpec,
+    keyed_spec: LaunchSpec,
     keyed: tuple[str, dict[str, bytes]],
     log: Callable[[str], None],
 ) -> str:
@@ -103,13 +103,13 @@ def _fill_one(
             name = slots.container_name(workspace, slot, prefix)
             # Watched while it is made: no other coi process reaps or takes it meanwhile.
             watch.enter_context(file_lock(paths.watch_lock(name), timeout=30))
-            filling = {**keyed_spec.extra_config, launch_spec.POOL_LABEL: pool.FILLING}
+            filling = {**keyed_spec.extra_config, POOL_LABEL: pool.FILLING}
             spec = replace(
                 keyed_spec, name=name, slot=slot, tool=None, session=None, extra_config=filling
             )
-            launch.create(incus, spec, start=False)
+            executor.create(incus, spec, start=False)
         try:
-            launch.start_or_discard(incus, name, spec)
+            executor.start_or_discard(incus, name, spec)
             key, cas = keyed
             with _setup_tar(None, None, cas) as tar:  # the static files, past the boot barrier
                 script = _SETUP_SH + _SETTLED_SH
@@ -117,9 +117,9 @@ def _fill_one(
             if setup.exit_code != 0:
                 raise CoiError(f"preparing {name} failed: {setup.stderr.strip()[-200:]}")
             _wait_network(incus, name, log)
-            incus.update_instance(name, {"config": {launch_spec.POOL_LABEL: key}})
+            incus.update_instance(name, {"config": {POOL_LABEL: key}})
         except BaseException:
-            launch.teardown(incus, name)
+            executor.teardown(incus, name)
             raise
     return name
 
@@ -173,7 +173,7 @@ def drain_pool(incus: IncusAPI, workspace: Path | None, log: Callable[[str], Non
             for member in pool.members(fresh, prefix):
                 if member.workspace_id != wsid or is_watched(member.name):
                     continue
-                launch.teardown(incus, member.name)
+                executor.teardown(incus, member.name)
                 removed.append(member.name)
                 log(f"removed {member.name} from the pool")
     return removed

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from coi.core import labels, output
 from coi.core.errors import CoiError, NotFound, UsageError
-from coi.launch import executor as launch
-from coi.sessions import store as sessions
+from coi.launch import executor
+from coi.sessions import store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -77,23 +77,23 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
         save_state(incus, name, meta, state_dir, limit, running, log=log, announce=session.announce)
     finally:
         if not session.persistent:
-            launch.teardown(incus, name)  # stops the session's broker too
+            executor.teardown(incus, name)  # stops the session's broker too
         else:
-            from coi.broker import process as broker
+            from coi.broker import process
 
-            broker.stop(name)
+            process.stop(name)
             if running:
                 incus.set_state(name, "stop", timeout=30)
                 log(f"{name} stopped and kept (persistent): the next session reuses it")
-            launch.sweep(launch.host_folders(incus, name))
+            executor.sweep(executor.host_folders(incus, name))
             if settled_status(incus, name) == "Stopped":  # never under a running container
-                launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
+                executor.release_workspace(name)  # its placeholders leave the workspace meanwhile
 
 
 def save_state(
     incus: IncusAPI,
     name: str,
-    meta: sessions.Metadata,
+    meta: store.Metadata,
     state_dir: str,
     limit: int,
     running: bool,
@@ -105,7 +105,7 @@ def save_state(
     has nothing to save) and say where."""
     if not state_dir:
         return
-    saved = sessions.save(incus, name, meta, state_dir, running=running, limit=limit)
+    saved = store.save(incus, name, meta, state_dir, running=running, limit=limit)
     if saved:
         said = f"session {meta.session_id} saved to {saved}"
         if announce:
@@ -114,9 +114,9 @@ def save_state(
             output.once("session-saved", said, fact=str(saved.parent))
 
 
-def metadata(session: Session) -> sessions.Metadata:
+def metadata(session: Session) -> store.Metadata:
     """The metadata a save of this session records."""
-    return sessions.Metadata(
+    return store.Metadata(
         session_id=session.session_id,
         container_name=session.name,
         slot=session.slot,
@@ -124,7 +124,7 @@ def metadata(session: Session) -> sessions.Metadata:
         tool=session.tool.name,
         persistent=session.persistent,
         profile=session.profile,
-        saved_at=sessions.now(),
+        saved_at=store.now(),
     )
 
 
@@ -166,7 +166,7 @@ def _reap_one(
     except UsageError:
         tool = None
     slot = config.get(labels.SLOT, "")
-    meta = sessions.Metadata(
+    meta = store.Metadata(
         session_id=config[labels.SESSION],
         container_name=name,
         slot=int(slot) if slot.isdigit() else None,
@@ -174,13 +174,13 @@ def _reap_one(
         tool=config.get(labels.TOOL, ""),
         persistent=False,
         profile=config.get(labels.PROFILE),
-        saved_at=sessions.now(),
+        saved_at=store.now(),
     )
     with ExitStack() as stack:
-        stack.callback(launch.teardown, incus, name)
+        stack.callback(executor.teardown, incus, name)
         if tool is not None:
             limit = cfg.sessions.max_state_bytes
-            sessions.save(incus, name, meta, tool.state_dir, running=False, limit=limit)
+            store.save(incus, name, meta, tool.state_dir, running=False, limit=limit)
     log(f"saved and removed {name}, which was stopped while detached")
 
 
@@ -224,15 +224,15 @@ def hand_off(session: Session) -> bool:
         meta, state_dir = metadata(session), session.tool.state_dir
         save_state(incus, name, meta, state_dir, limit, True, announce=session.announce)
     except BaseException:
-        launch.teardown(incus, name)  # a failed save is said with the container gone
+        executor.teardown(incus, name)  # a failed save is said with the container gone
         raise
     try:
         incus.set_state(name, "freeze")
-        launch.sweep(launch.host_folders(incus, name))  # final: nothing runs in it now
+        executor.sweep(executor.host_folders(incus, name))  # final: nothing runs in it now
         journal.spawn(journal.write(entry), fd)
     except (CoiError, OSError) as exc:
         output.detail(f"finishing {name} here ({exc})")
-        launch.teardown(incus, name)
+        executor.teardown(incus, name)
     return True
 
 

@@ -14,9 +14,9 @@ from coi.config.endpoint import connect
 from coi.core import output, paths, slots
 from coi.core.errors import CoiError, UsageError
 from coi.core.lock import file_lock
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
-from coi.sessions import store as sessions
+from coi.launch import executor
+from coi.launch.spec import BOOT_BARRIER_SH
+from coi.sessions import store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -61,11 +61,11 @@ def _resume_target(request: Request, workspace: Path, tool: str) -> Any:
     if resume is None:
         return None
     if resume == "":
-        found = sessions.latest_for(workspace, tool)
+        found = store.latest_for(workspace, tool)
         if found is None:
             raise UsageError(f"no saved {tool} session for {workspace}: start one with coi shell")
         return found
-    return sessions.find(resume, workspace, tool)
+    return store.find(resume, workspace, tool)
 
 
 def open_session(
@@ -81,18 +81,17 @@ def open_session(
     cleanup can remove it whatever step fails or is interrupted. runs_tool is False for a
     command that is not the tool (`coi run`): then only --tool brings its credentials.
     """
-    from coi.config import load as config
-    from coi.config import tools
+    from coi.config import load, tools
 
     cfg = load_config(request, quiet=request.resume is not None)
     workspace = request.workspace
     tool = tools.resolve(cfg, request.tool)
     resumed = _resume_target(request, workspace, tool.name)
     if resumed is not None:  # a resumed session keeps the profile it was saved with
-        cfg = load_config(request, config.resume_profile(request.profile, resumed[0].profile))
+        cfg = load_config(request, load.resume_profile(request.profile, resumed[0].profile))
         tool = tools.resolve(cfg, request.tool or resumed[0].tool)
     incus = connect(cfg)
-    session_id = resumed[0].session_id if resumed else sessions.new_id()
+    session_id = resumed[0].session_id if resumed else store.new_id()
     preferred = request.slot or (resumed[0].slot if resumed else 0) or 0
     profile = cfg.profile
     worktree = _worktree_flag(request, cfg)
@@ -135,16 +134,16 @@ def _worktree_flag(request: Request, cfg: Config) -> str | None:
 def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[str, bytes]:
     """The credential files that enter; in broker mode (coi/broker) the session's broker
     starts and the container gets a placeholder instead of the token."""
-    from coi.broker import session as broker
+    from coi.broker.session import attach, container_files, mode_for
     from coi.sessions import credentials
 
     cfg, tool, workspace = session.cfg, session.tool, session.workspace
     given = credentials.granted(
         cfg, tool, workspace, flag=flag, runs_tool=runs_tool, warn=output.warn
     )
-    mode = broker.mode_for(cfg.credentials.mode, tool) if given else "none"
+    mode = mode_for(cfg.credentials.mode, tool) if given else "none"
     name, session_id = session.name, session.session_id
-    brokered = broker.attach(
+    brokered = attach(
         session.incus,
         cfg,
         tool,
@@ -156,7 +155,7 @@ def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[st
     if mode == "none":
         return {}
     files = credentials.read(tool, Path.home(), workspace, cfg.credentials.claude_mcp_env)
-    return broker.container_files(files, tool) if brokered else files
+    return container_files(files, tool) if brokered else files
 
 
 def _checkpoint(cfg: Config, workspace: Path, session_id: str) -> None:
@@ -198,14 +197,14 @@ def _claim(
     slot's own), the slot then works in its worktree. Returns (name, slot, how): how is
     warm (taken from the pool), reused (a persistent container started again) or new."""
     from coi.launch import worktrees
-    from coi.network import enforce as network
+    from coi.network import enforce
     from coi.sessions import journal, pool
 
     prefix = slots.prefix()
     limit = cfg.defaults.max_slots
     # Containers that lost their rules get them back, or stop: no slot decision hangs on
     # it, so not under the slot lock that parallel sessions of this workspace wait for.
-    network.heal(incus)
+    enforce.heal(incus)
     journal.settle(incus)  # what killed finishers of `coi run` left, torn down
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with file_lock(lock, what=f"the slot lock of {workspace}"):
@@ -221,7 +220,7 @@ def _claim(
             )
             if warm is not None and hold(warm.name):  # False: another coi holds it
                 pool.claim(incus, warm.name, session_id, tool)
-                undo.append(lambda: launch.teardown(incus, warm.name))
+                undo.append(lambda: executor.teardown(incus, warm.name))
                 output.detail(f"took {warm.name} from the warm pool")
                 return warm.name, warm.slot, "warm"
         occupants = _occupants(live, workspace, prefix)
@@ -235,20 +234,20 @@ def _claim(
         tree = _worktree_for(incus, worktree, workspace, slot, name, live, reuse)
         if reuse:
             log(f"reusing persistent container {name}")
-            network.ensure_rules(incus, name)  # after a reboot the host holds none
+            enforce.ensure_rules(incus, name)  # after a reboot the host holds none
             hold(name)
             spec = _spec(cfg, workspace, name, slot, tool, session_id, {}, None)
-            launch.protect_workspace(worktrees.apply(spec, tree))
+            executor.protect_workspace(worktrees.apply(spec, tree))
             incus.set_state(name, "start")
             return name, slot, "reused"
         spec = _spec(cfg, workspace, name, slot, tool, session_id, mounts, profile, readonly)
         spec = worktrees.apply(spec, tree)
         hold_new(name)
-        undo.append(lambda: launch.teardown(incus, name))
-        launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)  # the profiles, once
-        launch.create(incus, spec, start=False)
-    launch.start_or_discard(incus, name, spec)
+        undo.append(lambda: executor.teardown(incus, name))
+        executor.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)  # the profiles, once
+        executor.create(incus, spec, start=False)
+    executor.start_or_discard(incus, name, spec)
     return name, slot, "new"
 
 
-_SETUP_SH += launch_spec.BOOT_BARRIER_SH
+_SETUP_SH += BOOT_BARRIER_SH

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from coi.boundary import protect
 from coi.core import labels, paths, slots
 from coi.core.labels import Mode
-from coi.launch import spec as launch_spec
+from coi.launch import spec
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -57,7 +57,7 @@ def _spec(
     mounts: dict[str, tuple[Path, str]],
     profile: str | None,
     readonly: frozenset[str] = frozenset(),
-) -> launch_spec.LaunchSpec:
+) -> spec.LaunchSpec:
     """The launch spec of a session's container, protected paths and allowlist included."""
     from coi.config.load import limits_config
     from coi.network import policy
@@ -68,11 +68,11 @@ def _spec(
         allowlist = policy.policy_keys(
             net.allowed_domains, net.resolver, net.refresh_interval_minutes
         )
-    return launch_spec.LaunchSpec(
+    return spec.LaunchSpec(
         name=name,
         image=cfg.defaults.image,
         workspace=workspace,
-        workspace_uid=launch_spec.owner_uid(workspace),
+        workspace_uid=spec.owner_uid(workspace),
         container_uid=cfg.incus.claude_uid,
         slot=slot,
         tool=tool,

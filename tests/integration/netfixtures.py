@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus, connect
-from coi.launch import spec as launch_spec
+from coi.launch.spec import LaunchSpec, instance_config
 
 PORTS = (8080, 9090)
 SERVER = (
@@ -234,8 +234,8 @@ def _bridge(admin: Incus, name: str, gateway: str, prefix: int) -> None:
 
 def _server(lab: Lab, name: str, image: str, bridge: str, address: str, extra: list[str]) -> None:
     nic = {"type": "nic", "name": "eth0", "network": bridge, "ipv4.address": address}
-    spec = launch_spec.LaunchSpec(name=name, image=image, network_mode="open")
-    body = launch_spec.instance_config(spec)
+    spec = LaunchSpec(name=name, image=image, network_mode="open")
+    body = instance_config(spec)
     body["devices"]["eth0"] = nic
     lab.incus.create_instance(body)
     lab.instances.append(name)

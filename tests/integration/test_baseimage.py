@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from coi.core.errors import CoiError
-from coi.images import base as b
+from coi.images import base
 from coi.incus.adapter import Incus
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def needs_root() -> None:
 def base_alias(incus: Incus) -> str:
     """The debian/12 base, built if it is missing or stale (a cache hit otherwise)."""
     needs_root()
-    return b.ensure_base(incus, REF, log=lambda _: None)
+    return base.ensure_base(incus, REF, log=lambda _: None)
 
 
 def test_second_ensure_is_a_cache_hit(
@@ -39,13 +39,15 @@ def test_second_ensure_is_a_cache_hit(
     assert record is not None
     before = record["target"]
     image = incus.image(before)
-    assert image["properties"][b.INPUTS_PROPERTY] == b.inputs_hash(b.resolve(b.BaseSpec("12")))
+    assert image["properties"][base.INPUTS_PROPERTY] == base.inputs_hash(
+        base.resolve(base.BaseSpec("12"))
+    )
 
     def no_build(*args: object, **kwargs: object) -> str:
         raise AssertionError("a cache hit must not run debootstrap")
 
-    monkeypatch.setattr(b, "build_base", no_build)
-    assert b.ensure_base(incus, REF) == base_alias  # no_build proves no debootstrap ran
+    monkeypatch.setattr(base, "build_base", no_build)
+    assert base.ensure_base(incus, REF) == base_alias  # no_build proves no debootstrap ran
     again = incus.image_alias(base_alias)
     assert again is not None and again["target"] == before
 

@@ -26,27 +26,27 @@ from typing import Any
 import pytest
 
 from coi.core.errors import CoiError
-from coi.images import pins as images_pins
+from coi.images import pins
 from coi.incus.adapter import ExecResult, Incus
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import LaunchSpec, owner_uid
 from tests.integration.conftest import NETWORK
 from tests.integration.helpers import coi, own_prefix
 
 OWN = f"coitest-img-coi-{uuid.uuid4().hex[:6]}"
 GIVEN = os.environ.get("COI_TEST_IMAGE", "")
 ALIAS = GIVEN or OWN
-PINS = images_pins.load()
+PINS = pins.load()
 
 
 def _env(incus: Incus, folder: Path) -> dict[str, str]:
     gateway = str(
         ipaddress.ip_interface(incus.get(f"networks/{NETWORK}")["config"]["ipv4.address"]).ip
     )
-    config = folder / "build.toml"
-    config.write_text(f'[build]\ndns_resolvers = ["{gateway}"]\nconnectivity_probe = "{gateway}"\n')
+    load = folder / "build.toml"
+    load.write_text(f'[build]\ndns_resolvers = ["{gateway}"]\nconnectivity_probe = "{gateway}"\n')
     return {
-        "COI_CONFIG": str(config),
+        "COI_CONFIG": str(load),
         "COI_HOME": str(folder / "home"),
         "COI_INCUS_PROJECT": incus.project,
     }
@@ -93,19 +93,19 @@ def session(
     os.chown(workspace, 1000, 1000)  # a user's project folder, as uid 1000 owns it inside
     workspace.chmod(0o755)
     name = f"t-coi-image-{uuid.uuid4().hex[:6]}"
-    spec = launch_spec.LaunchSpec(
+    spec = LaunchSpec(
         name=name,
         image=ALIAS,
         workspace=workspace,
-        workspace_uid=launch_spec.owner_uid(workspace),
+        workspace_uid=owner_uid(workspace),
         network_mode="open",
     )
-    launch.create(session_incus, spec)
+    executor.create(session_incus, spec)
     try:
         wait_ready(session_incus, name)
         yield name
     finally:
-        launch.teardown(session_incus, name)
+        executor.teardown(session_incus, name)
 
 
 def wait_ready(incus: Incus, name: str, timeout: float = 90) -> None:
@@ -215,7 +215,7 @@ def status(incus: Incus, name: str) -> str:
 def test_poweroff_by_code_stops_the_container(incus: Incus, coi_image: dict[str, Any]) -> None:
     """The shutdown/poweroff wrappers end a session at once, also when `code` calls them."""
     name = f"t-coi-off-{uuid.uuid4().hex[:6]}"
-    launch.create(incus, launch_spec.LaunchSpec(name=name, image=ALIAS, network_mode="open"))
+    executor.create(incus, LaunchSpec(name=name, image=ALIAS, network_mode="open"))
     try:
         wait_ready(incus, name)
         with contextlib.suppress(CoiError):  # the exec may die with the container
@@ -225,7 +225,7 @@ def test_poweroff_by_code_stops_the_container(incus: Incus, coi_image: dict[str,
             time.sleep(1)
         assert status(incus, name) == "Stopped"
     finally:
-        launch.teardown(incus, name)
+        executor.teardown(incus, name)
 
 
 @pytest.mark.skipif(
@@ -274,15 +274,14 @@ def test_each_installed_tool_runs_and_keeps_its_state_across_resume(
     """Sessions issue, item 5: for each tool the image installs, --version runs inside a
     session, and a file planted in its state folder survives save and resume. The npm
     query also proves a session trusts the host's extra CAs (HTTPS through the proxy)."""
-    from coi.config import load as config
-    from coi.config import tools
+    from coi.config import load, tools
 
     workspace = tmp_path / "project"
     workspace.mkdir()
     os.chown(workspace, 1000, 1000)
     monkeypatch.chdir(workspace)
     own_prefix(monkeypatch, "t")
-    built_with = config.load(workspace, environ={**os.environ, **build_env})
+    built_with = load.load(workspace, environ={**os.environ, **build_env})
     installed = [n for n in built_with.build.tools if n in tools.BUILTIN]
     assert installed, "the image installs no tool"
     for name in installed:

@@ -18,8 +18,8 @@ import pytest
 from coi.core import paths
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import LaunchSpec
 from coi.network import egress, egress_log, enforce, nft_helper
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import Lab, coi_rules, make_lab, sh, tcp, wait_address
@@ -57,18 +57,16 @@ def launched(incus: Incus, base_image: str) -> Iterator[Launch]:
 
     def make(mode: str, extra: dict[str, str] | None = None) -> str:
         name = f"te-{mode[:4]}-{uuid.uuid4().hex[:6]}"
-        spec = launch_spec.LaunchSpec(
-            name=name, image=base_image, network_mode=mode, extra_config=extra or {}
-        )
+        spec = LaunchSpec(name=name, image=base_image, network_mode=mode, extra_config=extra or {})
         names.append(name)
-        launch.create(incus, spec)
+        executor.create(incus, spec)
         wait_address(incus, name)
         return name
 
     yield make
     for name in names:
         with contextlib.suppress(CoiError):
-            launch.teardown(incus, name)
+            executor.teardown(incus, name)
 
 
 def wait_for(
@@ -145,9 +143,9 @@ def test_an_allowlist_logs_names_with_their_answers_and_the_verdicts(
     incus: Incus, lab: Lab, launched: Launch
 ) -> None:
     lab.records({"ok.egress.coitest": lab.pub(10)})
-    from coi.network import policy as network_policy
+    from coi.network import policy
 
-    c = launched("allowlist", network_policy.policy_keys(["ok.egress.coitest"], lab.pub_gateway, 0))
+    c = launched("allowlist", policy.policy_keys(["ok.egress.coitest"], lab.pub_gateway, 0))
     assert tcp(incus, c, lab.pub(10)) == f"hello from {lab.pub(10)}"
     assert tcp(incus, c, lab.pub(11)) == ""
     records = wait_for(c, lambda found: len(probes(found)) >= 2)
@@ -200,16 +198,16 @@ def test_nothing_remains_after_the_container_is_gone(
     incus: Incus, project: str, lab: Lab, base_image: str
 ) -> None:
     name = f"te-gone-{uuid.uuid4().hex[:6]}"
-    spec = launch_spec.LaunchSpec(name=name, image=base_image, network_mode="restricted")
+    spec = LaunchSpec(name=name, image=base_image, network_mode="restricted")
     try:
-        launch.create(incus, spec)
+        executor.create(incus, spec)
         wait_address(incus, name)
         group = group_of(incus, name)
         assert tcp(incus, name, lab.private_address) == ""
         wait_for(name, lambda found: len(probes(found)) >= 1)
         assert collectors(project, name) and group in nft_helper.bound_groups()
     finally:
-        launch.teardown(incus, name)
+        executor.teardown(incus, name)
     deadline = time.monotonic() + 10
     while collectors(project, name) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -223,9 +221,9 @@ def test_allow_opens_a_blocked_destination_at_once_and_deny_shuts_it(
 ) -> None:
     lab.records({"ok.egress.coitest": lab.pub(10), "late.egress.coitest": lab.pub(12)})
     from coi.config import edit
-    from coi.network import policy as network_policy
+    from coi.network import policy
 
-    c = launched("allowlist", network_policy.policy_keys(["ok.egress.coitest"], lab.pub_gateway, 0))
+    c = launched("allowlist", policy.policy_keys(["ok.egress.coitest"], lab.pub_gateway, 0))
     assert tcp(incus, c, lab.pub(11)) == ""
     done = coi("network", "allow", c, lab.pub(11))
     assert done.returncode == 0, done.stderr
@@ -261,7 +259,7 @@ def test_a_learning_run_proposes_the_names_it_reached_and_that_allowlist_works(
     incus: Incus, lab: Lab, launched: Launch
 ) -> None:
     from coi.config import edit
-    from coi.network import policy as network_policy
+    from coi.network import policy
 
     names = {
         "one.learn.coitest": lab.pub(10),
@@ -269,7 +267,7 @@ def test_a_learning_run_proposes_the_names_it_reached_and_that_allowlist_works(
         "three.learn.coitest": lab.pub(12),
     }
     lab.records(names)
-    c = launched("learn", network_policy.policy_keys([], lab.pub_gateway, 0))
+    c = launched("learn", policy.policy_keys([], lab.pub_gateway, 0))
     code, out = sh(incus, c, f"echo 'nameserver {lab.pub_gateway}' > /etc/resolv.conf")
     assert code == 0, out
     assert tcp(incus, c, "one.learn.coitest") == f"hello from {lab.pub(10)}"
@@ -287,7 +285,7 @@ def test_a_learning_run_proposes_the_names_it_reached_and_that_allowlist_works(
     assert proposal == ["one.learn.coitest", "two.learn.coitest"]
     assert edit.allowed_domains(edit.user_config_path().read_text()) == proposal
 
-    again = launched("allowlist", network_policy.policy_keys(proposal, lab.pub_gateway, 0))
+    again = launched("allowlist", policy.policy_keys(proposal, lab.pub_gateway, 0))
     assert tcp(incus, again, "one.learn.coitest") == f"hello from {lab.pub(10)}"
     assert tcp(incus, again, "two.learn.coitest", 9090) == f"hello from {lab.pub(11)}"
     assert tcp(incus, again, "three.learn.coitest") == ""

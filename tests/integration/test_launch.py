@@ -13,14 +13,14 @@ import pytest
 from coi.boundary import protect
 from coi.core import slots
 from coi.incus.adapter import Incus
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import LaunchSpec, owner_uid
 
 
 def test_launch_config_is_what_incus_holds(
     incus: Incus, base_image: str, name: str, cleanup: list[str], tmp_path: Path
 ) -> None:
-    spec = launch_spec.LaunchSpec(
+    spec = LaunchSpec(
         name=name,
         image=base_image,
         workspace=tmp_path,
@@ -32,7 +32,7 @@ def test_launch_config_is_what_incus_holds(
         limits={"processes": "500"},
     )
     cleanup.append(name)
-    launch.create(incus, spec)
+    executor.create(incus, spec)
     inst = incus.instance(name)
     config, devices = inst["config"], inst["devices"]
     assert inst["profiles"] == ["coi-base"]
@@ -65,14 +65,14 @@ def test_workspace_owned_by_another_uid(
     workspace = tmp_path / "ws"
     workspace.mkdir()
     os.chown(workspace, 1234, 1234)
-    spec = launch_spec.LaunchSpec(
+    spec = LaunchSpec(
         name=name,
         image=base_image,
         workspace=workspace,
-        workspace_uid=launch_spec.owner_uid(workspace),
+        workspace_uid=owner_uid(workspace),
     )
     cleanup.append(name)
-    launch.create(incus, spec)
+    executor.create(incus, spec)
     assert incus.instance(name)["config"]["raw.idmap"] == "both 1234 1000"
     result = incus.execute(
         name, ["sh", "-c", "touch /workspace/made-inside && id -u"], user=1000, group=1000
@@ -86,14 +86,14 @@ def test_workspace_owned_by_another_uid(
 ALLOCATE = """
 import sys
 from pathlib import Path
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import LaunchSpec
 from coi.incus.adapter import connect
 incus = connect(project=sys.argv[1])
 ws = Path(sys.argv[2])
-spec = launch.create_in_slot(
-    incus, ws, lambda n, s: launch_spec.LaunchSpec(name=n, image=sys.argv[3], workspace=ws,
-                                              workspace_uid=0, slot=s),
+spec = executor.create_in_slot(
+    incus, ws, lambda n, s: LaunchSpec(name=n, image=sys.argv[3], workspace=ws,
+                                       workspace_uid=0, slot=s),
     limit=10, start=False)
 incus.instance(spec.name)  # the creation goes on after the record: see it through
 print(spec.name)
@@ -137,5 +137,5 @@ def test_failed_start_leaves_nothing(
 
     monkeypatch.setenv("COI_FAULT", "start")
     with pytest.raises(InjectedFault):
-        launch.create(incus, launch_spec.LaunchSpec(name=name, image=base_image))
+        executor.create(incus, LaunchSpec(name=name, image=base_image))
     assert not incus.exists(f"instances/{name}")

@@ -13,9 +13,9 @@ import pytest
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
-from coi.network import policy as network_policy
+from coi.launch import executor
+from coi.launch.spec import LaunchSpec
+from coi.network import policy
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import (
     Lab,
@@ -47,10 +47,8 @@ def gateway(session_incus: Incus) -> str:
 
 def _launch(incus: Incus, image: str, mode: str, extra: dict[str, str] | None = None) -> str:
     name = f"tn-{mode[:4]}-{uuid.uuid4().hex[:6]}"
-    spec = launch_spec.LaunchSpec(
-        name=name, image=image, network_mode=mode, extra_config=extra or {}
-    )
-    launch.create(incus, spec)
+    spec = LaunchSpec(name=name, image=image, network_mode=mode, extra_config=extra or {})
+    executor.create(incus, spec)
     wait_address(incus, name)
     return name
 
@@ -64,7 +62,7 @@ def neighbour(session_incus: Incus, base_image: str) -> Iterator[tuple[str, str]
         yield name, wait_address(session_incus, name)
     finally:
         with contextlib.suppress(CoiError):
-            launch.teardown(session_incus, name)
+            executor.teardown(session_incus, name)
 
 
 @pytest.fixture
@@ -79,7 +77,7 @@ def launched(incus: Incus, base_image: str) -> Iterator[Launch]:
     yield make
     for name in names:
         with contextlib.suppress(CoiError):
-            launch.teardown(incus, name)
+            executor.teardown(incus, name)
 
 
 def test_restricted_reaches_public_and_dns_only(
@@ -108,7 +106,7 @@ def test_allowlist_opens_only_what_is_listed_and_refresh_follows_the_name(
     names = {"allowed.coitest": lab.pub(10), "other.coitest": lab.pub(11)}
     lab.records({**names, "port.coitest": lab.pub(12)})
     entries = ["allowed.coitest", "port.coitest:9090", lab.pub_gateway]
-    c = launched("allowlist", network_policy.policy_keys(entries, lab.pub_gateway, 30))
+    c = launched("allowlist", policy.policy_keys(entries, lab.pub_gateway, 30))
     assert tcp(incus, c, lab.pub(10), 8080) == f"hello from {lab.pub(10)}"
     assert tcp(incus, c, lab.pub(10), 9090) == f"hello from {lab.pub(10)}"
     assert tcp(incus, c, lab.pub(12), 9090) == f"hello from {lab.pub(12)}"
@@ -207,7 +205,7 @@ def test_no_rules_left_after_kill_shutdown_and_a_killed_coi(incus: Incus, base_i
     finally:
         for name in names.values():
             with contextlib.suppress(CoiError):
-                launch.teardown(incus, name)
+                executor.teardown(incus, name)
 
 
 def test_a_launch_whose_rules_cannot_be_applied_does_not_start(

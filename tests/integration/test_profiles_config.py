@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from coi.config import load as config
+from coi.config import load
 from coi.config.load import limits_config
 from coi.incus.adapter import Incus
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import LaunchSpec
 from tests.integration.helpers import coi, own_prefix, user_config_path
 
 # cgroup v2 shows the limit in memory.max; a cgroup v1 host (this machine kind) in the
@@ -34,14 +34,12 @@ def test_a_memory_limit_from_config_is_the_containers_and_visible_inside(
     incus: Incus, base_image: str, name: str, cleanup: list[str], tmp_path: Path
 ) -> None:
     user_config('[limits]\nmemory = "256MiB"\nprocesses = 300\n')
-    cfg = config.load(tmp_path)
+    cfg = load.load(tmp_path)
     assert limits_config(cfg) == {"memory": "256MiB", "processes": "300"}
     cleanup.append(name)
     # Open mode: this test needs no network rules, and the cleanup fixture deletes directly.
-    spec = launch_spec.LaunchSpec(
-        name=name, image=base_image, network_mode="open", limits=limits_config(cfg)
-    )
-    launch.create(incus, spec)
+    spec = LaunchSpec(name=name, image=base_image, network_mode="open", limits=limits_config(cfg))
+    executor.create(incus, spec)
 
     inst = incus.instance(name)
     assert inst["config"]["limits.memory"] == "256MiB"

@@ -25,11 +25,10 @@ from pathlib import Path
 import pytest
 
 from coi.core.errors import CoiError
-from coi.host import netrules as network_setup
-from coi.host import setup as hostsetup
+from coi.host import netrules, setup
 from coi.host.steps import Step
 from coi.incus.adapter import Incus
-from coi.launch import executor as launch
+from coi.launch import executor
 from coi.network import nft_cli, nft_guard
 from tests.integration.helpers import coi
 from tests.integration.netfixtures import (
@@ -63,10 +62,10 @@ Launch = Callable[..., str]
 def current_helper() -> None:
     """The start hook runs the installed helper: make it this coi's (`coi setup` does)."""
     installed = subprocess.run(
-        [str(network_setup.HELPER), "fingerprint"], capture_output=True, text=True, timeout=30
+        [str(netrules.HELPER), "fingerprint"], capture_output=True, text=True, timeout=30
     )
     if nft_cli.fingerprint() not in installed.stdout:
-        network_setup.install(GROUP)
+        netrules.install(GROUP)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def launched(incus: Incus, base_image: str) -> Iterator[Launch]:
     yield make
     for name in names:
         with contextlib.suppress(CoiError):
-            launch.teardown(incus, name)
+            executor.teardown(incus, name)
 
 
 def _reaches_host(incus: Incus, name: str, gateway: str, port: int) -> bool:
@@ -127,7 +126,7 @@ def _stop_guard() -> None:
 
 def _start_daemon() -> None:
     step = Step("start", "start incusd", {"systemd": False, "group": GROUP})
-    hostsetup.do_start(step, lambda line: None)
+    setup.do_start(step, lambda line: None)
 
 
 @contextlib.contextmanager
@@ -137,9 +136,9 @@ def _daemon_restored(restart: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        if restart and hostsetup.daemon_pids():
-            hostsetup.stop_daemon()
-        if not hostsetup.daemon_pids():
+        if restart and setup.daemon_pids():
+            setup.stop_daemon()
+        if not setup.daemon_pids():
             _start_daemon()
 
 
@@ -203,7 +202,7 @@ def test_after_a_simulated_reboot_the_restricted_container_stays_fenced(
         # Power off: incusd stops with its instances (recording that they ran), the guard
         # and the kernel's tables go; then the daemon starts again.
         subprocess.run(["incus", "admin", "shutdown", "--timeout", "60"], timeout=120, check=True)
-        assert _wait(lambda: not hostsetup.daemon_pids(), 60)
+        assert _wait(lambda: not setup.daemon_pids(), 60)
         _stop_guard()
         subprocess.run(["nft", "delete", "table", "inet", "coi"], check=False, timeout=30)
         _start_daemon()

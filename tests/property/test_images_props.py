@@ -7,11 +7,10 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi.images import dnsfix
-from coi.images import naming as images_naming
-from coi.images import pins as images_pins
-from coi.images import plan as images_plan
+from coi.images import dnsfix, naming
 from coi.images.dnsfix import Action, Probe
+from coi.images.pins import Pins, from_dict
+from coi.images.plan import coi_recipe, inputs_hash
 
 # Strategies of this file only (tests/strategies.py belongs to the config and slot tests).
 times = st.datetimes(
@@ -27,9 +26,9 @@ def alias_tables(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
     prefix = draw(names) + "-"
     table: dict[str, str] = {}
     for when in draw(st.lists(times, max_size=8, unique=True)):
-        table[images_naming.dated_alias(prefix[:-1], when)] = draw(fingerprints)
+        table[naming.dated_alias(prefix[:-1], when)] = draw(fingerprints)
     for when in draw(st.lists(times, max_size=3, unique=True)):
-        table[images_naming.dated_alias(prefix + "rust", when)] = draw(fingerprints)
+        table[naming.dated_alias(prefix + "rust", when)] = draw(fingerprints)
     for moving in draw(st.lists(names, max_size=3, unique=True)):
         table.setdefault(moving, draw(fingerprints))
     return prefix, table
@@ -37,8 +36,8 @@ def alias_tables(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
 
 @given(names, times)
 def test_dated_aliases_round_trip(name: str, when: datetime) -> None:
-    alias = images_naming.dated_alias(name, when)
-    assert images_naming.stamp_of(alias, f"{name}-") == when
+    alias = naming.dated_alias(name, when)
+    assert naming.stamp_of(alias, f"{name}-") == when
 
 
 @given(alias_tables(), st.integers(min_value=1, max_value=10))
@@ -46,12 +45,12 @@ def test_cleanup_keeps_the_newest_and_only_touches_the_prefix(
     case: tuple[str, dict[str, str]], keep: int
 ) -> None:
     prefix, table = case
-    plan = images_naming.plan_cleanup(table, prefix, keep)
-    dated = [a for a in table if images_naming.stamp_of(a, prefix) is not None]
+    plan = naming.plan_cleanup(table, prefix, keep)
+    dated = [a for a in table if naming.stamp_of(a, prefix) is not None]
     assert len(plan.kept) == min(keep, len(dated))
-    newest = sorted(dated, key=lambda a: images_naming.stamp_of(a, prefix) or 0, reverse=True)
+    newest = sorted(dated, key=lambda a: naming.stamp_of(a, prefix) or 0, reverse=True)
     assert list(plan.kept) == newest[: len(plan.kept)]
-    assert all(images_naming.stamp_of(a, prefix) is not None for a in plan.removed)
+    assert all(naming.stamp_of(a, prefix) is not None for a in plan.removed)
     survivors = {a: fp for a, fp in table.items() if a not in plan.removed}
     for fingerprint in plan.delete:  # never what a surviving alias names
         assert fingerprint not in survivors.values()
@@ -63,9 +62,9 @@ def test_cleanup_keeps_the_newest_and_only_touches_the_prefix(
 @given(alias_tables(), st.integers(min_value=1, max_value=10))
 def test_cleanup_twice_deletes_nothing_more(case: tuple[str, dict[str, str]], keep: int) -> None:
     prefix, table = case
-    first = images_naming.plan_cleanup(table, prefix, keep)
+    first = naming.plan_cleanup(table, prefix, keep)
     after = {a: fp for a, fp in table.items() if fp not in first.delete}
-    second = images_naming.plan_cleanup(after, prefix, keep)
+    second = naming.plan_cleanup(after, prefix, keep)
     assert second.delete == ()
 
 
@@ -100,15 +99,15 @@ versions = st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True)
     st.lists(st.sampled_from(["git", "curl", "jq", "tmux"]), min_size=1, unique=True),
 )
 def test_pins_round_trip_through_their_recorded_form(node: str, tool: str, apt: list[str]) -> None:
-    pins = images_pins.Pins("debian/12", node, "10.9.9", tuple(apt), {"claude": tool})
-    assert images_pins.from_dict(pins.to_dict()) == pins
+    pins = Pins("debian/12", node, "10.9.9", tuple(apt), {"claude": tool})
+    assert from_dict(pins.to_dict()) == pins
 
 
 @given(versions, versions)
 def test_inputs_hash_changes_exactly_when_a_pin_changes(first: str, second: str) -> None:
     def digest(version: str) -> str:
-        pins = images_pins.Pins("debian/12", "22.23.3", "10.9.9", ("git",), {"claude": version})
-        recipe = images_plan.coi_recipe(pins, [])
-        return images_plan.inputs_hash(recipe, "fp")
+        pins = Pins("debian/12", "22.23.3", "10.9.9", ("git",), {"claude": version})
+        recipe = coi_recipe(pins, [])
+        return inputs_hash(recipe, "fp")
 
     assert (digest(first) == digest(second)) == (first == second)

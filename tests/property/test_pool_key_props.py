@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 from coi.boundary import protect
 from coi.config.schema import NETWORK_MODES
-from coi.launch import spec as launch_spec
-from coi.launch.spec import PER_SESSION, LaunchSpec, pool_key
+from coi.launch.spec import PER_SESSION, POOL_LABEL, LaunchSpec, pool_key
 from coi.network import policy
 from coi.sessions import pool
 from tests.strategies import (
@@ -104,7 +103,7 @@ def test_what_a_session_brings_leaves_the_key(
 ) -> None:
     moved = replace(spec, name=name, slot=slot, tool=tool, session=session)
     if fill:  # the filler's label while it makes the container
-        label = {launch_spec.POOL_LABEL: pool.FILLING}
+        label = {POOL_LABEL: pool.FILLING}
         moved = replace(moved, extra_config={**moved.extra_config, **label})
     assert pool_key(moved) == pool_key(spec)
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coi.boundary import seccomp, setid
-from coi.launch import spec as launch_spec
+from coi.launch.spec import LaunchSpec, idmap_for, instance_config
 from tests.strategies import container_uids, file_modes, host_uids, workspace_paths
 
 RULE = re.compile(r"^(\w+) errno (\d+) \[(\d+),(\d+),SCMP_CMP_MASKED_EQ,(\d+)\]$")
@@ -30,7 +30,7 @@ def refused(name: str, args: dict[int, int]) -> int | None:
 
 @given(host_uids, container_uids)
 def test_host_root_is_never_mapped_and_every_other_owner_is(uid: int, inside: int) -> None:
-    mapping = launch_spec.idmap_for(uid, inside)
+    mapping = idmap_for(uid, inside)
     if uid == 0:
         assert mapping is None
     else:
@@ -39,7 +39,7 @@ def test_host_root_is_never_mapped_and_every_other_owner_is(uid: int, inside: in
 
 @given(host_uids, container_uids, workspace_paths)
 def test_no_host_folder_is_ever_shifted(uid: int, inside: int, path: str) -> None:
-    spec = launch_spec.LaunchSpec(
+    spec = LaunchSpec(
         name="n",
         image="coi",
         workspace=Path(path),
@@ -47,7 +47,7 @@ def test_no_host_folder_is_ever_shifted(uid: int, inside: int, path: str) -> Non
         container_uid=inside,
         disks={"storage": (Path(path), "/storage")},
     )
-    body = launch_spec.instance_config(spec)
+    body = instance_config(spec)
     assert not any("shift" in device for device in body["devices"].values())
     assert body["config"]["raw.seccomp"] == seccomp.policy()
     assert ("raw.idmap" in body["config"]) == (uid != 0)

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from coi.core.errors import CoiError, UsageError
-from coi.images import base as b
+from coi.images import base
 from tests.fakes import FakeIncus
 
-AMD64 = b.BaseSpec(release="12", arch="amd64")
+AMD64 = base.BaseSpec(release="12", arch="amd64")
 
 
 @pytest.mark.parametrize(
@@ -27,9 +27,9 @@ AMD64 = b.BaseSpec(release="12", arch="amd64")
     ],
 )
 def test_parse_local_debian(ref: str, release: str, suite: str) -> None:
-    spec = b.parse_base(ref)
-    assert spec == b.BaseSpec(release=release)
-    assert isinstance(spec, b.BaseSpec)
+    spec = base.parse_base(ref)
+    assert spec == base.BaseSpec(release=release)
+    assert isinstance(spec, base.BaseSpec)
     assert spec.suite == suite
     assert spec.mirror == "http://deb.debian.org/debian"
     assert spec.arch == ""  # parse_base is pure: the host's arch is filled in by resolve
@@ -45,10 +45,10 @@ def test_parse_local_debian(ref: str, release: str, suite: str) -> None:
     ],
 )
 def test_parse_remote(ref: str, remote: str, name: str) -> None:
-    base = b.parse_base(ref)
-    assert base == b.RemoteBase(remote, name)
-    assert isinstance(base, b.RemoteBase)
-    assert base.source == ref
+    parsed = base.parse_base(ref)
+    assert parsed == base.RemoteBase(remote, name)
+    assert isinstance(parsed, base.RemoteBase)
+    assert parsed.source == ref
 
 
 @pytest.mark.parametrize(
@@ -68,25 +68,27 @@ def test_parse_remote(ref: str, remote: str, name: str) -> None:
 )
 def test_parse_rejects(ref: str) -> None:
     with pytest.raises(UsageError) as info:
-        b.parse_base(ref)
+        base.parse_base(ref)
     message = str(info.value)
     assert "debian/12" in message and "debian/13" in message and "REMOTE:NAME" in message
     assert info.value.exit_code == 2
 
 
 def test_base_alias() -> None:
-    assert b.base_alias(b.BaseSpec(release="12")) == "coi-base-debian-12"
-    assert b.base_alias(b.BaseSpec(release="13", arch="arm64")) == "coi-base-debian-13"
+    assert base.base_alias(base.BaseSpec(release="12")) == "coi-base-debian-12"
+    assert base.base_alias(base.BaseSpec(release="13", arch="arm64")) == "coi-base-debian-13"
 
 
 def test_default_packages_cover_boot_and_network() -> None:
     for package in ("systemd-sysv", "dbus", "ifupdown", "isc-dhcp-client", "iproute2", "sudo"):
-        assert package in b.DEFAULT_PACKAGES
+        assert package in base.DEFAULT_PACKAGES
 
 
 def test_inputs_hash_is_stable() -> None:
-    first = b.inputs_hash(b.BaseSpec(release="12", arch="amd64"))
-    again = b.inputs_hash(b.BaseSpec(release="12", arch="amd64", packages=b.DEFAULT_PACKAGES))
+    first = base.inputs_hash(base.BaseSpec(release="12", arch="amd64"))
+    again = base.inputs_hash(
+        base.BaseSpec(release="12", arch="amd64", packages=base.DEFAULT_PACKAGES)
+    )
     assert first == again
     assert re.fullmatch(r"[0-9a-f]{64}", first)
 
@@ -94,31 +96,31 @@ def test_inputs_hash_is_stable() -> None:
 @pytest.mark.parametrize(
     "changed",
     [
-        b.BaseSpec(release="13", arch="amd64"),
-        b.BaseSpec(release="12", arch="arm64"),
-        b.BaseSpec(release="12", arch="amd64", mirror="http://mirror.example/debian"),
-        b.BaseSpec(release="12", arch="amd64", packages=(*b.DEFAULT_PACKAGES, "less")),
-        b.BaseSpec(release="12", arch="amd64", security_mirror=""),
+        base.BaseSpec(release="13", arch="amd64"),
+        base.BaseSpec(release="12", arch="arm64"),
+        base.BaseSpec(release="12", arch="amd64", mirror="http://mirror.example/debian"),
+        base.BaseSpec(release="12", arch="amd64", packages=(*base.DEFAULT_PACKAGES, "less")),
+        base.BaseSpec(release="12", arch="amd64", security_mirror=""),
     ],
 )
-def test_inputs_hash_follows_the_spec(changed: b.BaseSpec) -> None:
-    assert b.inputs_hash(changed) != b.inputs_hash(AMD64)
+def test_inputs_hash_follows_the_spec(changed: base.BaseSpec) -> None:
+    assert base.inputs_hash(changed) != base.inputs_hash(AMD64)
 
 
 def test_inputs_hash_follows_script_and_templates(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = b.inputs_hash(AMD64)
-    monkeypatch.setattr(b, "CUSTOMISE_SCRIPT", b.CUSTOMISE_SCRIPT + "\ntrue\n")
-    after_script = b.inputs_hash(AMD64)
-    monkeypatch.setattr(b, "TEMPLATES", {**b.TEMPLATES, "hosts.tpl": "127.0.0.1 localhost\n"})
-    after_template = b.inputs_hash(AMD64)
+    before = base.inputs_hash(AMD64)
+    monkeypatch.setattr(base, "CUSTOMISE_SCRIPT", base.CUSTOMISE_SCRIPT + "\ntrue\n")
+    after_script = base.inputs_hash(AMD64)
+    monkeypatch.setattr(base, "TEMPLATES", {**base.TEMPLATES, "hosts.tpl": "127.0.0.1 localhost\n"})
+    after_template = base.inputs_hash(AMD64)
     assert len({before, after_script, after_template}) == 3
 
 
 def test_inputs_hash_follows_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = b.inputs_hash(AMD64)
-    props = b.image_properties
-    monkeypatch.setattr(b, "image_properties", lambda s: {**props(s), "variant": "other"})
-    assert b.inputs_hash(AMD64) != before
+    before = base.inputs_hash(AMD64)
+    props = base.image_properties
+    monkeypatch.setattr(base, "image_properties", lambda s: {**props(s), "variant": "other"})
+    assert base.inputs_hash(AMD64) != before
 
 
 @pytest.mark.parametrize(
@@ -127,17 +129,17 @@ def test_inputs_hash_follows_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
      ("ppc64el", "ppc64le"), ("s390x", "s390x"), ("riscv64", "riscv64")],
 )  # fmt: skip
 def test_incus_arch(dpkg: str, incus: str) -> None:
-    assert b.incus_arch(dpkg) == incus
-    assert b.metadata(b.BaseSpec(release="12", arch=dpkg), 0)["architecture"] == incus
+    assert base.incus_arch(dpkg) == incus
+    assert base.metadata(base.BaseSpec(release="12", arch=dpkg), 0)["architecture"] == incus
 
 
 def test_incus_arch_unknown() -> None:
     with pytest.raises(CoiError, match="pdp11"):
-        b.incus_arch("pdp11")
+        base.incus_arch("pdp11")
 
 
 def test_metadata_shape() -> None:
-    meta = b.metadata(b.BaseSpec(release="13", arch="arm64"), 1700000000)
+    meta = base.metadata(base.BaseSpec(release="13", arch="arm64"), 1700000000)
     assert meta["architecture"] == "aarch64"
     assert meta["creation_date"] == 1700000000
     props = meta["properties"]
@@ -145,30 +147,30 @@ def test_metadata_shape() -> None:
     assert "13" in props["description"]
     assert set(meta["templates"]) == {"/etc/hostname", "/etc/hosts"}
     for entry in meta["templates"].values():
-        assert entry["template"] in b.TEMPLATES
+        assert entry["template"] in base.TEMPLATES
         assert "create" in entry["when"]
-    assert "{{ instance.name }}" in b.TEMPLATES["hostname.tpl"]
+    assert "{{ instance.name }}" in base.TEMPLATES["hostname.tpl"]
     text = yaml.safe_dump(meta)
     assert "&id" not in text  # no YAML anchors: every template entry is its own dict
     assert yaml.safe_load(text) == meta
 
 
 def test_resolve_fills_the_host_arch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(b, "host_arch", lambda: "riscv64")
-    assert b.resolve(b.BaseSpec(release="12")).arch == "riscv64"
-    assert b.resolve(AMD64).arch == "amd64"
+    monkeypatch.setattr(base, "host_arch", lambda: "riscv64")
+    assert base.resolve(base.BaseSpec(release="12")).arch == "riscv64"
+    assert base.resolve(AMD64).arch == "amd64"
 
 
 def test_debootstrap_argv() -> None:
-    argv = b.debootstrap_argv(AMD64, Path("/var/tmp/x/rootfs"))
+    argv = base.debootstrap_argv(AMD64, Path("/var/tmp/x/rootfs"))
     assert argv[0] == "debootstrap"
     assert "--variant=minbase" in argv and "--arch=amd64" in argv
-    assert f"--include={','.join(b.DEFAULT_PACKAGES)}" in argv
+    assert f"--include={','.join(base.DEFAULT_PACKAGES)}" in argv
     assert argv[-3:] == ["bookworm", "/var/tmp/x/rootfs", "http://deb.debian.org/debian"]
 
 
 def test_customise_script_parses() -> None:
-    done = subprocess.run(["sh", "-n", "-c", b.CUSTOMISE_SCRIPT], capture_output=True, text=True)
+    done = subprocess.run(["sh", "-n", "-c", base.CUSTOMISE_SCRIPT], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 
@@ -184,7 +186,7 @@ def test_mounts_below() -> None:
             "49 27 0:49 / /var/tmp/coi-base-x rw - tmpfs t rw",
         ]
     )
-    points = b.mounts_below(Path("/var/tmp/coi-base-x"), info)
+    points = base.mounts_below(Path("/var/tmp/coi-base-x"), info)
     assert points[0] == "/var/tmp/coi-base-x/rootfs/dev/pts"
     assert set(points) == {
         "/var/tmp/coi-base-x/rootfs/proc",
@@ -202,29 +204,29 @@ def no_build(*args: object, **kwargs: object) -> str:
 
 
 def test_ensure_remote_is_passed_through() -> None:
-    assert b.ensure_base(FakeIncus(), "images:debian/12") == "images:debian/12"
+    assert base.ensure_base(FakeIncus(), "images:debian/12") == "images:debian/12"
 
 
 def test_ensure_cache_hit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(b, "host_arch", lambda: "amd64")
-    monkeypatch.setattr(b, "build_base", no_build)
+    monkeypatch.setattr(base, "host_arch", lambda: "amd64")
+    monkeypatch.setattr(base, "build_base", no_build)
     fake = FakeIncus()
-    fake.add_image("coi-base-debian-12", {b.INPUTS_PROPERTY: b.inputs_hash(AMD64)})
-    assert b.ensure_base(fake, "debian/12") == "coi-base-debian-12"
+    fake.add_image("coi-base-debian-12", {base.INPUTS_PROPERTY: base.inputs_hash(AMD64)})
+    assert base.ensure_base(fake, "debian/12") == "coi-base-debian-12"
 
 
-@pytest.mark.parametrize("properties", [None, {}, {b.INPUTS_PROPERTY: "stale"}])
+@pytest.mark.parametrize("properties", [None, {}, {base.INPUTS_PROPERTY: "stale"}])
 def test_ensure_needs_root_to_build(
     monkeypatch: pytest.MonkeyPatch, properties: dict[str, str] | None
 ) -> None:
-    monkeypatch.setattr(b, "host_arch", lambda: "amd64")
-    monkeypatch.setattr(b, "build_base", no_build)
+    monkeypatch.setattr(base, "host_arch", lambda: "amd64")
+    monkeypatch.setattr(base, "build_base", no_build)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(CoiError, match="sudo coi setup"):
         fake = FakeIncus()
         if properties is not None:
             fake.add_image("coi-base-debian-12", properties)
-        b.ensure_base(fake, "debian/12")
+        base.ensure_base(fake, "debian/12")
 
 
 # -- streaming a command ----------------------------------------------------------------
@@ -232,24 +234,24 @@ def test_ensure_needs_root_to_build(
 
 def test_stream_passes_lines_as_they_come() -> None:
     lines: list[str] = []
-    b.stream(["sh", "-c", "echo one; echo two >&2; echo three"], lines.append, 10)
+    base.stream(["sh", "-c", "echo one; echo two >&2; echo three"], lines.append, 10)
     assert lines == ["one", "two", "three"]
 
 
 def test_stream_failure_carries_the_tail() -> None:
     with pytest.raises(CoiError, match=r"exited 3: .*E: no network"):
-        b.stream(["sh", "-c", "echo I: start; echo E: no network; exit 3"], lambda _: None, 10)
+        base.stream(["sh", "-c", "echo I: start; echo E: no network; exit 3"], lambda _: None, 10)
 
 
 def test_stream_timeout_kills() -> None:
     with pytest.raises(CoiError, match="did not finish within 1 s"):
-        b.stream(["sh", "-c", "echo started; sleep 30"], lambda _: None, 1)
+        base.stream(["sh", "-c", "echo started; sleep 30"], lambda _: None, 1)
 
 
 def test_debootstraps_lines_go_to_its_log_file_not_to_the_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    baseimage = b
+    baseimage = base
 
     def fake_stream(argv: list[str], line: Callable[[str], None], timeout: float) -> None:
         for n in range(550):

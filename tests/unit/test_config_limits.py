@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.config import load as config
-from coi.config.load import limits_config, load, resume_profile
+from coi.config.load import LAYER_ORDER, __doc__, limits_config, load, resume_profile
 from coi.config.schema import cpu_amount, memory_amount
 from coi.core.errors import ConfigError
 from coi.launch.spec import LaunchSpec, instance_config
@@ -136,11 +135,11 @@ def test_the_chosen_profile_is_recorded_on_the_config(user_file: Path, workspace
 
 
 def test_the_module_docstring_lists_the_layers_in_layer_order() -> None:
-    doc = config.__doc__ or ""
+    doc = __doc__ or ""
     items = re.findall(r"^\d\. (.+)$", doc, flags=re.MULTILINE)
     words = ["built-in", "/etc/coi", "XDG_CONFIG_HOME", ".coi.toml", "COI_CONFIG"]
     words += ["COI_<SECTION>", "--profile", "command-line"]
-    assert len(items) == len(config.LAYER_ORDER) == len(words)
+    assert len(items) == len(LAYER_ORDER) == len(words)
     for item, word in zip(items, words, strict=True):
         assert word in item
 

@@ -13,14 +13,20 @@ from pathlib import Path
 import pytest
 
 from coi.commands.cli import build_parser
-from coi.commands.image import build as build_cmd
-from coi.commands.image import manage as image_cmd
+from coi.commands.image import build, manage
 from coi.config import tools
 from coi.config.load import Config, load
 from coi.core.errors import CoiError, ConfigError, UsageError
-from coi.images import certs
-from coi.images import export as images_export
-from coi.images import manifest as images_manifest
+from coi.images import certs, export
+from coi.images.manifest import (
+    age_line,
+    compose,
+    dpkg_versions,
+    from_image,
+    npm_versions,
+    text_lines,
+    tool_probe,
+)
 from coi.images.progress import Progress, log_path
 from tests.fakes import FakeIncus
 
@@ -131,22 +137,22 @@ def test_log_paths_carry_alias_and_time(tmp_path: Path) -> None:
 
 def test_dpkg_lines_keep_installed_packages_only() -> None:
     text = "ii \tgit\t1:2.39\nrc \told\t1.0\nii \tcurl\t7.88\n"
-    assert images_manifest.dpkg_versions(text) == {"curl": "7.88", "git": "1:2.39"}
+    assert dpkg_versions(text) == {"curl": "7.88", "git": "1:2.39"}
 
 
 def test_npm_json_gives_versions() -> None:
     text = json.dumps({"dependencies": {"npm": {"version": "10.9.9"}}})
-    assert images_manifest.npm_versions(text) == {"npm": "10.9.9"}
-    assert images_manifest.npm_versions("") == {} and images_manifest.npm_versions("{") == {}
+    assert npm_versions(text) == {"npm": "10.9.9"}
+    assert npm_versions("") == {} and npm_versions("{") == {}
 
 
 def test_tool_probe_skips_a_missing_binary() -> None:
-    probe = images_manifest.tool_probe(tools.BUILTIN["claude"])
+    probe = tool_probe(tools.BUILTIN["claude"])
     assert probe.startswith("command -v claude >/dev/null || exit 0;")
 
 
 def test_a_manifest_round_trips_through_image_properties() -> None:
-    manifest = images_manifest.compose(
+    manifest = compose(
         {"dpkg": {"git": "1"}, "tools": {"claude": "2.1.332"}, "npm": {}, "node": "v22"},
         alias="coi",
         kind="coi",
@@ -162,44 +168,44 @@ def test_a_manifest_round_trips_through_image_properties() -> None:
         "size": 5,
         "properties": {"coi.manifest": json.dumps(manifest)},
     }
-    back = images_manifest.from_image(image)
+    back = from_image(image)
     assert back["inputs"] == "abc" and back["fingerprint"] == "f" * 64
-    lines = images_manifest.text_lines(back)
+    lines = text_lines(back)
     assert any("claude" in line and "2.1.332" in line for line in lines)
 
 
 def test_an_image_coi_did_not_build_has_no_manifest() -> None:
     with pytest.raises(CoiError, match="has no coi manifest"):
-        images_manifest.from_image({"fingerprint": "ab" * 32, "aliases": [{"name": "x"}]})
+        from_image({"fingerprint": "ab" * 32, "aliases": [{"name": "x"}]})
 
 
 # -- export files ---------------------------------------------------------------------
 
 
 def test_sums_round_trip_in_sha256sum_format(tmp_path: Path) -> None:
-    text = images_export.sums_text({"b.tar.zst": "1" * 64, "manifest.json": "2" * 64})
+    text = export.sums_text({"b.tar.zst": "1" * 64, "manifest.json": "2" * 64})
     assert text.splitlines()[0] == f"{'1' * 64}  b.tar.zst"
-    assert images_export.parse_sums(text) == {"b.tar.zst": "1" * 64, "manifest.json": "2" * 64}
+    assert export.parse_sums(text) == {"b.tar.zst": "1" * 64, "manifest.json": "2" * 64}
 
 
 def test_suffix_follows_the_compression() -> None:
-    assert images_export.suffix_for(b"\x28\xb5\x2f\xfd...") == "tar.zst"
-    assert images_export.suffix_for(b"\x1f\x8b\x08") == "tar.gz"
-    assert images_export.suffix_for(b"ustar") == "tar"
+    assert export.suffix_for(b"\x28\xb5\x2f\xfd...") == "tar.zst"
+    assert export.suffix_for(b"\x1f\x8b\x08") == "tar.gz"
+    assert export.suffix_for(b"ustar") == "tar"
 
 
 def test_verify_catches_a_changed_file(tmp_path: Path) -> None:
     (tmp_path / "x.tar").write_bytes(b"image")
     (tmp_path / "manifest.json").write_text('{"alias": "x"}')
-    files = {n: images_export.sha256_file(tmp_path / n) for n in ("x.tar", "manifest.json")}
-    (tmp_path / "SHA256SUMS").write_text(images_export.sums_text(files))
-    tarball, manifest = images_export.verify(tmp_path)
+    files = {n: export.sha256_file(tmp_path / n) for n in ("x.tar", "manifest.json")}
+    (tmp_path / "SHA256SUMS").write_text(export.sums_text(files))
+    tarball, manifest = export.verify(tmp_path)
     assert tarball.name == "x.tar" and manifest == {"alias": "x"}
     (tmp_path / "x.tar").write_bytes(b"changed")
     with pytest.raises(CoiError, match="does not match"):
-        images_export.verify(tmp_path)
+        export.verify(tmp_path)
     with pytest.raises(UsageError, match="no SHA256SUMS"):
-        images_export.verify(tmp_path / "x.tar")
+        export.verify(tmp_path / "x.tar")
 
 
 # -- command line -----------------------------------------------------------------------
@@ -210,10 +216,10 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_build_alone_is_the_coi_image(tmp_path: Path) -> None:
-    recipe = build_cmd.recipe_for(parse("build"), config(tmp_path))
+    recipe = build.recipe_for(parse("build"), config(tmp_path))
     assert recipe.alias == "coi" and recipe.kind == "coi"
     assert [t.name for t in recipe.tools] == ["claude"]
-    recipe = build_cmd.recipe_for(parse("build", "--alias", "coitest-x"), config(tmp_path))
+    recipe = build.recipe_for(parse("build", "--alias", "coitest-x"), config(tmp_path))
     assert recipe.alias == "coitest-x"
 
 
@@ -221,16 +227,16 @@ def test_build_custom_needs_name_and_script(tmp_path: Path) -> None:
     script = tmp_path / "s.sh"
     script.write_text("true\n")
     args = parse("build", "custom", "mine", "--script", str(script), "--base", "other")
-    recipe = build_cmd.recipe_for(args, config(tmp_path))
+    recipe = build.recipe_for(args, config(tmp_path))
     assert (recipe.alias, recipe.base, recipe.kind) == ("mine", "other", "custom")
     for argv in (["build", "custom", "mine"], ["build", "--script", str(script)]):
         with pytest.raises(UsageError):
-            build_cmd.recipe_for(parse(*argv), config(tmp_path))
+            build.recipe_for(parse(*argv), config(tmp_path))
 
 
 def test_a_configured_base_replaces_the_pinned_one(tmp_path: Path) -> None:
     cfg = config(tmp_path, '[build]\nbase = "debian/13"\n')
-    assert build_cmd.recipe_for(parse("build"), cfg).base == "debian/13"
+    assert build.recipe_for(parse("build"), cfg).base == "debian/13"
 
 
 def test_build_network_timeout_is_bounded() -> None:
@@ -245,9 +251,9 @@ def test_image_list_rows_filter_by_coi_and_prefix() -> None:
         {"fingerprint": "b" * 64, "aliases": [{"name": "ubuntu"}], "created_at": "1"},
         {"fingerprint": "c" * 64, "aliases": [], "properties": {"coi.version": "0.1"}},
     ]
-    assert [r["fingerprint"][0] for r in image_cmd.rows(images, False, None)] == ["a", "c"]
-    assert [r["fingerprint"][0] for r in image_cmd.rows(images, True, None)] == ["a", "b", "c"]
-    assert [r["fingerprint"][0] for r in image_cmd.rows(images, False, "ubu")] == ["b"]
+    assert [r["fingerprint"][0] for r in manage.rows(images, False, None)] == ["a", "c"]
+    assert [r["fingerprint"][0] for r in manage.rows(images, True, None)] == ["a", "b", "c"]
+    assert [r["fingerprint"][0] for r in manage.rows(images, False, "ubu")] == ["b"]
 
 
 def test_the_image_commands_are_in_the_table() -> None:
@@ -275,12 +281,11 @@ def published(created: dict[str, str], aliases: dict[str, str]) -> FakeIncus:
 
 
 def test_a_new_build_gets_a_dated_alias_and_the_moving_one() -> None:
-    from coi.images import naming as images_naming
-    from coi.images import publish as images
+    from coi.images import naming, publish
 
     fake = published({"old": "2026-01-02T03:04:05Z", "new": ""}, {"coi": "old"})
-    dated = images.publish_aliases(fake, "coi", "new")
-    assert images_naming.stamp_of(dated, "coi-") is not None
+    dated = publish.publish_aliases(fake, "coi", "new")
+    assert naming.stamp_of(dated, "coi-") is not None
     assert fake.aliases["coi"] == "new" and fake.aliases[dated] == "new"
     assert fake.aliases["coi-20260102-030405"] == "old"  # the old build stays findable
 
@@ -289,12 +294,12 @@ def test_a_failed_alias_move_deletes_the_new_image_and_keeps_the_old(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from coi.core.faults import InjectedFault
-    from coi.images import publish as images
+    from coi.images import publish
 
     fake = published({"old": "", "new": ""}, {"coi": "old", "coi-20260101-000000": "old"})
     monkeypatch.setenv("COI_FAULT", "build-alias")
     with pytest.raises(InjectedFault):
-        images.publish_aliases(fake, "coi", "new")
+        publish.publish_aliases(fake, "coi", "new")
     assert "new" not in fake.images_by_fingerprint
     assert "old" in fake.images_by_fingerprint
     assert fake.aliases == {"coi": "old", "coi-20260101-000000": "old"}
@@ -304,18 +309,17 @@ def test_a_base_that_cannot_be_fetched_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from coi.core.errors import IncusError
-    from coi.images import build as images
-    from coi.images import plan as images_plan
-    from coi.launch import executor as launch
+    from coi.images import build, plan
+    from coi.launch import executor
 
     def refuse(incus: object, spec: object, **kwargs: object) -> str:
         raise IncusError("Failed getting remote image info: connection refused")
 
-    monkeypatch.setattr(launch, "create", refuse)
-    job = images._Job(
+    monkeypatch.setattr(executor, "create", refuse)
+    job = build._Job(
         FakeIncus(),
         config(tmp_path),
-        images_plan.Recipe("x", "images:debian/12", ()),
+        plan.Recipe("x", "images:debian/12", ()),
         "images:debian/12",
         "",
         "digest",
@@ -330,31 +334,30 @@ def test_a_base_that_cannot_be_fetched_is_one_clear_line(
 
 
 def test_a_full_disk_message_says_where_to_make_room(tmp_path: Path) -> None:
-    from coi.images import build as images
+    from coi.images import build
 
-    message = images.disk_full("publishing the image", config(tmp_path), "no space left on device")
+    message = build.disk_full("publishing the image", config(tmp_path), "no space left on device")
     assert message.startswith("disk full during publishing the image (no space left on device)")
     assert "incus storage info coi" in message and "coi image cleanup" in message
 
 
 def test_the_build_assets_live_inside_the_package() -> None:
     import coi
-    from coi.images import plan as images_plan
+    from coi.images import plan
 
     package = Path(coi.__file__).parent
-    assert images_plan.assets_dir().is_relative_to(package)
-    assert (images_plan.assets_dir() / "coi" / "pins.toml").is_file()
+    assert plan.assets_dir().is_relative_to(package)
+    assert (plan.assets_dir() / "coi" / "pins.toml").is_file()
 
 
 def test_age_line_names_the_tools_and_the_days_since_the_build() -> None:
-    from coi.images import manifest as images_manifest
 
     manifest = {
         "built": "2026-11-20T10:00:00+00:00",
         "tools": {"claude": "2.1.332 (Claude Code)", "shell": "GNU bash"},
     }
     now = 1796032800.0  # 2026-11-30T10:00:00Z
-    line = images_manifest.age_line(manifest, now)
+    line = age_line(manifest, now)
     assert line == "its tools (claude 2.1.332) were installed 10 days ago, on 2026-11-20"
-    assert "today" in images_manifest.age_line(manifest, now - 9.5 * 86400)
-    assert "unknown" in images_manifest.age_line({"built": "?"}, now)
+    assert "today" in age_line(manifest, now - 9.5 * 86400)
+    assert "unknown" in age_line({"built": "?"}, now)

@@ -13,8 +13,7 @@ import pytest
 from coi.config import tools
 from coi.config.load import load
 from coi.core.errors import ConfigError, UsageError
-from coi.images import pins as images_pins
-from coi.images import plan as images_plan
+from coi.images import pins, plan
 
 GOOD = """
 base = "debian/12"
@@ -28,12 +27,12 @@ claude = "2.1.332"
 """
 
 
-def pins(text: str = GOOD) -> images_pins.Pins:
-    return images_pins.parse(text, "pins.toml")
+def parsed_pins(text: str = GOOD) -> pins.Pins:
+    return pins.parse(text, "pins.toml")
 
 
 def test_the_shipped_pins_load_and_pin_every_builtin_tool_that_installs() -> None:
-    shipped = images_pins.load()
+    shipped = pins.load()
     assert shipped.base == "debian/12"
     assert shipped.node_major == "22"
     for name, tool in tools.BUILTIN.items():
@@ -44,13 +43,13 @@ def test_the_shipped_pins_load_and_pin_every_builtin_tool_that_installs() -> Non
 
 
 def test_the_shipped_pins_name_no_architecture() -> None:
-    text = images_pins.default_path().read_text()
+    text = pins.default_path().read_text()
     body = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     assert not re.search(r"amd64|arm64|x86_64|aarch64|\bx64\b", body)
 
 
 def test_pins_parse_apt_versions_and_tools() -> None:
-    parsed = pins()
+    parsed = parsed_pins()
     assert parsed.apt_names() == ["git", "curl"]
     assert parsed.apt_versions() == {"curl": "7.88.1-10+deb12u14"}
     assert parsed.tools == {"claude": "2.1.332"}
@@ -71,28 +70,28 @@ def test_pins_parse_apt_versions_and_tools() -> None:
 )
 def test_bad_pins_name_the_file_and_key(change: tuple[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        pins(GOOD.replace(*change))
+        parsed_pins(GOOD.replace(*change))
     assert str(caught.value).startswith(f"pins.toml: {key}")
 
 
 def test_invalid_toml_names_the_file() -> None:
     with pytest.raises(ConfigError, match=r"^pins.toml: invalid TOML"):
-        pins("base = ")
+        parsed_pins("base = ")
 
 
 def test_coi_recipe_runs_packaged_scripts_then_tools_then_finish() -> None:
-    recipe = images_plan.coi_recipe(pins(), [tools.BUILTIN["claude"]])
+    recipe = plan.coi_recipe(parsed_pins(), [tools.BUILTIN["claude"]])
     names = [s.name for s in recipe.scripts]
     assert names == ["10-packages.sh", "20-node.sh", "30-user.sh", "50-tool-claude.sh"]
     assert recipe.base == "debian/12" and recipe.kind == "coi"
     assert recipe.scripts[0].env["COI_APT_PACKAGES"] == "git curl=7.88.1-10+deb12u14"
     assert recipe.scripts[-1].env["COI_TOOL_VERSION"] == "2.1.332"
-    assert images_plan.finish_script().name == "99-finish.sh"
+    assert plan.finish_script().name == "99-finish.sh"
 
 
 def test_a_tool_without_a_pinned_version_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"tools\.codex: no pinned version"):
-        images_plan.coi_recipe(pins(), [tools.BUILTIN["codex"]])
+        plan.coi_recipe(parsed_pins(), [tools.BUILTIN["codex"]])
 
 
 def test_a_config_tool_needs_no_pin(tmp_path: Path) -> None:
@@ -101,14 +100,14 @@ def test_a_config_tool_needs_no_pin(tmp_path: Path) -> None:
         '[tools.fake]\nbinary = "fake"\ninstall = ["echo fake > /usr/local/bin/fake"]\n'
     )
     cfg = load(tmp_path, environ={**os.environ, "COI_CONFIG": str(path)})
-    script = images_plan.tool_script(tools.resolve(cfg, "fake"), pins())
+    script = plan.tool_script(tools.resolve(cfg, "fake"), parsed_pins())
     assert b"echo fake > /usr/local/bin/fake" in script.content
     assert b"command -v fake" in script.content
 
 
 def test_scripts_run_through_their_shebang_or_bash_with_stderr_joined() -> None:
-    with_shebang = images_plan.Script("a.sh", b"#!/bin/sh\ntrue\n")
-    plain = images_plan.Script("b.sh", b"true\n")
+    with_shebang = plan.Script("a.sh", b"#!/bin/sh\ntrue\n")
+    plain = plan.Script("b.sh", b"true\n")
     assert with_shebang.argv()[-1] == "/root/coi-build/a.sh"
     assert plain.argv()[-2:] == ["/bin/bash", "/root/coi-build/b.sh"]
     assert with_shebang.argv()[:3] == ["/bin/sh", "-c", 'exec "$@" 2>&1']
@@ -117,31 +116,29 @@ def test_scripts_run_through_their_shebang_or_bash_with_stderr_joined() -> None:
 def test_custom_recipe_reads_the_script(tmp_path: Path) -> None:
     script = tmp_path / "my setup.sh"
     script.write_text("echo hi\n")
-    recipe = images_plan.custom_recipe("mine", script)
+    recipe = plan.custom_recipe("mine", script)
     assert recipe.base == "coi" and recipe.scripts[0].name == "my-setup.sh"
 
 
 def test_a_missing_script_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not found"):
-        images_plan.custom_recipe("mine", tmp_path / "nope.sh")
+        plan.custom_recipe("mine", tmp_path / "nope.sh")
     with pytest.raises(UsageError, match="is a folder"):
-        images_plan.custom_recipe("mine", tmp_path)
+        plan.custom_recipe("mine", tmp_path)
 
 
 def test_inputs_hash_follows_scripts_pins_and_base(tmp_path: Path) -> None:
-    recipe = images_plan.coi_recipe(pins(), [tools.BUILTIN["claude"]])
-    digest = images_plan.inputs_hash(recipe, "fp1")
-    assert digest == images_plan.inputs_hash(recipe, "fp1")
-    assert digest != images_plan.inputs_hash(recipe, "fp2")
-    newer = pins(GOOD.replace("2.1.332", "2.1.333"))
-    assert digest != images_plan.inputs_hash(
-        images_plan.coi_recipe(newer, [tools.BUILTIN["claude"]]), "fp1"
-    )
+    recipe = plan.coi_recipe(parsed_pins(), [tools.BUILTIN["claude"]])
+    digest = plan.inputs_hash(recipe, "fp1")
+    assert digest == plan.inputs_hash(recipe, "fp1")
+    assert digest != plan.inputs_hash(recipe, "fp2")
+    newer = parsed_pins(GOOD.replace("2.1.332", "2.1.333"))
+    assert digest != plan.inputs_hash(plan.coi_recipe(newer, [tools.BUILTIN["claude"]]), "fp1")
     changed = replace(
         recipe, scripts=(*recipe.scripts[:-1], replace(recipe.scripts[-1], content=b"x"))
     )
-    assert digest != images_plan.inputs_hash(changed, "fp1")
-    assert digest != images_plan.inputs_hash(replace(recipe, uid=1001), "fp1")
+    assert digest != plan.inputs_hash(changed, "fp1")
+    assert digest != plan.inputs_hash(replace(recipe, uid=1001), "fp1")
 
 
 def installed(**overrides: Any) -> dict[str, Any]:
@@ -155,13 +152,13 @@ def installed(**overrides: Any) -> dict[str, Any]:
 
 
 def test_a_matching_image_has_no_problems() -> None:
-    recipe = images_plan.coi_recipe(pins(), [tools.BUILTIN["claude"]])
-    assert images_plan.check_manifest(recipe, installed()) == []
+    recipe = plan.coi_recipe(parsed_pins(), [tools.BUILTIN["claude"]])
+    assert plan.check_manifest(recipe, installed()) == []
 
 
 def test_each_mismatch_is_reported() -> None:
-    recipe = images_plan.coi_recipe(pins(), [tools.BUILTIN["claude"]])
-    problems = images_plan.check_manifest(
+    recipe = plan.coi_recipe(parsed_pins(), [tools.BUILTIN["claude"]])
+    problems = plan.check_manifest(
         recipe,
         installed(
             node="v22.1.0",
@@ -176,8 +173,8 @@ def test_each_mismatch_is_reported() -> None:
 
 
 def test_custom_images_have_no_pins_to_check() -> None:
-    recipe = images_plan.Recipe("x", "coi", ())
-    assert images_plan.check_manifest(recipe, {}) == []
+    recipe = plan.Recipe("x", "coi", ())
+    assert plan.check_manifest(recipe, {}) == []
 
 
 @pytest.mark.parametrize(
@@ -193,4 +190,4 @@ def test_custom_images_have_no_pins_to_check() -> None:
     ],
 )
 def test_reports_matches_whole_versions(output: str, version: str, expected: bool) -> None:
-    assert images_plan.reports(output, version) is expected
+    assert plan.reports(output, version) is expected

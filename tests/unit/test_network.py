@@ -14,13 +14,9 @@ from typing import Any
 import pytest
 
 from coi.core.errors import CoiError, UsageError
-from coi.host import netrules as network_setup
-from coi.host import network_checks as network_doctor
-from coi.launch import spec as launch_spec
-from coi.network import dns as network_dns
-from coi.network import enforce as network
-from coi.network import nft, nft_cli, nft_guard, nft_helper
-from coi.network import policy as network_policy
+from coi.host import netrules, network_checks
+from coi.launch import spec
+from coi.network import dns, enforce, nft, nft_cli, nft_guard, nft_helper, policy
 from tests.fakes import FakeIncus
 
 
@@ -351,16 +347,14 @@ class _nothing:
 
 
 def test_entries_parse() -> None:
-    assert network_policy.parse_entry("GitHub.com.") == network_policy.Entry("github.com")
-    assert network_policy.parse_entry("example.com:443") == network_policy.Entry("example.com", 443)
-    assert network_policy.parse_entry("8.8.8.8").is_address
+    assert policy.parse_entry("GitHub.com.") == policy.Entry("github.com")
+    assert policy.parse_entry("example.com:443") == policy.Entry("example.com", 443)
+    assert policy.parse_entry("8.8.8.8").is_address
 
 
 def test_names_never_open_private_addresses_but_written_addresses_may() -> None:
-    entries = [
-        network_policy.parse_entry(e) for e in ("a.test", "10.0.0.7", "127.0.0.1", "b.test:443")
-    ]
-    result = network_policy.allowed(
+    entries = [policy.parse_entry(e) for e in ("a.test", "10.0.0.7", "127.0.0.1", "b.test:443")]
+    result = policy.allowed(
         entries, {"a.test": ["10.1.1.1", "203.0.113.9"], "b.test": ["198.51.100.4"]}
     )
     assert result.allows == (
@@ -374,20 +368,20 @@ def test_names_never_open_private_addresses_but_written_addresses_may() -> None:
 
 
 def test_hosts_file_pins_each_name() -> None:
-    text = network_policy.hosts_file("c1", {"a.test": ["203.0.113.9", "203.0.113.10"]})
+    text = policy.hosts_file("c1", {"a.test": ["203.0.113.9", "203.0.113.10"]})
     assert "127.0.1.1\tc1\n" in text
     assert "203.0.113.9\ta.test\n203.0.113.10\ta.test\n" in text
 
 
 def test_the_mac_is_in_incus_range() -> None:
-    assert network_policy.mac_from(b"\x01\x02\xff") == "10:66:6a:01:02:ff"
+    assert policy.mac_from(b"\x01\x02\xff") == "10:66:6a:01:02:ff"
 
 
 # -- DNS wire format ------------------------------------------------------------------------
 
 
 def _answer(txid: int, name: str, addresses: list[str], flags: int = 0x8180) -> bytes:
-    question = network_dns.query(name, txid)[12:]
+    question = dns.query(name, txid)[12:]
     body = b""
     for address in addresses:
         body += (
@@ -401,17 +395,17 @@ def _answer(txid: int, name: str, addresses: list[str], flags: int = 0x8180) -> 
 
 def test_dns_answers_are_parsed_past_other_records() -> None:
     packet = _answer(77, "a.test", ["203.0.113.9", "203.0.113.10"])
-    assert network_dns.answers(packet, 77) == (["203.0.113.9", "203.0.113.10"], False)
+    assert dns.answers(packet, 77) == (["203.0.113.9", "203.0.113.10"], False)
 
 
 def test_dns_errors_mismatches_and_truncation() -> None:
-    with pytest.raises(network_dns.ResolveError):
-        network_dns.answers(_answer(1, "a.test", []), 2)
-    with pytest.raises(network_dns.ResolveError, match="code 3"):
-        network_dns.answers(_answer(1, "a.test", [], flags=0x8183), 1)
-    assert network_dns.answers(_answer(1, "a.test", [], flags=0x8380), 1) == ([], True)
-    with pytest.raises(network_dns.ResolveError):
-        network_dns.answers(b"\x00\x01\x81", 1)
+    with pytest.raises(dns.ResolveError):
+        dns.answers(_answer(1, "a.test", []), 2)
+    with pytest.raises(dns.ResolveError, match="code 3"):
+        dns.answers(_answer(1, "a.test", [], flags=0x8183), 1)
+    assert dns.answers(_answer(1, "a.test", [], flags=0x8380), 1) == ([], True)
+    with pytest.raises(dns.ResolveError):
+        dns.answers(b"\x00\x01\x81", 1)
 
 
 # -- orchestration with a fake Incus --------------------------------------------------------
@@ -428,8 +422,8 @@ def with_instances(config: dict[str, str], status: str = "Running") -> FakeIncus
 def _allowlist(entries: str, resolved: dict[str, list[str]]) -> dict[str, str]:
     return {
         "user.coi.network_mode": "allowlist",
-        **network_policy.policy_keys(entries.split(), "", 30),
-        network_policy.RESOLVED_KEY: json.dumps(resolved),
+        **policy.policy_keys(entries.split(), "", 30),
+        policy.RESOLVED_KEY: json.dumps(resolved),
     }
 
 
@@ -440,37 +434,33 @@ def test_refresh_keeps_the_last_good_addresses_of_a_failed_name(
 
     def fake_resolve(name: str, server: str = "") -> list[str]:
         if name not in answers:
-            raise network_dns.ResolveError(f"{name}: no")
+            raise dns.ResolveError(f"{name}: no")
         return answers[name]
 
     applied: list[str] = []
-    monkeypatch.setattr(network, "resolve", fake_resolve)
-    monkeypatch.setattr(network, "apply_rules", lambda incus, name: applied.append(name) or [])
+    monkeypatch.setattr(enforce, "resolve", fake_resolve)
+    monkeypatch.setattr(enforce, "apply_rules", lambda incus, name: applied.append(name) or [])
     incus = with_instances(
         _allowlist("a.test b.test:443", {"a.test": ["203.0.113.9"], "b.test": ["203.0.113.7"]})
     )
-    done = network.refresh(incus, "c1")
+    done = enforce.refresh(incus, "c1")
     assert done.resolved == {"a.test": ["203.0.113.20"], "b.test": ["203.0.113.7"]}
     assert done.allows == ("203.0.113.20", "203.0.113.7:443") and done.changed
-    assert (
-        incus.instance("c1")["config"][network_policy.ALLOW_KEY] == "203.0.113.20 203.0.113.7:443"
-    )
+    assert incus.instance("c1")["config"][policy.ALLOW_KEY] == "203.0.113.20 203.0.113.7:443"
     assert applied == ["c1"] and b"203.0.113.20\ta.test" in incus.files[("c1", "/etc/hosts")]
-    assert not network.refresh(incus, "c1").changed
+    assert not enforce.refresh(incus, "c1").changed
     assert applied == ["c1"]
 
 
 def test_refresh_is_for_allowlist_containers_only() -> None:
     with pytest.raises(UsageError, match="not in allowlist mode"):
-        network.refresh(with_instances({"user.coi.network_mode": "restricted"}), "c1")
+        enforce.refresh(with_instances({"user.coi.network_mode": "restricted"}), "c1")
 
 
 def test_watch_returns_at_once_when_there_is_nothing_to_watch() -> None:
     stop = threading.Event()
-    network.watch(with_instances({"user.coi.network_mode": "restricted"}), "c", stop)
-    network.watch(
-        with_instances(_allowlist("a.test", {}) | {network_policy.REFRESH_KEY: "0"}), "c", stop
-    )
+    enforce.watch(with_instances({"user.coi.network_mode": "restricted"}), "c", stop)
+    enforce.watch(with_instances(_allowlist("a.test", {}) | {policy.REFRESH_KEY: "0"}), "c", stop)
 
 
 def test_watch_refreshes_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -482,16 +472,14 @@ def test_watch_refreshes_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
         if len(calls) == 2:
             stop.set()
 
-    monkeypatch.setattr(network, "refresh", fake_refresh)
-    network.watch(with_instances(_allowlist("a.test", {})), "c", stop, interval=0.01)
+    monkeypatch.setattr(enforce, "refresh", fake_refresh)
+    enforce.watch(with_instances(_allowlist("a.test", {})), "c", stop, interval=0.01)
     assert calls == ["c", "c"]
 
 
 def test_restricted_and_allowlist_instances_are_created_without_a_nic() -> None:
     def body(mode: str) -> dict[str, Any]:
-        return launch_spec.instance_config(
-            launch_spec.LaunchSpec(name="c", image="i", network_mode=mode)
-        )
+        return spec.instance_config(spec.LaunchSpec(name="c", image="i", network_mode=mode))
 
     assert body("restricted")["devices"]["eth0"] == {"type": "none"}
     assert body("allowlist")["devices"]["eth0"] == {"type": "none"}
@@ -505,32 +493,32 @@ def test_the_fault_seam_stops_the_launch_and_removes_what_was_applied(
 ) -> None:
     calls: list[tuple[str, ...]] = []
     monkeypatch.setenv("COI_FAULT", "network-rules")
-    monkeypatch.setattr(network, "attach", lambda *a, **k: "10.171.0.5")
-    monkeypatch.setattr(network, "privileged", lambda incus, *args: calls.append(args) or {})
+    monkeypatch.setattr(enforce, "attach", lambda *a, **k: "10.171.0.5")
+    monkeypatch.setattr(enforce, "privileged", lambda incus, *args: calls.append(args) or {})
     with pytest.raises(CoiError, match="network-rules"):
-        network.before_start(with_instances({}), "c1", "restricted")
+        enforce.before_start(with_instances({}), "c1", "restricted")
     assert calls == [("remove", "proj", "c1")]
 
 
 def test_without_root_or_helper_rules_fail_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(network, "HELPER", Path("/nonexistent/coi-netrules"))
+    monkeypatch.setattr(enforce, "HELPER", Path("/nonexistent/coi-netrules"))
     with pytest.raises(CoiError, match="sudo coi setup"):
-        network.apply_rules(with_instances({}), "c1")
-    assert network.remove_orphans(with_instances({})) == []
+        enforce.apply_rules(with_instances({}), "c1")
+    assert enforce.remove_orphans(with_instances({})) == []
 
 
 def test_doctor_names_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     report = {"acl": False, "acl_reason": "Protocol error", "nftables": True, "nftables_reason": ""}
-    monkeypatch.setattr(network, "privileged", lambda incus, *args: report)
-    check = network_doctor.doctor_check()
+    monkeypatch.setattr(enforce, "privileged", lambda incus, *args: report)
+    check = network_checks.doctor_check()
     assert (
         check.status == "ok"
         and "nftables fallback" in check.found
         and "ACLs unsupported" in check.found
     )
-    monkeypatch.setattr(network, "privileged", lambda incus, *args: {**report, "nftables": False})
-    assert network_doctor.doctor_check().status == "fail"
+    monkeypatch.setattr(enforce, "privileged", lambda incus, *args: {**report, "nftables": False})
+    assert network_checks.doctor_check().status == "fail"
 
 
 # -- setup ----------------------------------------------------------------------------------
@@ -538,14 +526,14 @@ def test_doctor_names_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_installed_wrapper_refuses_to_run_from_a_writable_place(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
-    (lib / network_setup.PACKAGE).mkdir(parents=True)
-    for name, text in network_setup.wanted("incus-admin", Path(sys.executable)).items():
-        if name.parent.name == network_setup.PACKAGE:
-            (lib / network_setup.PACKAGE / name.name).write_text(text)
+    (lib / netrules.PACKAGE).mkdir(parents=True)
+    for name, text in netrules.wanted("incus-admin", Path(sys.executable)).items():
+        if name.parent.name == netrules.PACKAGE:
+            (lib / netrules.PACKAGE / name.name).write_text(text)
     wrapper = tmp_path / "coi-netrules"
     wrapper.write_text(
-        network_setup.WRAPPER.format(
-            python=sys.executable, group="g", lib=str(lib), package=network_setup.PACKAGE
+        netrules.WRAPPER.format(
+            python=sys.executable, group="g", lib=str(lib), package=netrules.PACKAGE
         )
     )
     os.chmod(lib, 0o777)
@@ -554,22 +542,22 @@ def test_the_installed_wrapper_refuses_to_run_from_a_writable_place(tmp_path: Pa
 
 
 def test_sudoers_rule_names_coi_s_two_helpers_for_the_group() -> None:
-    files = network_setup.wanted("incus-admin", Path("/usr/bin/python3"))
-    rule = [line for line in files[network_setup.SUDOERS].splitlines() if not line.startswith("#")]
+    files = netrules.wanted("incus-admin", Path("/usr/bin/python3"))
+    rule = [line for line in files[netrules.SUDOERS].splitlines() if not line.startswith("#")]
     assert rule == [
         "%incus-admin ALL=(root) NOPASSWD: /usr/local/sbin/coi-netrules",
         "%incus-admin ALL=(root) NOPASSWD: /usr/local/sbin/coi-view",
     ]
-    assert files[network_setup.HELPER].startswith("#!/usr/bin/python3 -IS\n")
-    assert files[network_setup.VIEW_HELPER].startswith("#!/usr/bin/python3 -IS\n")
+    assert files[netrules.HELPER].startswith("#!/usr/bin/python3 -IS\n")
+    assert files[netrules.VIEW_HELPER].startswith("#!/usr/bin/python3 -IS\n")
     with pytest.raises(CoiError):
-        network_setup.wanted("bad group", Path("/usr/bin/python3"))
+        netrules.wanted("bad group", Path("/usr/bin/python3"))
 
 
 def test_unsafe_finds_a_writable_folder(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("")
-    assert network_setup.unsafe(target) is not None  # /tmp is writable by everyone
+    assert netrules.unsafe(target) is not None  # /tmp is writable by everyone
 
 
 PORTED = nft.Target(

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coi.core import slots
-from coi.launch import spec as launch_spec
+from coi.launch.spec import POOL_LABEL, LaunchSpec, pool_key
 from coi.network import policy
 from coi.sessions import pool
 from tests.fakes import FakeIncus
@@ -25,7 +25,7 @@ KEY = "k" * 16
 def instance(slot: int, key: str | None, status: str = "Running", ws: Path = WS) -> dict[str, Any]:
     config = {"user.coi.workspace": str(ws)}
     if key is not None:
-        config[launch_spec.POOL_LABEL] = key
+        config[POOL_LABEL] = key
     return {"name": slots.container_name(ws, slot), "status": status, "config": config}
 
 
@@ -57,7 +57,7 @@ def test_other_workspaces_and_plain_containers_are_never_pool_members() -> None:
     listing = [
         instance(1, KEY, ws=Path("/srv/elsewhere")),
         instance(2, None),
-        {"name": "not-a-coi-name", "status": "Running", "config": {launch_spec.POOL_LABEL: KEY}},
+        {"name": "not-a-coi-name", "status": "Running", "config": {POOL_LABEL: KEY}},
         instance(3, ""),  # a claimed container: its pool label was emptied
     ]
     members = pool.members(listing, "coi-")
@@ -82,18 +82,18 @@ def test_the_claim_is_one_patch_of_labels() -> None:
     fake = FakeIncus()
     fake.instances_by_name["c"] = {
         "name": "c",
-        "config": {launch_spec.POOL_LABEL: KEY},
+        "config": {POOL_LABEL: KEY},
         "devices": {},
     }
     pool.claim(fake, "c", "sess-1", "claude")
     config = fake.instances_by_name["c"]["config"]
     assert config["user.coi.session"] == "sess-1" and config["user.coi.tool"] == "claude"
-    assert config[launch_spec.POOL_LABEL] == ""
+    assert config[POOL_LABEL] == ""
     assert pool.members([{**fake.instances_by_name["c"], "status": "Running"}], "coi-") == []
 
 
-def spec(**changes: Any) -> launch_spec.LaunchSpec:
-    base = launch_spec.LaunchSpec(
+def spec(**changes: Any) -> LaunchSpec:
+    base = LaunchSpec(
         name=slots.container_name(WS, 1),
         image="coi",
         workspace=WS,
@@ -111,9 +111,9 @@ def test_the_pool_key_ignores_name_slot_tool_and_session(
     slot: int, tool: Any, session: str
 ) -> None:
     moved = spec(name=slots.container_name(WS, slot), slot=slot, tool=tool, session=session)
-    filling = replace(moved, extra_config={launch_spec.POOL_LABEL: pool.FILLING})
-    assert launch_spec.pool_key(moved) == launch_spec.pool_key(spec())
-    assert launch_spec.pool_key(filling) == launch_spec.pool_key(spec())
+    filling = replace(moved, extra_config={POOL_LABEL: pool.FILLING})
+    assert pool_key(moved) == pool_key(spec())
+    assert pool_key(filling) == pool_key(spec())
 
 
 @given(
@@ -131,10 +131,10 @@ def test_the_pool_key_ignores_name_slot_tool_and_session(
     )
 )
 def test_the_pool_key_changes_with_what_the_container_is(change: dict[str, Any]) -> None:
-    assert launch_spec.pool_key(spec(**change)) != launch_spec.pool_key(spec())
+    assert pool_key(spec(**change)) != pool_key(spec())
 
 
-def session_key(workspace: Path, config: str) -> tuple[str, launch_spec.LaunchSpec]:
+def session_key(workspace: Path, config: str) -> tuple[str, LaunchSpec]:
     """The pool key a session (and the filler) derives from this user config, and its spec."""
     from coi.config import load
     from coi.sessions import lifecycle

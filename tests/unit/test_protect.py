@@ -12,8 +12,8 @@ from coi.boundary.protect import DIR, FILE, LINK, MISSING, Entry, Survey
 from coi.config import trust
 from coi.config.load import default_layer, load, merge
 from coi.core.errors import CoiError, ConfigError, UsageError
-from coi.launch import executor as launch
-from coi.launch import spec as launch_spec
+from coi.launch import executor
+from coi.launch.spec import LaunchSpec, instance_config
 
 
 def test_the_default_list_covers_what_runs_on_the_host() -> None:
@@ -199,22 +199,22 @@ def test_only_unchanged_placeholders_are_removed(tmp_path: Path) -> None:
 
 
 def test_the_workspace_disk_is_the_locked_view_when_coi_can_build_it() -> None:
-    spec = launch_spec.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=True)
-    disk = launch_spec.instance_config(spec)["devices"]["workspace"]
+    spec = LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=True)
+    disk = instance_config(spec)["devices"]["workspace"]
     assert disk["source"] == str(protect.view_path("c1")) and disk["recursive"] == "true"
     for plain in (
-        launch_spec.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=False),
-        launch_spec.LaunchSpec(name="c1", image="coi", workspace=Path("/w"), protected_paths=()),
+        LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=False),
+        LaunchSpec(name="c1", image="coi", workspace=Path("/w"), protected_paths=()),
     ):
-        disk = launch_spec.instance_config(plain)["devices"]["workspace"]
+        disk = instance_config(plain)["devices"]["workspace"]
         assert disk["source"] == "/w" and "recursive" not in disk
 
 
 def test_without_root_or_the_view_helper_coi_refuses_the_start(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    spec = launch_spec.LaunchSpec(name="c1", image="coi", workspace=ws, locked_view=False)
+    spec = LaunchSpec(name="c1", image="coi", workspace=ws, locked_view=False)
     with pytest.raises(CoiError, match="sudo coi setup") as refused:
-        launch.protect_workspace(spec)
+        executor.protect_workspace(spec)
     assert "\n" not in str(refused.value)
     assert list(ws.iterdir()) == []  # nothing created in the workspace

@@ -16,8 +16,7 @@ from coi.core import tarsafe
 from coi.core.errors import UsageError
 from coi.incus import execws
 from coi.incus.adapter import ExecResult
-from coi.sessions import lifecycle as runtime
-from coi.sessions import store as sessions
+from coi.sessions import lifecycle, store
 from tests.fakes import FakeIncus
 
 
@@ -57,10 +56,8 @@ class Streaming:
         return ExecResult(0, "", "")
 
 
-def _meta(session_id: str = "s1", workspace: str = "/w") -> sessions.Metadata:
-    return sessions.Metadata(
-        session_id, "coi-x-1", 1, workspace, "fake", False, None, sessions.now()
-    )
+def _meta(session_id: str = "s1", workspace: str = "/w") -> store.Metadata:
+    return store.Metadata(session_id, "coi-x-1", 1, workspace, "fake", False, None, store.now())
 
 
 def test_save_drops_links_fifos_and_escapes(tmp_path: Path) -> None:
@@ -70,7 +67,7 @@ def test_save_drops_links_fifos_and_escapes(tmp_path: Path) -> None:
     (state / "sub" / "kept").write_text("data")
     os.symlink("/etc", state / "etc-link")
     os.mkfifo(state / "pipe")
-    folder = sessions.save(serving(home), "c", _meta(), ".fake", running=True)
+    folder = store.save(serving(home), "c", _meta(), ".fake", running=True)
     assert folder is not None
     assert (folder / ".fake" / "sub" / "kept").read_text() == "data"
     assert not os.path.lexists(folder / ".fake" / "etc-link")
@@ -93,37 +90,37 @@ def test_second_save_replaces_the_first_whole(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".fake").mkdir(parents=True)
     (home / ".fake" / "a").write_text("1")
-    sessions.save(serving(home), "c", _meta(), ".fake", running=True)
+    store.save(serving(home), "c", _meta(), ".fake", running=True)
     (home / ".fake" / "a").unlink()
     (home / ".fake" / "b").write_text("2")
-    folder = sessions.save(serving(home), "c", _meta(), ".fake", running=True)
+    folder = store.save(serving(home), "c", _meta(), ".fake", running=True)
     assert folder is not None
     assert sorted(p.name for p in (folder / ".fake").iterdir()) == ["b"]
     assert [p.name for p in folder.parent.iterdir()] == ["s1"]
 
 
 def test_interrupted_replace_is_recovered(tmp_path: Path) -> None:
-    store = sessions.store("fake")
-    store.mkdir(parents=True)
-    old = store / ".s1.old-1-2"
+    saved = store.store("fake")
+    saved.mkdir(parents=True)
+    old = saved / ".s1.old-1-2"
     old.mkdir()
     (old / "metadata.json").write_text(json.dumps(vars(_meta())))
-    sessions.recover("fake")
-    assert sessions.read(store / "s1") is not None
+    store.recover("fake")
+    assert store.read(saved / "s1") is not None
 
 
 def test_latest_is_scoped_to_the_workspace(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".fake").mkdir(parents=True)
     fake = serving(home)
-    sessions.save(fake, "c", _meta("a", "/w1"), ".fake", running=True)
-    sessions.save(fake, "c", _meta("b", "/w2"), ".fake", running=True)
-    found = sessions.latest_for(Path("/w1"), "fake")
+    store.save(fake, "c", _meta("a", "/w1"), ".fake", running=True)
+    store.save(fake, "c", _meta("b", "/w2"), ".fake", running=True)
+    found = store.latest_for(Path("/w1"), "fake")
     assert found is not None and found[0].session_id == "a"
     with pytest.raises(UsageError, match="belongs to /w2"):
-        sessions.find("b", Path("/w1"), "fake")
+        store.find("b", Path("/w1"), "fake")
     with pytest.raises(UsageError):
-        sessions.session_dir("fake", "../escape")
+        store.session_dir("fake", "../escape")
 
 
 def test_tarsafe_refuses_absolute_and_climbing_paths(tmp_path: Path) -> None:
@@ -141,7 +138,7 @@ def test_tarsafe_refuses_absolute_and_climbing_paths(tmp_path: Path) -> None:
 
 def test_code_env_carries_nothing_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
-    env = runtime.code_env()
+    env = lifecycle.code_env()
     assert env["HOME"] == "/home/code" and "AWS_SECRET_ACCESS_KEY" not in env
 
 
@@ -195,9 +192,9 @@ def test_a_saved_state_goes_back_as_folders_and_files_owned_inside(tmp_path: Pat
     (state / "sub" / "f").write_text("x")
     (state / "link").symlink_to("/etc/passwd")
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=sessions.TAR_FORMAT) as archive:
-        sessions.add_state(archive, tmp_path / "saved", ".tool", "home/code/", 1000)
-        sessions.add_state(archive, tmp_path / "saved", ".absent", "home/code/", 1000)
+    with tarfile.open(fileobj=buffer, mode="w", format=store.TAR_FORMAT) as archive:
+        store.add_state(archive, tmp_path / "saved", ".tool", "home/code/", 1000)
+        store.add_state(archive, tmp_path / "saved", ".absent", "home/code/", 1000)
     buffer.seek(0)
     with tarfile.open(fileobj=buffer) as archive:
         members = {m.name: (m.uid, m.gid, m.uname) for m in archive}
@@ -217,13 +214,13 @@ def test_a_save_past_the_cap_stops_and_keeps_the_previous_one(
     (home / ".fake" / "marker").write_text("good")
     streaming = Streaming(home)
     fake = FakeIncus(runs=streaming)
-    fake.files[("c", sessions.STOPPED_STATE)] = _tar_folder(home, ".fake")
-    first = sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)
+    fake.files[("c", store.STOPPED_STATE)] = _tar_folder(home, ".fake")
+    first = store.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)
     assert first is not None
     (home / ".fake" / "big").write_bytes(os.urandom(3 * 2**20))
-    fake.files[("c", sessions.STOPPED_STATE)] = _tar_folder(home, ".fake")
-    with pytest.raises(sessions.StateTooLarge, match=r"max_state_size \(1MiB\)"):
-        sessions.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)
+    fake.files[("c", store.STOPPED_STATE)] = _tar_folder(home, ".fake")
+    with pytest.raises(store.StateTooLarge, match=r"max_state_size \(1MiB\)"):
+        store.save(fake, "c", _meta(), ".fake", running=running, limit=2**20)
     assert streaming.stopped == running  # the exec was told to stop, not read to its end
     assert sorted(p.name for p in (first / ".fake").iterdir()) == ["marker"]
     assert [p.name for p in first.parent.iterdir()] == ["s1"]  # no temporary folder left
@@ -236,20 +233,20 @@ def test_the_unpacking_sink_takes_nothing_past_its_limit(tmp_path: Path) -> None
         info.size = 4000
         archive.addfile(info, io.BytesIO(b"x" * 4000))
     data = buffer.getvalue()  # 10240 bytes: headers, the file, padding
-    fits = sessions._Unpacking(tmp_path / "fits", ".fake", len(data))
+    fits = store._Unpacking(tmp_path / "fits", ".fake", len(data))
     fits(data)
     assert fits.close("c") is True
     assert (tmp_path / "fits" / ".fake" / "f").read_bytes() == b"x" * 4000
-    over = sessions._Unpacking(tmp_path / "over", ".fake", len(data) - 1)
+    over = store._Unpacking(tmp_path / "over", ".fake", len(data) - 1)
     with pytest.raises(execws.StopStream):
         over(data)
-    with pytest.raises(sessions.StateTooLarge):
+    with pytest.raises(store.StateTooLarge):
         over.close("c")
     assert over.size == 0
 
 
 def test_a_refused_stream_says_why(tmp_path: Path) -> None:
-    sink = sessions._Unpacking(tmp_path / "out", ".fake", 2**20)
+    sink = store._Unpacking(tmp_path / "out", ".fake", 2**20)
     with contextlib.suppress(execws.StopStream):
         for _ in range(20):  # gzip magic, then more: refused at the first header
             sink(b"\x1f\x8b" + b"\0" * 65534)
@@ -285,14 +282,14 @@ def test_the_state_stream_carries_folders_and_files_owned_inside_after_the_setup
     (state / "link").symlink_to("/etc/passwd")
     (state / "dirlink").symlink_to(tmp_path)
     setup = io.BytesIO()
-    with tarfile.open(fileobj=setup, mode="w", format=sessions.TAR_FORMAT) as archive:
+    with tarfile.open(fileobj=setup, mode="w", format=store.TAR_FORMAT) as archive:
         info = tarfile.TarInfo("etc/coi/session.env")
         info.size = 3
         archive.addfile(info, io.BytesIO(b"A=1"))
     setup.seek(0)
-    with sessions.state_stream(tmp_path / "saved", ".tool", "home/code/", 1000) as state_tar:
-        data = sessions.chained(setup, state_tar).read()
-    with sessions.state_stream(tmp_path / "saved", ".absent", "home/code/", 1000) as none:
+    with store.state_stream(tmp_path / "saved", ".tool", "home/code/", 1000) as state_tar:
+        data = store.chained(setup, state_tar).read()
+    with store.state_stream(tmp_path / "saved", ".absent", "home/code/", 1000) as none:
         assert none is None
     listing = subprocess.run(
         ["tar", "-i", "-tvf", "-", "--numeric-owner"], input=data, capture_output=True, check=True

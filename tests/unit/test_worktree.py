@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 from coi.boundary import protect
 from coi.core.errors import CoiError, UsageError
-from coi.launch import executor as launch
-from coi.launch import worktrees as mounts
+from coi.launch import executor, worktrees
 from coi.workspace import worktree
 from tests.strategies import branch_names
 
@@ -73,7 +72,7 @@ def test_the_worktree_lives_under_coi_home_by_workspace(tmp_path: Path) -> None:
 
 
 def test_a_locked_launch_mounts_the_git_view_at_the_git_dirs_own_path() -> None:
-    found = mounts.devices("c-1", Path("/src/p/.git"), locked=True)
+    found = worktrees.devices("c-1", Path("/src/p/.git"), locked=True)
     assert found == {
         "worktree-git": {
             "type": "disk",
@@ -82,14 +81,14 @@ def test_a_locked_launch_mounts_the_git_view_at_the_git_dirs_own_path() -> None:
             "recursive": "true",
         }
     }
-    assert mounts.devices("c-1", None, locked=True) == {}
+    assert worktrees.devices("c-1", None, locked=True) == {}
 
 
 def test_without_root_hooks_and_config_are_read_only_disks(tmp_path: Path) -> None:
     common = tmp_path / ".git"
     (common / "hooks").mkdir(parents=True)
     (common / "config").write_text("")
-    found = mounts.devices("c-1", common, locked=False)
+    found = worktrees.devices("c-1", common, locked=False)
     assert found["worktree-git"]["source"] == str(common)
     assert found["worktree-git-hooks"]["readonly"] == "true"
     assert found["worktree-git-config"]["path"] == str(common / "config")
@@ -99,7 +98,7 @@ def test_each_worktrees_own_redirects_are_read_only(tmp_path: Path) -> None:
     common = tmp_path / ".git"
     for sub in ("a", "b"):
         (common / "worktrees" / sub).mkdir(parents=True)
-    listed = mounts.listed(common)
+    listed = worktrees.listed(common)
     assert set(protect.GIT_ENTRIES) <= set(listed)
     for sub in ("a", "b"):
         assert {f"worktrees/{sub}/{e}" for e in ("commondir", "config.worktree", "gitdir")} <= set(
@@ -115,24 +114,24 @@ def test_the_sweep_covers_the_worktree_the_shared_git_dir_and_the_main_tree_not_
             "worktree-git": {"type": "disk", "source": "/run/coi-protect/c.git", "path": "/p/.git"},
         },
     }
-    assert launch.folders_of(record) == [
+    assert executor.folders_of(record) == [
         Path("/h/.coi/worktrees/x/coi%2F1"), Path("/p/.git"), Path("/p")]  # fmt: skip
 
 
 def test_a_kept_container_keeps_its_worktree() -> None:
     listing = [{"name": "c-1", "config": {"user.coi.worktree_branch": "coi/1"}}]
     with pytest.raises(UsageError, match="kept"):
-        mounts.for_slot("other", Path("/p"), 1, "c-1", listing, reuse=True)
+        worktrees.for_slot("other", Path("/p"), 1, "c-1", listing, reuse=True)
     with pytest.raises(UsageError, match="no worktree"):
-        mounts.for_slot("", Path("/p"), 1, "c-1", [{"name": "c-1"}], reuse=True)
-    assert mounts.for_slot(None, Path("/p"), 1, "c-1", [{"name": "c-1"}], reuse=True) is None
+        worktrees.for_slot("", Path("/p"), 1, "c-1", [{"name": "c-1"}], reuse=True)
+    assert worktrees.for_slot(None, Path("/p"), 1, "c-1", [{"name": "c-1"}], reuse=True) is None
 
 
 def test_a_branch_in_use_by_another_slot_is_refused() -> None:
     listing = [{"name": "c-2", "config": {"user.coi.workspace": "/p",
                                           "user.coi.worktree_branch": "feature"}}]  # fmt: skip
     with pytest.raises(UsageError, match="in use by c-2"):
-        mounts.for_slot("feature", Path("/p"), 1, "c-1", listing, reuse=False)
+        worktrees.for_slot("feature", Path("/p"), 1, "c-1", listing, reuse=False)
 
 
 # -- git, for real (no container) ------------------------------------------------------------

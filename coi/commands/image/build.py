@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     """Build the coi image (or a custom one); up to date means exit 0 at once."""
-    from coi.images import build as images
-    from coi.launch import executor as launch
+    from coi.images import build
+    from coi.launch import executor
 
     cfg = load_config(args)
     recipe = recipe_for(args, cfg)
     incus = connect(cfg)
-    launch.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
-    result = images.build(
+    executor.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
+    result = build.build(
         incus,
         cfg,
         recipe,
@@ -44,49 +44,48 @@ def _report_age(incus: IncusAPI, fingerprint: str) -> None:
     """Say how old the tools of an up-to-date image are, and how to refresh them."""
     import time
 
-    from coi.images import manifest as images_manifest
+    from coi.images.manifest import age_line, from_image
 
     try:
-        manifest = images_manifest.from_image(incus.image(fingerprint))
+        manifest = from_image(incus.image(fingerprint))
     except CoiError:
         return  # not one of coi's builds: nothing recorded to report
     output.info(
-        images_manifest.age_line(manifest, time.time())
+        age_line(manifest, time.time())
         + "; `[tool] pre_launch` updates them at each session, `--force` rebuilds"
     )
 
 
 def recipe_for(args: argparse.Namespace, cfg: Config) -> Recipe:
     """The recipe the arguments ask for; UsageError for a mixed-up command line."""
-    from coi.images import naming as images_naming
-    from coi.images import plan as images_plan
+    from coi.images import naming, plan
 
     if args.kind == "custom":
         if not args.name or not args.script:
             raise UsageError("usage: coi build custom NAME --script FILE [--base IMAGE]")
         if args.alias:
             raise UsageError("--alias is for the coi image; a custom image is named by NAME")
-        name = images_naming.check_alias(args.name)
-        return images_plan.custom_recipe(name, Path(args.script), args.base or "coi")
+        name = naming.check_alias(args.name)
+        return plan.custom_recipe(name, Path(args.script), args.base or "coi")
     if args.name or args.script or args.base:
         raise UsageError("NAME, --script and --base need `coi build custom NAME --script FILE`")
-    return coi_recipe(cfg, images_naming.check_alias(args.alias or images_plan.COI_IMAGE))
+    return coi_recipe(cfg, naming.check_alias(args.alias or plan.COI_IMAGE))
 
 
 def coi_recipe(cfg: Config, alias: str) -> Recipe:
     """The coi image at the shipped pins, with the tools `[build] tools` names."""
     from coi.config import tools
     from coi.config.load import DEFAULTS_LABEL
-    from coi.images import pins as images_pins
-    from coi.images import plan as images_plan
+    from coi.images import plan
+    from coi.images.pins import load
 
-    pins = images_pins.load()
+    pins = load()
     base = ""
     if cfg.origins.get("build.base", DEFAULTS_LABEL) != DEFAULTS_LABEL:
         base = cfg.build.base
         if base != pins.base:
             output.warn(f"build.base {base} replaces the pinned base {pins.base}")
-    return images_plan.coi_recipe(
+    return plan.coi_recipe(
         pins, tools.for_build(cfg), alias=alias, uid=cfg.incus.claude_uid, base=base
     )
 

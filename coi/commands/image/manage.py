@@ -80,10 +80,9 @@ def list_(args: argparse.Namespace) -> int:
 def publish(args: argparse.Namespace) -> int:
     """Publish a stopped container as ALIAS (dated alias too; the old target keeps its own)."""
     from coi import __version__
-    from coi.images import naming as images_naming
-    from coi.images import publish as images
+    from coi.images import naming, publish
 
-    alias = images_naming.check_alias(args.alias, "alias")
+    alias = naming.check_alias(args.alias, "alias")
     incus = _incus(args)
     running = incus.state(args.container).get("status") == "Running"
     if running and not args.force:
@@ -98,7 +97,7 @@ def publish(args: argparse.Namespace) -> int:
             "coi.kind": "published",
         },
     }
-    if algorithm := images.compression(incus):
+    if algorithm := publish.compression(incus):
         body["compression_algorithm"] = algorithm
     try:
         meta = incus.call("POST", "images", body, f"publishing {args.container}")
@@ -106,7 +105,7 @@ def publish(args: argparse.Namespace) -> int:
         if running:
             incus.set_state(args.container, "start")
     fingerprint = str(meta["metadata"]["fingerprint"])
-    dated = images.publish_aliases(incus, alias, fingerprint)
+    dated = publish.publish_aliases(incus, alias, fingerprint)
     output.info(f"published {args.container} as {alias} ({fingerprint[:12]}, also {dated})")
     return 0
 
@@ -136,12 +135,11 @@ def exists(args: argparse.Namespace) -> int:
 
 def cleanup(args: argparse.Namespace) -> int:
     """Delete all but the N newest PREFIX-YYYYMMDD-HHMMSS builds."""
-    from coi.images import naming as images_naming
-    from coi.images import publish as images
+    from coi.images import naming, publish
 
     incus = _incus(args)
-    names = images.aliases(incus)
-    plan = images_naming.plan_cleanup(names, args.prefix, args.keep)
+    names = publish.aliases(incus)
+    plan = naming.plan_cleanup(names, args.prefix, args.keep)
     for alias, holder in plan.protected.items():
         output.info(f"keeping {alias}: {holder} still names its image")
     verb = "would delete" if args.dry_run else "deleted"
@@ -162,23 +160,23 @@ def cleanup(args: argparse.Namespace) -> int:
 
 def info(args: argparse.Namespace) -> int:
     """Base, pins, installed versions and inputs hash of an image coi built."""
-    from coi.images import manifest as images_manifest
     from coi.images.export import find_image
+    from coi.images.manifest import from_image, text_lines
 
-    manifest = images_manifest.from_image(find_image(_incus(args), args.name))
+    manifest = from_image(find_image(_incus(args), args.name))
     if args.format == "json":
         output.emit_json(manifest)
     else:
-        for line in images_manifest.text_lines(manifest):
+        for line in text_lines(manifest):
             output.data(line)
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
     """Write the image, its manifest and SHA256SUMS into DIR."""
-    from coi.images import export as images_export
+    import coi.images.export
 
-    done = images_export.export(_incus(args), args.name, Path(args.dir))
+    done = coi.images.export.export(_incus(args), args.name, Path(args.dir))
     output.info(f"exported {args.name} ({done.fingerprint[:12]}) to {done.image}")
     output.info(f"check it with: cd {done.sums.parent} && sha256sum -c {done.sums.name}")
     return 0
@@ -186,13 +184,13 @@ def export(args: argparse.Namespace) -> int:
 
 def import_(args: argparse.Namespace) -> int:
     """Import a folder `coi image export` wrote, after checking its SHA256SUMS."""
-    from coi.images import export as images_export
+    from coi.images.export import import_export
 
     folder = Path(args.dir)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder: pass the folder `coi image export` wrote")
     try:
-        alias, fingerprint = images_export.import_export(_incus(args), folder, args.alias)
+        alias, fingerprint = import_export(_incus(args), folder, args.alias)
     except (OSError, ValueError) as exc:
         raise CoiError(f"cannot import {folder}: {exc}") from exc
     output.info(f"imported {folder} as {alias} ({fingerprint[:12]})")

@@ -78,9 +78,9 @@ def _heal(incus: IncusAPI) -> None:
         everywhere = incus.get("instances", "listing instances", recursion=1, **every)
         if not any(nft_guard.needs_rules(i) for i in everywhere):
             return  # nothing to heal: the network package is not even imported
-    from coi.network import enforce as network
+    from coi.network import enforce
 
-    network.heal(incus)
+    enforce.heal(incus)
 
 
 def list_(args: argparse.Namespace) -> int:
@@ -93,9 +93,9 @@ def list_(args: argparse.Namespace) -> int:
         journal.settle(incus, wait=True)
     listing = incus.get("instances", "listing instances", recursion=2)
     if any(reapable(i) for i in listing):
-        from coi.sessions import lifecycle as runtime
+        from coi.sessions import lifecycle
 
-        gone = set(runtime.reap(incus, cfg, instances=listing))
+        gone = set(lifecycle.reap(incus, cfg, instances=listing))
         listing = [i for i in listing if i["name"] not in gone]
     _heal(incus)
     _release_orphaned_views(incus, listing)
@@ -103,9 +103,9 @@ def list_(args: argparse.Namespace) -> int:
     _brokers(containers)
     saved = _saved() if args.all else []
     if args.format == "json":
-        from coi.network import enforce as network
+        from coi.network import enforce
 
-        counts = network.counts(incus)  # egress log counters: new connections per verdict
+        counts = enforce.counts(incus)  # egress log counters: new connections per verdict
         for c in containers:
             c["connections"] = counts.get(f"coi:{incus.project}/{c['name']}")
         output.emit_json({"containers": containers, **({"sessions": saved} if args.all else {})})
@@ -161,9 +161,9 @@ def _release_orphaned_views(incus: IncusAPI, listing: list[dict[str, Any]]) -> N
         return
     if views <= {i["name"] for i in listing}:
         return
-    from coi.launch import executor as launch
+    from coi.launch import executor
 
-    for name in launch.release_orphaned_views(incus):
+    for name in executor.release_orphaned_views(incus):
         output.info(f"released the locked workspace view of {name}, whose container is gone")
 
 
@@ -172,22 +172,22 @@ def _brokers(containers: list[dict[str, Any]]) -> None:
     is said on stderr."""
     if not containers:
         return
-    from coi.broker import session as broker
+    from coi.broker import session
 
     for c in containers:
-        c["broker"] = broker.describe(c["name"])
+        c["broker"] = session.describe(c["name"])
         if c["broker"] and not c["broker"]["alive"]:
-            output.warn(broker.dead_line(c["name"]))
+            output.warn(session.dead_line(c["name"]))
 
 
 def info(args: argparse.Namespace) -> int:
     """Show one saved session (default: the newest of this workspace)."""
-    from coi.sessions import store as sessions
+    from coi.sessions import store
 
     workspace = workspace_of(args)
     found = [
         (m, p)
-        for m, p in sessions.all_sessions()
+        for m, p in store.all_sessions()
         if (m.session_id == args.id if args.id else m.workspace == str(workspace))
     ]
     if not found:
@@ -199,9 +199,9 @@ def info(args: argparse.Namespace) -> int:
 
 
 def _saved() -> list[dict[str, Any]]:
-    from coi.sessions import store as sessions
+    from coi.sessions import store
 
-    return [dict(vars(m), path=str(p)) for m, p in sessions.all_sessions()]
+    return [dict(vars(m), path=str(p)) for m, p in store.all_sessions()]
 
 
 def confirm(question: str, force: bool) -> None:
@@ -231,12 +231,12 @@ def _targets(incus: IncusAPI, args: argparse.Namespace, verb: str) -> list[dict[
 def save_running(incus: IncusAPI, cfg: Config, container: dict[str, Any]) -> None:
     """Save the session of a running coi container (before it stops)."""
     from coi.config import tools
-    from coi.sessions import store as sessions
+    from coi.sessions import store
 
     if not container.get("session") or not container.get("tool"):
         return
     tool = tools.resolve(cfg, container["tool"])
-    meta = sessions.Metadata(
+    meta = store.Metadata(
         session_id=container["session"],
         container_name=container["name"],
         slot=container["slot"],
@@ -244,19 +244,17 @@ def save_running(incus: IncusAPI, cfg: Config, container: dict[str, Any]) -> Non
         tool=tool.name,
         persistent=container["persistent"],
         profile=None,
-        saved_at=sessions.now(),
+        saved_at=store.now(),
     )
     running, limit = container["status"] == "running", cfg.sessions.max_state_bytes
-    saved = sessions.save(
-        incus, container["name"], meta, tool.state_dir, running=running, limit=limit
-    )
+    saved = store.save(incus, container["name"], meta, tool.state_dir, running=running, limit=limit)
     if saved:
         output.info(f"session {meta.session_id} saved to {saved}")
 
 
 def shutdown(args: argparse.Namespace) -> int:
     """Stop gracefully (then force after --timeout), saving sessions; delete unless persistent."""
-    from coi.launch import executor as launch
+    from coi.launch import executor
 
     cfg = load_config(args)
     incus = connect(cfg)
@@ -269,52 +267,51 @@ def shutdown(args: argparse.Namespace) -> int:
             except CoiError:
                 incus.set_state(name, "stop", force=True)
         if not container["persistent"]:
-            launch.teardown(incus, name)
+            executor.teardown(incus, name)
         elif incus.state(name).get("status") == "Stopped":  # as a session's end does
-            launch.sweep(launch.host_folders(incus, name))
-            launch.release_workspace(name)  # its placeholders leave the workspace meanwhile
+            executor.sweep(executor.host_folders(incus, name))
+            executor.release_workspace(name)  # its placeholders leave the workspace meanwhile
         output.info(f"{name}: stopped" + ("" if container["persistent"] else " and deleted"))
     return 0
 
 
 def kill(args: argparse.Namespace) -> int:
     """Force-stop and delete at once."""
-    from coi.launch import executor as launch
+    from coi.launch import executor
 
     incus = connect(load_config(args))
     for container in _targets(incus, args, "kill"):
-        launch.teardown(incus, container["name"])
+        executor.teardown(incus, container["name"])
         output.info(f"{container['name']}: killed")
     return 0
 
 
 def clean(args: argparse.Namespace) -> int:
     """Remove stopped coi containers (sessions saved first); --sessions also saved sessions."""
-    from coi.launch import executor as launch
-    from coi.sessions import store as sessions
+    from coi.launch import executor
+    from coi.sessions import store
 
     cfg = load_config(args)
     incus = connect(cfg)
-    from coi.sessions import journal
-    from coi.sessions import lifecycle as runtime
+    from coi.sessions import journal, lifecycle
 
     journal.settle(incus, wait=True)
-    runtime.reap(incus, cfg)
+    lifecycle.reap(incus, cfg)
     stopped = [c for c in coi_containers(incus) if c["status"] == "stopped"]
     if stopped:
         confirm(f"delete {len(stopped)} stopped coi containers?", args.force)
     for container in stopped:
-        launch.teardown(incus, container["name"])
+        executor.teardown(incus, container["name"])
         output.info(f"{container['name']}: deleted")
-    for name in launch.release_orphaned_views(incus):
+    for name in executor.release_orphaned_views(incus):
         output.info(f"released the locked workspace view of {name}, whose container is gone")
     if args.orphans:
-        from coi.network import enforce as network
+        from coi.network import enforce
 
-        for rule in network.remove_orphans(incus):
+        for rule in enforce.remove_orphans(incus):
             output.info(f"removed network rules of {rule}, whose container is gone")
     if args.sessions:
-        saved = sessions.all_sessions()
+        saved = store.all_sessions()
         if saved:
             confirm(f"delete {len(saved)} saved sessions?", args.force)
         for _meta, folder in saved:
@@ -325,11 +322,11 @@ def clean(args: argparse.Namespace) -> int:
 
 def persist(args: argparse.Namespace) -> int:
     """Mark containers persistent: kept (not deleted) when their session ends."""
-    from coi.launch import executor as launch
+    from coi.launch import executor
 
     incus = connect(load_config(args))
     for container in _targets(incus, args, "persist"):
-        with launch.changing(incus, container["name"]) as record:
+        with executor.changing(incus, container["name"]) as record:
             config = record.get("config") or {}
             config[labels.PERSISTENT] = "true"
             incus.update_instance(container["name"], {"config": config})

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from coi.commands.common import connect, load_config, session_request, workspace_of
 from coi.core import faults, output, signals
 from coi.core.errors import UsageError
-from coi.sessions import lifecycle as runtime
+from coi.sessions import lifecycle
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -43,13 +43,13 @@ def run(args: argparse.Namespace) -> int:
     with signals.raising():
         try:
             # A command is not the tool: its credentials enter only when --tool names it.
-            session = runtime.open_session(session_request(args), undo, runs_tool=False)
+            session = lifecycle.open_session(session_request(args), undo, runs_tool=False)
             faults.point("exec")
-            with runtime.watching(session.name, session.incus, session.cfg.network.mode):
+            with lifecycle.watching(session.name, session.incus, session.cfg.network.mode):
                 result = session.incus.execute(
                     session.name,
-                    runtime.as_code(args.cmd),
-                    env=runtime.code_env(),
+                    lifecycle.as_code(args.cmd),
+                    env=lifecycle.code_env(),
                     cwd=WORKSPACE,
                     stdin=None if sys.stdin.isatty() else sys.stdin.buffer,
                     raw_stdout=_writer(sys.stdout.buffer),
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 )
         finally:
             # The exit code now; the save and the delete in a detached finisher.
-            runtime.close(session, undo, detach=True)
+            lifecycle.close(session, undo, detach=True)
     return result.exit_code
 
 
@@ -98,46 +98,46 @@ def tool_shell(argv: list[str], pre_launch: tuple[str, ...] = ()) -> str:
 def shell(args: argparse.Namespace) -> int:
     """Open a session: tmux as `code` running bash running the tool, then attach."""
     if _remote(args):
-        from coi.remote import command as remote
+        from coi.remote import command
 
         background = getattr(args, "background", False)
         cfg, where = load_config(args), workspace_of(args)
         with signals.raising():
-            return remote.shell(cfg, where, background=background, **_remote_args(args))
+            return command.shell(cfg, where, background=background, **_remote_args(args))
     undo: list[Callable[[], None]] = []
     session = None
     detached = False
     with signals.raising():
         try:
-            session = runtime.open_session(session_request(args), undo)
+            session = lifecycle.open_session(session_request(args), undo)
             resume = getattr(args, "resume", None) is not None
-            command = tool_shell(session.tool.command(resume=resume), session.cfg.tool.pre_launch)
-            _start_tmux(session, command)
+            line = tool_shell(session.tool.command(resume=resume), session.cfg.tool.pre_launch)
+            _start_tmux(session, line)
             if getattr(args, "background", False):
                 detached = True
                 _say_detached(session.name)
                 return 0
-            with runtime.watching(session.name, session.incus, session.cfg.network.mode):
+            with lifecycle.watching(session.name, session.incus, session.cfg.network.mode):
                 _attach(session.incus, session.name, bash=False)
-            if not runtime.stopping(session.incus, session.name):
+            if not lifecycle.stopping(session.incus, session.name):
                 detached = True
                 _save_snapshot(session)
                 _say_detached(session.name)
         finally:
             if not detached:
-                runtime.close(session, undo)
+                lifecycle.close(session, undo)
     return 0
 
 
-def _start_tmux(session: runtime.Session, command: str) -> None:
+def _start_tmux(session: lifecycle.Session, command: str) -> None:
     target = tmux_name(session.name)
     # `|| has-session` makes a second try harmless if the first one did start tmux.
     start = shlex.join(["tmux", "new-session", "-d", "-s", target, "-c", WORKSPACE, command])
     argv = ["sh", "-c", f"{start} || tmux has-session -t {shlex.quote(target)}"]
     result = session.incus.execute(
         session.name,
-        runtime.as_code(argv),
-        env=runtime.code_env(),
+        lifecycle.as_code(argv),
+        env=lifecycle.code_env(),
         cwd=WORKSPACE,
         idempotent=True,
     )
@@ -155,18 +155,16 @@ def _attach(incus: IncusAPI, name: str, *, bash: bool) -> int:
         else ["tmux", "new-session", "-A", "-s", tmux_name(name), "-c", WORKSPACE]
     )
     return incus.execute_interactive(
-        name, runtime.as_code(argv), env=runtime.code_env(), cwd=WORKSPACE
+        name, lifecycle.as_code(argv), env=lifecycle.code_env(), cwd=WORKSPACE
     )
 
 
-def _save_snapshot(session: runtime.Session) -> None:
-    from coi.sessions import store as sessions
+def _save_snapshot(session: lifecycle.Session) -> None:
+    from coi.sessions import store
 
-    meta = runtime.metadata(session)
+    meta = lifecycle.metadata(session)
     limit = session.cfg.sessions.max_state_bytes
-    sessions.save(
-        session.incus, session.name, meta, session.tool.state_dir, running=True, limit=limit
-    )
+    store.save(session.incus, session.name, meta, session.tool.state_dir, running=True, limit=limit)
 
 
 def _say_detached(name: str) -> None:
@@ -183,11 +181,11 @@ def attach(args: argparse.Namespace) -> int:
     name = args.name or _pick(incus, args)
     if incus.state(name).get("status") != "Running":
         raise UsageError(_not_running(name, incus.instance(name).get("config") or {}))
-    from coi.broker import process as broker
+    from coi.broker import process
 
-    if broker.revive(name):  # a broker that died meanwhile: its session needs it again
+    if process.revive(name):  # a broker that died meanwhile: its session needs it again
         output.warn(f"the credential broker of {name} had stopped: started it again")
-    with runtime.watching(name, incus):
+    with lifecycle.watching(name, incus):
         return _attach(incus, name, bash=args.bash)
 
 
