@@ -32,6 +32,7 @@ _BY_KIND: dict[str, st.SearchStrategy[Any]] = {
     "cpu": st.one_of(st.integers(min_value=1, max_value=64), short_text),
     "table": st.dictionaries(env_names, short_text, max_size=3),
     "size": st.one_of(st.integers(min_value=0, max_value=2**40), short_text),
+    "duration": short_text,
 }
 
 
@@ -53,6 +54,8 @@ _MEANINGFUL: dict[str, st.SearchStrategy[Any]] = {
     "limits.memory": memory_limits,
     "limits.cpu": cpu_limits,
     "limits.processes": st.integers(min_value=1, max_value=1000),
+    "limits.max_duration": st.integers(1, 600).map(lambda n: f"{n}m") | st.just("2h"),
+    "limits.idle_stop": st.integers(1, 600).map(lambda n: f"{n}s") | st.just("1h30m"),
     "sessions.max_state_size": st.one_of(
         st.integers(min_value=1, max_value=4096).map(lambda n: f"{n}MiB"),
         st.integers(min_value=2**20, max_value=2**31),
@@ -266,3 +269,11 @@ egress_protos = st.sampled_from([6, 17])
 egress_ports = st.integers(min_value=1, max_value=65535)
 record_sizes = st.lists(st.integers(min_value=1, max_value=300), max_size=200)
 learned_names = st.sampled_from(["a.example", "b.example", "cdn.example", "img.cdn.example"])
+
+
+# --- durations --------------------------------------------------------------------------------
+
+# A duration as written in config: units largest first, each at most once, not all zero.
+duration_parts = st.tuples(
+    *(st.none() | st.integers(min_value=0, max_value=400) for _ in "dhms")
+).filter(lambda parts: any(parts) and sum(p or 0 for p in parts) > 0)

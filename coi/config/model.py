@@ -121,6 +121,8 @@ class Limits:
     cpu: int | str | None = None
     memory: str | None = None
     processes: int | None = None
+    max_duration: str | None = None  # the session's lifetime (coi/sessions/limiter.py)
+    idle_stop: str | None = None  # how long it may sit idle and unattended
 
 
 @dataclass(frozen=True)

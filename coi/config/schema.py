@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from coi.core import durations
 from coi.core.errors import ConfigError
 from coi.core.labels import Mode
 
@@ -275,10 +276,25 @@ _BASE = _matches(
 _TOOL_REF = _matches(TOOL_NAME.pattern, "a tool name like claude, codex, opencode, aider, shell")
 _RESOLVERS = ("8.8.8.8", "8.8.4.4", "1.1.1.1")
 
+# [limits] max_duration and idle_stop: a session's lifetime, enforced by its limiter
+# (coi/sessions/limiter.py), not by Incus.
+_KINDS["duration"] = (
+    lambda v: isinstance(v, str),
+    "a duration",
+    'write it in quotes, e.g. "30m" or "2h"',
+)
+
+
+def _duration(value: Any) -> str | None:
+    return None if durations.parse(value) else f"{value!r} is not valid; use {durations.RULE}"
+
+
 LIMIT_KEYS: dict[str, Key] = {
     "cpu": Key("cpu", check=_cpu),
     "memory": Key("str", check=_memory),
     "processes": Key("int", check=_within(1)),
+    "max_duration": Key("duration", check=_duration),
+    "idle_stop": Key("duration", check=_duration),
 }
 
 SECTIONS: dict[str, dict[str, Key]] = {

@@ -27,6 +27,7 @@ from coi.config.schema import (
     memory_amount,
     size_bytes,
 )
+from coi.core import durations
 from coi.core.errors import CoiError
 from coi.core.labels import Mode
 from coi.core.paths import coi_home, locks_dir
@@ -172,6 +173,8 @@ def tighter(key: str, new: Any, old: Any) -> bool:
         "processes": lambda v: v if _is_int(v) else None,
         "cpu": cpu_amount,
         "memory": memory_amount,
+        "max_duration": lambda v: durations.parse(v) if isinstance(v, str) else None,
+        "idle_stop": lambda v: durations.parse(v) if isinstance(v, str) else None,
     }
     a, b = (parse[key](v) if key in parse else None for v in (new, old))
     if a is None or b is None or type(a) is not type(b):

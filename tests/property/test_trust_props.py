@@ -31,6 +31,9 @@ def amount(key: str, value: Any) -> tuple[str, float] | None:
     """A limit as (unit kind, number), written apart from coi's own parser."""
     if key == "processes" or (key == "cpu" and isinstance(value, int)):
         return ("n", value) if isinstance(value, int) and not isinstance(value, bool) else None
+    if key in ("max_duration", "idle_stop"):  # "90s", "5m", "2h", "1h30m" (as drawn)
+        units = re.findall(r"(\d+)([hms])", str(value))
+        return ("s", sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in units))
     if key == "cpu":
         low, _, high = str(value).partition("-")
         ok = low.isdigit() and high.isdigit()

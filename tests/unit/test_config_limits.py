@@ -26,6 +26,10 @@ GOOD = [
     ("memory", '"100%"', "100%"),
     ("processes", "1", 1),
     ("processes", "500", 500),
+    ("max_duration", '"20s"', "20s"),
+    ("max_duration", '"1h30m"', "1h30m"),
+    ("idle_stop", '"10m"', "10m"),
+    ("idle_stop", '"366d"', "366d"),
 ]
 
 
@@ -54,6 +58,12 @@ BAD = [
     ("memory", "512", "expected a string"),
     ("processes", "0", "0 is out of range"),
     ("processes", '"100"', "expected a whole number"),
+    ("max_duration", "20", "expected a duration, got an integer (20)"),
+    ("max_duration", '"20"', "'20' is not valid; use a duration like"),
+    ("max_duration", '"30m1h"', "'30m1h' is not valid"),
+    ("idle_stop", '"0s"', "'0s' is not valid"),
+    ("idle_stop", '"367d"', "'367d' is not valid"),
+    ("idle_stop", '"10 m"', "'10 m' is not valid"),
 ]
 
 
@@ -86,6 +96,13 @@ def test_limits_config_gives_incus_values_without_the_prefix(
     assert body["config"]["limits.cpu"] == "2"
     assert body["config"]["limits.memory"] == "2GiB"
     assert "limits.processes" not in body["config"]
+
+
+def test_lifetime_limits_are_not_incus_limits(user_file: Path, workspace: Path) -> None:
+    user_file.write_text('[limits]\nmax_duration = "2h"\nidle_stop = "15m"\n')
+    cfg = load(workspace, environ={**os.environ, "COI_LIMITS_IDLE_STOP": "5m"})
+    assert limits_config(cfg) == {}  # enforced by the session's limiter, not by Incus
+    assert (cfg.limits.max_duration, cfg.limits.idle_stop) == ("2h", "5m")
 
 
 def test_no_limits_by_default(workspace: Path) -> None:

@@ -19,7 +19,13 @@ from coi.core.errors import CoiError, ConfigError
 LOWER = merge(
     default_layer().data,
     {
-        "limits": {"cpu": 4, "memory": "4GiB", "processes": 500},
+        "limits": {
+            "cpu": 4,
+            "memory": "4GiB",
+            "processes": 500,
+            "max_duration": "2h",
+            "idle_stop": "1h",
+        },
         "tools": {"mine": {"binary": "mine"}},
         "profiles": {"rust": {"image": "coi-rust"}},
     },
@@ -59,6 +65,8 @@ REFUSED = [
     ({"limits": {"cpu": 8}}, "limits.cpu", "not raise it"),
     ({"limits": {"cpu": "0-1"}}, "limits.cpu", "not raise it"),
     ({"limits": {"processes": 501}}, "limits.processes", "not raise it"),
+    ({"limits": {"max_duration": "3h"}}, "limits.max_duration", "not raise it"),
+    ({"limits": {"idle_stop": "1d"}}, "limits.idle_stop", "not raise it"),
     (
         {"defaults": {"environment": {"ANTHROPIC_BASE_URL": "https://evil"}}},
         "defaults.environment.ANTHROPIC_BASE_URL",
@@ -86,6 +94,7 @@ ALLOWED = [
     {"build": {"base": "debian/13", "tools": ["claude", "mine"]}},
     {"build": {"dns_resolvers": ["8.8.8.8", "8.8.4.4", "1.1.1.1"]}},  # the default restated
     {"limits": {"memory": "1GiB", "cpu": 2, "processes": 100}},
+    {"limits": {"max_duration": "1h59m", "idle_stop": "30m"}},  # shorter, or newly set
     {"profiles": {"rust": {"image": "coi-rust"}}},  # restates a trusted profile
     {"network": {}, "defaults": {"environment": {}}},
 ]
@@ -121,6 +130,9 @@ def test_cpu_sets_and_memory_units_compare_only_when_alike() -> None:
     assert not trust.tighter("memory", "10%", "1GiB")
     assert trust.tighter("memory", "10%", "20%")
     assert not trust.tighter("processes", True, 5)
+    assert trust.tighter("max_duration", "90m", "2h")
+    assert not trust.tighter("idle_stop", "2h1s", "2h")
+    assert not trust.tighter("idle_stop", 60, "2h")  # not a duration: refused
 
 
 def test_screen_keeps_the_rest_and_never_mutates() -> None:
