@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
 from coi.sessions.model import Request, load_config
 from coi.sessions.plan import _occupants, _spec, session_mounts
-from coi.sessions.provision import _SETUP_SH, _extra_cas, _setup_tar, _wait_network
+from coi.sessions.provision import (
+    _SETUP_SH,
+    NETWORK_WAIT_SH,
+    _extra_cas,
+    _setup_tar,
+    said_no_network,
+)
 from coi.sessions.watch import is_watched
 
 FILLER_ENV = "COI_FILLER"  # set in a filler started in the background (not COI_POOL_*: config)
@@ -112,11 +118,11 @@ def _fill_one(
             executor.start_or_discard(incus, name, spec)
             key, cas = keyed
             with _setup_tar(None, None, cas) as tar:  # the static files, past the boot barrier
-                script = _SETUP_SH + _SETTLED_SH
+                script = _SETUP_SH + _SETTLED_SH + NETWORK_WAIT_SH
                 setup = incus.execute(name, ["sh", "-c", script], stdin=tar, idempotent=True)
             if setup.exit_code != 0:
                 raise CoiError(f"preparing {name} failed: {setup.stderr.strip()[-200:]}")
-            _wait_network(incus, name, log)
+            said_no_network(setup.stdout, name, log)
             incus.update_instance(name, {"config": {POOL_LABEL: key}})
         except BaseException:
             executor.teardown(incus, name)

@@ -15,7 +15,6 @@ from coi.core import output, paths, slots
 from coi.core.errors import CoiError, UsageError
 from coi.core.lock import file_lock
 from coi.launch import executor
-from coi.launch.spec import BOOT_BARRIER_SH
 from coi.sessions import store
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ from coi.sessions.plan import (
     session_mounts,
 )
 from coi.sessions.provision import (
-    _SETUP_SH,
     _extra_cas,
     _prepare,
 )
@@ -248,6 +246,3 @@ def _claim(
         executor.create(incus, spec, start=False)
     executor.start_or_discard(incus, name, spec)
     return name, slot, "new"
-
-
-_SETUP_SH += BOOT_BARRIER_SH

@@ -1,6 +1,7 @@
 """What goes into a session's container before the tool starts: the setup archive (the
 save-state script, the poweroff wrappers, the session's environment, CAs, credentials)
-and the state it resumes, in one push; then the wait for its network.
+and the state it resumes, in one push, whose script also waits out early boot and the
+container's network.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from coi.core import faults, output
 from coi.core.errors import CoiError
+from coi.launch.spec import BOOT_BARRIER_SH
 from coi.sessions import store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
-    from coi.incus.api import IncusAPI
 from coi.sessions.model import CODE_UID, HOME, Session
 
 WAIT_NETWORK = 20.0
@@ -65,17 +66,20 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
     # A saved state holds what the tool kept, its login too: what this session is not
     # given is removed again after the restore.
     drop = credentials.withheld(session.tool, session.credentials) if resumed else []
-    argv = ["sh", "-c", _SETUP_SH, "sh", *drop]
+    # A pooled container got its address when it was filled; a new one waits for it in
+    # the same exec (DHCP went on meanwhile): no polling of its state from here.
+    script = _SETUP_SH if session.how == "warm" else _SETUP_SH + NETWORK_WAIT_SH
+    argv = ["sh", "-c", script, "sh", *drop]
     with _setup_tar(session, resumed, cas) as tar:
         result = incus.execute(name, argv, stdin=tar, idempotent=True)
     if result.exit_code != 0:
         raise CoiError(f"preparing {name} failed: {result.stderr.strip()[-300:]}")
+    said_no_network(result.stdout, name, log)
     faults.point("restore")
-    if session.how != "warm":  # a pooled container got its address when it was filled
-        _wait_network(incus, name, log)  # DHCP went on meanwhile; wait only for the rest
 
 
-_SETUP_SH = """set -e
+_SETUP_SH = (
+    """set -e
 tar -C / -i -xf - --no-same-permissions --no-overwrite-dir
 for rel in "$@"; do rm -f -- "/home/code/$rel"; done
 bundle=/etc/ssl/certs/ca-certificates.crt
@@ -85,6 +89,26 @@ for cert in /usr/local/share/ca-certificates/coi-session-*.crt; do
   grep -qF -- "$key" "$bundle" 2>/dev/null || cat "$cert" >> "$bundle"
 done
 """
+    + BOOT_BARRIER_SH
+)
+
+NO_NETWORK = "coi-no-network"
+# eth0's default route is what dhclient sets last: the tool can reach its API from then.
+NETWORK_WAIT_SH = f"""
+i=0
+until grep -q '^eth0[[:space:]]*00000000' /proc/net/route 2>/dev/null \\
+    || [ "$i" -ge {int(WAIT_NETWORK / 0.05)} ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
+grep -q '^eth0[[:space:]]*00000000' /proc/net/route 2>/dev/null || echo {NO_NETWORK}
+"""
+
+
+def said_no_network(stdout: str, name: str, log: Callable[[str], None]) -> None:
+    """Say so when the setup exec gave up waiting for the container's network."""
+    if NO_NETWORK in stdout:
+        log(f"{name} has no network after {WAIT_NETWORK:.0f} s: going on without it")
 
 
 def _extra_cas(cfg: Config, log: Callable[[str], None]) -> dict[str, bytes]:
@@ -173,18 +197,3 @@ def _add(archive: tarfile.TarFile, path: str, data: bytes, mode: int, uid: int =
     info = tarfile.TarInfo(path)
     info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, time.time()
     archive.addfile(info, io.BytesIO(data))
-
-
-def _wait_network(incus: IncusAPI, name: str, log: Callable[[str], None]) -> None:
-    """Wait (bounded) until eth0 has an IPv4 address, so the tool can reach its API.
-
-    A lease does not prove early boot is over (networking.service is not ordered after
-    sysinit.target): the setup exec waits for that itself (launch_spec.BOOT_BARRIER_SH).
-    """
-    deadline = time.monotonic() + WAIT_NETWORK
-    while time.monotonic() < deadline:
-        nets = (incus.state(name).get("network") or {}).get("eth0", {})
-        if any(a.get("family") == "inet" for a in nets.get("addresses", [])):
-            return
-        time.sleep(0.1)
-    log(f"{name} has no IPv4 address after {WAIT_NETWORK:.0f} s: going on without network")
