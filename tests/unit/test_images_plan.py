@@ -82,7 +82,13 @@ def test_invalid_toml_names_the_file() -> None:
 def test_coi_recipe_runs_packaged_scripts_then_tools_then_finish() -> None:
     recipe = plan.coi_recipe(parsed_pins(), [tools.BUILTIN["claude"]])
     names = [s.name for s in recipe.scripts]
-    assert names == ["10-packages.sh", "20-node.sh", "30-user.sh", "40-boot.sh", "50-tool-claude.sh"]
+    assert names == [
+        "10-packages.sh",
+        "20-node.sh",
+        "30-user.sh",
+        "40-boot.sh",
+        "50-tool-claude.sh",
+    ]
     assert recipe.base == "debian/12" and recipe.kind == "coi"
     assert recipe.scripts[0].env["COI_APT_PACKAGES"] == "git curl=7.88.1-10+deb12u14"
     assert recipe.scripts[-1].env["COI_TOOL_VERSION"] == "2.1.332"
