@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 import tempfile
@@ -343,14 +342,26 @@ def state_stream(folder: Path, state_dir: str, prefix: str, uid: int) -> Iterato
 
 def _members(folder: Path, state_dir: str) -> Iterator[str]:
     """The folders and regular files of folder/state_dir, relative to folder, parents
-    first (links and anything else are left out, as add_state does)."""
-    for top, dirs, files in os.walk(folder / state_dir):
-        here = Path(top)
-        yield str(here.relative_to(folder))
-        dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink())
-        for name in sorted(files):
-            if stat.S_ISREG(os.lstat(here / name).st_mode):
-                yield str((here / name).relative_to(folder))
+    first, each folder's files (sorted) before its folders (sorted); links and anything
+    else are left out, as add_state does. Names as strings and types from the folder
+    entries: pathlib and an lstat per file were most of a 5,000-file restore's CPU."""
+    base = os.fspath(folder)
+    stack = [os.path.normpath(state_dir)]
+    while stack:
+        rel = stack.pop()
+        yield rel
+        dirs, files = [], []
+        try:
+            with os.scandir(os.path.join(base, rel)) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append(entry.name)
+                    elif entry.is_file(follow_symlinks=False):
+                        files.append(entry.name)
+        except OSError:
+            continue  # unreadable or gone: as os.walk, left out
+        yield from (f"{rel}/{name}" for name in sorted(files))
+        stack.extend(f"{rel}/{name}" for name in sorted(dirs, reverse=True))
 
 
 class _Chain(io.RawIOBase):
