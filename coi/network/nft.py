@@ -1,4 +1,4 @@
-"""coi's firewall rules as data: pure generation, rendering to nft text, and a small evaluator.
+"""coi's firewall rules as data: pure generation and rendering to nft text.
 
 Every rule is about one container, keyed by the bridge it enters on plus its IPv4 source
 address (IPv4 rules) or its MAC address (the IPv6 rules). Routed traffic carries the bridge
@@ -8,7 +8,8 @@ options (`security.ipv4_filtering` / `security.mac_filtering`) and again by coi'
 filters (`port_filters`), which hold alone when Incus's are gone. Rules live in coi's own
 table `inet coi`, on the forward hook (traffic that leaves through the host) and the input
 hook (traffic to the host itself), and in `bridge coi` at the ports, each commented
-`coi:<project>/<name>` so it is removed by handle, never by substring.
+`coi:<project>/<name>` so it is removed by handle, never by substring. Reading the rules
+back is nft_installed.py's job; what they do to a packet, nft_eval.py's.
 
 Stdlib only, with no coi imports: the privileged helper runs a root-owned copy of this file.
 """
@@ -131,20 +132,6 @@ class Rule:
     match: tuple[Cond, ...] = ()  # port rules (PORT_CHAIN): every condition must hold
     log_group: int = 0  # verdict "log": the NFLOG group new connections go to
     tag: str = ""  # verdict "log": `allowed|blocked RULE`, the log prefix
-
-
-@dataclass(frozen=True)
-class Packet:
-    """What the evaluator needs to know about a packet."""
-
-    chain: str
-    bridge: str
-    family: str  # ip or ip6
-    saddr: str | None
-    mac: str
-    daddr: str | None = None
-    proto: str = "tcp"
-    dport: int = 80
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -461,176 +448,3 @@ def delete_script(handles: Iterable[tuple[str, int]]) -> str:
 def add_script(rules: Iterable[Rule]) -> str:
     """Append rules in order."""
     return "".join(f"add rule {table_of(r.chain)} {r.chain} {render(r)}\n" for r in rules)
-
-
-# -- reading back -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Installed:
-    """A rule found in coi's table: where it is and whom it is about."""
-
-    chain: str
-    handle: int
-    comment: str
-    bridge: str | None
-    saddr: str | None
-    mac: str | None
-    group: int | None = None  # a log rule's NFLOG group
-    tag: str = ""  # a log rule's prefix
-    packets: int = 0  # a log rule's counter: new connections it saw
-
-
-def installed(listing: dict[str, object]) -> list[Installed]:
-    """The rules of `nft -j list table inet coi` output."""
-    found = []
-    items = listing.get("nftables", [])
-    for item in items if isinstance(items, list) else []:
-        rule = item.get("rule") if isinstance(item, dict) else None
-        if not isinstance(rule, dict) or rule.get("table") != TABLE:
-            continue
-        keys = _keys(rule.get("expr") or [])
-        found.append(
-            Installed(
-                str(rule.get("chain")),
-                int(rule["handle"]),
-                str(rule.get("comment") or ""),
-                keys.get("iifname"),
-                keys.get("saddr"),
-                keys.get("ether"),
-                *_log_fields(rule.get("expr") or []),
-            )
-        )
-    return found
-
-
-def _log_fields(exprs: list[dict[str, object]]) -> tuple[int | None, str, int]:
-    """(group, prefix, counted packets) of a log rule; (None, "", 0) for any other."""
-    group, tag, packets = None, "", 0
-    for expr in exprs:
-        if not isinstance(expr, dict):
-            continue
-        log, counter = expr.get("log"), expr.get("counter")
-        if isinstance(log, dict) and isinstance(log.get("group"), int):
-            group, tag = int(log["group"]), str(log.get("prefix") or "")
-        if isinstance(counter, dict) and isinstance(counter.get("packets"), int):
-            packets = int(counter["packets"])
-    return group, tag, packets
-
-
-def counts(rules: Iterable[Installed]) -> dict[str, dict[str, int]]:
-    """New connections allowed and blocked so far, per container comment (log counters)."""
-    found: dict[str, dict[str, int]] = {}
-    for rule in rules:
-        if rule.group is None:
-            continue
-        entry = found.setdefault(rule.comment, {ALLOWED: 0, BLOCKED: 0})
-        verdict_word = rule.tag.split(" ")[0]
-        if verdict_word in entry:
-            entry[verdict_word] += rule.packets
-    return found
-
-
-def log_groups(rules: Iterable[Installed], but: str = "") -> set[int]:
-    """NFLOG groups the log rules use, leaving out those of the comment `but`."""
-    return {r.group for r in rules if r.group is not None and r.comment != but}
-
-
-def _keys(exprs: list[dict[str, object]]) -> dict[str, str]:
-    keys = {}
-    for expr in exprs:
-        match = expr.get("match") if isinstance(expr, dict) else None
-        if not isinstance(match, dict) or match.get("op") not in ("==", None):
-            continue
-        left, right = match.get("left"), match.get("right")
-        if not isinstance(left, dict) or not isinstance(right, str):
-            continue
-        meta, payload = left.get("meta"), left.get("payload")
-        if isinstance(meta, dict) and meta.get("key") == "iifname":
-            keys["iifname"] = right
-        elif isinstance(payload, dict) and payload.get("field") == "saddr":
-            keys["saddr" if payload.get("protocol") == "ip" else "ether"] = right
-    return keys
-
-
-def stale(rules: Iterable[Installed], target: Target) -> list[tuple[str, int]]:
-    """Rules to replace when (re)applying target's: its own, and any other rule keyed on
-    its bridge and address or its MAC (left by a container that held them before)."""
-    return [
-        (r.chain, r.handle)
-        for r in rules
-        if r.comment == target.comment
-        or (r.bridge == target.bridge and r.saddr == target.address)
-        or (r.mac is not None and r.mac == target.mac)
-    ]
-
-
-def owned_by(rules: Iterable[Installed], project: str, name: str) -> list[tuple[str, int]]:
-    """(chain, handle) of every rule whose comment is exactly this container's."""
-    wanted = comment(project, name)
-    return [(r.chain, r.handle) for r in rules if r.comment == wanted]
-
-
-# -- evaluation (what the rules do to a packet; used by the property tests) ---------------
-
-
-def matches(rule: Rule, packet: Packet) -> bool:
-    """True when the rule matches the packet (port rules are left to the kernel)."""
-    if rule.match or rule.chain != packet.chain or rule.bridge != packet.bridge:
-        return False
-    if rule.mac is not None:
-        return packet.family == "ip6" and packet.mac == rule.mac
-    if packet.family != "ip" or packet.saddr != rule.saddr or packet.daddr is None:
-        return False
-    if rule.daddr and not any(
-        ipaddress.IPv4Address(packet.daddr) in ipaddress.IPv4Network(n) for n in rule.daddr
-    ):
-        return False
-    return rule.dport is None or (packet.proto in rule.protos and packet.dport == rule.dport)
-
-
-def verdict(rules: Iterable[Rule], packet: Packet) -> str:
-    """What coi's chain does with the packet: the first match's verdict, else accept."""
-    return next((r.verdict for r in rules if r.verdict != "log" and matches(r, packet)), "accept")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """A frame a container sends into its bridge port, as the port chain sees it."""
-
-    port: str
-    mac: str
-    kind: str  # what it carries under its tags: ip, arp, ip6 or other
-    tags: int = 0  # 802.1Q tags in front of it
-    saddr: str = ""  # the IPv4 source, or an ARP packet's sender address
-    daddr: str = ""
-    proto: str = "udp"
-    sport: int = 0
-    dport: int = 0
-    fragment: bool = False  # a later fragment: it has no transport header
-
-    def fields(self) -> dict[str, str]:
-        """The value of each selector a port rule can match (a missing one never matches)."""
-        found = {"ether saddr": self.mac, "ether type": "8021q" if self.tags else self.kind}
-        # The kernel takes one tag off before the bridge: `meta protocol`, which the ip and
-        # arp selectors follow in the bridge family, is the type under it.
-        under = self.kind if self.tags <= 1 else "8021q"
-        if under == "arp":
-            found["arp saddr ip"] = self.saddr
-        if under == "ip":
-            found.update({"ip saddr": self.saddr, "ip daddr": self.daddr})
-            if self.proto in ("tcp", "udp") and not self.fragment:
-                found.update({f"{self.proto} sport": str(self.sport)})
-                found.update({f"{self.proto} dport": str(self.dport)})
-        return found
-
-
-def port_verdict(rules: Iterable[Rule], frame: Frame) -> str:
-    """What coi's port chain does with the frame: the first match's verdict, else accept."""
-    fields = frame.fields()
-    for rule in rules:
-        if rule.chain != PORT_CHAIN or rule.bridge != frame.port:
-            continue
-        if all(c.field in fields and (fields[c.field] in c.values) != c.negate for c in rule.match):
-            return rule.verdict
-    return "accept"

@@ -18,7 +18,15 @@ from typing import Any
 from . import nft_guard, nft_helper
 
 # The files `coi setup` installs as the helper; the fingerprint covers each of them.
-SOURCES = ("nft.py", "nft_helper.py", "nft_guard.py", "nft_cli.py", "egress.py", "nflog.py")
+SOURCES = (
+    "nft.py",
+    "nft_installed.py",
+    "nft_helper.py",
+    "nft_guard.py",
+    "nft_cli.py",
+    "egress.py",
+    "nflog.py",
+)
 USAGE = (
     "usage: coi-netrules [--expect FINGERPRINT] "
     "apply PROJECT NAME | remove PROJECT NAME | orphans | list | probe | fingerprint | "

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import nft, nft_helper
+from . import nft, nft_helper, nft_installed
 from .nft_helper import HelperError
 
 GUARD_LOCK = "guard.lock"
@@ -85,7 +85,7 @@ def _at_port(inst: Mapping[str, Any], key: str, at_port: set[tuple[str, str]]) -
     return (key, veth) in at_port if veth else any(c == key for c, _ in at_port)
 
 
-def _held(rules: Iterable[nft.Installed]) -> tuple[list[str], list[tuple[str, str]]]:
+def _held(rules: Iterable[nft_installed.Installed]) -> tuple[list[str], list[tuple[str, str]]]:
     """Comments of the rules in coi's inet table, and (comment, veth) of those at ports."""
     rules = list(rules)
     inet = [r.comment for r in rules if r.chain != nft.PORT_CHAIN]

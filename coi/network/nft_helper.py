@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import nft
+from . import nft, nft_installed
 
 SOCKET = "/var/lib/incus/unix.socket"
 # Root's own folder for the helper's lock and the guard's pid: /run/lock is world-writable,
@@ -196,7 +196,7 @@ def run_nft(args: Sequence[str], script: str | None = None) -> str:
     return done.stdout
 
 
-def current() -> list[nft.Installed]:
+def current() -> list[nft_installed.Installed]:
     """The rules now in coi's tables (none when a table or nft does not exist)."""
     if not any(os.access(p, os.X_OK) for p in NFT_PATHS):
         return []
@@ -208,7 +208,7 @@ def current() -> list[nft.Installed]:
             if "No such file or directory" in str(exc):
                 continue
             raise
-        found += nft.installed(json.loads(text or "{}"))
+        found += nft_installed.installed(json.loads(text or "{}"))
     return found
 
 
@@ -245,7 +245,9 @@ def locked() -> Iterator[None]:
         os.close(fd)
 
 
-def _commit(rules: list[nft.Installed], delete: list[tuple[str, int]], add: list[nft.Rule]) -> None:
+def _commit(
+    rules: list[nft_installed.Installed], delete: list[tuple[str, int]], add: list[nft.Rule]
+) -> None:
     """One atomic nft transaction. The table stays when its last rule goes: a missing table
     then means it was lost (a flush, a reboot), which the guard (nft_guard.py) repairs."""
     if not (delete or add):
@@ -318,11 +320,11 @@ def apply(project: str, name: str, socket_path: str = SOCKET) -> list[str]:
     return [nft.render(r) for r in planned]
 
 
-def _with_group(target: nft.Target, rules: list[nft.Installed]) -> nft.Target:
+def _with_group(target: nft.Target, rules: list[nft_installed.Installed]) -> nft.Target:
     """target with its egress log group: its own again, else a free one (not in other coi
     rules, not bound by any other reader on this host)."""
     own = {r.group for r in rules if r.comment == target.comment and r.group is not None}
-    taken = nft.log_groups(rules, but=target.comment) | (bound_groups() - own)
+    taken = nft_installed.log_groups(rules, but=target.comment) | (bound_groups() - own)
     return dataclasses.replace(target, log_group=nft.choose_group(target.comment, taken))
 
 
@@ -341,17 +343,19 @@ def _replace(
             planned = nft.plan(_with_group(target, rules), mode, allows)
         # Rules of containers that are gone would hold whoever gets their address next
         # (an open container's DHCP lease included): every apply sweeps them away.
-        delete = set(nft.owned_by(rules, project, name)) | set(_dead(rules, socket_path))
+        delete = set(nft_installed.owned_by(rules, project, name)) | set(_dead(rules, socket_path))
         if target is not None:
             # Incus keeps static addresses unique on a bridge, so any other rule on this
             # address or MAC is stale (its container went without its rules, or is going).
-            delete.update(nft.stale(rules, target))
+            delete.update(nft_installed.stale(rules, target))
         _commit(rules, sorted(delete), planned)
     return planned
 
 
 def _dead(
-    rules: list[nft.Installed], socket_path: str, alive: Callable[[str, str], bool] | None = None
+    rules: list[nft_installed.Installed],
+    socket_path: str,
+    alive: Callable[[str, str], bool] | None = None,
 ) -> list[tuple[str, int]]:
     """(chain, handle) of the rules whose container no longer exists."""
     if alive is None:
@@ -386,7 +390,7 @@ def remove(project: str, name: str) -> int:
 def _remove(project: str, name: str) -> int:
     with locked():
         rules = current()
-        handles = nft.owned_by(rules, project, name)
+        handles = nft_installed.owned_by(rules, project, name)
         _commit(rules, handles, [])
     return len(handles)
 
@@ -428,7 +432,7 @@ def orphans(
 
 def _orphans(
     socket_path: str, alive: Callable[[str, str], bool] | None
-) -> tuple[list[nft.Installed], list[tuple[str, int]]]:
+) -> tuple[list[nft_installed.Installed], list[tuple[str, int]]]:
     with locked():
         rules = current()
         handles = _dead(rules, socket_path, alive)
@@ -443,7 +447,7 @@ def listing() -> dict[str, Any]:
     found = current()
     for r in found:
         grouped.setdefault(r.comment, []).append(f"{r.chain} {r.handle}")
-    return {"rules": grouped, "counts": nft.counts(found)}
+    return {"rules": grouped, "counts": nft_installed.counts(found)}
 
 
 PROBE_ACL = """table bridge coi_probe {

@@ -9,7 +9,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi.network import egress, nft
+from coi.network import egress, nft, nft_eval
 from tests.property.test_network_props import _packet, allows, loose, public_ipv4, targets
 from tests.strategies import egress_ports, egress_protos, learned_names, record_sizes
 
@@ -28,7 +28,7 @@ def test_log_rules_never_change_what_happens_to_a_packet(
     daddr = data.draw(st.one_of(public_ipv4, st.sampled_from(["10.1.2.3", t.gateway])))
     for chain in ("forward", "input"):
         packet = _packet(t, chain, daddr, data.draw(st.sampled_from(["tcp", "udp"])))
-        assert nft.verdict(logged, packet) == nft.verdict(plain, packet)
+        assert nft_eval.verdict(logged, packet) == nft_eval.verdict(plain, packet)
 
 
 @loose
@@ -40,8 +40,8 @@ def test_the_first_log_rule_a_new_connection_meets_names_its_verdict(
     daddr = data.draw(st.one_of(public_ipv4, st.sampled_from(["10.1.2.3", t.gateway])))
     for chain in ("forward", "input"):
         packet = _packet(t, chain, daddr, data.draw(st.sampled_from(["tcp", "udp"])))
-        logs = [r for r in logged if r.verdict == "log" and nft.matches(r, packet)]
-        decided = nft.verdict(logged, packet)
+        logs = [r for r in logged if r.verdict == "log" and nft_eval.matches(r, packet)]
+        decided = nft_eval.verdict(logged, packet)
         assert logs, "every new connection is logged"
         assert logs[0].log_group == group
         assert logs[0].tag.split()[0] == ("allowed" if decided == "accept" else "blocked")

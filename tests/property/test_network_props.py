@@ -8,7 +8,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coi.network import nft, policy
+from coi.network import nft, nft_eval, nft_installed, policy
 
 # Strategies of the network area (kept here: they serve only these properties).
 names = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
@@ -70,8 +70,8 @@ def _in(network: str, data: st.DataObject) -> str:
 
 def _packet(
     t: nft.Target, chain: str, daddr: str, proto: str = "tcp", dport: int = 443
-) -> nft.Packet:
-    return nft.Packet(chain, t.bridge, "ip", t.address, t.mac, daddr, proto, dport)
+) -> nft_eval.Packet:
+    return nft_eval.Packet(chain, t.bridge, "ip", t.address, t.mac, daddr, proto, dport)
 
 
 @loose
@@ -83,7 +83,7 @@ def test_every_blocked_range_is_rejected_for_every_container(
     for network in (*nft.BLOCKED_V4, t.subnet):
         daddr = _in(network, data)
         proto = data.draw(st.sampled_from(["tcp", "udp", "icmp"]))
-        assert nft.verdict(rules, _packet(t, "forward", daddr, proto)) == "reject", network
+        assert nft_eval.verdict(rules, _packet(t, "forward", daddr, proto)) == "reject", network
 
 
 @loose
@@ -96,7 +96,7 @@ def test_restricted_lets_public_addresses_through(
         and ipaddress.IPv4Address(daddr) not in ipaddress.IPv4Network(t.subnet)
     )
     assert (
-        nft.verdict(nft.plan(t, "restricted"), _packet(t, "forward", daddr, proto, port))
+        nft_eval.verdict(nft.plan(t, "restricted"), _packet(t, "forward", daddr, proto, port))
         == "accept"
     )
 
@@ -107,7 +107,7 @@ def test_restricted_host_gets_only_dhcp_and_dns_on_the_bridge_address(
     t: nft.Target, daddr: str, proto: str, port: int
 ) -> None:
     rules = nft.plan(t, "restricted")
-    got = nft.verdict(rules, _packet(t, "input", daddr, proto, port))
+    got = nft_eval.verdict(rules, _packet(t, "input", daddr, proto, port))
     dhcp = proto == "udp" and port == nft.DHCP_PORT
     dns = daddr == t.gateway and port == nft.DNS_PORT
     assert got == ("accept" if dhcp or dns else "reject")
@@ -120,8 +120,8 @@ def test_restricted_host_gets_only_dhcp_and_dns_on_the_bridge_address(
 def test_ipv6_from_the_container_is_dropped_on_both_hooks(
     t: nft.Target, mode: str, allowed: list[nft.Allow], chain: str
 ) -> None:
-    packet = nft.Packet(chain, t.bridge, "ip6", None, t.mac)
-    assert nft.verdict(nft.plan(t, mode, allowed), packet) == "drop"
+    packet = nft_eval.Packet(chain, t.bridge, "ip6", None, t.mac)
+    assert nft_eval.verdict(nft.plan(t, mode, allowed), packet) == "drop"
 
 
 @loose
@@ -146,9 +146,9 @@ def test_no_rule_matches_another_container(
     family: str,
 ) -> None:
     assume(other_addr != t.address and other_mac != t.mac)
-    packet = nft.Packet(chain, t.bridge, family, other_addr, other_mac, daddr, "tcp", 443)
+    packet = nft_eval.Packet(chain, t.bridge, family, other_addr, other_mac, daddr, "tcp", 443)
     for rule in nft.plan(t, mode, allowed):
-        assert not nft.matches(rule, packet)
+        assert not nft_eval.matches(rule, packet)
         text = nft.render(rule)
         assert f'iifname "{t.bridge}"' in text and f'comment "{t.comment}"' in text
         assert f"ip saddr {t.address} " in text or f"ether saddr {t.mac} " in text
@@ -163,10 +163,13 @@ def test_allowlist_opens_exactly_the_allowed_addresses_and_ports(
     for allow in allowed:
         port = allow.port or data.draw(ports)
         for proto in ("tcp", "udp"):
-            assert nft.verdict(rules, _packet(t, "forward", allow.address, proto, port)) == "accept"
+            assert (
+                nft_eval.verdict(rules, _packet(t, "forward", allow.address, proto, port))
+                == "accept"
+            )
     daddr, port = data.draw(ipv4), data.draw(ports)
     opened = any(a.address == daddr and a.port in (None, port) for a in allowed)
-    assert nft.verdict(rules, _packet(t, "forward", daddr, "tcp", port)) == (
+    assert nft_eval.verdict(rules, _packet(t, "forward", daddr, "tcp", port)) == (
         "accept" if opened else "reject"
     )
     accepted = {
@@ -183,7 +186,9 @@ def test_allowlist_opens_exactly_the_allowed_addresses_and_ports(
 def test_allowlist_dns_goes_only_to_listed_resolvers(
     t: nft.Target, allowed: list[nft.Allow], daddr: str, proto: str, port: int
 ) -> None:
-    got = nft.verdict(nft.plan(t, "allowlist", allowed), _packet(t, "input", daddr, proto, port))
+    got = nft_eval.verdict(
+        nft.plan(t, "allowlist", allowed), _packet(t, "input", daddr, proto, port)
+    )
     resolver = any(a.address == daddr and a.port in (None, 53) for a in allowed)
     dhcp = proto == "udp" and port == nft.DHCP_PORT
     assert got == ("accept" if dhcp or (resolver and port == 53) else "reject")
@@ -202,13 +207,15 @@ def test_stale_takes_own_rules_and_rules_on_the_same_key_only(
 ) -> None:
     assume(other.comment != t.comment and other.mac != t.mac)
     assume((other.bridge, other.address) != (t.bridge, t.address))
-    mine = [nft.Installed("forward", 1, t.comment, t.bridge, t.address, None)]
-    leftover = [nft.Installed("input", 2, "coi:x/gone", t.bridge, t.address, None)]
-    theirs = [nft.Installed("forward", 3, other.comment, other.bridge, other.address, None)]
-    theirs6 = [nft.Installed("input", 4, other.comment, other.bridge, None, other.mac)]
+    mine = [nft_installed.Installed("forward", 1, t.comment, t.bridge, t.address, None)]
+    leftover = [nft_installed.Installed("input", 2, "coi:x/gone", t.bridge, t.address, None)]
+    theirs = [
+        nft_installed.Installed("forward", 3, other.comment, other.bridge, other.address, None)
+    ]
+    theirs6 = [nft_installed.Installed("input", 4, other.comment, other.bridge, None, other.mac)]
     rules = data.draw(st.permutations(mine + leftover + theirs + theirs6))
-    assert sorted(nft.stale(rules, t)) == [("forward", 1), ("input", 2)]
-    assert nft.owned_by(rules, other.project, other.name) == [
+    assert sorted(nft_installed.stale(rules, t)) == [("forward", 1), ("input", 2)]
+    assert nft_installed.owned_by(rules, other.project, other.name) == [
         (r.chain, r.handle) for r in rules if r.handle in (3, 4)
     ]
 
@@ -290,11 +297,11 @@ veths = st.from_regex(r"veth[0-9a-f]{8}", fullmatch=True)
 
 
 @st.composite
-def frames(draw: st.DrawFn, t: nft.Target) -> nft.Frame:
+def frames(draw: st.DrawFn, t: nft.Target) -> nft_eval.Frame:
     """Any frame the container could send into its port: its own or another MAC, tagged or
     not, from its own address, 0.0.0.0, the bridge's or any other, to anywhere."""
     addresses = st.sampled_from([t.address, "0.0.0.0", t.gateway, nft.BROADCAST]) | ipv4
-    return nft.Frame(
+    return nft_eval.Frame(
         port=t.port,
         mac=draw(st.sampled_from([t.mac]) | macs),
         kind=draw(st.sampled_from(["ip", "arp", "ip6", "other"])),
@@ -308,7 +315,7 @@ def frames(draw: st.DrawFn, t: nft.Target) -> nft.Frame:
     )
 
 
-def _dhcp_request(frame: nft.Frame) -> bool:
+def _dhcp_request(frame: nft_eval.Frame) -> bool:
     return (frame.kind, frame.saddr, frame.daddr, frame.proto) == (
         "ip",
         "0.0.0.0",
@@ -325,14 +332,14 @@ def test_only_the_containers_own_address_or_a_dhcp_request_passes_its_port(
     t = replace(t, port=port)
     rules = nft.plan(t, mode, allowed if mode == "allowlist" else [])
     frame = data.draw(frames(t))
-    passed = nft.port_verdict(rules, frame) == "accept"
+    passed = nft_eval.port_verdict(rules, frame) == "accept"
     untagged = frame.mac == t.mac and frame.tags == 0
     own = frame.kind in ("ip", "arp") and frame.saddr == t.address
     assert passed == (untagged and (own or _dhcp_request(frame)))
     if passed and frame.kind == "ip":  # what then reaches the host is judged by its address
-        packet = nft.Packet("input", t.bridge, "ip", frame.saddr, t.mac, frame.daddr)
+        packet = nft_eval.Packet("input", t.bridge, "ip", frame.saddr, t.mac, frame.daddr)
         packet = replace(packet, proto=frame.proto, dport=frame.dport)
-        host = nft.verdict(rules, packet)
+        host = nft_eval.verdict(rules, packet)
         assert host != "accept" or frame.dport in (nft.DHCP_PORT, nft.DNS_PORT)
 
 
@@ -344,7 +351,7 @@ def test_port_rules_touch_only_their_own_port(
     assume(port != other)
     rules = nft.plan(replace(t, port=port), "restricted")
     frame = replace(data.draw(frames(replace(t, port=port))), port=other)
-    assert nft.port_verdict(rules, frame) == "accept"
+    assert nft_eval.port_verdict(rules, frame) == "accept"
     for rule in rules:
         if rule.chain == nft.PORT_CHAIN:
             assert nft.render(rule).startswith(f'iifname "{port}" ')

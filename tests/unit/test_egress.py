@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coi.core import paths
-from coi.network import egress, egress_log, nflog, nft
+from coi.network import egress, egress_log, nflog, nft_installed
 
 PAYLOAD = bytes.fromhex("4500003c000040004006000a0aab0005c63364109c4a1f90") + b"\0" * 16
 
@@ -117,13 +117,22 @@ def test_network_log_denied_shows_blocked_flows_only(capsys: pytest.CaptureFixtu
 
 def test_counts_add_up_the_log_counters_per_container_and_verdict() -> None:
     rules = [
-        nft.Installed("forward", 1, "coi:p/a", "br", "10.0.0.2", None, 24576, "allowed open", 5),
-        nft.Installed("forward", 2, "coi:p/a", "br", "10.0.0.2", None, 24576, "blocked host", 2),
-        nft.Installed("input", 3, "coi:p/a", "br", "10.0.0.2", None, 24576, "blocked ipv6", 1),
-        nft.Installed("forward", 4, "coi:p/a", "br", "10.0.0.2", None),
+        nft_installed.Installed(
+            "forward", 1, "coi:p/a", "br", "10.0.0.2", None, 24576, "allowed open", 5
+        ),
+        nft_installed.Installed(
+            "forward", 2, "coi:p/a", "br", "10.0.0.2", None, 24576, "blocked host", 2
+        ),
+        nft_installed.Installed(
+            "input", 3, "coi:p/a", "br", "10.0.0.2", None, 24576, "blocked ipv6", 1
+        ),
+        nft_installed.Installed("forward", 4, "coi:p/a", "br", "10.0.0.2", None),
     ]
-    assert nft.counts(rules) == {"coi:p/a": {"allowed": 5, "blocked": 3}}
-    assert nft.log_groups(rules) == {24576} and nft.log_groups(rules, but="coi:p/a") == set()
+    assert nft_installed.counts(rules) == {"coi:p/a": {"allowed": 5, "blocked": 3}}
+    assert (
+        nft_installed.log_groups(rules) == {24576}
+        and nft_installed.log_groups(rules, but="coi:p/a") == set()
+    )
 
 
 def test_follow_gives_new_records_only_and_goes_on_across_a_rotation() -> None:

@@ -16,7 +16,17 @@ import pytest
 from coi.core.errors import CoiError, UsageError
 from coi.host import netrules, network_checks
 from coi.launch import spec
-from coi.network import dns, enforce, nft, nft_cli, nft_guard, nft_helper, policy
+from coi.network import (
+    dns,
+    enforce,
+    nft,
+    nft_cli,
+    nft_eval,
+    nft_guard,
+    nft_helper,
+    nft_installed,
+    policy,
+)
 from tests.fakes import FakeIncus
 
 
@@ -142,13 +152,13 @@ LISTING = {
 
 
 def test_installed_rules_are_read_back_with_their_keys() -> None:
-    found = nft.installed(LISTING)
+    found = nft_installed.installed(LISTING)
     assert found == [
-        nft.Installed("forward", 4, "coi:proj/c1", "coibr0", "10.171.0.5", None),
-        nft.Installed("input", 9, "coi:proj/c1", "coibr0", None, "10:66:6a:00:00:01"),
+        nft_installed.Installed("forward", 4, "coi:proj/c1", "coibr0", "10.171.0.5", None),
+        nft_installed.Installed("input", 9, "coi:proj/c1", "coibr0", None, "10:66:6a:00:00:01"),
     ]
-    assert nft.owned_by(found, "proj", "c1") == [("forward", 4), ("input", 9)]
-    assert nft.owned_by(found, "proj", "c") == []  # never by substring
+    assert nft_installed.owned_by(found, "proj", "c1") == [("forward", 4), ("input", 9)]
+    assert nft_installed.owned_by(found, "proj", "c") == []  # never by substring
 
 
 # -- the privileged helper ----------------------------------------------------------------
@@ -247,9 +257,9 @@ def test_the_helper_refuses_instances_that_are_not_coi_containers(
 
 def test_orphans_are_the_rules_of_missing_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     rules = [
-        nft.Installed("forward", 1, "coi:p/alive", "br", "10.0.0.2", None),
-        nft.Installed("forward", 2, "coi:p/gone", "br", "10.0.0.3", None),
-        nft.Installed("input", 3, "coi:p/gone", "br", None, "10:66:6a:00:00:03"),
+        nft_installed.Installed("forward", 1, "coi:p/alive", "br", "10.0.0.2", None),
+        nft_installed.Installed("forward", 2, "coi:p/gone", "br", "10.0.0.3", None),
+        nft_installed.Installed("input", 3, "coi:p/gone", "br", None, "10:66:6a:00:00:03"),
     ]
     scripts: list[str] = []
     monkeypatch.setattr(nft_helper, "current", lambda: rules)
@@ -267,10 +277,10 @@ def test_apply_replaces_own_and_stale_rules_and_sweeps_the_dead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rules = [
-        nft.Installed("forward", 1, T.comment, T.bridge, T.address, None),
-        nft.Installed("forward", 2, "coi:p/old", T.bridge, T.address, None),
-        nft.Installed("input", 3, "coi:p/gone", "br", "10.9.9.9", None),
-        nft.Installed("input", 4, "coi:p/alive", "br", "10.9.9.8", None),
+        nft_installed.Installed("forward", 1, T.comment, T.bridge, T.address, None),
+        nft_installed.Installed("forward", 2, "coi:p/old", T.bridge, T.address, None),
+        nft_installed.Installed("input", 3, "coi:p/gone", "br", "10.9.9.9", None),
+        nft_installed.Installed("input", 4, "coi:p/alive", "br", "10.9.9.8", None),
     ]
     scripts: list[str] = []
     monkeypatch.setattr(nft_helper, "target_of", lambda p, n, s: (T, "restricted", []))
@@ -299,8 +309,8 @@ def test_the_dead_are_found_in_one_listing_or_else_one_by_one(
     monkeypatch.setattr(nft_helper, "incus_get", lambda path, socket, **kw: urls)
     assert nft_helper.instances_everywhere("s") == {("default", "c1"), ("p", "c2"), ("p", "a-b")}
     rules = [
-        nft.Installed("input", 1, "coi:p/c2", "br", "10.9.9.9", None),
-        nft.Installed("input", 2, "coi:p/gone", "br", "10.9.9.8", None),
+        nft_installed.Installed("input", 1, "coi:p/c2", "br", "10.9.9.9", None),
+        nft_installed.Installed("input", 2, "coi:p/gone", "br", "10.9.9.8", None),
     ]
     assert nft_helper._dead(rules, "s") == [("input", 2)]
 
@@ -322,7 +332,7 @@ def test_open_mode_clears_any_rule_on_its_static_address(monkeypatch: pytest.Mon
     }
     nets = {"coibr0": {"config": {"ipv4.address": "10.171.0.1/24"}}}
     monkeypatch.setattr(nft_helper, "incus_get", _fake_incus_get({"c1": inst, "old": {}}, nets))
-    rules = [nft.Installed("forward", 5, "coi:proj/old", "coibr0", "10.171.0.5", None)]
+    rules = [nft_installed.Installed("forward", 5, "coi:proj/old", "coibr0", "10.171.0.5", None)]
     scripts: list[str] = []
     monkeypatch.setattr(nft_helper, "current", lambda: rules)
     monkeypatch.setattr(
@@ -599,6 +609,6 @@ def test_the_port_passes_only_the_containers_own_address_and_dhcp(
         port=PORTED.port, mac=PORTED.mac, kind="ip", daddr="10.171.0.1", sport=68, dport=67
     )
     rules = nft.plan(PORTED, "restricted")
-    assert nft.port_verdict(rules, nft.Frame(**{**fields, **frame})) == expected
-    other_port = nft.Frame(**{**fields, **frame, "port": "vethother"})
-    assert nft.port_verdict(rules, other_port) == "accept"  # another container's business
+    assert nft_eval.port_verdict(rules, nft_eval.Frame(**{**fields, **frame})) == expected
+    other_port = nft_eval.Frame(**{**fields, **frame, "port": "vethother"})
+    assert nft_eval.port_verdict(rules, other_port) == "accept"  # another container's business

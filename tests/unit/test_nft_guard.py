@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from coi.host import doctor, network_checks
-from coi.network import enforce, nft, nft_guard, nft_helper
+from coi.network import enforce, nft, nft_guard, nft_helper, nft_installed
 
 LISTING = """table inet coi {
 \tchain forward {
@@ -195,8 +195,8 @@ def test_port_filters_on_a_veth_the_nic_no_longer_has_leave_it_unguarded() -> No
     found = nft_guard.unguarded([replugged, current], ["coi:p/a", "coi:p/b"], ported)
     assert found == [("p", "a")]
     rules = [
-        nft.Installed(nft.PORT_CHAIN, 7, "coi:p/a", "veth2", None, None),
-        nft.Installed("input", 8, "coi:p/a", "coibr0", "10.171.0.5", None),
+        nft_installed.Installed(nft.PORT_CHAIN, 7, "coi:p/a", "veth2", None, None),
+        nft_installed.Installed("input", 8, "coi:p/a", "coibr0", "10.171.0.5", None),
     ]
     assert nft_guard._held(rules) == (["coi:p/a"], [("coi:p/a", "veth2")])
     assert nft_guard.unguarded([replugged], *nft_guard._held(rules)) == []
