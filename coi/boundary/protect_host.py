@@ -14,7 +14,8 @@ Missing paths get an empty placeholder (owned by the workspace owner) while a se
 runs; `release` unmounts the view and removes exactly the placeholders coi created (a
 folder only when still empty, a file only when it still holds coi's bytes). Every path is
 opened component by component with O_NOFOLLOW, and mounts go through /proc/self/fd, so
-a link planted in the workspace can never send a root mount elsewhere on the host.
+a link planted in the workspace can never send a root mount elsewhere on the host
+(reading the workspace that way is protect_survey.py's job).
 
 A coi that is not root does all of this through coi's view helper (`coi-view`, installed
 by `coi setup` beside the network helper and run through sudo; coi/boundary/view_cli.py):
@@ -37,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from coi.boundary import protect
+from coi.boundary import protect, protect_survey
 from coi.core.errors import CoiError
 
 # What each view created in its workspace, kept across reboots (the views on /run are not):
@@ -45,8 +46,6 @@ from coi.core.errors import CoiError
 RECORDS = Path("/var/lib/coi-protect")
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_PRIVATE = 1, 32, 4096, 1 << 18
 MNT_DETACH = 2
-_MAX_GIT_DIRS = 64  # worktrees and submodules looked at, so a planted swarm stays cheap
-_LOOKS = ("HEAD", "config", "commondir")  # what makes a folder under .git/modules a git dir
 
 
 # The view helper a non-root coi runs through sudo (coi/host/netrules.py installs it), and
@@ -59,6 +58,7 @@ SOURCES = (
     "coi/core/mountinfo.py",
     "coi/boundary/protect.py",
     "coi/boundary/protect_host.py",
+    "coi/boundary/protect_survey.py",
     "coi/boundary/view_cli.py",
 )
 
@@ -99,178 +99,12 @@ def through_helper(*args: str) -> Any:
     return json.loads(done.stdout or "{}")
 
 
-# --- the workspace folder itself -----------------------------------------------------------
-
-
-def open_folder(path: Path, caller: int | None = None) -> int:
-    """An O_PATH descriptor on the folder at path. With caller (the view helper's user):
-    path must be absolute and plain, opened from / one component at a time without
-    following any link, every folder above owned by root or the caller, the folder itself
-    by the caller (CoiError saying which rule it breaks). Without: opened as it is."""
-    if caller is None:
-        return os.open(path, os.O_PATH | os.O_DIRECTORY)
-    text = str(path)
-    if not text.startswith("/") or os.path.normpath(text) != text or text == "/":
-        raise CoiError(f"{text!r} is not an absolute, plain folder path")
-    if text.split("/")[1] in ("proc", "sys", "dev", "run"):
-        raise CoiError(f"{text} is outside your workspaces (a system folder)")
-    fd = os.open("/", os.O_PATH | os.O_DIRECTORY)
-    try:
-        parts = text.split("/")[1:]
-        for i, part in enumerate(parts):
-            step = os.open(part, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = step
-            info = os.fstat(fd)
-            shown = "/" + "/".join(parts[: i + 1])
-            if stat.S_ISLNK(info.st_mode):
-                raise CoiError(f"{shown} is a symbolic link: pass the folder it leads to")
-            if not stat.S_ISDIR(info.st_mode):
-                raise CoiError(f"{shown} is not a folder")
-            last = i == len(parts) - 1
-            if last and info.st_uid != caller:
-                raise CoiError(f"{text} is owned by uid {info.st_uid}, not by you")
-            if not last and info.st_uid not in (0, caller):
-                raise CoiError(
-                    f"{text} is outside your workspaces: {shown} belongs to uid {info.st_uid}"
-                )
-        return fd
-    except FileNotFoundError:
-        os.close(fd)
-        raise CoiError(f"{text} does not exist") from None
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-# --- survey (read the host's workspace, never following links) ---------------------------
-
-
-def survey(workspace: Path, listed: Sequence[str]) -> protect.Survey:
-    """The layout protect.plan needs: git facts, then the kind of every path it may touch."""
-    pointer = _pointer(workspace)
-    gitdirs = [d for d in (".git", pointer) if d]
-    commondirs = {d: _commondir(workspace, d) for d in gitdirs}
-    facts = protect.Survey(
-        kinds={".git": kind_of(workspace, ".git")},
-        git_pointer=pointer,
-        commondirs=commondirs,
-        worktrees=_subdirs(workspace, ".git/worktrees"),
-        modules=git_dirs(workspace, ".git/modules"),
-    )
-    kinds = dict(facts.kinds)
-    for rel in protect.targets(listed, facts):
-        for part in [*reversed(PurePosixPath(rel).parents[:-1]), PurePosixPath(rel)]:
-            kinds[part.as_posix()] = kind_of(workspace, part.as_posix())
-    return protect.Survey(kinds, pointer, commondirs, facts.worktrees, facts.modules)
-
-
-def kind_of(workspace: Path, rel: str) -> str:
-    """file, dir, link, other or missing for rel under workspace (a link on the way: link)."""
-    try:
-        with _walk(workspace, rel) as fd:
-            mode = os.fstat(fd).st_mode
-    except FileNotFoundError:
-        return protect.MISSING
-    except _Link:
-        return protect.LINK
-    except NotADirectoryError:
-        return protect.OTHER
-    if stat.S_ISDIR(mode):
-        return protect.DIR
-    return protect.FILE if stat.S_ISREG(mode) else protect.OTHER
-
-
-def _pointer(workspace: Path) -> str | None:
-    """The workspace-relative target of a `.git` file (gitdir: PATH); None when outside or none."""
-    if kind_of(workspace, ".git") != protect.FILE:
-        return None
-    text = _read_small(workspace, ".git")
-    if not text.startswith("gitdir:"):
-        return None
-    return _inside(workspace, workspace, text[len("gitdir:") :].strip())
-
-
-def _commondir(workspace: Path, gitdir: str) -> str | None:
-    if kind_of(workspace, f"{gitdir}/commondir") != protect.FILE:
-        return None
-    return _inside(workspace, workspace / gitdir, _read_small(workspace, f"{gitdir}/commondir"))
-
-
-def _inside(workspace: Path, base: Path, target: str) -> str | None:
-    """target (relative to base, or absolute) as a workspace-relative path; None if outside."""
-    full = Path(os.path.normpath(base / target.strip()))
-    try:
-        rel = full.relative_to(workspace)
-    except ValueError:
-        return None
-    return rel.as_posix() if rel.parts else None
-
-
-def _subdirs(workspace: Path, rel: str) -> tuple[str, ...]:
-    if kind_of(workspace, rel) != protect.DIR:
-        return ()
-    names = sorted(os.listdir(workspace / rel))[:_MAX_GIT_DIRS]
-    return tuple(f"{rel}/{n}" for n in names if kind_of(workspace, f"{rel}/{n}") == protect.DIR)
-
-
-def git_dirs(workspace: Path, rel: str) -> tuple[str, ...]:
-    """The submodules' git dirs under rel, nested ones included: a folder holding HEAD,
-    config or commondir is one (its own modules/ is looked in too); any other folder is
-    looked through (a submodule's name may hold '/'). Bounded; links never followed."""
-    found: list[str] = []
-    queue, looked = [rel], 0
-    while queue and looked < _MAX_GIT_DIRS * 4 and len(found) < _MAX_GIT_DIRS:
-        folder = queue.pop(0)
-        looked += 1
-        for sub in _subdirs(workspace, folder):
-            if any(kind_of(workspace, f"{sub}/{n}") != protect.MISSING for n in _LOOKS):
-                found.append(sub)
-                queue.append(f"{sub}/modules")
-            elif sub.count("/") < rel.count("/") + 8:
-                queue.append(sub)
-    return tuple(found[:_MAX_GIT_DIRS])
-
-
-def _read_small(workspace: Path, rel: str) -> str:
-    with _walk(workspace, rel, os.O_RDONLY) as fd:
-        return os.read(fd, 4096).decode("utf-8", "replace")
-
-
-class _Link(Exception):
-    """A symbolic link on the way to a path."""
-
-
-@contextlib.contextmanager
-def _walk(root: Path, rel: str, flags: int = os.O_PATH) -> Iterator[int]:
-    """An fd for rel under root, opened component by component without following links."""
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
-    try:
-        parts = PurePosixPath(rel).parts
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            try:
-                step = os.open(part, (flags if last else os.O_PATH) | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise _Link(rel) from None
-                raise
-            if stat.S_ISLNK(os.fstat(step).st_mode):  # O_PATH|O_NOFOLLOW opens the link itself
-                os.close(step)
-                raise _Link(rel)
-            os.close(fd)
-            fd = step
-        yield fd
-    finally:
-        os.close(fd)
-
-
 # --- stage and release -------------------------------------------------------------------
 
 
 def stage(name: str, workspace: Path, listed: Sequence[str], caller: int | None = None) -> Path:
     """Build the locked view of workspace for instance `name`; return its path (through the
-    view helper when not root; caller: the helper's user, see open_folder).
+    view helper when not root; caller: the helper's user, see protect_survey.open_folder).
 
     A view left from an earlier start (a crash, a persistent container) is released first.
     """
@@ -296,7 +130,7 @@ def _one_at_a_time(workspace: str) -> Iterator[None]:
 
 
 def _stage(name: str, workspace: Path, listed: Sequence[str], caller: int | None) -> Path:
-    folder = open_folder(workspace, caller)
+    folder = protect_survey.open_folder(workspace, caller)
     try:
         return _stage_from(name, workspace, folder, listed, caller)
     finally:
@@ -306,7 +140,7 @@ def _stage(name: str, workspace: Path, listed: Sequence[str], caller: int | None
 def _stage_from(
     name: str, workspace: Path, folder: int, listed: Sequence[str], caller: int | None
 ) -> Path:
-    entries = protect.plan(listed, survey(workspace, listed))
+    entries = protect.plan(listed, protect_survey.survey(workspace, listed))
     target = protect.view_path(name)
     protect.VIEW_ROOT.mkdir(mode=0o700, exist_ok=True)
     target.mkdir(mode=0o700, exist_ok=True)
@@ -326,7 +160,7 @@ def _stage_from(
                 created.append([entry.rel, entry.kind])
                 _record(name, workspace, created, mounted, caller)
             _bind_over_itself(target, entry)
-    except _Link as exc:
+    except protect_survey.Link as exc:
         _release(name)
         raise CoiError(f"workspace path {exc} turned into a symbolic link: start again") from None
     except BaseException:
@@ -403,7 +237,7 @@ def manifest_path(name: str) -> Path:
 
 def _create(view: Path, entry: protect.Entry, uid: int, gid: int) -> None:
     parent, leaf = PurePosixPath(entry.rel).parent.as_posix(), PurePosixPath(entry.rel).name
-    with _walk(view, parent, os.O_RDONLY | os.O_DIRECTORY) as dfd:
+    with protect_survey.walk(view, parent, os.O_RDONLY | os.O_DIRECTORY) as dfd:
         if entry.kind == protect.DIR:
             os.mkdir(leaf, 0o755, dir_fd=dfd)
             fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
@@ -418,10 +252,10 @@ def _create(view: Path, entry: protect.Entry, uid: int, gid: int) -> None:
 
 
 def _bind_over_itself(view: Path, entry: protect.Entry) -> None:
-    with _walk(view, entry.rel) as fd:
+    with protect_survey.walk(view, entry.rel) as fd:
         path = f"/proc/self/fd/{fd}"
         _mount(path, path, MS_BIND)
-    with _walk(view, entry.rel) as fd:  # opened again: now the new mount's root
+    with protect_survey.walk(view, entry.rel) as fd:  # opened again: now the new mount's root
         path = f"/proc/self/fd/{fd}"
         _mount(None, path, MS_PRIVATE)
         if entry.readonly:
@@ -543,7 +377,7 @@ def _remove_recorded(record: dict[str, Any]) -> None:
         remove_placeholders(workspace, created)
         return
     try:
-        folder = open_folder(workspace, caller)
+        folder = protect_survey.open_folder(workspace, caller)
     except (CoiError, OSError):
         return
     try:
@@ -585,7 +419,7 @@ def remove_placeholders(workspace: Path, created: Sequence[Sequence[str]]) -> li
 def _remove_one(workspace: Path, rel: str, kind: str) -> bool:
     parent, leaf = PurePosixPath(rel).parent.as_posix(), PurePosixPath(rel).name
     try:
-        with _walk(workspace, parent, os.O_RDONLY | os.O_DIRECTORY) as dfd:
+        with protect_survey.walk(workspace, parent, os.O_RDONLY | os.O_DIRECTORY) as dfd:
             if kind == protect.DIR:
                 os.rmdir(leaf, dir_fd=dfd)
                 return True
@@ -600,7 +434,7 @@ def _remove_one(workspace: Path, rel: str, kind: str) -> bool:
             return False
     except FileNotFoundError:
         return True
-    except (OSError, _Link):
+    except (OSError, protect_survey.Link):
         return False
 
 

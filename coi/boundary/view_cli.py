@@ -8,7 +8,7 @@ root) for the CALLING user's own workspaces only, and trusts nothing it is given
 - the caller is sudo's SUDO_UID (never root: root builds views in-process);
 - a workspace is an absolute, plain path opened from / one component at a time without
   following links; every folder above it belongs to root or the caller, and the folder
-  itself to the caller (protect_host.open_folder); the view is mounted from that very
+  itself to the caller (protect_survey.open_folder); the view is mounted from that very
   descriptor, not from the path;
 - an instance name is an Incus name (with `.git` for a worktree's git dir view); when Incus
   has an instance of that name, it must carry coi's labels and be stopped (releasing the
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from coi.boundary import protect, protect_host
+from coi.boundary import protect, protect_host, protect_survey
 from coi.boundary.protect_host import fingerprint
 from coi.core.errors import CoiError
 
@@ -82,7 +82,7 @@ def check_workspace(text: str, caller: int) -> Path:
     if os.path.normpath(text) != text or "\0" in text:
         raise Refused(f"refusing {text!r}: not a plain absolute path (no '.', '..' or '//')")
     try:
-        fd = protect_host.open_folder(Path(text), caller)
+        fd = protect_survey.open_folder(Path(text), caller)
     except CoiError as exc:
         raise Refused(f"refusing {text!r}: {exc}") from None
     except OSError as exc:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from coi.boundary import protect, protect_host
+from coi.boundary import protect, protect_host, protect_survey
 from coi.core import labels
 from coi.core.errors import UsageError
 from coi.workspace import worktree
@@ -113,12 +113,12 @@ def listed(common: Path) -> tuple[str, ...]:
     """The git dir's entries kept read-only: the git entries, each worktree's own, and
     those of every submodule's git dir (nested ones included), which the main tree uses."""
     found = list(protect.GIT_ENTRIES)
-    if protect_host.kind_of(common, "worktrees") == protect.DIR:
+    if protect_survey.kind_of(common, "worktrees") == protect.DIR:
         names = sorted(os.listdir(common / "worktrees"))[:_MAX_WORKTREES]
         for sub in names:
-            if protect_host.kind_of(common, f"worktrees/{sub}") == protect.DIR:
+            if protect_survey.kind_of(common, f"worktrees/{sub}") == protect.DIR:
                 found += [f"worktrees/{sub}/{e}" for e in (*protect.GIT_ENTRIES, *PER_WORKTREE)]
-    for sub in protect_host.git_dirs(common, "modules"):
+    for sub in protect_survey.git_dirs(common, "modules"):
         found += [f"{sub}/{e}" for e in protect.GIT_ENTRIES]
     return tuple(dict.fromkeys(found))
 

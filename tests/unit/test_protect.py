@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.boundary import protect, protect_host
+from coi.boundary import protect, protect_host, protect_survey
 from coi.boundary.protect import DIR, FILE, LINK, MISSING, Entry, Survey
 from coi.config import trust
 from coi.config.load import default_layer, load, merge
@@ -121,7 +121,7 @@ def test_the_survey_reads_the_workspace_without_following_links(tmp_path: Path) 
     (ws / ".git" / "worktrees" / "w").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     (ws / ".vscode").symlink_to(tmp_path / "elsewhere")
-    survey = protect_host.survey(ws, protect.paths())
+    survey = protect_survey.survey(ws, protect.paths())
     assert survey.kind(".git") == DIR and survey.kind(".git/hooks") == DIR
     assert survey.kind(".vscode") == LINK and survey.kind(".envrc") == MISSING
     assert survey.worktrees == (".git/worktrees/w",)
@@ -139,7 +139,7 @@ def test_the_survey_finds_nested_submodules_and_not_a_link(tmp_path: Path) -> No
     (tmp_path / "elsewhere" / "x").mkdir(parents=True)
     (tmp_path / "elsewhere" / "x" / "config").write_text("")
     (modules / "linked").symlink_to(tmp_path / "elsewhere")
-    survey = protect_host.survey(ws, protect.paths())
+    survey = protect_survey.survey(ws, protect.paths())
     assert sorted(survey.modules) == [".git/modules/a", ".git/modules/a/modules/b",
                                       ".git/modules/lib/c"]  # fmt: skip
     found = protect.targets(protect.paths(), survey)
@@ -165,7 +165,7 @@ def test_the_shared_git_dirs_view_keeps_its_submodules_read_only(tmp_path: Path)
         assert {f"{gitdir}/{e}" for e in protect.GIT_ENTRIES} <= set(listed)
     assert {f"worktrees/w/{e}" for e in (*protect.GIT_ENTRIES, "gitdir")} <= set(listed)
     assert len(listed) == len(set(listed))
-    plan = protect.plan(listed, protect_host.survey(common, listed))
+    plan = protect.plan(listed, protect_survey.survey(common, listed))
     pins = {e.rel for e in plan if not e.readonly}
     assert {"modules", "modules/sub", "modules/sub/modules/deep"} <= pins  # none renamed away
 
@@ -174,9 +174,9 @@ def test_the_survey_follows_a_git_file_only_inside_the_workspace(tmp_path: Path)
     ws = tmp_path / "ws"
     (ws / "main" / ".git").mkdir(parents=True)
     (ws / ".git").write_text(f"gitdir: {ws}/main/.git\n")
-    assert protect_host.survey(ws, protect.paths()).git_pointer == "main/.git"
+    assert protect_survey.survey(ws, protect.paths()).git_pointer == "main/.git"
     (ws / ".git").write_text("gitdir: ../../outside\n")
-    assert protect_host.survey(ws, protect.paths()).git_pointer is None
+    assert protect_survey.survey(ws, protect.paths()).git_pointer is None
 
 
 def test_only_unchanged_placeholders_are_removed(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from coi.boundary import protect, protect_host, view_cli
+from coi.boundary import protect, protect_host, protect_survey, view_cli
 from coi.config.load import load
 from coi.core.errors import CoiError
 from coi.host import netrules
@@ -215,13 +215,13 @@ def test_the_entry_point_refuses_without_root_in_one_line() -> None:
 
 
 def test_open_folder_reaches_the_folder_itself_and_checks_ownership(ws: Path, me: int) -> None:
-    fd = protect_host.open_folder(ws, me)
+    fd = protect_survey.open_folder(ws, me)
     try:
         assert os.path.samestat(os.fstat(fd), os.stat(ws))
     finally:
         os.close(fd)
     with pytest.raises(CoiError, match="not by you"):
-        protect_host.open_folder(ws, me + 1)
+        protect_survey.open_folder(ws, me + 1)
 
 
 def test_the_installed_view_helper_is_coi_s_own_files_and_a_guarded_wrapper() -> None:
