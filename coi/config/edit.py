@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from coi.config import schema
+from coi.config import checks
 from coi.core.errors import UsageError
 
 _HEADER = re.compile(r"^\s*\[\s*network\s*\]\s*(#.*)?$", re.MULTILINE)
@@ -44,7 +44,7 @@ def with_entries(text: str, entries: Sequence[str]) -> str:
     """text with [network] allowed_domains set to entries (UsageError when the file's shape
     leaves no safe edit: then the user edits it by hand)."""
     for entry in entries:
-        problem = schema._allowed_entry(entry)
+        problem = checks.allowed_entry(entry)
         if problem:
             raise UsageError(f"allowed_domains: {problem}")
     line = _render(entries)

@@ -49,11 +49,9 @@ from coi.config.schema import (
     SECTION_ORDER,
     SECTIONS,
     Key,
-    config_error,
     parse_env_value,
-    unknown_key,
-    validate,
 )
+from coi.config.validation import config_error, unknown_key, validate
 from coi.core.errors import ConfigError, UsageError
 from coi.core.paths import coi_home
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coi.config.checks import size_bytes
 from coi.config.schema import (
     BUILTIN_TOOLS,
     LIMIT_KEYS,
@@ -19,9 +20,8 @@ from coi.config.schema import (
     SECTIONS,
     TOOL_KEYS,
     Key,
-    config_error,
-    size_bytes,
 )
+from coi.config.validation import config_error
 
 if TYPE_CHECKING:
     from coi.config.trust import Ignored

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from coi.config.checks import cpu_amount, memory_amount, size_bytes
 from coi.config.schema import (
     BUILTIN_TOOLS,
     NAMED,
     SECTIONS,
-    cpu_amount,
-    memory_amount,
-    size_bytes,
 )
 from coi.core import durations
 from coi.core.errors import CoiError

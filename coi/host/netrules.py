@@ -4,9 +4,10 @@ Members of the Incus admin group may run exactly two commands as root without a 
 /usr/local/sbin/coi-netrules (coi's firewall rules: a root-owned copy of coi/network's
 helper files) and /usr/local/sbin/coi-view (the locked view of protected paths: a copy of
 coi/boundary/view_cli.py, protect_host.py, protect_survey.py, protect.py and the three
-coi/core files they use). Each runs with the system Python in isolated mode (-I -S: no environment, no
-site-packages), and refuses to start when the interpreter, its standard library or the
-copy could be changed by anyone but root; otherwise the sudoers rule would be a root shell.
+coi/core files they use). Each runs with the system Python in isolated mode (-I -S: no
+environment, no site-packages), and refuses to start when the interpreter, its standard
+library or the copy could be changed by anyone but root; otherwise the sudoers rule would
+be a root shell.
 
 Two helpers, not one: the network helper's copy is a package of its own without coi
 imports, the view code is coi's own package; each stays small enough to read, carries

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coi.config import trust
-from coi.config.schema import size_bytes
+from coi.config.checks import size_bytes
 from tests.strategies import size_units, state_sizes
 
 MiB, GiB = 1024**2, 1024**3

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from coi.config.checks import cpu_amount, memory_amount
 from coi.config.load import LAYER_ORDER, __doc__, limits_config, load, resume_profile
-from coi.config.schema import cpu_amount, memory_amount
 from coi.core.errors import ConfigError
 from coi.launch.spec import LaunchSpec, instance_config
 
