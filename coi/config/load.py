@@ -11,20 +11,20 @@ Layers, lowest to highest precedence; a layer that omits a key leaves it as it w
 7. the profile chosen with --profile NAME, looked up in the merge of layers 1-6
 8. command-line flags
 
-The dataclasses and the step that builds them live in coi/config/model.py.
+The dataclasses and the step that builds them live in coi/config/model.py; reading and
+parsing one file, in coi/config/files.py.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from coi.config import trust
+from coi.config import files, trust
 from coi.config.model import (
     DEFAULTS_LABEL,
     Build,
@@ -76,12 +76,9 @@ __all__ = [
     "leaves",
     "limits_config",
     "load",
-    "load_file",
     "merge",
     "merge_with_origins",
-    "parse_file",
     "profile_layer",
-    "read_project_file",
     "resume_profile",
     "validate",
 ]
@@ -99,7 +96,6 @@ LAYER_ORDER = (
     "profile",
     "flags",
 )
-PROJECT_MAX_BYTES = 1 << 20  # a .coi.toml is a few lines; this bounds what coi reads
 _RESERVED = frozenset({"COI_CONFIG", "COI_HOME", "COI_CONTAINER_PREFIX", "COI_SYSTEM_CONFIG"})
 # flag dest -> (section, key); --env is handled apart: it is a list of KEY=VALUE
 _FLAG_KEYS = {
@@ -184,95 +180,6 @@ def _toml(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return list(value)
     return dict(value) if isinstance(value, Mapping) else value
-
-
-def load_file(path: Path) -> Layer | None:
-    """Read and validate one TOML file; None if it does not exist."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {_unreadable(exc)}") from None
-    return parse_file(path, raw)
-
-
-def parse_file(path: Path, raw: bytes) -> Layer:
-    """Validate the bytes read from path into a Layer that pins their sha256."""
-    import tomllib  # lazy: only a load needs the parser
-
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeError as exc:
-        raise ConfigError(f"{path}: {_unreadable(exc)}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_toml_problem(path, text, str(exc))) from None
-    validate(data, str(path), text)
-    # The digest is of the very bytes parsed here, so trust pins what is used.
-    return Layer(str(path), data, path, trust.digest(raw))
-
-
-def _unreadable(exc: Exception) -> str:
-    reason = getattr(exc, "strerror", None) or str(exc)
-    return f"cannot read ({reason}); check its permissions and encoding"
-
-
-def read_project_file(path: Path) -> bytes | None:
-    """The bytes of a workspace's .coi.toml, read once; None when there is none.
-
-    The repository supplies this file, so it must be a regular file of at most
-    PROJECT_MAX_BYTES, not a symlink: a FIFO, a device, a link to /dev/zero or out of the
-    workspace, or a folder is a ConfigError (exit 2), and nothing here can block.
-    """
-    import stat
-
-    fix = "make .coi.toml a small regular file in the workspace, or remove it"
-    try:
-        # lstat first: a device is refused without being opened (opening one can act).
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"{path}: {_kind(mode)}, not a regular file; {fix}")
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {_unreadable(exc)}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)  # the file opened, which a swap after lstat could have changed
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: {_kind(info.st_mode)}, not a regular file; {fix}")
-        data = handle.read(PROJECT_MAX_BYTES + 1)
-    if len(data) > PROJECT_MAX_BYTES:
-        raise ConfigError(f"{path}: larger than {PROJECT_MAX_BYTES} bytes; {fix}")
-    return data
-
-
-def _kind(mode: int) -> str:
-    import stat
-
-    kinds = [
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ]
-    return next((name for test, name in kinds if test(mode)), "a special file")
-
-
-def _toml_problem(path: Path, text: str, message: str) -> str:
-    found = re.search(r" \(at line (\d+), column (\d+)\)", message)
-    if found:
-        line, detail = found[1], f"{message[: found.start()]} at column {found[2]}"
-    elif " (at end of document)" in message:
-        line = str(max(1, len(text.splitlines())))
-        detail = message.replace(" (at end of document)", " at the end of the file")
-    else:
-        return f"{path}: invalid TOML ({message}); fix the syntax"
-    return f"{path}: line {line}: invalid TOML ({detail}); fix the syntax"
 
 
 def env_layer(environ: Mapping[str, str]) -> Layer:
@@ -380,7 +287,7 @@ def load(
     home = _home(env)
     lower = [default_layer(env), *_trusted_files(env)]
     path = Path(workspace) / trust.PROJECT_FILE
-    raw = read_project_file(path) if project is None else project
+    raw = files.read_project_file(path) if project is None else project
     found, ignored = _project_layer(path, raw, lower, env)
     higher = [*_named_file(env), env_layer(env)]
     layers = [*lower, *found, *higher]
@@ -439,7 +346,7 @@ def _trusted_files(env: Mapping[str, str]) -> list[Layer]:
     # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
     user_dir = Path(xdg) if os.path.isabs(xdg) else _home(env) / ".config"
     system = Path(env.get("COI_SYSTEM_CONFIG") or "/etc/coi/config.toml")
-    found = [load_file(path) for path in (system, user_dir / "coi/config.toml")]
+    found = [files.load_file(path) for path in (system, user_dir / "coi/config.toml")]
     return [layer for layer in found if layer is not None]
 
 
@@ -449,7 +356,7 @@ def _project_layer(
     """The workspace's layer and, when it applies untrusted, what was left out (else None)."""
     if raw is None:
         return [], None
-    layer = parse_file(path, raw)
+    layer = files.parse_file(path, raw)
     if trust.is_trusted(path, layer.digest, env):
         return [layer], None
     below = merge(*(item.data for item in lower))
@@ -461,7 +368,7 @@ def _named_file(env: Mapping[str, str]) -> list[Layer]:
     named = env.get("COI_CONFIG")
     if not named:
         return []
-    layer = load_file(expand(named, _home(env)))
+    layer = files.load_file(expand(named, _home(env)))
     if layer is None:
         fix = "point COI_CONFIG at an existing file or unset it"
         raise ConfigError(f"environment variable COI_CONFIG: {named}: no such file; {fix}")

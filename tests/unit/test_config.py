@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from coi.commands.config import show
+from coi.config.files import load_file
 from coi.config.load import (
     Config,
     Layer,
@@ -21,7 +22,6 @@ from coi.config.load import (
     env_layer,
     flags_layer_from,
     load,
-    load_file,
     merge,
     merge_with_origins,
     validate,

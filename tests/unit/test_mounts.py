@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi.config import load, mounts
+from coi.config import files, load, mounts
 from coi.core.errors import ConfigError, UsageError
 
 HOME = Path("/home/alice")
@@ -74,7 +74,7 @@ def _write(path: Path, text: str) -> Path:
 
 def test_mounts_tables_are_validated(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.toml", '[[mounts]]\nsource = "~/data"\ntarget = "/data"\n')
-    layer = load.load_file(good)
+    layer = files.load_file(good)
     assert layer is not None and layer.data["mounts"][0]["target"] == "/data"
     for body, word in [
         ('[[mounts]]\nsource = "~/data"\n', "target"),
@@ -83,7 +83,7 @@ def test_mounts_tables_are_validated(tmp_path: Path) -> None:
         ('mounts = "x"\n', "tables"),
     ]:
         with pytest.raises(ConfigError, match=word):
-            load.load_file(_write(tmp_path / "bad.toml", body))
+            files.load_file(_write(tmp_path / "bad.toml", body))
 
 
 def test_an_untrusted_project_file_cannot_mount(tmp_path: Path) -> None:

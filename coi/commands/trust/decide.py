@@ -21,14 +21,14 @@ if TYPE_CHECKING:
 def trust_(args: argparse.Namespace) -> int:
     """Show the workspace's .coi.toml (digest, what it turns on), ask, and approve exactly
     the bytes shown; or list the approvals (--list)."""
-    from coi.config import load
+    from coi.config import files, load
 
     if getattr(args, "list", False):
         return list_(args)
     workspace = workspace_of(args)
     path = workspace / trust.PROJECT_FILE
     # Read once: the bytes parsed, shown and hashed are the ones approved; no second read.
-    raw = load.read_project_file(path)
+    raw = files.read_project_file(path)
     if raw is None:
         fix = "coi trust approves a workspace's .coi.toml; pass --workspace to name another"
         raise UsageError(f"{path}: no such file; {fix}")
@@ -103,11 +103,11 @@ def list_(args: argparse.Namespace) -> int:
 
 def state(path: Path, sha256: str) -> str:
     """trusted while the file's bytes match, changed once they differ, missing when gone."""
-    from coi.config import load
+    from coi.config import files
     from coi.core.errors import ConfigError
 
     try:
-        data = load.read_project_file(path)
+        data = files.read_project_file(path)
     except ConfigError:
         return "unreadable"
     if data is None:
