@@ -37,11 +37,11 @@ def carry_out(check: Check, cfg: Config, log: Log) -> None:
 
 
 def _start_daemon(cfg: Config, log: Log) -> None:
-    from coi.host import setup
+    from coi.host import daemon, setup
 
     systemd = setup.survey_host().systemd
     step = Step("start", "start the Incus daemon", {"systemd": systemd, "group": cfg.incus.group})
-    setup.do_start(step, log)
+    daemon.do_start(step, log)
 
 
 def _apply_profiles(cfg: Config, log: Log) -> None:

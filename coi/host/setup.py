@@ -1,21 +1,17 @@
 """`coi setup`: take a host from nothing to a running Incus with coi's own resources.
 
-Survey the host, plan the steps (pure), then carry them out. Every step is
-idempotent, so a second run plans nothing. coi only creates resources of its own
-(a pool and a bridge named in `[incus]`, profiles beginning with `coi`) and never
-touches the user's defaults.
-"""
+Survey the host, plan the steps (pure), then carry them out (starting and stopping the
+Incus daemon is coi/host/daemon.py's job). Every step is idempotent, so a second run plans
+nothing. coi only creates resources of its own (a pool and a bridge named in `[incus]`,
+profiles beginning with `coi`) and never touches the user's defaults."""
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import ipaddress
 import os
 import pwd
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +22,7 @@ from typing import Any
 from coi.boundary.idmap import add_subid_lines, has_root_range, subid_lines
 from coi.core import labels, output, proc
 from coi.core.errors import CoiError
+from coi.host import daemon
 from coi.host.steps import Step
 
 # dnsmasq-base serves DHCP and DNS on Incus bridges; incus-base only recommends it.
@@ -37,8 +34,6 @@ Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
-INCUSD = "/usr/libexec/incus/incusd"
-DAEMON_LOG = Path("/var/log/incus/incusd.log")
 POOL_SIZE = "15GiB"
 SUBID_RANGE = "root:1000000:1000000000"
 RESOURCE_VERSION = "1"
@@ -107,7 +102,11 @@ def plan_host(facts: HostFacts, group: str = "incus-admin") -> list[Step]:
                 )
             )
     if not facts.daemon_ready:
-        how = "systemd" if facts.systemd else f"{INCUSD}, detached, logging to {DAEMON_LOG}"
+        how = (
+            "systemd"
+            if facts.systemd
+            else f"{daemon.INCUSD}, detached, logging to {daemon.DAEMON_LOG}"
+        )
         steps.append(
             Step(
                 "start",
@@ -276,91 +275,6 @@ def do_subid_range(step: Step, log: Callable[[str], None]) -> None:
         add_subid_lines([SUBID_RANGE])
 
 
-def do_restart(step: Step, log: Callable[[str], None]) -> None:
-    if step.params["systemd"]:
-        proc.run(["systemctl", "restart", "incus.service"])
-        wait_ready(60)
-        return
-    stop_daemon()
-    do_start(step, log)
-
-
-def daemon_pids(proc_root: Path = Path("/proc")) -> list[int]:
-    """The Incus daemon's own processes: not its forkexec/forkstart helpers, whose command
-    lines also begin with incusd (a pattern match would kill running execs too)."""
-    found = []
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        flags_only = len(argv) < 2 or argv[1][:1] in (b"-", b"")
-        if argv[0] == INCUSD.encode() and flags_only:
-            found.append(int(entry.name))
-    return found
-
-
-def stop_daemon(timeout: float = 60) -> None:
-    """Stop the Incus daemon started without systemd (SIGTERM: its instances keep running)."""
-    for pid in daemon_pids():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while daemon_pids() and time.monotonic() < deadline:
-        time.sleep(0.3)
-    if daemon_pids():
-        raise CoiError(f"the Incus daemon did not stop within {timeout:.0f} s")
-
-
-def do_start(step: Step, log: Callable[[str], None]) -> None:
-    if step.params["systemd"]:
-        proc.run(["systemctl", "enable", "--now", "incus.socket", "incus.service"])
-        wait_ready(60)
-        return
-    DAEMON_LOG.parent.mkdir(parents=True, exist_ok=True)
-    group = step.params["group"]
-    ensure_group(group)  # incusd refuses to start when its socket group is missing
-    with open(DAEMON_LOG, "ab") as logfile:
-        daemon = subprocess.Popen(  # detached: it must outlive coi
-            [INCUSD, "--group", group, "--logfile", str(DAEMON_LOG)],
-            stdin=subprocess.DEVNULL,
-            stdout=logfile,
-            stderr=logfile,
-            start_new_session=True,
-            close_fds=True,
-        )
-    _STARTED.append(daemon)  # it outlives us: keep the handle so it is never reaped early
-    wait_ready(60, daemon)
-
-
-_STARTED: list[subprocess.Popen[bytes]] = []
-
-
-def ensure_group(group: str) -> None:
-    """Create the Incus admin group when it is missing (the package makes it; a host
-    that lost it would otherwise keep the daemon from starting)."""
-    try:
-        grp.getgrnam(group)
-    except KeyError:
-        proc.run(["groupadd", "--system", group])
-
-
-def wait_ready(timeout: int, daemon: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait (bounded) until the daemon answers; stop early when the daemon we started
-    has already exited, with its last words."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.ok(["incus", "admin", "waitready", "--timeout=5"], timeout=10):
-            return
-        if daemon is not None and daemon.poll() is not None:
-            last = proc.log_tail(DAEMON_LOG, 1) or "no message"
-            raise CoiError(f"the Incus daemon exited: {last} (see {DAEMON_LOG})")
-        time.sleep(0.5)
-    raise CoiError(f"Incus did not become ready within {timeout} s: see {DAEMON_LOG}")
-
-
 def do_pool(incus: Any, step: Step) -> None:
     config = {"size": POOL_SIZE} if step.params["driver"] == "btrfs" else {}
     body = {
@@ -508,6 +422,6 @@ HOST_STEPS: dict[str, Callable[[Step, Callable[[str], None]], None]] = {
     "backports": do_backports,
     "install": do_install,
     "subid-range": do_subid_range,
-    "restart": do_restart,
-    "start": do_start,
+    "restart": daemon.do_restart,
+    "start": daemon.do_start,
 }

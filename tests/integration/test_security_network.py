@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from coi.core.errors import CoiError
-from coi.host import netrules, setup
+from coi.host import daemon, netrules
 from coi.host.steps import Step
 from coi.incus.adapter import Incus
 from coi.launch import executor
@@ -126,7 +126,7 @@ def _stop_guard() -> None:
 
 def _start_daemon() -> None:
     step = Step("start", "start incusd", {"systemd": False, "group": GROUP})
-    setup.do_start(step, lambda line: None)
+    daemon.do_start(step, lambda line: None)
 
 
 @contextlib.contextmanager
@@ -136,9 +136,9 @@ def _daemon_restored(restart: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        if restart and setup.daemon_pids():
-            setup.stop_daemon()
-        if not setup.daemon_pids():
+        if restart and daemon.daemon_pids():
+            daemon.stop_daemon()
+        if not daemon.daemon_pids():
             _start_daemon()
 
 
@@ -202,7 +202,7 @@ def test_after_a_simulated_reboot_the_restricted_container_stays_fenced(
         # Power off: incusd stops with its instances (recording that they ran), the guard
         # and the kernel's tables go; then the daemon starts again.
         subprocess.run(["incus", "admin", "shutdown", "--timeout", "60"], timeout=120, check=True)
-        assert _wait(lambda: not setup.daemon_pids(), 60)
+        assert _wait(lambda: not daemon.daemon_pids(), 60)
         _stop_guard()
         subprocess.run(["nft", "delete", "table", "inet", "coi"], check=False, timeout=30)
         _start_daemon()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coi.core.errors import CoiError
-from coi.host import setup
+from coi.host import daemon, setup
 
 FRESH = setup.HostFacts(
     "debian", "12", setup.PACKAGES, systemd=False, daemon_ready=False, is_root=True
@@ -107,13 +107,13 @@ def test_a_daemon_that_exits_at_once_is_reported_with_its_last_words(
     import subprocess
 
     log = tmp_path / "incusd.log"
-    monkeypatch.setattr(setup, "DAEMON_LOG", log)
-    monkeypatch.setattr(setup.proc, "ok", lambda *a, **k: False)  # never ready
+    monkeypatch.setattr(daemon, "DAEMON_LOG", log)
+    monkeypatch.setattr(daemon.proc, "ok", lambda *a, **k: False)  # never ready
     script = f"echo 'Error: cannot get group ID of incus-admin' >> {log}; exit 1"
-    daemon = subprocess.Popen(["sh", "-c", script])
+    incusd = subprocess.Popen(["sh", "-c", script])
     # the early stop, not the timeout's "did not become ready"
     with pytest.raises(CoiError, match="daemon exited: Error: cannot get group ID"):
-        setup.wait_ready(60, daemon)
+        daemon.wait_ready(60, incusd)
 
 
 def test_owner_1000_needs_its_idmap_line_too_and_root_never_gets_one() -> None:

@@ -203,19 +203,19 @@ def test_port_filters_on_a_veth_the_nic_no_longer_has_leave_it_unguarded() -> No
 
 
 def test_only_the_daemon_itself_counts_as_incusd_not_its_exec_helpers(tmp_path: Path) -> None:
-    from coi.host import setup
+    from coi.host import daemon
 
     lines = {
-        "10": [setup.INCUSD, "--group", "incus-admin"],
-        "11": [setup.INCUSD, "forkexec", "c1"],
-        "12": ["/usr/bin/python3", setup.INCUSD],
-        "13": [setup.INCUSD],
-        "self": [setup.INCUSD],
+        "10": [daemon.INCUSD, "--group", "incus-admin"],
+        "11": [daemon.INCUSD, "forkexec", "c1"],
+        "12": ["/usr/bin/python3", daemon.INCUSD],
+        "13": [daemon.INCUSD],
+        "self": [daemon.INCUSD],
     }
     for pid, argv in lines.items():
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-    assert sorted(setup.daemon_pids(tmp_path)) == [10, 13]
+    assert sorted(daemon.daemon_pids(tmp_path)) == [10, 13]
 
 
 def test_addresses_held_in_dnsmasq_leases_count_as_taken(tmp_path: Path) -> None:
