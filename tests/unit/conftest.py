@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +32,13 @@ def no_network_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     from coi.network import enforce
 
     monkeypatch.setattr(enforce, "can_apply", lambda: False)
+
+
+@pytest.fixture
+def fake_incus(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The one fake Incus (tests/unit/fakeplus.py), answering every connection coi opens;
+    coi finds it may neither change network rules nor build locked views, so nothing it
+    does reaches nft or mounts anything on the host."""
+    from tests.unit import fakeplus
+
+    return fakeplus.install(monkeypatch, fakeplus.FakePlus())

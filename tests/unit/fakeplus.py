@@ -1,0 +1,214 @@
+"""What the command and session tests need beyond tests/fakes.py, kept apart from it.
+
+`FakePlus` is the one fake Incus (FakeIncus) answering the raw REST listings some callers
+still make (`get("instances", recursion=1)` and the like) until the adapter offers them
+as verbs; `install` makes every connection coi opens in a test this one fake; `coi` runs
+the command line through its one error boundary (coi.commands.cli.main), as a user does.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from coi.commands.cli import main
+from coi.incus.adapter import ExecResult
+from coi.incus.api import Json
+from tests.fakes import FakeIncus
+
+NO_HELPER = Path("/nonexistent/coi-helper")  # a root helper this host does not have
+Answer = Callable[[str, list[str], dict[str, Any]], ExecResult]
+
+
+@dataclass
+class FakePlus(FakeIncus):
+    """FakeIncus, also answering the raw listings: `instances` (URLs, records with
+    recursion=1, records with their state with recursion=2), an instance's metadata,
+    `images/FINGERPRINT`, and a publish (POST images) that makes an image of the
+    container; its image listing carries each image's aliases, as Incus's does, and an
+    image given as a tarball exports those bytes."""
+
+    published: list[Json] = field(default_factory=list)
+    answers: dict[str, Answer] = field(default_factory=dict)  # program -> its answer inside
+    connected: list[dict[str, Any]] = field(default_factory=list)  # each connect's arguments
+    tarballs: dict[str, bytes] = field(default_factory=dict)  # fingerprint -> what export writes
+
+    def __post_init__(self) -> None:
+        self.runs = self._answer
+
+    def _answer(self, name: str, argv: list[str], options: dict[str, Any]) -> ExecResult:
+        """What a command inside answers: the answer given for its program (the word after
+        `runuser -u USER --` when it runs as a user), else success with no output."""
+        words = argv[argv.index("--") + 1 :] if argv[:1] == ["runuser"] and "--" in argv else argv
+        answer = self.answers.get(words[0] if words else "")
+        return ExecResult(0, "", "") if answer is None else answer(name, words, options)
+
+    def add_tarball(
+        self, alias: str | None, data: bytes, properties: Mapping[str, str] | None = None
+    ) -> str:
+        """An image whose export is `data` (its fingerprint is data's sha256)."""
+        fingerprint = hashlib.sha256(data).hexdigest()
+        self.tarballs[fingerprint] = data
+        return self.add_image(alias, properties, fingerprint=fingerprint)
+
+    def images(self) -> list[Json]:
+        return [self.image(fingerprint) for fingerprint in self.images_by_fingerprint]
+
+    def export_image(self, fingerprint: str, out: BinaryIO) -> str:
+        if fingerprint not in self.tarballs:
+            return super().export_image(fingerprint, out)
+        out.write(self.tarballs[fingerprint])
+        return "unified"
+
+    def import_image_file(self, tarball: Path, properties: Mapping[str, str]) -> str:
+        return self.add_tarball(None, tarball.read_bytes(), properties)
+
+    def find(self, path: str) -> Json | None:
+        kind, _, name = path.partition("/")
+        if kind == "images" and name in self.images_by_fingerprint:
+            return self.image(name)
+        return super().find(path)
+
+    def get(self, path: str, what: str = "", **params: Any) -> Any:
+        if path == "instances":
+            depth = int(params.get("recursion", 0))
+            if depth == 0:
+                where = f"?project={self.project}"
+                return [f"/1.0/instances/{n}{where}" for n in self.instances_by_name]
+            records = self.instances()
+            if depth >= 2:
+                for record in records:
+                    record["state"] = self.state(record["name"])
+            return records
+        name, sep, rest = path.removeprefix("instances/").partition("/")
+        if path.startswith("instances/") and sep and rest == "metadata":
+            self._record(name)
+            return {"templates": {}}
+        return super().get(path, what, **params)
+
+    def call(self, method: str, path: str, body: Any = None, what: str = "", **kwargs: Any) -> Any:
+        self.calls.append((method, path))
+        if (method, path) == ("POST", "images") and body and body.get("source"):
+            source = body["source"]["name"]
+            self._record(source)
+            self.published.append(copy.deepcopy(body))
+            fingerprint = self.add_image(None, body.get("properties"), fingerprint=f"fp-{source}")
+            return {"metadata": {"fingerprint": fingerprint}}
+        return {}
+
+
+def state_tar(state_dir: str, files: Mapping[str, bytes]) -> bytes:
+    """A tar of a tool's state folder as a container sends it: state_dir/PATH -> bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        folder = tarfile.TarInfo(state_dir)
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(folder)
+        for path, data in files.items():
+            info = tarfile.TarInfo(f"{state_dir}/{path}")
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def tar_answer(data: bytes) -> Answer:
+    """The answer of `tar -c` inside: data, streamed to whoever reads the raw stdout."""
+
+    def answer(name: str, argv: list[str], options: dict[str, Any]) -> ExecResult:
+        if options.get("raw_stdout") is not None:
+            options["raw_stdout"](data)
+        return ExecResult(0, "", "")
+
+    return answer
+
+
+@dataclass
+class RootHelper:
+    """Stands in for coi's root network helper (coi/network/nft_cli.py: the only code that
+    runs nft) and for the host's resolver: rules are kept per container comment
+    (`coi:PROJECT/NAME`), names resolve from `dns`. Every helper command is in `ran`."""
+
+    dns: dict[str, list[str]] = field(default_factory=dict)
+    rules: dict[str, list[str]] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    ran: list[tuple[str, ...]] = field(default_factory=list)
+
+    def run(self, incus: Any, *args: str) -> Any:
+        self.ran.append(args)
+        verb, rest = args[0], args[1:]
+        if verb == "apply":
+            record = incus.instance(rest[1])["config"]
+            allows = record.get("user.coi.network.allow", "")
+            self.rules[f"coi:{rest[0]}/{rest[1]}"] = [f"accept {allows}".strip()]
+            return {"rules": self.rules[f"coi:{rest[0]}/{rest[1]}"]}
+        if verb == "remove":
+            self.rules.pop(f"coi:{rest[0]}/{rest[1]}", None)
+            return {}
+        if verb == "list":
+            return {"rules": dict(self.rules), "counts": dict(self.counts)}
+        if verb == "orphans":
+            gone = [c for c in self.rules if not incus.exists(f"instances/{c.rpartition('/')[2]}")]
+            for comment in gone:
+                del self.rules[comment]
+            return {"removed": [c.removeprefix("coi:") for c in gone]}
+        return {}  # heal: nothing lost its rules
+
+    def resolve(self, name: str, server: str = "", timeout: float = 0) -> list[str]:
+        from coi.network.dns import ResolveError
+
+        if name not in self.dns:
+            raise ResolveError(f"{name} does not resolve")
+        return list(self.dns[name])
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> RootHelper:
+        """coi may change network rules now, through this stand-in."""
+        from coi.network import enforce
+
+        monkeypatch.setattr(enforce, "can_apply", lambda: True)
+        monkeypatch.setattr(enforce, "privileged", self.run)
+        monkeypatch.setattr(enforce, "resolve", self.resolve)
+        return self
+
+
+def install(monkeypatch: pytest.MonkeyPatch, fake: FakeIncus) -> FakeIncus:
+    """Every Incus connection coi opens during the test is `fake` (whatever project,
+    endpoint or remote it names): the one place connections are made is patched. The
+    host's privileged sides are off: coi may neither change network rules (nft) nor
+    build locked views (mounts), as a user without coi's helpers."""
+    from coi.boundary import protect_host
+    from coi.incus import adapter
+    from coi.network import enforce
+
+    def connect(*args: Any, **kwargs: Any) -> FakeIncus:
+        if isinstance(fake, FakePlus):
+            fake.connected.append(kwargs)
+        return fake
+
+    monkeypatch.setattr(adapter, "connect", connect)
+    monkeypatch.setattr(enforce, "can_apply", lambda: False)
+    monkeypatch.setattr(enforce, "HELPER", NO_HELPER)  # whatever this host has installed
+    monkeypatch.setattr(protect_host, "can_stage", lambda: False)
+    monkeypatch.setattr(protect_host, "VIEW_HELPER", NO_HELPER)
+    return fake
+
+
+def coi(argv: Sequence[str]) -> int:
+    """Run `coi ARGV` through the CLI's error boundary; its exit code."""
+    return main(list(argv))
+
+
+def one_error(err: str) -> str:
+    """The single `coi: error:` line stderr holds (fails if there is none, several, or a
+    traceback)."""
+    lines = [line for line in err.splitlines() if line.startswith("coi: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    return lines[0]
