@@ -24,8 +24,7 @@ PENDING = {
     *("coi.commands.checkpoint", "coi.commands.doctor", "coi.commands.session.run"),
     *("coi.commands.setup", "coi.commands.worktree", "coi.sessions.credentials"),
     *("coi.sessions.filler", "coi.sessions.finish", "coi.sessions.finisher"),
-    *("coi.sessions.journal", "coi.sessions.model", "coi.sessions.plan"),
-    "coi.sessions.provision",
+    *("coi.sessions.journal", "coi.sessions.plan"),
 }
 
 
