@@ -1,10 +1,19 @@
-"""Maintainer tasks (invoke). Thin wrappers: every task calls into `coi`."""
+"""Maintainer tasks (invoke). Thin wrappers: every task calls into `coi`.
+
+The tasks that run a coi command are made from the CLI's own command table
+(coi/commands/cli.py): each argument of the command becomes an argument of the task,
+with the command's help, so a flag added to the table shows up here without an edit.
+"""
 
 from __future__ import annotations
 
+import argparse
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from invoke import Collection, Context, Exit, task
+from invoke import Collection, Context, Exit, Task, task
 
 
 def _coi(*argv: str, passthrough: bool = False) -> None:
@@ -18,21 +27,174 @@ def _coi(*argv: str, passthrough: bool = False) -> None:
         raise Exit(message, code=code)
 
 
-@task(help={"dry_run": "print the plan, change nothing"})
-def setup(c: Context, dry_run: bool = False) -> None:
-    """Install and start Incus and create coi's pool, bridge and profiles."""
-    _coi("setup", *(["--dry-run"] if dry_run else []))
+# -- tasks made from the command table ----------------------------------------------------
 
 
-@task(help={"format": "text or json"})
-def doctor(c: Context, format: str = "text") -> None:
-    """Check the host; exit 0 healthy, 1 degraded, 2 unusable."""
-    _coi("doctor", "--format", format)
+@dataclass(frozen=True)
+class Option:
+    """One argument of a coi command as a task argument: how invoke takes it, how it goes
+    back on coi's command line."""
+
+    name: str  # the argparse dest, which is the task's parameter
+    flag: str  # the long flag; "" for a positional
+    kind: str  # bool, value, optional (a flag whose value may be left out) or list
+    default: Any  # the task's default; a value equal to it is not passed on
+    help: str
+    required: bool = False  # a positional coi cannot do without: a positional of the task
+
+
+def parser_of(path: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of `coi PATH...` alone, built from the CLI's command table."""
+    from coi.commands.cli import Parser, add_arguments, all_commands
+
+    command = all_commands()[path[0]]
+    for word in path[1:]:
+        command = command.sub[word]
+    parser = Parser(prog="coi " + " ".join(path))
+    add_arguments(parser, command)
+    return parser
+
+
+def options(parser: argparse.ArgumentParser) -> list[Option]:
+    """The task arguments of a command's parser, in its order (an alias such as --continue,
+    which shares its dest with --resume, is left to coi)."""
+    found: dict[str, Option] = {}
+    # argparse has no public list of a parser's arguments; _actions is it.
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.dest in found:
+            continue
+        found[action.dest] = _option(action)
+    return list(found.values())
+
+
+def _option(action: argparse.Action) -> Option:
+    flag = next((f for f in action.option_strings if f.startswith("--")), "")
+    text = action.help or str(action.metavar or "")
+    if action.choices:
+        text += (", " if text else "") + "one of " + ", ".join(map(str, action.choices))
+    if action.nargs == 0:
+        return Option(action.dest, flag, "bool", False, text)
+    if isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+"):
+        return Option(action.dest, flag, "list", None, text)
+    if action.nargs == "?" and flag:
+        return Option(action.dest, flag, "optional", None, text)
+    # Values go to coi as text: its own parser checks them (a slot, a count, a KEY=VALUE).
+    default = "" if action.default in (None, argparse.SUPPRESS) else str(action.default)
+    required = not flag and action.nargs is None
+    return Option(action.dest, flag, "value", default, text, required)
+
+
+def argv_of(found: Iterable[Option], values: Mapping[str, Any]) -> list[str]:
+    """coi's arguments for the task values given: positionals first (a bare optional flag
+    would take the word after it), then each flag whose value is not the default."""
+    found = list(found)
+    words: list[str] = []
+    for option in (o for o in found if not o.flag):
+        value = values.get(option.name, option.default)
+        items = value or [] if option.kind == "list" else [value] if value != "" else []
+        words.extend(str(item) for item in items)
+    for option in (o for o in found if o.flag):
+        value = values.get(option.name, option.default)
+        if option.kind == "bool":
+            words += [option.flag] if value else []
+        elif option.kind == "optional":
+            words += [option.flag] if value is True else [f"{option.flag}={value}"] if value else []
+        elif option.kind == "list":
+            words += [f"{option.flag}={item}" for item in value or []]
+        elif value is not None and str(value) != option.default:
+            words.append(f"{option.flag}={value}")
+    return words
+
+
+def command_task(
+    *path: str,
+    name: str = "",
+    fixed: Mapping[str, str] | None = None,
+    skip: Iterable[str] = (),
+    tail: bool = False,
+    doc: str = "",
+    defaults: Mapping[str, str] | None = None,
+) -> Task:
+    """A task that runs `coi PATH...` with the command's own arguments. fixed: values set
+    by the task (not its arguments); skip: arguments the task leaves out; tail: the
+    command after `--` goes through word for word, its exit code as the task's; doc: the
+    summary `invoke --list` shows (default: the command's help); defaults: the task's
+    own default for an argument (a positional coi requires becomes optional)."""
+    from coi.commands.cli import all_commands
+
+    command = all_commands()[path[0]]
+    for word in path[1:]:
+        command = command.sub[word]
+    fixed = dict(fixed or {})
+    everything = options(parser_of(path))
+    for key, value in (defaults or {}).items():
+        at = next(i for i, o in enumerate(everything) if o.name == key)
+        everything[at] = replace(everything[at], default=value, required=False)
+    found = [o for o in everything if o.name not in {*fixed, *skip, "cmd"}]
+
+    def body(*args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        c = bound.arguments.pop("c")
+        chosen = {**bound.arguments, **fixed}
+        argv = [*path, *argv_of([o for o in everything if o.name in chosen], chosen)]
+        if tail:
+            _coi(*argv, "--", *_command(c), passthrough=True)
+        else:
+            _coi(*argv)
+
+    params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for option in sorted(found, key=lambda o: not o.required):  # no default, then defaults
+        default = inspect.Parameter.empty if option.required else option.default
+        params.append(
+            inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        )
+    signature = inspect.Signature(params)
+    body.__signature__ = signature  # type: ignore[attr-defined]
+    body.__name__ = name or path[-1]
+    summary = doc or command.help[:1].upper() + command.help[1:] + "."
+    shown = " ".join([*path, *fixed.values()])
+    body.__doc__ = f"{summary}\n\nRuns `coi {shown}`" + (" COMMAND (after `--`)." if tail else ".")
+    return Task(
+        body,
+        name=name or path[-1],
+        positional=[o.name for o in found if o.required],
+        optional=[o.name for o in found if o.kind == "optional"],
+        iterable=[o.name for o in found if o.kind == "list"],
+        help={o.name: o.help for o in found if o.help},
+    )
+
+
+def _command(c: Context) -> list[str]:
+    """The command given after `--`, word for word.
+
+    invoke joins its remainder with spaces, losing the quoting (`sh -c 'exit 3'` would
+    become `sh -c exit 3`), so the words come from the process's own argv when it has them.
+    """
+    import shlex
+    import sys
+
+    if "--" in sys.argv:
+        return sys.argv[sys.argv.index("--") + 1 :]
+    return shlex.split(c.remainder)
+
+
+setup = command_task("setup")
+doctor = command_task("doctor")
+build = command_task("build", skip=("kind", "name", "script", "base"))
+shell = command_task("shell")
+run = command_task("run", tail=True)
+attach = command_task("attach")
+list_ = command_task("list")
+shutdown = command_task("shutdown")
+kill = command_task("kill")
+clean = command_task("clean")
+
+
+# -- tasks that call coi's functions directly ---------------------------------------------
 
 
 def _profile_target() -> tuple[Any, dict[str, str]]:
-    import argparse
-
     from coi.commands.common import connect, load_config
 
     cfg = load_config(argparse.Namespace())
@@ -65,240 +227,28 @@ def profiles_apply(c: Context) -> None:
 profiles = Collection("profiles", profiles_diff, profiles_apply)
 
 
-def _flag(name: str, on: bool) -> list[str]:
-    return [name] if on else []
-
-
-@task(
-    help={
-        "force": "rebuild even when the inputs are unchanged",
-        "alias": "image alias (default: coi)",
-        "format": "text or json",
-    }
-)
-def build(c: Context, force: bool = False, alias: str = "", format: str = "text") -> None:
-    """Build the coi image at the pinned versions; a quick no-op when up to date."""
-    _coi(
-        "build",
-        *_flag("--force", force),
-        *(["--alias", alias] if alias else []),
-        "--format",
-        format,
-    )
-
-
 @task(name="base", help={"release": "debian/12 or debian/13", "force": "rebuild it"})
 def images_base(c: Context, release: str = "debian/12", force: bool = False) -> None:
     """Build (or find up to date) coi's local Debian base image."""
-    import argparse
-
     from coi.commands.common import connect, load_config
     from coi.images.base import ensure_base
 
     print(ensure_base(connect(load_config(argparse.Namespace())), release, force=force))
 
 
-@task(
-    name="custom",
-    help={
-        "name": "the image's alias",
-        "script": "build script, run as root",
-        "base": "image to build on (default: coi)",
-        "force": "rebuild even when up to date",
-        "format": "text or json",
-    },
-)
-def images_custom(
-    c: Context, name: str, script: str, base: str = "coi", force: bool = False, format: str = "text"
-) -> None:
-    """Build a custom image from a script on top of coi (or --base)."""
-    argv = ["build", "custom", name, "--script", script, "--base", base, "--format", format]
-    _coi(*argv, *_flag("--force", force))
-
-
-@task(
-    name="publish",
-    help={
-        "container": "a stopped container",
-        "alias": "image alias",
-        "description": "image description",
-        "force": "stop a running container first",
-    },
-)
-def images_publish(
-    c: Context, container: str, alias: str, description: str = "", force: bool = False
-) -> None:
-    """Publish a container as an image (with a dated alias too)."""
-    argv = ["image", "publish", container, alias, "--description", description]
-    _coi(*argv, *_flag("--force", force))
-
-
-@task(
-    name="cleanup",
-    help={"prefix": "e.g. coi-", "keep": "newest builds kept (1+)", "dry_run": "delete nothing"},
-)
-def images_cleanup(c: Context, prefix: str, keep: int, dry_run: bool = False) -> None:
-    """Delete all but the newest PREFIX-YYYYMMDD-HHMMSS builds."""
-    _coi("image", "cleanup", prefix, "--keep", str(keep), *_flag("--dry-run", dry_run))
-
-
-@task(name="export", help={"name": "image alias (default: coi)", "dir": "output folder"})
-def images_export(c: Context, name: str = "coi", dir: str = "dist") -> None:
-    """Write image tarball, manifest.json and SHA256SUMS into a folder."""
-    _coi("image", "export", name, dir)
-
-
-# -- sessions: thin wrappers over the same `coi` commands, with the same flags ----------
-
-SESSION_HELP = {
-    "workspace": "workspace to mount (default: the current folder)",
-    "slot": "slot for parallel sessions (0: automatic)",
-    "persistent": "keep the container between sessions",
-    "resume": "resume a session: the newest of this workspace, or the id given",
-    "profile": "use the named config profile",
-    "image": "image to launch (default: coi)",
-    "env": "KEY=VALUE set inside (repeatable)",
-    "storage": "a persistent storage folder, mounted at /storage",
-    "network": "restricted, allowlist or open",
-    "tool": "the AI tool to run (default: claude)",
-    "worktree": "the slot's own git worktree: on branch coi/<slot>, or the branch given",
-}
-
-
-def _flags(**options: Any) -> list[str]:
-    """CLI flags of the options a task was given: True -> --flag, a value -> --flag VALUE."""
-    argv: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if item is True:
-                argv.append(flag)
-            elif item not in (None, False, "", 0):
-                argv.append(f"{flag}={item}")
-    return argv
-
-
-def _command(c: Context) -> list[str]:
-    """The command given after `--`, word for word.
-
-    invoke joins its remainder with spaces, losing the quoting (`sh -c 'exit 3'` would
-    become `sh -c exit 3`), so the words come from the process's own argv when it has them.
-    """
-    import shlex
-    import sys
-
-    if "--" in sys.argv:
-        return sys.argv[sys.argv.index("--") + 1 :]
-    return shlex.split(c.remainder)
-
-
-SESSION_OPTIONS: dict[str, Any] = dict(iterable=["env"], optional=["resume", "worktree"])
-
-
-@task(**SESSION_OPTIONS, help={**SESSION_HELP, "background": "start it, do not attach"})
-def shell(
-    c: Context,
-    workspace: str = "",
-    slot: int = 0,
-    persistent: bool = False,
-    resume: Any = None,
-    profile: str = "",
-    image: str = "",
-    env: Any = None,
-    storage: str = "",
-    network: str = "",
-    tool: str = "",
-    worktree: Any = None,
-    background: bool = False,
-) -> None:
-    """Start or resume an AI coding session in a container and attach to it."""
-    options = dict(locals())
-    options.pop("c")
-    _coi("shell", *_session_argv(options))
-
-
-@task(**SESSION_OPTIONS, help=SESSION_HELP)
-def run(
-    c: Context,
-    workspace: str = "",
-    slot: int = 0,
-    persistent: bool = False,
-    resume: Any = None,
-    profile: str = "",
-    image: str = "",
-    env: Any = None,
-    storage: str = "",
-    network: str = "",
-    tool: str = "",
-    worktree: Any = None,
-) -> None:
-    """Run the command after `--` in a fresh session container: `invoke run -- npm test`."""
-    options = dict(locals())
-    options.pop("c")
-    _coi("run", *_session_argv(options), "--", *_command(c), passthrough=True)
-
-
-def _session_argv(options: dict[str, Any]) -> list[str]:
-    """--resume and --worktree may come without a value (invoke then gives True): the
-    newest session, the slot's own branch."""
-    optional = {key: options.pop(key, None) for key in ("resume", "worktree")}
-    argv = _flags(**options)
-    for key, value in optional.items():
-        if value is True:
-            argv.append(f"--{key}")
-        elif value:
-            argv.append(f"--{key}={value}")
-    return argv
-
-
-@task(help={"name": "container (default: this workspace's)", "slot": "slot", "bash": "plain bash"})
-def attach(c: Context, name: str = "", slot: int = 0, bash: bool = False) -> None:
-    """Attach to a running session."""
-    _coi("attach", *_flags(slot=slot, bash=bash), *([name] if name else []))
-
-
-@task(name="list", help={"all": "also list saved sessions", "format": "text or json"})
-def list_(c: Context, all: bool = False, format: str = "text") -> None:
-    """List coi containers (and saved sessions with --all)."""
-    _coi("list", *_flags(all=all, format=format))
-
-
-TARGETS_HELP = {
-    "name": "a container (repeatable)",
-    "all": "every coi container",
-    "force": "do not ask",
-}
-
-
-@task(iterable=["name"], help={**TARGETS_HELP, "timeout": "seconds before forcing (60)"})
-def shutdown(
-    c: Context, name: Any = None, all: bool = False, force: bool = False, timeout: int = 60
-) -> None:
-    """Stop containers cleanly, saving their sessions."""
-    _coi("shutdown", *_flags(all=all, force=force, timeout=timeout), *(name or []))
-
-
-@task(iterable=["name"], help=TARGETS_HELP)
-def kill(c: Context, name: Any = None, all: bool = False, force: bool = False) -> None:
-    """Force-stop and delete containers."""
-    _coi("kill", *_flags(all=all, force=force), *(name or []))
-
-
-@task(
-    help={
-        "force": "do not ask",
-        "sessions": "also delete saved sessions",
-        "orphans": "remove network rules left behind",
-    }
-)
-def clean(c: Context, force: bool = False, sessions: bool = False, orphans: bool = False) -> None:
-    """Remove stopped containers (and saved sessions, orphaned rules)."""
-    _coi("clean", *_flags(force=force, sessions=sessions, orphans=orphans))
-
-
 images = Collection(
-    "images", images_base, images_custom, images_publish, images_cleanup, images_export
+    "images",
+    images_base,
+    command_task(
+        "build",
+        name="custom",
+        fixed={"kind": "custom"},
+        skip=("alias",),
+        doc="Build a custom image from a script on top of coi (or --base).",
+    ),
+    command_task("image", "publish"),
+    command_task("image", "cleanup"),
+    command_task("image", "export", defaults={"name": "coi", "dir": "dist"}),
 )
 ns = Collection(
     setup, doctor, build, profiles, images, shell, run, attach, list_, shutdown, kill, clean

@@ -286,16 +286,22 @@ def _add_commands(parser: argparse.ArgumentParser, table: dict[str, Command], de
     subs = parser.add_subparsers(dest=dest, metavar="COMMAND", parser_class=Parser)
     for name, command in table.items():
         child = subs.add_parser(name, help=command.help, description=command.help)
-        if command.globals:
-            flags = command.globals
-            session_flags(child, PLACE if isinstance(flags, bool) else flags)
-        if command.args:
-            command.args(child)
+        add_arguments(child, command)
         if command.sub:
             _add_commands(child, command.sub, f"{dest}_{name}")
             child.set_defaults(_group=child.prog, _choices=", ".join(command.sub))
         else:
             child.set_defaults(_target=command.target)
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: Command) -> None:
+    """One command's arguments: the session flags it takes, then its own (tasks.py makes
+    its invoke tasks from these too)."""
+    if command.globals:
+        flags = command.globals
+        session_flags(parser, PLACE if isinstance(flags, bool) else flags)
+    if command.args:
+        command.args(parser)
 
 
 def load(target: str) -> Handler:
