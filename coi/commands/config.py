@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from coi.commands.common import workspace_of
+from coi.config import devcontainer
 from coi.config.load import DEFAULTS_LABEL, leaves, load
 from coi.core import output
 
@@ -29,7 +30,12 @@ def show(args: argparse.Namespace) -> int:
     with_origin = bool(getattr(args, "origin", False))
     if getattr(args, "format", "text") == "json":
         ignored = [asdict(item) for item in config.ignored]
-        shown = {"config": tree, "origins": config.origins, "ignored": ignored}
+        shown: dict[str, Any] = {"config": tree, "origins": config.origins, "ignored": ignored}
+        if config.devcontainer is not None:  # coi/config/devcontainer.py
+            shown["devcontainer"] = {
+                **asdict(config.devcontainer),
+                "path": str(config.devcontainer.path),
+            }
         output.emit_json(shown if with_origin else tree)
         return 0
     for path, value in leaves(tree):
@@ -43,6 +49,8 @@ def show(args: argparse.Namespace) -> int:
         for item in config.ignored:
             where = f"{item.source}, not trusted: {item.reason}"
             output.data(f"# ignored: {item.key} = {render(item.value)}  # {where}")
+        for line in devcontainer.summary(config.devcontainer):
+            output.data(line)
     return 0
 
 

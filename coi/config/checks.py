@@ -207,6 +207,14 @@ def env_name_or_empty(value: Any) -> str | None:
     return f"{value!r} is not an environment variable name"
 
 
+def forward_port(value: Any) -> str | None:
+    """A port to forward: 1024-65535 (below are the host's own services' ports; `coi port
+    add` maps one to a higher port)."""
+    if value.isdigit() and 1024 <= int(value) <= 65535:
+        return None
+    return f'{value!r} is not a port from 1024 to 65535; use e.g. "3000"'
+
+
 def non_empty(value: Any) -> str | None:
     """Not empty nor only blanks."""
     return None if value.strip() else "is empty; give a value or remove the key"

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from coi.config import files, trust
+from coi.config import devcontainer, files, trust
 from coi.config.model import (
     DEFAULTS_LABEL,
     Build,
@@ -286,6 +286,9 @@ def load(
     env = os.environ if environ is None else environ
     home = _home(env)
     lower = [default_layer(env), *_trusted_files(env)]
+    # devcontainer.json: above the user's files, below .coi.toml (coi/config/devcontainer.py)
+    dev, seen, dev_notes = devcontainer.layer(workspace, merge(*(x.data for x in lower)), env)
+    lower += dev
     path = Path(workspace) / trust.PROJECT_FILE
     raw = files.read_project_file(path) if project is None else project
     found, ignored = _project_layer(path, raw, lower, env)
@@ -305,7 +308,7 @@ def load(
             data, ignored = _hold_network(data, source, ignored)
             changed = trust.changed_keys(data, trusted, origins, source)
         untrusted = changed
-    notes = _warnings(layers)
+    notes = _warnings(layers) + dev_notes
     if ignored:
         notes += (trust.warning(ignored, Path(workspace).resolve()),)
     return build(
@@ -317,6 +320,7 @@ def load(
         warnings=notes,
         ignored=ignored or (),
         untrusted_keys=untrusted,
+        devcontainer=seen,
     )
 
 

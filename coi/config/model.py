@@ -24,6 +24,7 @@ from coi.config.schema import (
 from coi.config.validation import config_error
 
 if TYPE_CHECKING:
+    from coi.config.devcontainer import Devcontainer
     from coi.config.trust import Ignored
     from coi.core.errors import ConfigError
 
@@ -112,6 +113,7 @@ class Network:
     allowed_domains: tuple[str, ...]
     refresh_interval_minutes: int
     resolver: str
+    forward_ports: tuple[str, ...] = ()  # host 127.0.0.1:PORT reaches PORT inside
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ class Config:
     profile: str | None = None
     ignored: tuple[Ignored, ...] = ()
     untrusted_keys: tuple[str, ...] = ()
+    devcontainer: Devcontainer | None = None  # what coi made of the workspace's file
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready nested dict in schema order; paths as strings."""

@@ -96,6 +96,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "allowed_domains": Key("list", (), checks.each(checks.allowed_entry)),
         "refresh_interval_minutes": Key("int", 30, checks.within(0)),
         "resolver": Key("str", "", checks.resolver),
+        "forward_ports": Key("list", (), checks.each(checks.forward_port)),  # sessions/forwards
     },
     "limits": LIMIT_KEYS,
     "build": {

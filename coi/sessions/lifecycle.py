@@ -15,7 +15,7 @@ from coi.core import output, paths, slots
 from coi.core.errors import CoiError, UsageError
 from coi.core.lock import file_lock
 from coi.launch import executor
-from coi.sessions import store
+from coi.sessions import forwards, store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -116,6 +116,7 @@ def open_session(
         incus, cfg, tool, workspace, name, slot, session_id, cfg.defaults.persistent, profile
     )
     session.announce, session.how = runs_tool, how
+    forwards.apply(incus, name, cfg.network.forward_ports, output.warn)  # devcontainer.json
     session.credentials = _credentials(session, request.tool, runs_tool)
     _prepare(session, resumed[1] if resumed else None, log)
     if cfg.pool.size and not cfg.defaults.persistent and worktree is None:

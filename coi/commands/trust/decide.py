@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
 
 
 def trust_(args: argparse.Namespace) -> int:
-    """Show the workspace's .coi.toml (digest, what it turns on), ask, and approve exactly
-    the bytes shown; or list the approvals (--list)."""
-    from coi.config import files, load
+    """Show the workspace's .coi.toml and devcontainer.json (digest, what each turns on),
+    ask, and approve exactly the bytes shown; or list the approvals (--list)."""
+    from coi.config import devcontainer, files, load
 
     if getattr(args, "list", False):
         return list_(args)
@@ -29,36 +30,64 @@ def trust_(args: argparse.Namespace) -> int:
     path = workspace / trust.PROJECT_FILE
     # Read once: the bytes parsed, shown and hashed are the ones approved; no second read.
     raw = files.read_project_file(path)
-    if raw is None:
-        fix = "coi trust approves a workspace's .coi.toml; pass --workspace to name another"
-        raise UsageError(f"{path}: no such file; {fix}")
+    dev = devcontainer.read(workspace)
+    if raw is None and dev is None:
+        fix = "coi trust approves a workspace's .coi.toml or devcontainer.json; pass --workspace"
+        raise UsageError(f"{path}: no such file; {fix} to name another")
     cfg = load.load(workspace, project=raw)  # a file that does not validate is refused
-    sha256 = trust.digest(raw)
-    if trust.is_trusted(path, sha256):
-        output.info(f"already trusted: {trust.key_of(path)} (sha256 {sha256})")
+    pending: list[tuple[Path, bytes, Callable[[], None]]] = []
+    if raw is not None:
+        pending.append((path, raw, lambda: _review(cfg)))
+    if dev is not None:
+        dev_path, dev_raw = dev
+        if isinstance(dev_raw, str):
+            raise UsageError(f"{dev_path}: {dev_raw}; make it a small regular file, or remove it")
+        lines = devcontainer.review(dev_raw, dev_path, workspace.resolve(), {}, Path.home())
+        pending.append((dev_path, dev_raw, lambda: _say(lines)))
+    pending = [item for item in pending if not _already(item[0], item[1])]
+    if not pending:
         return 0
     asks = not getattr(args, "yes", False)
     if asks and not sys.stdin.isatty():
         fix = "review the file, then run `coi trust --yes` to approve it without asking"
-        raise UsageError(f"{path}: no terminal to confirm on; {fix}")
-    _review(path, sha256, cfg)
+        raise UsageError(f"{pending[0][0]}: no terminal to confirm on; {fix}")
+    for where, data, show in pending:
+        output.info(f"{trust.key_of(where)}\nsha256 {trust.digest(data)}")
+        show()
     if asks and not _confirmed():
         output.info("not trusted: nothing changed")
         return 1
-    approval = trust.approve(path, sha256)
-    output.info(f"trusted: {approval.path} (sha256 {sha256[:12]})")
+    for where, data, _ in pending:
+        approval = trust.approve(where, trust.digest(data))
+        output.info(f"trusted: {approval.path} (sha256 {approval.sha256[:12]})")
     return 0
 
 
-def _review(path: Path, sha256: str, cfg: Config) -> None:
-    """What the user approves: the file, the digest of its bytes, what approving turns on
-    (the keys the untrusted view ignores, and the credentials of a tool the file chose)."""
+def _already(path: Path, raw: bytes) -> bool:
+    sha256 = trust.digest(raw)
+    if trust.is_trusted(path, sha256):
+        output.info(f"already trusted: {trust.key_of(path)} (sha256 {sha256})")
+        return True
+    return False
+
+
+def _say(lines: list[str]) -> None:
+    if not lines:
+        output.info("it turns on nothing coi reads")
+        return
+    output.info("approving it turns on:")
+    for line in lines:
+        output.info(line)
+
+
+def _review(cfg: Config) -> None:
+    """What approving .coi.toml turns on (the keys the untrusted view ignores, and the
+    credentials of a tool the file chose)."""
     from coi.commands.config import render
 
     lines = [f"  {i.key} = {render(i.value)}  ({i.reason})" for i in cfg.ignored]
     if "tool.name" in cfg.untrusted_keys:
         lines.append(f'  tool.name = "{cfg.tool.name}"  (that tool gets its credential files)')
-    output.info(f"{trust.key_of(path)}\nsha256 {sha256}")
     if not lines:
         output.info("it turns on nothing beyond what applies untrusted")
         return
@@ -74,14 +103,20 @@ def _confirmed() -> bool:
 
 
 def untrust(args: argparse.Namespace) -> int:
-    """Withdraw the approval of the workspace's .coi.toml (the folder need not exist)."""
+    """Withdraw the approval of the workspace's .coi.toml and devcontainer.json (the folder
+    need not exist)."""
+    from coi.config import devcontainer
+
     raw = getattr(args, "workspace", None) or os.getcwd()
-    path = Path(raw).expanduser() / trust.PROJECT_FILE
-    key = trust.key_of(path)
-    if trust.revoke(path):
+    folder = Path(raw).expanduser()
+    key = trust.key_of(folder / trust.PROJECT_FILE)
+    dev = [folder / rel for rel in devcontainer.FILES if trust.revoke(folder / rel)]
+    if trust.revoke(folder / trust.PROJECT_FILE):
         output.info(f"no longer trusted: {key}")
-    else:
+    elif not dev:
         output.info(f"{key} was not trusted: nothing to do")
+    for path in dev:
+        output.info(f"no longer trusted: {trust.key_of(path)}")
     return 0
 
 
@@ -106,10 +141,30 @@ def state(path: Path, sha256: str) -> str:
     from coi.config import files
     from coi.core.errors import ConfigError
 
-    try:
-        data = files.read_project_file(path)
-    except ConfigError:
+    data: bytes | str | None
+    if path.name.endswith("devcontainer.json"):
+        data = _devcontainer_bytes(path)
+    else:
+        try:
+            data = files.read_project_file(path)
+        except ConfigError:
+            return "unreadable"
+    if isinstance(data, str):
         return "unreadable"
     if data is None:
         return "missing"
     return "trusted" if trust.digest(data) == sha256 else "changed"
+
+
+def _devcontainer_bytes(path: Path) -> bytes | str | None:
+    """A devcontainer file's bytes (or why not), read as a workspace's is; None when gone."""
+    from coi.config import devcontainer
+
+    for rel in devcontainer.FILES:
+        if str(path).endswith("/" + rel):
+            workspace = Path(str(path)[: -len(rel) - 1])
+            found = devcontainer.read(workspace)
+            if found is None or found[0] != workspace.resolve() / rel:
+                return None  # gone, or the other file now counts
+            return found[1]
+    return None
