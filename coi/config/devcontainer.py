@@ -22,6 +22,7 @@ workspace's owner when coi runs as root (coi/core/dropped.py), and at most jsonc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import stat
@@ -40,6 +41,7 @@ FILES = (".devcontainer/devcontainer.json", ".devcontainer.json")  # the first f
 READ = ("containerEnv", "remoteEnv", "forwardPorts", "postCreateCommand", "postStartCommand",
         "mounts")  # fmt: skip
 REFUSED = "features"
+WARN_PARSE_BYTES = 1 << 16  # an untrusted file is parsed only this far, to name its keys
 LOWEST_PORT = 1024  # below it, a port of the host's own services (and root's to bind)
 _NOT_READ = "coi does not read this key"
 _LOOPBACK = ("localhost", "127.0.0.1")
@@ -184,10 +186,10 @@ def layer(
 
 def untrusted_warning(path: Path, raw: bytes, workspace: Path) -> str:
     """The one line for an untrusted file: what it would set, and the command that trusts it."""
-    try:
-        keys = [key for key in parse(raw, str(path)) if key in READ]
-    except ConfigError:
-        keys = []
+    keys = []
+    if len(raw) <= WARN_PARSE_BYTES:  # a crafted large file costs no parse on every command
+        with contextlib.suppress(ConfigError):
+            keys = [key for key in parse(raw, str(path)) if key in READ]
     what = f" ({', '.join(keys)})" if keys else ""
     command = f"coi trust --workspace {shlex.quote(str(Path(workspace).resolve()))}"
     return (

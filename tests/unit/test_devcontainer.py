@@ -186,6 +186,13 @@ def test_an_untrusted_file_changes_nothing_and_warns_once(workspace: Path) -> No
     assert "coi trust --workspace" in cfg.warnings[0]
 
 
+def test_a_large_untrusted_file_is_not_parsed_to_name_its_keys(workspace: Path) -> None:
+    pad = " " * devcontainer.WARN_PARSE_BYTES
+    write(workspace, '{"containerEnv": {"A": "1"}}' + pad)
+    (warning,) = load(workspace).warnings
+    assert warning.startswith(f"{workspace / FILE}: not trusted, so it is ignored; review")
+
+
 def test_an_edit_after_approval_makes_it_untrusted_again(workspace: Path) -> None:
     assert trusted(workspace, {"containerEnv": {"A": "1"}}).defaults.environment == {"A": "1"}
     write(workspace, {"containerEnv": {"A": "2"}})
