@@ -23,8 +23,7 @@ def create_project(name: str, description: str = "") -> None:
         "features.storage.volumes": "false",
         "features.networks": "false",
     }
-    body = {"name": name, "description": description, "config": config}
-    connect().call("POST", "projects", body, f"creating project {name}")
+    connect().create_project(name, config, description)
 
 
 def drop_project(name: str) -> None:
@@ -38,7 +37,7 @@ def drop_project(name: str) -> None:
         if not scoped.instance_names():
             break
         time.sleep(0.5)
-    for profile in scoped.names("profiles"):
+    for profile in scoped.profile_names():
         if profile != "default":
             scoped.delete_profile(profile)
-    connect().call("DELETE", f"projects/{name}", what=f"deleting project {name}")
+    connect().delete_project(name)

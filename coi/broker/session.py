@@ -197,12 +197,8 @@ def _unset(incus: IncusAPI, name: str, record: dict[str, Any], stale: list[str])
     for key in stale:
         config.pop(key, None)
         config.pop("environment." + key.removeprefix(labels.BROKER_ENV), None)
-    keys = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful")
-    body = {k: record[k] for k in keys if k in record}
-    body["config"] = config
-    body["devices"] = {k: v for k, v in (record.get("devices") or {}).items() if k != DEVICE}
-    body["description"] = record.get("description", "")
-    incus.call("PUT", f"instances/{name}", body, f"updating instance {name}")
+    devices = {k: v for k, v in (record.get("devices") or {}).items() if k != DEVICE}
+    incus.put_instance(name, {**record, "config": config, "devices": devices})
 
 
 def describe(name: str) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ def _containers() -> list[str]:
     from coi.commands.common import connect, load_config
 
     incus = connect(load_config(argparse.Namespace()))
-    found = incus.get("instances", "listing instances", recursion=1)
+    found = incus.instances()
     return [
         i["name"] for i in found if any(k.startswith(labels.PREFIX) for k in i.get("config", {}))
     ]

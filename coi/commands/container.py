@@ -73,7 +73,7 @@ def delete(args: argparse.Namespace) -> int:
 
 def exists(args: argparse.Namespace) -> int:
     """Exit 0 when the instance exists, 1 when not."""
-    return 0 if connect(load_config(args)).exists(f"instances/{args.name}") else 1
+    return 0 if connect(load_config(args)).has_instance(args.name) else 1
 
 
 def running(args: argparse.Namespace) -> int:

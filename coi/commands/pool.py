@@ -24,7 +24,7 @@ def status(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     incus = connect(cfg)
-    listing = incus.get("instances", "listing instances", recursion=1)
+    listing = incus.instances()
     members = pool.members(listing, slots.prefix())
     here = slots.workspace_id(workspace_of(args))
     ready = sum(1 for m in members if m.workspace_id == here and m.state == "ready")

@@ -46,9 +46,7 @@ def list_(args: argparse.Namespace) -> int:
     if args.name:
         instances = [{"name": args.name, **incus.instance(args.name)}]
     else:
-        instances = [
-            i for i in incus.get("instances", "listing instances", recursion=1) if is_coi(i)
-        ]
+        instances = [i for i in incus.instances() if is_coi(i)]
     rows = [
         {"name": inst["name"], "protocol": p.protocol, "host": f"{p.host_addr}:{p.host_port}"}
         | {"container_port": p.container_port}

@@ -28,7 +28,7 @@ WORKSPACE_KEY = labels.WORKSPACE
 def _users(incus: IncusAPI, workspace: Path) -> dict[str, tuple[str, str]]:
     """branch -> (container, status) for this workspace's worktree containers."""
     found = {}
-    for inst in incus.get("instances", "listing instances", recursion=1):
+    for inst in incus.instances():
         config = inst.get("config") or {}
         if config.get(WORKSPACE_KEY) == str(workspace) and config.get(BRANCH_KEY):
             found[config[BRANCH_KEY]] = (inst["name"], str(inst.get("status", "")).lower())
@@ -58,7 +58,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Worktree, dict[str, Any]]:
     from coi.workspace import worktree
 
     incus = connect(load_config(args))
-    listing = incus.get("instances", "listing instances", recursion=1)
+    listing = incus.instances()
     named = {i["name"]: (i.get("config") or {}) for i in listing}
     if BRANCH_KEY in named.get(args.name, {}):
         config = named[args.name]

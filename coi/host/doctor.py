@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from coi.core import labels, proc
-from coi.core.errors import CoiError
+from coi.core.errors import CoiError, NotFound
 from coi.host.check import FAIL, OK, WARN, Check, exit_code
 
 if TYPE_CHECKING:
@@ -63,9 +63,10 @@ def check_group(group: str) -> Check:
 
 
 def check_pool(incus: IncusAPI, pool: str) -> Check:
-    if not incus.exists(f"storage-pools/{pool}"):
+    record = incus.storage_pool(pool)
+    if record is None:
         return Check("storage pool", FAIL, f"no pool {pool}", "run `sudo coi setup`")
-    driver = incus.get(f"storage-pools/{pool}").get("driver", "?")
+    driver = record.get("driver", "?")
     cost = LAUNCH_COST.get(driver, "unknown launch cost")
     if driver == "dir":
         return Check(
@@ -78,11 +79,12 @@ def check_pool(incus: IncusAPI, pool: str) -> Check:
 
 
 def check_bridge(incus: IncusAPI, network: str) -> Check:
-    if not incus.exists(f"networks/{network}"):
+    try:
+        config = incus.network(network).get("config") or {}
+    except NotFound:
         return Check("bridge", FAIL, f"no network {network}", "run `sudo coi setup`")
-    config = incus.get(f"networks/{network}").get("config") or {}
     address = config.get("ipv4.address", "none")
-    state = incus.get(f"networks/{network}/state")
+    state = incus.network_state(network)
     problems = []
     if address in ("", "none"):
         problems.append("no IPv4 address")
@@ -252,7 +254,7 @@ def check_kept(incus: IncusAPI) -> Check:
     from coi.core import slots
 
     kept = []
-    for inst in incus.get("instances", "listing instances", recursion=1):
+    for inst in incus.instances():
         config = inst.get("config") or {}
         slot, workspace = config.get(labels.SLOT), config.get(labels.WORKSPACE)
         persistent = config.get(labels.PERSISTENT) == "true"

@@ -216,15 +216,14 @@ def needed_subid_lines(sudo_uid: int | None, container_uid: int) -> tuple[str, .
 
 def survey_incus(incus: Any, pool: str, network: str, group: str, container_uid: int) -> IncusFacts:
     """Facts from a running Incus and the host files idmapping needs."""
-    pool_info = (
-        incus.get(f"storage-pools/{pool}") if incus.exists(f"storage-pools/{pool}") else None
-    )
+    pool_info = incus.storage_pool(pool)
     used = [
         r.split()[0]
         for r in proc.run(["ip", "-4", "route", "show"]).stdout.splitlines()
         if r and r.split()[0] != "default"
     ]
-    for net in incus.get("networks", "listing networks", recursion=1):
+    networks = incus.networks()
+    for net in networks:
         addr = (net.get("config") or {}).get("ipv4.address", "")
         if addr and addr != "none":
             used.append(addr)
@@ -232,7 +231,7 @@ def survey_incus(incus: Any, pool: str, network: str, group: str, container_uid:
     sudo_uid = int(os.environ["SUDO_UID"]) if sudo_user and os.environ.get("SUDO_UID") else None
     return IncusFacts(
         pool_driver=pool_info.get("driver") if pool_info else None,
-        network_exists=incus.exists(f"networks/{network}"),
+        network_exists=any(net.get("name") == network for net in networks),
         used_subnets=tuple(used),
         btrfs_available=shutil.which("mkfs.btrfs") is not None,
         subid_lines=subid_lines(),
@@ -283,7 +282,7 @@ def do_pool(incus: Any, step: Step) -> None:
         "description": "coi: copy-on-write pool for coi containers",
         "config": config,
     }
-    incus.call("POST", "storage-pools", body, f"creating storage pool {step.params['name']}")
+    incus.create_storage_pool(body)
     if step.params["driver"] == "dir":
         output.warn(
             "no btrfs here: the `dir` pool copies the whole rootfs on every launch "
@@ -304,7 +303,7 @@ def do_network(incus: Any, step: Step) -> None:
         "config": config,
         "description": "coi: bridge for coi containers",
     }
-    incus.call("POST", "networks", body, f"creating network {step.params['name']}")
+    incus.create_network(body)
 
 
 def do_group(step: Step, group: str) -> None:

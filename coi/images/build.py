@@ -327,7 +327,7 @@ class _Job:
         if algorithm:
             body["compression_algorithm"] = algorithm
         try:
-            meta = self.incus.call("POST", "images", body, "publishing the build container")
+            meta = self.incus.publish_image(body, "publishing the build container")
         except IncusError as exc:
             if "no space left" in str(exc).lower():
                 raise CoiError(disk_full("publishing the image", self.cfg, str(exc))) from exc

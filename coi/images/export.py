@@ -143,7 +143,7 @@ def import_export(incus: IncusAPI, folder: Path, alias: str | None = None) -> tu
     if not name:
         raise UsageError(f"{folder}/{MANIFEST} names no alias: pass --alias NAME")
     fingerprint = manifest.get("fingerprint", "")
-    if fingerprint and incus.exists(f"images/{fingerprint}"):
+    if fingerprint and incus.has_image(fingerprint):
         raise CoiError(
             f"image {fingerprint[:12]} is already here"
             f"{' as ' + name if incus.image_alias(name) else ''}: nothing to import"

@@ -1,5 +1,6 @@
-"""What coi asks of Incus, as a Protocol: the adapter (coi/incus/adapter.py) is the real
-one, tests/fakes.py the one fake. Code above the adapter annotates with IncusAPI, so both fit.
+"""What coi asks of Incus, as a Protocol of verbs: the adapter (coi/incus/adapter.py) is the
+real one, tests/fakes.py the one fake, and mypy checks both against it. Code above the
+adapter annotates with IncusAPI and never spells a REST path (tests/unit/test_rest_paths.py).
 """
 
 from __future__ import annotations
@@ -20,44 +21,30 @@ class IncusAPI(Protocol):
     endpoint: Endpoint
     project: str
 
-    def get(self, path: str, what: str = "", **params: Any) -> Any:
-        """GET /1.0/<path>; returns the response metadata."""
+    # -- instances --------------------------------------------------------------
+
+    def instances(self, *, state: bool = False, all_projects: bool = False) -> list[Json]:
+        """Every instance with its config, devices and status (one request); state adds each
+        one's runtime state (addresses, processes), all_projects every project's."""
         ...
 
-    def call(self, method: str, path: str, body: Any = None, what: str = "", **kwargs: Any) -> Any:
-        """POST/PUT/PATCH/DELETE; waits for an async operation; returns its metadata."""
-        ...
-
-    def exists(self, path: str) -> bool:
-        """True when GET /1.0/<path> answers (404 means no)."""
-        ...
-
-    def server(self) -> Json:
-        """GET /1.0: server config and environment."""
-        ...
-
-    def instances(self) -> list[Json]:
-        """Every instance of the project, with its state (one request)."""
-        ...
-
-    def names(self, collection: str) -> list[str]:
-        """Names in a collection such as instances or profiles (one cheap request)."""
-        ...
-
-    def instance_names(self) -> list[str]:
-        """Names of the project's instances."""
-        ...
-
-    def find(self, path: str) -> Json | None:
-        """GET /1.0/<path>, or None when it does not exist."""
+    def instance_names(self, *, all_projects: bool = False) -> list[str]:
+        """Names of the project's instances (of every project's with all_projects)."""
         ...
 
     def instance(self, name: str) -> Json:
         """One instance's config and devices."""
         ...
 
-    def create_instance(self, body: Json) -> None:
-        """POST /1.0/instances with a complete body; waits until created."""
+    def has_instance(self, name: str) -> bool:
+        """True when the instance exists (one request)."""
+        ...
+
+    def create_instance(self, body: Json, *, target: str = "") -> None:
+        """POST /1.0/instances with a complete body (target: the cluster member to place it
+        on). Locally this returns once Incus holds the instance's record (its name is taken,
+        so a slot lock need not be held across the copy of the image); the first later
+        request about the instance waits until it is created, and raises its failure."""
         ...
 
     def set_state(self, name: str, action: str, *, force: bool = False, timeout: int = -1) -> None:
@@ -73,7 +60,31 @@ class IncusAPI(Protocol):
         ...
 
     def update_instance(self, name: str, patch: Json) -> None:
-        """PATCH an instance's config or devices."""
+        """PATCH an instance's config or devices: the keys and devices given are set, the
+        others kept (one request, no read first)."""
+        ...
+
+    def put_instance(self, name: str, record: Json) -> None:
+        """Replace an instance's writable record with record's (as `instance` returned it,
+        changed): config keys and devices it lacks are gone afterwards."""
+        ...
+
+    def remove_devices(self, name: str, devices: Sequence[str]) -> None:
+        """Remove devices from an instance (a PATCH merges devices, so this PUTs its whole
+        writable record without them); a running instance loses them at once."""
+        ...
+
+    def template_of(self, name: str, path: str) -> str:
+        """The name of the image template an instance renders path from ('' when none)."""
+        ...
+
+    def put_template(self, name: str, template: str, content: bytes) -> None:
+        """Replace one of the instance's image templates (rendered at its next first start)."""
+        ...
+
+    def busy(self, name: str) -> bool:
+        """True while an operation on the instance runs anywhere in the cluster (one
+        request for every operation of the project)."""
         ...
 
     def snapshots(self, name: str) -> list[Json]:
@@ -92,10 +103,7 @@ class IncusAPI(Protocol):
         """Delete one snapshot."""
         ...
 
-    def remove_devices(self, name: str, devices: Sequence[str]) -> None:
-        """Remove devices from an instance (a PATCH merges devices, so this PUTs its whole
-        writable record without them); a running instance loses them at once."""
-        ...
+    # -- commands and files inside ----------------------------------------------
 
     def execute(
         self,
@@ -155,6 +163,8 @@ class IncusAPI(Protocol):
         a sink that raises ends the transfer (the exception passes through)."""
         ...
 
+    # -- images -----------------------------------------------------------------
+
     def image_alias(self, alias: str) -> Json | None:
         """The alias record (with its target fingerprint), or None."""
         ...
@@ -187,8 +197,28 @@ class IncusAPI(Protocol):
         """Upload a unified image tarball (as `export_image` writes); returns its fingerprint."""
         ...
 
+    def has_image(self, fingerprint: str) -> bool:
+        """True when an image of that fingerprint is here (one request)."""
+        ...
+
+    def publish_image(self, body: Json, what: str = "publishing an image") -> Json:
+        """Make an image from an instance or snapshot (body as POST /1.0/images takes it)
+        and wait; the finished operation, whose metadata names the fingerprint."""
+        ...
+
+    # -- server, profiles, networks, storage, projects, trust -------------------
+
+    def server(self) -> Json:
+        """GET /1.0: server config and environment."""
+        ...
+
     def profile(self, name: str) -> Json | None:
-        """A profile's record, or None."""
+        """A profile's record, or None. Never cached: another process (`coi setup`,
+        `doctor --fix`, incus itself) may change it at any time."""
+        ...
+
+    def profile_names(self) -> list[str]:
+        """Names of the project's profiles."""
         ...
 
     def put_profile(self, name: str, body: Json) -> None:
@@ -197,4 +227,76 @@ class IncusAPI(Protocol):
 
     def delete_profile(self, name: str) -> None:
         """Delete a profile."""
+        ...
+
+    def networks(self, *, target: str = "") -> list[Json]:
+        """Every network with its config (as the member target sees them)."""
+        ...
+
+    def network(self, name: str) -> Json:
+        """One network's record (type, config, description); NotFound when there is none."""
+        ...
+
+    def network_state(self, name: str, *, target: str = "") -> Json:
+        """A network's live state on the member target: up or down, its addresses."""
+        ...
+
+    def network_leases(self, name: str) -> list[Json]:
+        """The addresses a managed bridge leased (DHCP and static ones)."""
+        ...
+
+    def create_network(self, body: Json) -> None:
+        """Create a network (body as POST /1.0/networks takes it)."""
+        ...
+
+    def update_network(self, name: str, config: Json, what: str = "") -> None:
+        """Set these config keys of a network, keeping the others (one PATCH, no read)."""
+        ...
+
+    def put_network(self, name: str, config: Json, description: str, what: str = "") -> None:
+        """Replace a network's config: keys it lacks are gone afterwards."""
+        ...
+
+    def network_acl(self, name: str) -> Json | None:
+        """A network ACL's record, or None."""
+        ...
+
+    def create_network_acl(self, body: Json) -> None:
+        """Create a network ACL (name, description, egress and ingress rules)."""
+        ...
+
+    def delete_network_acl(self, name: str) -> None:
+        """Delete a network ACL (no network may still name it)."""
+        ...
+
+    def storage_pool(self, name: str) -> Json | None:
+        """A storage pool's record (driver, config), or None."""
+        ...
+
+    def create_storage_pool(self, body: Json) -> None:
+        """Create a storage pool (body as POST /1.0/storage-pools takes it)."""
+        ...
+
+    def create_volume(self, pool: str, name: str, *, target: str = "") -> None:
+        """Create a custom filesystem volume in pool, on the member target."""
+        ...
+
+    def delete_volume(self, pool: str, name: str, *, target: str = "") -> None:
+        """Delete a custom volume of pool, on the member target."""
+        ...
+
+    def create_project(self, name: str, config: Json, description: str = "") -> None:
+        """Create a project with these features (config)."""
+        ...
+
+    def delete_project(self, name: str) -> None:
+        """Delete an empty project."""
+        ...
+
+    def cluster_member(self, name: str) -> Json:
+        """A cluster member's record (its url, roles, status)."""
+        ...
+
+    def redeem_token(self, token: str, name: str) -> None:
+        """Have the server trust this client's certificate through a trust token."""
         ...

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from coi.boundary import protect
 from coi.core import faults, labels, output, slots
@@ -173,7 +172,7 @@ def teardown(incus: IncusAPI, name: str, *, force: bool = True) -> None:
     sweep(folders)  # the container is gone: nothing can plant anything again meanwhile
     # Only once it is gone: unlinking a placeholder would unmount it in a live container.
     with contextlib.suppress(CoiError):
-        if not incus.exists(f"instances/{name}"):
+        if not incus.has_instance(name):
             release_workspace(name)
 
 
@@ -198,8 +197,7 @@ def release_orphaned_views(incus: IncusAPI) -> list[str]:
     views = protect_host.staged(settled=True)
     if not views:
         return []
-    urls = incus.get("instances", "listing every project's instances", **{"all-projects": "true"})
-    living = {unquote(str(url).partition("?")[0].rsplit("/", 1)[-1]) for url in urls or []}
+    living = set(incus.instance_names(all_projects=True))
     gone = sorted(views - living)
     for name in gone:
         release_workspace(name)

@@ -205,7 +205,7 @@ def attach(
 
     nic = profile_nic(incus, inst.get("profiles") or [])
     bridge = nic["network"]
-    gateway = (incus.get(f"networks/{bridge}").get("config") or {}).get("ipv4.address", "")
+    gateway = (incus.network(bridge).get("config") or {}).get("ipv4.address", "")
     if gateway in ("", "none"):
         raise CoiError(f"bridge {bridge} has no IPv4 address: rules need one (see `coi doctor`)")
     lock = paths.locks_dir() / f"network-{bridge}.lock"
@@ -273,7 +273,7 @@ def addresses_in_use(incus: IncusAPI, bridge: str, *, live: bool = True) -> set[
                 used.add(dev.get("ipv4.address", ""))
         for nic in ((inst.get("state") or {}).get("network") or {}).values():
             used.update(a["address"] for a in nic.get("addresses", []) if a["family"] == "inet")
-    for lease in incus.get(f"networks/{bridge}/leases") or []:
+    for lease in incus.network_leases(bridge):
         used.add(lease.get("address", ""))
     used.update(dnsmasq_leases(bridge))
     used.discard("")
@@ -369,17 +369,9 @@ def pin_hosts(
     if not running:
         # A fresh instance renders /etc/hosts from its image template at first start, so
         # the template itself is what to replace.
-        templates = (incus.get(f"instances/{name}/metadata") or {}).get("templates") or {}
-        template = (templates.get("/etc/hosts") or {}).get("template")
+        template = incus.template_of(name, "/etc/hosts")
         if template:
-            incus.call(
-                "POST",
-                f"instances/{name}/metadata/templates",
-                what=f"pinning /etc/hosts of {name}",
-                params={"path": template},
-                data=text,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            incus.put_template(name, template, text)
             return
     incus.push_file(name, "/etc/hosts", text)
 
@@ -389,7 +381,7 @@ def pin_hosts(
 
 def forget(incus: IncusAPI, name: str, mode: str | None) -> None:
     """After a delete: remove the instance's rules (kept while the instance still exists)."""
-    if mode == "open" or not can_apply() or incus.exists(f"instances/{name}"):
+    if mode == "open" or not can_apply() or incus.has_instance(name):
         return
     try:
         privileged(incus, "remove", incus.project, name)

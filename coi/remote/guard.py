@@ -122,11 +122,10 @@ def addresses(incus: IncusAPI, name: str, timeout: float = ADDRESS_WAIT) -> list
 
 def member_addresses(incus: IncusAPI, location: str) -> list[str]:
     """Every address the member itself holds (its interfaces, as Incus reports them)."""
-    where = {"target": location} if location and location != "none" else {}
     found: list[str] = []
-    for net in incus.get("networks", "listing networks", recursion=1, **where) or ():
+    for net in incus.networks(target=location):
         with contextlib.suppress(CoiError):
-            state = incus.get(f"networks/{net['name']}/state", "network state", **where) or {}
+            state = incus.network_state(net["name"], target=location)
             found += [str(a["address"]) for a in state.get("addresses") or () if "address" in a]
     return [a for a in found if not ipaddress.ip_address(a).is_loopback]
 
@@ -136,7 +135,7 @@ def check(incus: IncusAPI, name: str, location: str) -> list[str]:
     CannotEnforce when one of its NICs is on none that takes them."""
     networks = networks_of(incus.instance(name), location)
     for network in networks:
-        kind = str(incus.get(f"networks/{network}", f"network {network}").get("type", ""))
+        kind = str(incus.network(network).get("type", ""))
         if kind not in ENFORCING:
             raise CannotEnforce(
                 f"member {location or '?'} cannot enforce restricted mode: network {network} "
@@ -156,7 +155,7 @@ def restrict(incus: IncusAPI, name: str, location: str) -> str:
         "egress": rules(addresses(incus, name), member_addresses(incus, location)),
         "ingress": [],
     }
-    incus.call("POST", "network-acls", body, f"creating ACL {acl}")
+    incus.create_network_acl(body)
     try:
         for network in networks:
             _attach(incus, network, acl)
@@ -177,7 +176,7 @@ def _attach(incus: IncusAPI, network: str, acl: str, tries: int = 5) -> None:
     """Add the ACL to the network's list, and read it back: another client editing the
     list at the same moment may have written over it, so it is added again (bounded)."""
     for _ in range(tries):
-        config = dict(incus.get(f"networks/{network}", f"network {network}").get("config") or {})
+        config = dict(incus.network(network).get("config") or {})
         acls = _listed(str(config.get("security.acls", "")))
         if acl in acls:
             return
@@ -185,9 +184,7 @@ def _attach(incus: IncusAPI, network: str, acl: str, tries: int = 5) -> None:
         if not acls:  # the first ACL: traffic no ACL names keeps flowing for everyone else
             for key in DEFAULTS:
                 changes.setdefault(key, str(config.get(key) or "allow"))
-        incus.call(
-            "PATCH", f"networks/{network}", {"config": changes}, f"attaching {acl} to {network}"
-        )
+        incus.update_network(network, changes, f"attaching {acl} to {network}")
         time.sleep(0.1)
     raise CoiError(f"{acl} did not stay attached to {network}")
 
@@ -197,7 +194,7 @@ def verify(incus: IncusAPI, name: str) -> None:
     not): the last check before the workspace and the command go in."""
     acl = acl_name(name)
     for network in networks_of(incus.instance(name), ""):
-        config = incus.get(f"networks/{network}", f"network {network}").get("config") or {}
+        config = incus.network(network).get("config") or {}
         if acl not in _listed(str(config.get("security.acls", ""))):
             try:
                 _attach(incus, network, acl)
@@ -208,10 +205,10 @@ def verify(incus: IncusAPI, name: str) -> None:
 def release(incus: IncusAPI, name: str) -> None:
     """The container's ACL detached from every network and deleted (each step tried)."""
     acl = acl_name(name)
-    if not incus.exists(f"network-acls/{acl}"):
+    if incus.network_acl(acl) is None:
         return
     with contextlib.suppress(CoiError):
-        for network in incus.get("networks", "listing networks", recursion=1) or ():
+        for network in incus.networks():
             config = dict(network.get("config") or {})
             acls = _listed(str(config.get("security.acls", "")))
             if acl not in acls:
@@ -224,7 +221,7 @@ def release(incus: IncusAPI, name: str) -> None:
                 for key in DEFAULTS:
                     if put.get(key) == "allow":
                         put.pop(key)
-            body = {"config": put, "description": network.get("description", "")}
-            incus.call("PUT", f"networks/{network['name']}", body, f"detaching {acl}")
+            description = str(network.get("description", ""))
+            incus.put_network(network["name"], put, description, f"detaching {acl}")
     with contextlib.suppress(CoiError):
-        incus.call("DELETE", f"network-acls/{acl}", None, f"deleting ACL {acl}")
+        incus.delete_network_acl(acl)

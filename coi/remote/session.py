@@ -72,7 +72,6 @@ def start(
     check_network(network)
     name = slots.container_name(workspace, slot, prefix)
     volume = name + VOLUME_SUFFIX
-    params = {"target": target} if target else {}
     body: dict[str, object] = {
         "name": name,
         "type": "container",
@@ -81,7 +80,7 @@ def start(
     }
     if profiles is not None:
         body["profiles"] = list(profiles)
-    incus.call("POST", "instances", body, f"creating {name}", params=params)
+    incus.create_instance(body, target=target or "")
     location = ""
     try:
         _settled(incus, name)
@@ -91,18 +90,11 @@ def start(
         pool = pool or str(root.get("pool") or "")
         if not pool:
             raise CoiError(f"{name} has no root disk pool to put its workspace volume in")
-        where = {"target": location} if location and location != "none" else {}
-        incus.call(
-            "POST",
-            f"storage-pools/{pool}/volumes/custom",
-            {"name": volume, "content_type": "filesystem"},
-            f"creating volume {volume}",
-            params=where,
-        )
+        incus.create_volume(pool, volume, target=location)
         disk = {"type": "disk", "pool": pool, "source": volume, "path": transfer.INSIDE}
         record = incus.instance(name)
         devices = {**record.get("devices", {}), "workspace": disk}
-        incus.call("PATCH", f"instances/{name}", {"devices": devices}, f"adding {volume}")
+        incus.update_instance(name, {"devices": devices})
         member = on_member(incus, location)
         if network == "restricted":
             guard.check(member, name, location)
@@ -120,7 +112,7 @@ def start(
             "user.coi.remote.git": "true" if packed.git else "false",
             "user.coi.remote.head": packed.head or "",
         }
-        incus.call("PATCH", f"instances/{name}", {"config": marks}, f"marking {name}")
+        incus.update_instance(name, {"config": marks})
     except BaseException:
         stop(incus, name, pool or "", location)
         raise
@@ -150,7 +142,7 @@ def on_member(incus: IncusAPI, location: str) -> IncusAPI:
     ep = incus.endpoint
     if ep.is_local or not location or location == "none":
         return incus
-    url = str(incus.get(f"cluster/members/{location}", f"member {location}").get("url", ""))
+    url = str(incus.cluster_member(location).get("url", ""))
     if not url or url.rstrip("/") == ep.url.rstrip("/"):
         return incus
     return Incus(Endpoint(url, ep.client_cert, ep.client_key, ep.server_cert), incus.project)
@@ -160,18 +152,9 @@ def _settled(incus: IncusAPI, name: str, timeout: float = 180.0) -> None:
     """Until no operation on the instance runs anywhere in the cluster. Measured on a
     two-member cluster: waiting on a creation the leader forwarded to the other member
     returned before the instance existed, and the next request failed in Incus."""
-    mine = f"/1.0/instances/{name}"
     deadline = time.monotonic() + timeout
     while True:
-        listing = incus.get("operations", "listing operations", recursion=1) or {}
-        running = [
-            op
-            for ops in listing.values()
-            for op in ops or ()
-            if op.get("status") == "Running"
-            and any(mine in r for r in (op.get("resources") or {}).get("instances", ()))
-        ]
-        if not running and incus.exists(f"instances/{name}"):
+        if not incus.busy(name) and incus.has_instance(name):
             return
         if time.monotonic() > deadline:
             raise CoiError(f"creating {name} did not end within {timeout:.0f} s")
@@ -228,10 +211,8 @@ def stop(incus: IncusAPI, name: str, pool: str, location: str = "") -> None:
         member = on_member(incus, location)
     with contextlib.suppress(CoiError):
         member.delete_instance(name, force=True)
-    where = {"target": location} if location and location != "none" else {}
     with contextlib.suppress(CoiError):
-        volume = f"storage-pools/{pool}/volumes/custom/{name}{VOLUME_SUFFIX}"
-        member.call("DELETE", volume, None, f"deleting {name}{VOLUME_SUFFIX}", params=where)
+        member.delete_volume(pool, name + VOLUME_SUFFIX, target=location)
     with contextlib.suppress(CoiError):
         guard.release(incus, name)
 

@@ -103,8 +103,7 @@ def add(
                     f"trust add NAME` on the server) or have its admin run `incus config trust "
                     f"add-certificate {cert}`"
                 )
-            body = {"type": "client", "trust_token": token.strip(), "name": name}
-            incus.call("POST", "certificates", body, "using the trust token")
+            incus.redeem_token(token.strip(), name)
             incus = connect(url, cert, key, pending, project)
             info = incus.server()
             if info.get("auth") != "trusted":

@@ -59,7 +59,7 @@ def fill_pool(
         spec = _spec(cfg, workspace, "pooled", 1, tool.name, "", mounts, cfg.profile, readonly)
         cas = _extra_cas(cfg, lambda _: None)
         key = _pool_key(cfg, spec, cas)
-        listing = incus.get("instances", "listing instances", recursion=1)
+        listing = incus.instances()
         mine = [m for m in pool.members(listing, prefix) if m.workspace_id == wsid]
         watched = {m.name for m in mine if is_watched(m.name)}
         stale = pool.unwanted(mine, key, watched)
@@ -103,7 +103,7 @@ def _fill_one(
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with ExitStack() as watch:
         with file_lock(lock, what=f"the slot lock of {workspace}"):
-            listing = incus.get("instances", "listing instances", recursion=1)
+            listing = incus.instances()
             taken = {o.slot for o in _occupants(listing, workspace, prefix)}
             slot = slots.allocate(taken, cfg.defaults.max_slots)
             name = slots.container_name(workspace, slot, prefix)
@@ -166,7 +166,7 @@ def drain_pool(incus: IncusAPI, workspace: Path | None, log: Callable[[str], Non
     from coi.sessions import pool
 
     prefix = slots.prefix()
-    listing = incus.get("instances", "listing instances", recursion=1)
+    listing = incus.instances()
     wanted = None if workspace is None else slots.workspace_id(workspace)
     workspaces = {m.workspace_id for m in pool.members(listing, prefix)} | {wanted}
     removed = []
@@ -175,7 +175,7 @@ def drain_pool(incus: IncusAPI, workspace: Path | None, log: Callable[[str], Non
             paths.locks_dir() / f"pool-{wsid}.lock", timeout=600, what="the pool filler"
         ):
             # Read again: a filler that was running may have added some meanwhile.
-            fresh = incus.get("instances", "listing instances", recursion=1)
+            fresh = incus.instances()
             for member in pool.members(fresh, prefix):
                 if member.workspace_id != wsid or is_watched(member.name):
                     continue

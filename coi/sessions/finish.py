@@ -137,7 +137,7 @@ def reap(
     """Save and remove stopped ephemeral coi containers that nobody watches (from the
     given listing, or a fresh one)."""
     if instances is None:
-        instances = incus.get("instances", "listing instances", recursion=1)
+        instances = incus.instances()
     reaped = []
     for inst in instances:
         config = inst.get("config") or {}

@@ -208,7 +208,7 @@ def _claim(
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with file_lock(lock, what=f"the slot lock of {workspace}"):
         # One listing serves both: reaping what was left stopped, then the free slots.
-        listing = incus.get("instances", "listing instances", recursion=1)
+        listing = incus.instances()
         gone = set(reap(incus, cfg, log, listing))
         live = [i for i in listing if i["name"] not in gone]
         if not cfg.defaults.persistent and worktree is None:

@@ -1,17 +1,20 @@
-"""coi/remote/guard.py's pure parts: the ACL rules a restricted remote session gets, and
-which NICs it refuses."""
+"""coi/remote/guard.py: the ACL rules a restricted remote session gets, which NICs it
+refuses, and its network steps against the one fake."""
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coi.core.errors import CoiError
+from coi.incus.api import Json
 from coi.network.nft import BLOCKED_V4
 from coi.remote import guard
+from tests.fakes import FakeIncus
 
 v4 = st.ip_addresses(v=4).map(str)
 v6 = st.ip_addresses(v=6).map(str)
@@ -55,64 +58,62 @@ def test_acl_names_are_valid_incus_names() -> None:
     assert len(name) <= 63 and not name.endswith("-") and name.startswith("coi-")
 
 
-class FakeNetworks:
-    """Networks and ACLs as Incus keeps them (config dicts); lose_writes drops that many
-    PATCHes, as a client writing over them at the same moment would."""
+@dataclass
+class Racing(FakeIncus):
+    """The one fake whose network PATCHes another client writes over: lose_writes of them
+    are dropped, as one writing the same list at the same moment would."""
 
-    def __init__(self, lose_writes: int = 0) -> None:
-        self.config: dict[str, dict[str, str]] = {"br": {"ipv4.address": "10.0.0.1/24"}}
-        self.acls: set[str] = set()
-        self.lose_writes = lose_writes
+    lose_writes: int = 0
 
-    def get(self, path: str, what: str = "", **params: object) -> object:
-        if path == "networks":
-            return [{"name": n, "config": dict(c)} for n, c in self.config.items()]
-        return {"config": dict(self.config[path.split("/")[1]]), "type": "bridge"}
-
-    def exists(self, path: str) -> bool:
-        return path.split("/")[1] in self.acls
-
-    def call(self, method: str, path: str, body: object = None, what: str = "") -> None:
-        assert isinstance(body, dict) or body is None
-        kind, name = path.split("/")[:2]
-        if kind == "network-acls":
-            self.acls.discard(name)
-        elif method == "PATCH":
-            if self.lose_writes:
-                self.lose_writes -= 1
-                return
-            self.config[name].update(body["config"])  # type: ignore[index]
-        elif method == "PUT":
-            self.config[name] = dict(body["config"])  # type: ignore[index]
+    def update_network(self, name: str, config: Json, what: str = "") -> None:
+        if self.lose_writes:
+            self.lose_writes -= 1
+            return
+        super().update_network(name, config, what)
 
 
 def test_attach_and_release_leave_the_network_as_it_was() -> None:
-    from typing import Any, cast
+    fake = FakeIncus()
+    fake.add_network("br", {"ipv4.address": "10.0.0.1/24"})
+    guard._attach(fake, "br", "coi-a")
+    assert fake.network("br")["config"]["security.acls"] == "coi-a"
+    assert fake.network("br")["config"]["security.acls.default.egress.action"] == "allow"
+    guard._attach(fake, "br", "coi-b")
+    assert fake.network("br")["config"]["security.acls"] == "coi-a,coi-b"
+    fake.acls = {"coi-a": {"name": "coi-a"}, "coi-b": {"name": "coi-b"}}
+    guard.release(fake, "a")
+    assert fake.network("br")["config"]["security.acls"] == "coi-b"
+    guard.release(fake, "b")
+    assert fake.network("br")["config"] == {"ipv4.address": "10.0.0.1/24"}
+    assert fake.acls == {}
 
-    fake = FakeNetworks()
-    incus = cast(Any, fake)
-    guard._attach(incus, "br", "coi-a")
-    assert fake.config["br"]["security.acls"] == "coi-a"
-    assert fake.config["br"]["security.acls.default.egress.action"] == "allow"
-    guard._attach(incus, "br", "coi-b")
-    assert fake.config["br"]["security.acls"] == "coi-a,coi-b"
-    fake.acls = {"coi-a", "coi-b"}
-    guard.release(incus, "a")
-    assert fake.config["br"]["security.acls"] == "coi-b"
-    guard.release(incus, "b")
-    assert fake.config["br"] == {"ipv4.address": "10.0.0.1/24"}
-    assert fake.acls == set()
+
+def test_release_of_an_acl_that_is_gone_asks_nothing_more() -> None:
+    fake = FakeIncus()
+    fake.add_network("br", {"security.acls": "coi-other"})
+    guard.release(fake, "a")
+    assert fake.requests == [] and fake.network("br")["config"] == {"security.acls": "coi-other"}
 
 
 def test_attach_adds_again_what_another_client_wrote_over() -> None:
-    from typing import Any, cast
-
-    fake = FakeNetworks(lose_writes=2)
-    guard._attach(cast(Any, fake), "br", "coi-a")
-    assert fake.config["br"]["security.acls"] == "coi-a"
-    never = FakeNetworks(lose_writes=99)
+    fake = Racing(lose_writes=2)
+    fake.add_network("br")
+    guard._attach(fake, "br", "coi-a")
+    assert fake.network("br")["config"]["security.acls"] == "coi-a"
+    never = Racing(lose_writes=99)
+    never.add_network("br")
     with pytest.raises(CoiError):
-        guard._attach(cast(Any, never), "br", "coi-a", tries=3)
+        guard._attach(never, "br", "coi-a", tries=3)
+
+
+def test_member_addresses_are_the_global_ones_of_its_networks() -> None:
+    fake = FakeIncus()
+    fake.add_network("br")["state"]["addresses"] = [
+        {"address": "10.0.0.1", "family": "inet"},
+        {"address": "127.0.0.1", "family": "inet"},
+    ]
+    fake.add_network("eth0")["state"]["addresses"] = [{"address": "198.18.0.2"}]
+    assert sorted(guard.member_addresses(fake, "m1")) == ["10.0.0.1", "198.18.0.2"]
 
 
 @pytest.mark.parametrize("mode", ["allowlist", "learn"])

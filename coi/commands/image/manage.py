@@ -100,7 +100,7 @@ def publish(args: argparse.Namespace) -> int:
     if algorithm := publish.compression(incus):
         body["compression_algorithm"] = algorithm
     try:
-        meta = incus.call("POST", "images", body, f"publishing {args.container}")
+        meta = incus.publish_image(body, f"publishing {args.container}")
     finally:
         if running:
             incus.set_state(args.container, "start")

@@ -53,7 +53,7 @@ def coi_containers(
     """Every coi container of the project (from the given recursion=2 listing, or a fresh
     one), with state, as `describe` shows it."""
     if listing is None:
-        listing = incus.get("instances", "listing instances", recursion=2)
+        listing = incus.instances(state=True)
     return sorted((describe(i) for i in listing if is_coi(i)), key=lambda d: d["name"])
 
 
@@ -74,8 +74,7 @@ def _heal(incus: IncusAPI) -> None:
     from coi.network import nft_guard
 
     if incus.endpoint.is_local:  # pylxd scopes every request to one project
-        every = {"all-projects": "true"}
-        everywhere = incus.get("instances", "listing instances", recursion=1, **every)
+        everywhere = incus.instances(all_projects=True)
         if not any(nft_guard.needs_rules(i) for i in everywhere):
             return  # nothing to heal: the network package is not even imported
     from coi.network import enforce
@@ -91,7 +90,7 @@ def list_(args: argparse.Namespace) -> int:
     incus = connect(cfg)
     if journal.pending(incus.project):  # `coi run`s still finishing: show where they end
         journal.settle(incus, wait=True)
-    listing = incus.get("instances", "listing instances", recursion=2)
+    listing = incus.instances(state=True)
     if any(reapable(i) for i in listing):
         from coi.sessions import lifecycle
 

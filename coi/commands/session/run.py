@@ -209,7 +209,7 @@ def _pick(incus: IncusAPI, args: argparse.Namespace) -> str:
     wanted = slots.workspace_id(workspace)
     running: list[str] = []
     kept: list[dict[str, Any]] = []
-    for inst in incus.get("instances", "listing instances", recursion=1):
+    for inst in incus.instances():
         parsed = slots.parse_name(inst["name"], prefix)
         if parsed and parsed.workspace_id == wanted and inst.get("status") == "Running":
             running.append(inst["name"])
