@@ -41,7 +41,7 @@ class FakeIncus:
     project: str = "proj"
     endpoint: Endpoint = field(default_factory=lambda: Endpoint("/fake/unix.socket"))
     commands: list[list[str]] = field(default_factory=list)
-    requests: list[tuple[str, str]] = field(default_factory=list)  # what the daemon was asked
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) asked for
     elsewhere: list[Json] = field(default_factory=list)  # instances of other projects
     templates: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
     busy_names: set[str] = field(default_factory=set)  # instances an operation works on
@@ -80,7 +80,7 @@ class FakeIncus:
         return copy.deepcopy(self._record(name))
 
     def instances(self, *, state: bool = False, all_projects: bool = False) -> list[Json]:
-        self.requests.append(("GET", "instances"))
+        self.calls.append(("GET", "instances"))
         found = [copy.deepcopy(r) for r in self.instances_by_name.values()]
         if all_projects:
             found += [copy.deepcopy(r) for r in self.elsewhere]
@@ -103,6 +103,7 @@ class FakeIncus:
             record["location"] = target
 
     def set_state(self, name: str, action: str, *, force: bool = False, timeout: int = -1) -> None:
+        self.calls.append(("PUT", f"instances/{name}/state"))
         statuses = {
             "start": "Running",
             "stop": "Stopped",
@@ -112,6 +113,7 @@ class FakeIncus:
         self._record(name)["status"] = statuses.get(action, "Frozen")
 
     def state(self, name: str) -> Json:
+        self.calls.append(("GET", f"instances/{name}/state"))
         return {"status": self._record(name)["status"], "network": {}}
 
     def delete_instance(self, name: str, *, force: bool = False) -> None:
@@ -119,13 +121,13 @@ class FakeIncus:
         del self.instances_by_name[name]
 
     def update_instance(self, name: str, patch: Json) -> None:
-        self.requests.append(("PATCH", f"instances/{name}"))
+        self.calls.append(("PATCH", f"instances/{name}"))
         record = self._record(name)
         for key in ("config", "devices"):
             record[key].update(patch.get(key) or {})
 
     def put_instance(self, name: str, record: Json) -> None:
-        self.requests.append(("PUT", f"instances/{name}"))
+        self.calls.append(("PUT", f"instances/{name}"))
         kept = self._record(name)
         kept["config"] = dict(record.get("config") or {})
         kept["devices"] = copy.deepcopy(record.get("devices") or {})
@@ -328,11 +330,11 @@ class FakeIncus:
         self.add_network(body["name"], body.get("config"))["type"] = body.get("type", "bridge")
 
     def update_network(self, name: str, config: Json, what: str = "") -> None:
-        self.requests.append(("PATCH", f"networks/{name}"))
+        self.calls.append(("PATCH", f"networks/{name}"))
         self._network(name)["config"].update(config)
 
     def put_network(self, name: str, config: Json, description: str, what: str = "") -> None:
-        self.requests.append(("PUT", f"networks/{name}"))
+        self.calls.append(("PUT", f"networks/{name}"))
         record = self._network(name)
         record.update(config=dict(config), description=description)
 
@@ -382,7 +384,7 @@ class FakeIncus:
         return copy.deepcopy(self.members[name])
 
     def redeem_token(self, token: str, name: str) -> None:
-        self.requests.append(("POST", "certificates"))
+        self.calls.append(("POST", "certificates"))
         if token not in self.trust_tokens:
             raise IncusError("not authorized")
         self.trust_tokens.discard(token)

@@ -138,7 +138,7 @@ def test_add_by_token_trusts_pins_and_saves(home: Path, pems: tuple[str, str]) -
         "team", URL, token=server.token, fetch=lambda url: pem, connect=connector(server)
     )
     assert (added.how, added.server) == ("token", "m2")
-    assert ("POST", "certificates") in server.requests and server.trusted_names == ["team"]
+    assert ("POST", "certificates") in server.calls and server.trusted_names == ["team"]
     assert remotes.get("team").url == URL
     assert (home / "team.crt").read_text() == pem
     assert [p.name for p in home.iterdir() if p.name.startswith(".")] == []  # no pending pin
@@ -155,7 +155,7 @@ def test_add_by_certificate_needs_the_admin_to_trust_it_first(
     server.trusted = True
     added = trust.add("team", URL, accept=True, fetch=lambda url: pem, connect=connector(server))
     assert added.how == "certificate"
-    assert server.requests == []  # no trust request when already trusted
+    assert server.calls == []  # no trust request when already trusted
 
 
 def test_a_token_for_another_server_saves_nothing(home: Path, pems: tuple[str, str]) -> None:
@@ -163,7 +163,7 @@ def test_a_token_for_another_server_saves_nothing(home: Path, pems: tuple[str, s
     server = Server(token=token_for(other))
     with pytest.raises(CoiError, match="not the one the token names"):
         trust.add("team", URL, token=server.token, fetch=lambda u: pem, connect=connector(server))
-    assert remotes.remotes() == [] and server.requests == []
+    assert remotes.remotes() == [] and server.calls == []
 
 
 def test_list_switch_remove(home: Path, pems: tuple[str, str]) -> None:

@@ -92,7 +92,7 @@ def test_release_of_an_acl_that_is_gone_asks_nothing_more() -> None:
     fake = FakeIncus()
     fake.add_network("br", {"security.acls": "coi-other"})
     guard.release(fake, "a")
-    assert fake.requests == [] and fake.network("br")["config"] == {"security.acls": "coi-other"}
+    assert fake.calls == [] and fake.network("br")["config"] == {"security.acls": "coi-other"}
 
 
 def test_attach_adds_again_what_another_client_wrote_over() -> None:

@@ -58,4 +58,4 @@ def test_unsetting_a_broker_drops_its_device_and_variables_in_one_put() -> None:
     broker_session._unset(fake, "c1", fake.instance("c1"), [key])
     assert fake.instance("c1")["config"] == {"user.keep": "y"}
     assert list(fake.instance("c1")["devices"]) == ["eth0"]
-    assert fake.requests == [("PUT", "instances/c1")]
+    assert fake.calls == [("PUT", "instances/c1")]
