@@ -3,7 +3,7 @@ decide from what Incus holds, and how many requests they ask for."""
 
 from __future__ import annotations
 
-from coi.broker import session as broker_session
+from coi.broker.session import DEVICE, _unset
 from coi.core import labels
 from coi.host import doctor
 from coi.host.check import FAIL, OK, WARN
@@ -54,8 +54,8 @@ def test_unsetting_a_broker_drops_its_device_and_variables_in_one_put() -> None:
     fake = FakeIncus()
     key = labels.BROKER_ENV + "AWS_TOKEN"
     record = fake.add_instance("c1", {key: "1", "environment.AWS_TOKEN": "x", "user.keep": "y"})
-    record["devices"] = {broker_session.DEVICE: {"type": "disk"}, "eth0": {"type": "nic"}}
-    broker_session._unset(fake, "c1", fake.instance("c1"), [key])
+    record["devices"] = {DEVICE: {"type": "disk"}, "eth0": {"type": "nic"}}
+    _unset(fake, "c1", fake.instance("c1"), [key])
     assert fake.instance("c1")["config"] == {"user.keep": "y"}
     assert list(fake.instance("c1")["devices"]) == ["eth0"]
     assert fake.calls == [("PUT", "instances/c1")]
