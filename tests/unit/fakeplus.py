@@ -1,9 +1,9 @@
 """What the command and session tests need beyond tests/fakes.py, kept apart from it.
 
-`FakePlus` is the one fake Incus (FakeIncus) answering the raw REST listings some callers
-still make (`get("instances", recursion=1)` and the like) until the adapter offers them
-as verbs; `install` makes every connection coi opens in a test this one fake; `coi` runs
-the command line through its one error boundary (coi.commands.cli.main), as a user does.
+`FakePlus` is the one fake Incus (FakeIncus) with exec answers per program, images
+given as tarballs and a record of what was published; `install` makes every connection
+coi opens in a test this one fake; `coi` runs the command line through its one error
+boundary (coi.commands.cli.main), as a user does.
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ Answer = Callable[[str, list[str], dict[str, Any]], ExecResult]
 
 @dataclass
 class FakePlus(FakeIncus):
-    """FakeIncus, also answering the raw listings: `instances` (URLs, records with
-    recursion=1, records with their state with recursion=2), an instance's metadata,
-    `images/FINGERPRINT`, and a publish (POST images) that makes an image of the
-    container; its image listing carries each image's aliases, as Incus's does, and an
+    """FakeIncus, also keeping each publish (an image of the container, fingerprint
+    fp-NAME); its image listing carries each image's aliases, as Incus's does, and an
     image given as a tarball exports those bytes."""
 
     published: list[Json] = field(default_factory=list)
@@ -71,38 +69,12 @@ class FakePlus(FakeIncus):
     def import_image_file(self, tarball: Path, properties: Mapping[str, str]) -> str:
         return self.add_tarball(None, tarball.read_bytes(), properties)
 
-    def find(self, path: str) -> Json | None:
-        kind, _, name = path.partition("/")
-        if kind == "images" and name in self.images_by_fingerprint:
-            return self.image(name)
-        return super().find(path)
-
-    def get(self, path: str, what: str = "", **params: Any) -> Any:
-        if path == "instances":
-            depth = int(params.get("recursion", 0))
-            if depth == 0:
-                where = f"?project={self.project}"
-                return [f"/1.0/instances/{n}{where}" for n in self.instances_by_name]
-            records = self.instances()
-            if depth >= 2:
-                for record in records:
-                    record["state"] = self.state(record["name"])
-            return records
-        name, sep, rest = path.removeprefix("instances/").partition("/")
-        if path.startswith("instances/") and sep and rest == "metadata":
-            self._record(name)
-            return {"templates": {}}
-        return super().get(path, what, **params)
-
-    def call(self, method: str, path: str, body: Any = None, what: str = "", **kwargs: Any) -> Any:
-        self.calls.append((method, path))
-        if (method, path) == ("POST", "images") and body and body.get("source"):
-            source = body["source"]["name"]
-            self._record(source)
-            self.published.append(copy.deepcopy(body))
-            fingerprint = self.add_image(None, body.get("properties"), fingerprint=f"fp-{source}")
-            return {"metadata": {"fingerprint": fingerprint}}
-        return {}
+    def publish_image(self, body: Json, what: str = "publishing an image") -> Json:
+        source = body["source"]["name"]
+        self._record(source)
+        self.published.append(copy.deepcopy(body))
+        fingerprint = self.add_image(None, body.get("properties"), fingerprint=f"fp-{source}")
+        return {"metadata": {"fingerprint": fingerprint}}
 
 
 def state_tar(state_dir: str, files: Mapping[str, bytes]) -> bytes:
@@ -155,7 +127,7 @@ class RootHelper:
         if verb == "list":
             return {"rules": dict(self.rules), "counts": dict(self.counts)}
         if verb == "orphans":
-            gone = [c for c in self.rules if not incus.exists(f"instances/{c.rpartition('/')[2]}")]
+            gone = [c for c in self.rules if not incus.has_instance(c.rpartition("/")[2])]
             for comment in gone:
                 del self.rules[comment]
             return {"removed": [c.removeprefix("coi:") for c in gone]}

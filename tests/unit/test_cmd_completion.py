@@ -34,7 +34,7 @@ def test_a_failing_daemon_offers_nothing(
         raise IncusError("daemon is down")
 
     fake_incus.add_instance("coi-a-1", {labels.SLOT: "1"})
-    monkeypatch.setattr(fake_incus, "get", refuse)
+    monkeypatch.setattr(fake_incus, "instances", refuse)
     assert completion.COMPLETERS["name"](prefix="") == []
 
 
