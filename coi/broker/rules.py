@@ -232,3 +232,33 @@ def git_answer(request: str, hosts: Sequence[str], token: str) -> str | None:
     if not token or fields.get("protocol") != "https" or host not in {h.lower() for h in hosts}:
         return None
     return f"protocol=https\nhost={host}\nusername=x-access-token\npassword={token}\n"
+
+
+# --- network requests (coi-request inside) --------------------------------------------
+
+REQUEST_PATH = "/_coi/network-request"
+REQUEST_MAX = 4096  # bytes of a request body read: the rest is never looked at
+
+
+def network_request(body: str, logs: str, container: str) -> tuple[int, str]:
+    """(status, message) for coi-request's body `HOST[:PORT]` then a line of why: recorded
+    as container's pending request (202), or refused (400; 503 when not taken here)."""
+    from pathlib import Path
+
+    from coi.network import pending, pending_store
+
+    if not logs:
+        return 503, "coi-request: this session records no requests"
+    dest, _, reason = body.partition("\n")
+    try:
+        host, port = pending.parse_dest(dest.strip())
+    except ValueError as exc:
+        return 400, f"coi-request: {exc}"
+    try:
+        item = pending_store.ask(Path(logs), container, host, port, reason)
+    except OSError as exc:
+        return 503, f"coi-request: could not record it ({exc.strerror or exc})"
+    return 202, (
+        f"coi-request: asked for {pending.dest_text(host, port)} (request {item}); "
+        "a person decides with `coi network pending` on the host"
+    )

@@ -51,6 +51,7 @@ class Settings:
     project: str = "default"
     git_hosts: list[str] = field(default_factory=list)  # the git credential helper's hosts
     git_token_env: str = ""  # the host variable holding their token
+    logs: str = ""  # where coi-request's requests go (COI_HOME/logs; "" not taken)
 
     @classmethod
     def read(cls, path: Path) -> Settings:
@@ -110,6 +111,8 @@ class Broker:
             return "-", method, target, await _reply(writer, 400, "more than one Host header"), 0
         if target.split("?")[0] == rules.GIT_PATH and method == "POST":
             return await self._git(reader, writer, headers)
+        if target.split("?")[0] == rules.REQUEST_PATH and method == "POST":
+            return await self._network_request(reader, writer, headers)
         decision = rules.route(method, target, _header(headers, "host"), self.upstreams)
         if isinstance(decision, rules.Refusal):
             status = await _reply(writer, decision.status, decision.reason)
@@ -170,6 +173,25 @@ class Broker:
         writer.write(format_head("HTTP/1.1 200 OK", head) + body)
         await writer.drain()
         return f"git:{host}", "POST", rules.GIT_PATH, 200, len(body)
+
+    async def _network_request(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: list[tuple[str, str]],
+    ) -> tuple[str, str, str, int, int]:
+        """Record coi-request's `HOST[:PORT]\nwhy` as a pending request of this session's
+        container (only ever its own: the broker serves one); nothing is opened here."""
+        size = min(int(_header(headers, "content-length") or 0), rules.REQUEST_MAX)
+        raw = await asyncio.wait_for(reader.readexactly(size), HEAD_TIMEOUT)  # no slow hold
+        body = raw.decode("utf-8", "replace")
+        status, message = rules.network_request(body, self.settings.logs, self.settings.container)
+        data = (message + "\n").encode()
+        head = [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))]
+        reason = {202: "Accepted", 400: "Bad Request", 503: "Unavailable"}.get(status, "Error")
+        writer.write(format_head(f"HTTP/1.1 {status} {reason}", head) + data)
+        await writer.drain()
+        return "coi:network-request", "POST", rules.REQUEST_PATH, status, len(data)
 
     def _account(self, upstream: str, method: str, path: str, status: int, size: int) -> None:
         self.requests += 1

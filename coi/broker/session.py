@@ -135,6 +135,7 @@ def settings(cfg: Config, tool: Tool, name: str, session_id: str, home: Path) ->
         "project": cfg.incus.project,
         "git_hosts": list(cfg.credentials.git_hosts),
         "git_token_env": cfg.credentials.git_token_env,
+        "logs": str(paths.ensure(paths.logs_dir())),  # coi-request's pending requests
     }
 
 

@@ -30,6 +30,17 @@ def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return (Path(xdg) if os.path.isabs(xdg) else home / ".config") / "coi" / "config.toml"
 
 
+def save_for_workspace(workspace: Path, entries: Sequence[str], seed: Sequence[str]) -> Path:
+    """Add entries to the workspace's own file (places.workspace_file); a new file starts
+    from seed, the allowlist the trusted layers give the workspace now, since its list
+    replaces theirs."""
+    from coi.config import places
+
+    shown = " ".join(str(workspace).split()).replace("\x00", "")
+    header = f"# coi: settings of the workspace {shown!r} only, read after config.toml\n"
+    return change(add=entries, path=places.workspace_file(workspace), seed=seed, header=header)
+
+
 def allowed_domains(text: str) -> list[str]:
     """The file's [network] allowed_domains (empty when unset)."""
     value = (tomllib.loads(text).get("network") or {}).get("allowed_domains") or []
@@ -85,13 +96,21 @@ def _only_entries_changed(before: str, after: str, entries: Sequence[str]) -> bo
     return old == new
 
 
-def change(add: Sequence[str] = (), remove: Sequence[str] = (), path: Path | None = None) -> Path:
-    """Add and remove entries in the user's config file (made when missing); its path."""
+def change(
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    path: Path | None = None,
+    seed: Sequence[str] = (),
+    header: str = "",
+) -> Path:
+    """Add and remove entries in the user's config file (made when missing, with header and
+    seed as its first entries); its path."""
     path = path or user_config_path()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        text = ""
+        text = header
+        add = [*seed, *add]
     except OSError as exc:
         raise UsageError(f"{path}: cannot read it: {exc.strerror}") from exc
     try:

@@ -4,7 +4,7 @@ Layers, lowest to highest precedence; a layer that omits a key leaves it as it w
 
 1. built-in defaults
 2. /etc/coi/config.toml (COI_SYSTEM_CONFIG names another file, for tests)
-3. $XDG_CONFIG_HOME/coi/config.toml, else ~/.config/coi/config.toml
+3. $XDG_CONFIG_HOME/coi/config.toml, else ~/.config/coi/config.toml, then coi/workspaces/<key>.toml
 4. <workspace>/.coi.toml, untrusted until `coi trust`: see coi/config/trust.py for what it may set
 5. the file named by COI_CONFIG (it must exist; a missing file of layers 2-4 is skipped)
 6. COI_<SECTION>_<KEY> environment variables, e.g. COI_NETWORK_MODE
@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from coi.config import devcontainer, files, trust
+from coi.config import devcontainer, files, places, trust
 from coi.config.model import (
     DEFAULTS_LABEL,
     Build,
@@ -285,7 +285,7 @@ def load(
     """
     env = os.environ if environ is None else environ
     home = _home(env)
-    lower = [default_layer(env), *_trusted_files(env)]
+    lower = [default_layer(env), *trusted_files(env, Path(workspace))]
     # devcontainer.json: above the user's files, below .coi.toml (coi/config/devcontainer.py)
     dev, seen, dev_notes = devcontainer.layer(workspace, merge(*(x.data for x in lower)), env)
     lower += dev
@@ -345,12 +345,11 @@ def _home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("HOME") or Path.home())
 
 
-def _trusted_files(env: Mapping[str, str]) -> list[Layer]:
-    xdg = env.get("XDG_CONFIG_HOME", "")
-    # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
-    user_dir = Path(xdg) if os.path.isabs(xdg) else _home(env) / ".config"
+def trusted_files(env: Mapping[str, str], workspace: Path) -> list[Layer]:
+    """The system's, the user's and the workspace's own config files that exist, as layers."""
     system = Path(env.get("COI_SYSTEM_CONFIG") or "/etc/coi/config.toml")
-    found = [files.load_file(path) for path in (system, user_dir / "coi/config.toml")]
+    own = places.workspace_file(workspace, env)  # coi network approve --save writes it
+    found = [files.load_file(p) for p in (system, places.user_dir(env) / "config.toml", own)]
     return [layer for layer in found if layer is not None]
 
 

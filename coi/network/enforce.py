@@ -300,6 +300,18 @@ def _socket(incus: IncusAPI | None) -> str:
     return nft_helper.SOCKET
 
 
+def socket_of(incus: IncusAPI | None) -> str:
+    """The Incus socket the helper reads instance records from."""
+    return _socket(incus)
+
+
+def resolve_allowlist(
+    policy: Mapping[str, str],
+) -> tuple[dict[str, list[str]], tuple[nft.Allow, ...]]:
+    """What an allowlist policy (policy.policy_keys) opens if a launch resolved it now."""
+    return _resolve(policy, {})
+
+
 # -- the privileged side ------------------------------------------------------------------
 
 

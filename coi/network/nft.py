@@ -226,8 +226,8 @@ def plan(target: Target, mode: str, allows: Sequence[Allow] = ()) -> list[Rule]:
     check_target(target)
     if mode == "open":
         return []
-    if mode == "restricted":
-        return logged(restricted(target), target.log_group)
+    if mode == "restricted":  # allows: what a person approved (coi network approve)
+        return logged([*accepts(target, allows), *restricted(target)], target.log_group)
     if mode == "allowlist":
         return logged(allowlist(target, allows), target.log_group)
     if mode == "learn":
@@ -369,6 +369,13 @@ def learning(target: Target, resolvers: Sequence[str]) -> list[Rule]:
 
 def allowlist(target: Target, allows: Sequence[Allow]) -> list[Rule]:
     """Only the allowed addresses (and ports); DNS only to allowed addresses."""
+    rules = [*accepts(target, allows), _v4(target, "forward", "reject")]
+    resolvers = [a.address for a in allows if a.port in (None, DNS_PORT)]
+    return [*rules, *host_input(target, resolvers), *ipv6_drop(target), *port_filters(target)]
+
+
+def accepts(target: Target, allows: Sequence[Allow]) -> list[Rule]:
+    """Forward accepts for the allowed addresses (and ports); none can open NEVER_V4."""
     for allow in allows:
         if never_allowed(allow.address):
             raise ValueError(f"{allow.address} can never be allowed")
@@ -379,9 +386,7 @@ def allowlist(target: Target, allows: Sequence[Allow]) -> list[Rule]:
         rules.append(
             _v4(target, "forward", "accept", daddr=addrs, protos=("tcp", "udp"), dport=port)
         )
-    rules.append(_v4(target, "forward", "reject"))
-    resolvers = [a.address for a in allows if a.port in (None, DNS_PORT)]
-    return [*rules, *host_input(target, resolvers), *ipv6_drop(target), *port_filters(target)]
+    return rules
 
 
 def _sorted_set(addresses: Iterable[str]) -> list[str]:

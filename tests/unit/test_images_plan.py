@@ -87,6 +87,7 @@ def test_coi_recipe_runs_packaged_scripts_then_tools_then_finish() -> None:
         "20-node.sh",
         "30-user.sh",
         "40-boot.sh",
+        "45-request.sh",
         "50-tool-claude.sh",
     ]
     assert recipe.base == "debian/12" and recipe.kind == "coi"

@@ -9,6 +9,7 @@ from coi.commands.cli import Command
 N = "coi.commands.network.rules:"
 L = "coi.commands.network.log:"
 V = "coi.commands.network.live:"
+P = "coi.commands.network.pending:"
 
 
 def _name(p: argparse.ArgumentParser) -> None:
@@ -24,6 +25,25 @@ def _dest(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("dest", metavar="DEST", help="a name, an IPv4 address, either with :PORT")
     p.add_argument("--save", action="store_true", help="also change your own config file")
+
+
+def _pending(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="one container (default: all)")
+    _fmt(p)
+
+
+def _decide(p: argparse.ArgumentParser, save: bool) -> None:
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("id", metavar="ID", help="the request's id, as `coi network pending` lists it")
+    if save:
+        p.add_argument("--save", action="store_true", help="also keep it in the workspace's config")
+
+
+def _check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="a running container (default: config)")
+    p.add_argument("dest", metavar="DEST", nargs="?", help="host or address, with :PORT (443)")
+    p.add_argument("--proto", choices=["tcp", "udp"], default="tcp")
+    _fmt(p)
 
 
 def _learned(p: argparse.ArgumentParser) -> None:
@@ -50,6 +70,16 @@ COMMANDS: dict[str, Command] = {
                 V + "allow", "open a destination of an allowlist container now", _dest
             ),
             "deny": Command(V + "deny", "close a destination of an allowlist container now", _dest),
+            "pending": Command(
+                P + "pending", "what fenced containers were refused or asked for", _pending
+            ),
+            "approve": Command(
+                P + "approve", "open a pending request now", lambda p: _decide(p, True)
+            ),
+            "reject": Command(
+                P + "reject", "keep a pending request shut", lambda p: _decide(p, False)
+            ),
+            "check": Command(P + "check", "is a destination allowed, and by which rule", _check),
             "learned": Command(
                 V + "learned", "the allowlist a learning run reached (--write: save it)", _learned
             ),
