@@ -2,7 +2,7 @@
 
 The answer comes from the same rules the root helper writes (nft.plan over the instance's
 own record, or over the config as a launch would resolve it), run through the evaluator
-the property tests hold equal to nft's own order (nft.matches): first matching verdict
+the property tests hold equal to nft's own order (nft_eval.matches): first matching verdict
 rule wins, else the chain's policy (accept). The pure part is `decide`.
 """
 
@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coi.network import nft
+from coi.network import nft, nft_eval
 
 ALLOWED, BLOCKED = nft.ALLOWED, nft.BLOCKED
 
@@ -48,11 +48,11 @@ def decide(
     if target is None:
         return Decision(address, port, proto, ALLOWED, "open mode: no rules")
     chain = "input" if address == target.gateway else "forward"
-    packet = nft.Packet(
+    packet = nft_eval.Packet(
         chain, target.bridge, "ip", target.address, target.mac, address, proto, port
     )
     for rule in rules:
-        if rule.verdict == "log" or not nft.matches(rule, packet):
+        if rule.verdict == "log" or not nft_eval.matches(rule, packet):
             continue
         verdict = ALLOWED if rule.verdict == "accept" else BLOCKED
         return Decision(address, port, proto, verdict, nft.rule_tag(rule).partition(" ")[2])

@@ -9,7 +9,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coi.network import check, nft, pending
+from coi.network import check, nft, nft_eval, pending
 from tests.property.test_network_props import allows, ipv4, loose, ports, public_ipv4, targets
 
 hostnames = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z]{2,6}){1,2}", fullmatch=True)
@@ -140,9 +140,9 @@ def test_kept_requests_are_one_per_destination_and_bounded(
 # -- coi network check ------------------------------------------------------------------------
 
 
-def _packet(t: nft.Target, address: str, port: int, proto: str = "tcp") -> nft.Packet:
+def _packet(t: nft.Target, address: str, port: int, proto: str = "tcp") -> nft_eval.Packet:
     chain = "input" if address == t.gateway else "forward"
-    return nft.Packet(chain, t.bridge, "ip", t.address, t.mac, address, proto, port)
+    return nft_eval.Packet(chain, t.bridge, "ip", t.address, t.mac, address, proto, port)
 
 
 @loose
@@ -156,7 +156,7 @@ def test_check_says_what_the_rules_do_to_the_packet(
         opened = [a for a in opened if a.port is None][:1]
     rules = nft.plan(t, mode, opened)
     said = check.decide(rules, t, address, port, proto)
-    wanted = nft.verdict(rules, _packet(t, address, port, proto))
+    wanted = nft_eval.verdict(rules, _packet(t, address, port, proto))
     assert (said.verdict == check.ALLOWED) == (wanted == "accept")
     assert said.rule  # always says which rule (or that none did)
 
