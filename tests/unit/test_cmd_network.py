@@ -9,7 +9,7 @@ import json
 import pytest
 
 from coi.commands import network
-from coi.commands.network import live, log, rules
+from coi.commands.network import live, log, pending, rules
 from coi.core import labels, paths
 from coi.network import egress, policy
 from tests.unit.fakeplus import FakePlus, RootHelper, coi, one_error
@@ -115,7 +115,7 @@ def test_learned_proposes_the_names_reached_and_writes_them(
 
 
 def test_the_table_names_each_target_in_its_module() -> None:
-    modules = {"rules": rules, "log": log, "live": live}
+    modules = {"rules": rules, "log": log, "live": live, "pending": pending}
     for command in network.COMMANDS["network"].sub.values():
         module, _, function = command.target.rpartition(":")
         assert callable(getattr(modules[module.rsplit(".", 1)[1]], function))
