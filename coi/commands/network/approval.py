@@ -56,7 +56,7 @@ def listing(incus: IncusAPI, name: str) -> pending.Listing:
 def fenced(incus: IncusAPI) -> list[str]:
     """The coi containers of the project in restricted or allowlist mode."""
     found = []
-    for record in incus.get("instances", recursion=1) or []:
+    for record in incus.instances():
         config = record.get("config") or {}
         if config.get(enforce.MODE_KEY) in FENCED and nft.valid_name(str(record.get("name"))):
             found.append(str(record["name"]))
@@ -251,7 +251,7 @@ def _bridge(cfg: Config, incus: IncusAPI | None) -> tuple[str, str]:
     bridge = cfg.incus.network
     if incus is not None:
         try:
-            address = (incus.get(f"networks/{bridge}").get("config") or {}).get("ipv4.address", "")
+            address = (incus.network(bridge).get("config") or {}).get("ipv4.address", "")
             if address and address != "none":
                 return bridge, str(address)
         except CoiError:
