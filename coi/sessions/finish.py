@@ -9,12 +9,13 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coi.core import labels, output
 from coi.core.errors import CoiError, NotFound, UsageError
 from coi.launch import executor
-from coi.sessions import store
+from coi.sessions import limiters, store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -76,18 +77,47 @@ def finish(session: Session, *, log: Callable[[str], None] = output.info) -> Non
         limit, state_dir = session.cfg.sessions.max_state_bytes, session.tool.state_dir
         save_state(incus, name, meta, state_dir, limit, running, log=log, announce=session.announce)
     finally:
-        if not session.persistent:
-            executor.teardown(incus, name)  # stops the session's broker too
-        else:
-            from coi.broker import process
+        wind_down(incus, name, session.persistent, running, log)
 
-            process.stop(name)
-            if running:
-                incus.set_state(name, "stop", timeout=30)
-                log(f"{name} stopped and kept (persistent): the next session reuses it")
-            executor.sweep(executor.host_folders(incus, name))
-            if settled_status(incus, name) == "Stopped":  # never under a running container
-                executor.release_workspace(name)  # its placeholders leave the workspace meanwhile
+
+def wind_down(
+    incus: IncusAPI, name: str, persistent: bool, running: bool, log: Callable[[str], None]
+) -> None:
+    """After the save: delete the container, or stop and keep it when persistent (its
+    broker stopped, set-id bits it left in host folders cleared, its workspace released)."""
+    if not persistent:
+        executor.teardown(incus, name)  # stops the session's broker too
+        return
+    from coi.broker import process
+
+    process.stop(name)
+    if running:
+        incus.set_state(name, "stop", timeout=30)
+        log(f"{name} stopped and kept (persistent): the next session reuses it")
+    executor.sweep(executor.host_folders(incus, name))
+    if settled_status(incus, name) == "Stopped":  # never under a running container
+        executor.release_workspace(name)  # its placeholders leave the workspace meanwhile
+
+
+def end_stopped(
+    incus: IncusAPI, name: str, meta: store.Metadata, state_dir: str, limit: int
+) -> Path | None:
+    """Finish a session its limiter stopped (the caller holds the watch): save it from
+    the stopped container, then wind it down. Nothing when the container is gone, runs
+    again or holds another session by now. Where the state was saved, if anywhere."""
+    if settled_status(incus, name) != "Stopped":
+        return None
+    config = incus.instance(name).get("config") or {}
+    if config.get(labels.SESSION) != meta.session_id:
+        return None
+    persistent = config.get(labels.PERSISTENT) == "true"  # `coi persist` may have said so since
+    saved = None
+    try:
+        if state_dir:
+            saved = store.save(incus, name, meta, state_dir, running=False, limit=limit)
+    finally:
+        wind_down(incus, name, persistent, False, lambda line: None)
+    return saved
 
 
 def save_state(
@@ -192,6 +222,7 @@ def close(session: Session | None, undo: list[Callable[[], None]], *, detach: bo
     failing = sys.exc_info()[0] is not None  # close runs in a `finally`: is one unwinding?
     with signals.shielded():
         if session is not None:
+            limiters.stop(session.name)  # the session ends here: no limit to enforce
             # An interrupted or failed run is finished here, before coi exits.
             if not (detach and not failing and hand_off(session)):
                 finish(session)

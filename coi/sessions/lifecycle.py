@@ -15,7 +15,7 @@ from coi.core import output, paths, slots
 from coi.core.errors import CoiError, UsageError
 from coi.core.lock import file_lock
 from coi.launch import executor
-from coi.sessions import forwards, store
+from coi.sessions import forwards, limiters, store
 
 if TYPE_CHECKING:
     from coi.config.load import Config
@@ -119,6 +119,7 @@ def open_session(
     forwards.apply(incus, name, cfg.network.forward_ports, output.warn)  # devcontainer.json
     session.credentials = _credentials(session, request.tool, runs_tool)
     _prepare(session, resumed[1] if resumed else None, log)
+    limiters.start(session, metadata(session))  # [limits] max_duration and idle_stop
     if cfg.pool.size and not cfg.defaults.persistent and worktree is None:
         spawn_filler(request)  # the pool gets back what this session took
     return session

@@ -100,6 +100,7 @@ def list_(args: argparse.Namespace) -> int:
     _release_orphaned_views(incus, listing)
     containers = coi_containers(incus, listing)
     _brokers(containers)
+    time_left(containers)
     saved = _saved() if args.all else []
     if args.format == "json":
         from coi.network import enforce
@@ -111,7 +112,7 @@ def list_(args: argparse.Namespace) -> int:
         return 0
     mode = {True: "persistent", False: "ephemeral"}
     output.table(
-        ["name", "mode", "status", "slot", "tool", "ipv4", "workspace", "branch"],
+        ["name", "mode", "status", "slot", "tool", "ipv4", "left", "workspace", "branch"],
         [
             [
                 c["name"],
@@ -120,6 +121,7 @@ def list_(args: argparse.Namespace) -> int:
                 c["slot"] or "",
                 c["tool"] or "",
                 c["ipv4"] or "",
+                shown_left(c),
                 c["workspace"] or "",
                 c["branch"] or "",
             ]
@@ -177,6 +179,35 @@ def _brokers(containers: list[dict[str, Any]]) -> None:
         c["broker"] = session.describe(c["name"])
         if c["broker"] and not c["broker"]["alive"]:
             output.warn(session.dead_line(c["name"]))
+
+
+def time_left(containers: list[dict[str, Any]]) -> None:
+    """Each running container's time left before a [limits] max_duration or idle_stop ends
+    its session (time_left, in seconds, and time_left_by: which limit); a dead limiter is
+    said on stderr (then nothing is known: None)."""
+    from coi.sessions import limiters
+
+    for c in containers:
+        state = limiters.status(c["name"]) if c["status"] == "running" else None
+        alive = bool(state and state["alive"])
+        left = state["left"] if state and alive else None
+        c["time_left"] = None if left is None else int(left[0])
+        c["time_left_by"] = None if left is None else left[1]
+        if state and not alive:
+            output.warn(
+                f"the limiter of {c['name']} has stopped: its limits are not enforced "
+                f"until `coi attach {c['name']}` starts it again"
+            )
+
+
+def shown_left(container: dict[str, Any]) -> str:
+    """The time-left column: "1h05m", "4m10s idle" (the idle clock), or nothing."""
+    from coi.core import durations
+
+    if container.get("time_left") is None:
+        return ""
+    idle = " idle" if container["time_left_by"] == "idle_stop" else ""
+    return durations.show(container["time_left"]) + idle
 
 
 def info(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from coi.commands.common import connect, load_config, session_request, workspace_of
 from coi.core import faults, output, signals
 from coi.core.errors import UsageError
-from coi.sessions import lifecycle
+from coi.sessions import lifecycle, limiters
 
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
@@ -119,6 +119,7 @@ def shell(args: argparse.Namespace) -> int:
                 return 0
             with lifecycle.watching(session.name, session.incus, session.cfg.network.mode):
                 _attach(session.incus, session.name, bash=False)
+            _say_limit(session.name)
             if not lifecycle.stopping(session.incus, session.name):
                 detached = True
                 _save_snapshot(session)
@@ -185,8 +186,19 @@ def attach(args: argparse.Namespace) -> int:
 
     if process.revive(name):  # a broker that died meanwhile: its session needs it again
         output.warn(f"the credential broker of {name} had stopped: started it again")
+    if limiters.revive(name):  # its limits hold again, with the deadline they had
+        output.warn(f"the limiter of {name} had stopped: started it again")
     with lifecycle.watching(name, incus):
-        return _attach(incus, name, bash=args.bash)
+        code = _attach(incus, name, bash=args.bash)
+    _say_limit(name)
+    return code
+
+
+def _say_limit(name: str) -> None:
+    """Say so when the session's limiter, not the person, ended the attach."""
+    reason = limiters.ended(name)
+    if reason:
+        output.info(f"{name} reached its [limits] {reason}: saved and stopped")
 
 
 def _not_running(name: str, config: dict[str, str]) -> str:
