@@ -23,7 +23,7 @@ from coi.sessions.provision import STOPPING_MARK
 if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
 
-SAVE_TIMEOUT = 60.0  # the in-container save: a container that stalls it is stopped anyway
+SAVE_TIMEOUT = 30.0  # the in-container save: a container that stalls it is stopped anyway
 STOP_TIMEOUT = 30  # a clean stop, then a forced one
 FINISH_WAIT = 120.0  # for an attached client to finish its session (then the limiter does)
 MAX_FAILURES = 40  # Incus unreachable this many wakes in a row: give up (said in the log)

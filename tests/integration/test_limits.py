@@ -15,6 +15,7 @@ import pytest
 
 from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
+from coi.sessions import limiter
 from tests.integration.helpers import Pty, coi, ours, own_prefix, user_config_path
 
 BOUND = 40.0  # the issue's bound: a 20 s limit has saved and stopped its session by then
@@ -147,6 +148,7 @@ def test_idle_stop_stops_an_idle_session_and_spares_an_active_one(
     idle, at = start_background(incus, prefix)
     assert gone_by(incus, idle, at + BOUND), f"idle {idle} still there {BOUND:.0f}s after it began"
     assert saved_state(idle) == f"state-of-{idle}\n"
+    see_top(active)  # meanwhile
     # the active one has now been up longer than the idle one was: still running
     while time.monotonic() < at + BOUND:
         time.sleep(1)
@@ -155,6 +157,45 @@ def test_idle_stop_stops_an_idle_session_and_spares_an_active_one(
     (busy,) = [c for c in listed if c["name"] == active]
     assert busy["time_left_by"] == "idle_stop" and busy["time_left"] == 20  # its clock is full
     assert coi("kill", active).returncode == 0
+
+
+def test_a_container_that_stalls_its_save_is_stopped_anyway(
+    incus: Incus, session_image: str, prefix: str
+) -> None:
+    """Root inside swaps the save-state script for a sleep and runs a process that ignores
+    SIGTERM: the limiter cuts the save and forces the stop, within the limit plus its two
+    bounds (coi/sessions/limiter.py) plus slack."""
+    configure(session_image, 'max_duration = "20s"')
+    name, at = start_background(incus, prefix)
+    stall = (
+        "printf '#!/bin/sh\\nsleep 600\\n' > /usr/local/lib/coi/save-state; "
+        "nohup sh -c \"trap '' TERM; while :; do sleep 1; done\" >/dev/null 2>&1 &"
+    )
+    assert coi("container", "exec", name, "--", "sh", "-c", stall).returncode == 0
+    bound = 20 + limiter.SAVE_TIMEOUT + limiter.STOP_TIMEOUT + 30
+    assert gone_by(incus, name, at + bound), f"{name} outlived its limit by {bound - 20:.0f}s"
+
+
+def see_top(name: str) -> None:
+    """`coi top` shows the running session: one sample as JSON, and live on a terminal
+    until q, which leaves the terminal's screen as it was."""
+    sample = coi("top", "--format", "json")
+    assert sample.returncode == 0, sample.stderr
+    (row,) = [r for r in json.loads(sample.stdout)["sessions"] if r["name"] == name]
+    assert row["cpu_percent"] is not None and row["cpu_percent"] >= 0
+    assert row["memory_bytes"] > 0 and row["rx_bytes"] >= 0 and row["time_left_by"] == "idle_stop"
+    piped = coi("top")  # stdout not a terminal: one sample, a plain table
+    assert piped.returncode == 0 and name in piped.stdout and "\x1b" not in piped.stdout
+    live = Pty("top", "--interval", "1")
+    try:
+        assert live.expect(name, timeout=30), live.seen.decode(errors="replace")
+        assert live.expect("q or Ctrl+C quits")
+        live.type("q")
+        assert live.exited(15), "coi top did not quit on q"
+        assert live.proc.returncode == 0
+        assert live.seen.rstrip().endswith(b"\x1b[?1049l")  # back from its own screen
+    finally:
+        live.wait(timeout=10)
 
 
 def test_a_dead_limiter_is_said_by_coi_list(incus: Incus, session_image: str, prefix: str) -> None:

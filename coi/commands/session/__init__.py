@@ -10,6 +10,7 @@ S = "coi.commands.session.run:"
 M = "coi.commands.session.manage:"
 F = "coi.commands.session.files:"
 T = "coi.commands.session.tmux:"
+P = "coi.commands.session.top:"
 
 
 def _shell(p: argparse.ArgumentParser) -> None:
@@ -28,6 +29,17 @@ def _attach(p: argparse.ArgumentParser) -> None:
 def _list(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="also list saved sessions")
     p.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def _top(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="between refreshes (2, at least 1)",
+    )
 
 
 def _info(p: argparse.ArgumentParser) -> None:
@@ -80,6 +92,7 @@ COMMANDS: dict[str, Command] = {
         S + "attach", "attach to a running session", _attach, ("workspace", "slot", "profile")
     ),
     "list": Command(M + "list_", "list coi containers (and saved sessions with --all)", _list),
+    "top": Command(P + "top", "running sessions live: CPU, memory, disk, network, time left", _top),
     "info": Command(M + "info", "show a saved session", _info, ("workspace",)),
     "shutdown": Command(
         M + "shutdown", "stop containers cleanly, saving their sessions", _shutdown

@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from coi.commands.common import connect, load_config, workspace_of
@@ -181,10 +182,11 @@ def _brokers(containers: list[dict[str, Any]]) -> None:
             output.warn(session.dead_line(c["name"]))
 
 
-def time_left(containers: list[dict[str, Any]]) -> None:
+def time_left(containers: list[dict[str, Any]], *, warn: bool = True) -> None:
     """Each running container's time left before a [limits] max_duration or idle_stop ends
-    its session (time_left, in seconds, and time_left_by: which limit); a dead limiter is
-    said on stderr (then nothing is known: None)."""
+    its session: time_left (seconds), time_left_by (which limit) and limiter (alive, dead,
+    or None: no limits). A dead limiter enforces nothing, so no time is promised (None);
+    with warn, that is said on stderr."""
     from coi.sessions import limiters
 
     for c in containers:
@@ -193,17 +195,21 @@ def time_left(containers: list[dict[str, Any]]) -> None:
         left = state["left"] if state and alive else None
         c["time_left"] = None if left is None else int(left[0])
         c["time_left_by"] = None if left is None else left[1]
-        if state and not alive:
+        c["limiter"] = None if state is None else "alive" if alive else "dead"
+        if warn and state and not alive:
             output.warn(
                 f"the limiter of {c['name']} has stopped: its limits are not enforced "
                 f"until `coi attach {c['name']}` starts it again"
             )
 
 
-def shown_left(container: dict[str, Any]) -> str:
-    """The time-left column: "1h05m", "4m10s idle" (the idle clock), or nothing."""
+def shown_left(container: Mapping[str, Any]) -> str:
+    """The time-left column: "1h05m", "4m10s idle" (the idle clock), "no limiter" (it
+    died), or nothing (no limits)."""
     from coi.core import durations
 
+    if container.get("limiter") == "dead":
+        return "no limiter"
     if container.get("time_left") is None:
         return ""
     idle = " idle" if container["time_left_by"] == "idle_stop" else ""
