@@ -50,18 +50,22 @@ def _ours(name: str) -> dict[str, Any] | None:
     return record if record is not None and record.get("pid") == os.getpid() else None
 
 
-def _sample(incus: IncusAPI, name: str) -> lifespan.Sample | None:
+def _sample(incus: IncusAPI, name: str, plan: lifespan.Plan) -> lifespan.Sample | None:
     """The container's CPU time now, and whether a client is attached; None when it no
     longer runs. Incus reads the CPU time from the container's cgroup on the host: the
-    container cannot write it, only spend it."""
+    container cannot write it, only spend it. Without idle_stop only the status counts
+    (the instance's record, which spares Incus reading the cgroup, disk and network)."""
     from coi.sessions.watch import is_watched
 
-    state = incus.state(name)
+    try:
+        state = incus.state(name) if plan.idle_stop else incus.instance(name)
+    except NotFound:
+        return None
     if state.get("status") != "Running":
         return None
     usage = (state.get("cpu") or {}).get("usage")
     cpu = usage if isinstance(usage, int) and usage > 0 else -1  # unknown: never idle
-    return lifespan.Sample(time.time(), cpu, is_watched(name))
+    return lifespan.Sample(time.time(), cpu, bool(plan.idle_stop) and is_watched(name))
 
 
 def watch(name: str) -> int:
@@ -74,34 +78,33 @@ def watch(name: str) -> int:
     since: float | None = None
     failures = 0
     while (record := _ours(name)) is not None:
-        try:
-            sample = _sample(incus, name)
-        except NotFound:
-            sample = None
-        except CoiError as exc:
-            failures += 1
-            if failures >= MAX_FAILURES:
-                said = f"Incus did not answer {failures} times ({exc})"
-                _log(name, f"{said}: its limits are no longer enforced")
-                return 1
-            time.sleep(lifespan.tick(plan))
-            continue
-        failures = 0
-        if sample is None:  # stopped or gone: whoever stopped it finishes it
-            stop(name)
-            return 0
-        now = sample.at
-        fresh = lifespan.idle_since(since, before, sample)
-        if fresh != since:
-            since = fresh
-            write({**record, "idle_since": since})
-        before = sample
-        reason = lifespan.due(plan, now, since)
+        reason = lifespan.due(plan, time.time(), since)  # a deadline needs no sample
+        if reason is None:
+            try:
+                sample = _sample(incus, name, plan)
+            except CoiError as exc:
+                failures += 1
+                if failures >= MAX_FAILURES:
+                    said = f"Incus did not answer {failures} times ({exc})"
+                    _log(name, f"{said}: its limits are no longer enforced")
+                    return 1
+                time.sleep(lifespan.tick(plan))
+                continue
+            failures = 0
+            if sample is None:  # stopped or gone: whoever stopped it finishes it
+                stop(name)
+                return 0
+            fresh = lifespan.idle_since(since, before, sample)
+            if fresh != since:
+                since = fresh
+                write({**record, "idle_since": since})
+            before = sample
+            reason = lifespan.due(plan, sample.at, since)
         if reason is not None:
             end(incus, {**record, "idle_since": since}, reason)
             stop(name)
             return 0
-        time.sleep(lifespan.next_wake(plan, now, since))
+        time.sleep(lifespan.next_wake(plan, time.time(), since))
     return 0
 
 
