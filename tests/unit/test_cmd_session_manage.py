@@ -156,4 +156,4 @@ def test_every_session_command_names_a_handler_in_its_module() -> None:
 
     targets = [c.target for c in session.COMMANDS.values() if c.target]
     targets += [s.target for c in session.COMMANDS.values() for s in c.sub.values()]
-    assert len(targets) == 14 and all(callable(load(t)) for t in targets)
+    assert len(targets) == 15 and all(callable(load(t)) for t in targets)
