@@ -17,12 +17,15 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coi.commands.common import connect, load_config
 from coi.commands.session.manage import shown_left, time_left
 from coi.core import labels, output
 from coi.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from coi.incus.api import IncusAPI
 
 ONE_SHOT_SPAN = 1.0  # one sample: two listings this far apart give the CPU share
 MIN_INTERVAL = 1.0  # at most one listing a second
@@ -114,9 +117,8 @@ def render(rows: list[dict[str, Any]], interval: float, width: int) -> list[str]
     return [line[:width] for line in lines]
 
 
-def _sample(incus: Any) -> tuple[float, dict[str, dict[str, Any]]]:
-    listing = incus.get("instances", "listing instances", recursion=2)
-    return time.monotonic(), sessions(listing)
+def _sample(incus: IncusAPI) -> tuple[float, dict[str, dict[str, Any]]]:
+    return time.monotonic(), sessions(incus.instances(state=True))
 
 
 def top(args: argparse.Namespace) -> int:
@@ -139,7 +141,7 @@ def top(args: argparse.Namespace) -> int:
     return _live(incus, interval)
 
 
-def _live(incus: Any, interval: float) -> int:
+def _live(incus: IncusAPI, interval: float) -> int:
     """Redraw in place every interval until q or Ctrl+C (the terminal as it was after)."""
     out = sys.stdout
     before_at, before = _sample(incus)
