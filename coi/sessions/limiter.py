@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 import threading
 import time
@@ -27,8 +28,16 @@ SAVE_TIMEOUT = 30.0  # the in-container save: a container that stalls it is stop
 STOP_TIMEOUT = 30  # a clean stop, then a forced one
 FINISH_WAIT = 120.0  # for an attached client to finish its session (then the limiter does)
 MAX_FAILURES = 40  # Incus unreachable this many wakes in a row: give up (said in the log)
-# What an in-container poweroff does first (coi/sessions/provision.py's wrapper), as root.
+# What an in-container poweroff does first (coi/sessions/provision.py's wrapper), as root;
+# then the tmux session's clients are detached, so that an attached `coi shell` returns and
+# finishes while the container stops (measured here: an attached exec kept a stop waiting).
 SAVE_SH = f"touch {STOPPING_MARK}; /usr/local/lib/coi/save-state"
+DETACH_SH = "runuser -u code -- tmux detach-client -s {tmux} 2>/dev/null; true"
+
+
+def poweroff_steps(name: str) -> str:
+    """The shell line run inside (as root) before the stop: save, mark, detach clients."""
+    return f"{SAVE_SH}; {DETACH_SH.format(tmux=shlex.quote('coi-' + name))}"
 
 
 def _log(name: str, message: str) -> None:
@@ -115,7 +124,8 @@ def end(incus: IncusAPI, record: dict[str, Any], reason: str) -> None:
     limit = record["plan"][reason]
     _log(name, f"{reason} ({durations.show(limit)}) reached: saving and stopping")
     write({**record, "ended": reason})
-    if not _bounded(lambda: incus.execute(name, ["sh", "-c", SAVE_SH]), SAVE_TIMEOUT):
+    steps = poweroff_steps(name)
+    if not _bounded(lambda: incus.execute(name, ["sh", "-c", steps]), SAVE_TIMEOUT):
         _log(name, f"the in-container save took over {SAVE_TIMEOUT:.0f}s: stopping anyway")
     try:
         incus.set_state(name, "stop", timeout=STOP_TIMEOUT)

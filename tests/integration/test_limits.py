@@ -130,7 +130,8 @@ def test_max_duration_ends_an_attached_session_too(
             coi("container", "exec", name, "--user", "1000", "--", "sh", "-c", write).returncode
             == 0
         )
-        assert shell.exited(at + BOUND - time.monotonic()), "the attached shell still runs"
+        ended = shell.exited(at + BOUND - time.monotonic())
+        assert ended, f"the attached shell still runs: {shell.seen[-600:].decode(errors='replace')}"
         assert gone_by(incus, name, at + BOUND)
         assert shell.proc.returncode == 0
         assert b"reached its [limits] max_duration" in shell.seen

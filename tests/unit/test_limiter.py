@@ -112,7 +112,8 @@ def saved() -> bytes:
 def test_max_duration_saves_inside_stops_saves_and_removes(fake: CpuFake, clock: Clock) -> None:
     record(lifespan.Plan(clock.now - 25, max_duration=20))
     assert limiter.watch(NAME) == 0
-    assert ["sh", "-c", limiter.SAVE_SH] in fake.commands  # as an in-container poweroff
+    poweroff = ["sh", "-c", limiter.poweroff_steps(NAME)]  # as an in-container poweroff
+    assert poweroff in fake.commands
     assert NAME not in fake.instance_names() and saved() == b"saved\n"
     assert limiters.read(NAME) is None and clock.slept == []  # due at once: no sample
 
@@ -139,7 +140,8 @@ def test_a_working_or_attached_session_is_never_idle(fake: CpuFake, clock: Clock
     clock.on_sleep = work
     assert limiter.watch(NAME) == 0
     assert fake.instance(NAME)["status"] == "Stopped"  # left to whoever stopped it
-    assert ["sh", "-c", limiter.SAVE_SH] not in fake.commands and limiters.read(NAME) is None
+    assert ["sh", "-c", limiter.poweroff_steps(NAME)] not in fake.commands
+    assert limiters.read(NAME) is None
 
     fake.set_state(NAME, "start")
     fake.cpu.clear()
@@ -148,7 +150,7 @@ def test_a_working_or_attached_session_is_never_idle(fake: CpuFake, clock: Clock
     clock.on_sleep = lambda c: len(c.slept) == 60 and fake.set_state(NAME, "stop")
     with file_lock(paths.watch_lock(NAME), timeout=1):  # a coi client is attached
         assert limiter.watch(NAME) == 0
-    assert ["sh", "-c", limiter.SAVE_SH] not in fake.commands
+    assert ["sh", "-c", limiter.poweroff_steps(NAME)] not in fake.commands
 
 
 def test_a_limiter_whose_record_is_gone_or_taken_exits(fake: CpuFake, clock: Clock) -> None:
