@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from coi import __version__
+from coi.commands.context import Context
 from coi.core import output
 from coi.core.errors import CoiError, UsageError
 from coi.core.labels import Mode
@@ -337,8 +338,9 @@ def named_commands(argv: Sequence[str], table: dict[str, Command]) -> dict[str, 
     return {word: table[word] for word in argv if word in table}
 
 
-def dispatch(argv: Sequence[str]) -> int:
-    """Parse argv and run the chosen command; returns its exit code."""
+def dispatch(argv: Sequence[str], context: Context | None = None) -> int:
+    """Parse argv and run the chosen command with context (on its arguments, as
+    `args.context`); returns its exit code."""
     argv = list(argv)
     # Everything after the first `--` is the command to run inside, verbatim: argparse
     # mishandles `--` below subcommands, so split it off before parsing.
@@ -368,6 +370,7 @@ def dispatch(argv: Sequence[str]) -> int:
             build_parser().print_help(sys.stderr if args.command else sys.stdout)
             return 2 if args.command else 0
         target = default.target
+    args.context = context if context is not None else Context()
     return load(target)(args)
 
 
@@ -382,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from coi.commands import completion
 
             completion.complete(build_parser())
-        return dispatch(argv)
+        return dispatch(argv, Context())
     except CoiError as exc:
         if debug:
             _print_traceback()

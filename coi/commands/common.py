@@ -57,8 +57,9 @@ def session_request(args: argparse.Namespace) -> Request:
     )
 
 
-def connect(cfg: Config) -> IncusAPI:
-    """An Incus connection in the configured project (local socket or HTTPS remote)."""
-    from coi.config.endpoint import connect
+def connect(args: argparse.Namespace, cfg: Config | None = None) -> IncusAPI:
+    """The command's Incus connection, from the context the entry point handed it (cfg:
+    the config already loaded, else this workspace's)."""
+    from coi.commands import context
 
-    return connect(cfg)
+    return context.of(args).incus(cfg if cfg is not None else load_config(args))

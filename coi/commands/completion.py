@@ -31,9 +31,9 @@ def _quietly(lookup: Callable[[], Iterable[str]]) -> Completer:
 
 
 def _containers() -> list[str]:
-    from coi.commands.common import connect, load_config
+    from coi.commands.common import connect
 
-    incus = connect(load_config(argparse.Namespace()))
+    incus = connect(argparse.Namespace())
     found = incus.instances()
     return [
         i["name"] for i in found if any(k.startswith(labels.PREFIX) for k in i.get("config", {}))

@@ -19,7 +19,7 @@ def launch(args: argparse.Namespace) -> int:
     from coi.launch.spec import BOOT_BARRIER_SH, LaunchSpec
 
     cfg = load_config(args)
-    incus = connect(cfg)
+    incus = connect(args, cfg)
     executor.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
     spec = LaunchSpec(
         name=args.name,
@@ -37,7 +37,7 @@ def launch(args: argparse.Namespace) -> int:
 
 def start(args: argparse.Namespace) -> int:
     """Start a stopped instance (a session's persistent container: say how it starts)."""
-    incus = connect(load_config(args))
+    incus = connect(args)
     try:
         incus.set_state(args.name, "start")
     except IncusError as exc:
@@ -54,15 +54,13 @@ def start(args: argparse.Namespace) -> int:
 
 def stop(args: argparse.Namespace) -> int:
     """Stop an instance (cleanly, or at once with --force)."""
-    connect(load_config(args)).set_state(
-        args.name, "stop", force=args.force, timeout=-1 if args.force else 60
-    )
+    connect(args).set_state(args.name, "stop", force=args.force, timeout=-1 if args.force else 60)
     return 0
 
 
 def delete(args: argparse.Namespace) -> int:
     """Delete an instance (a running one only with --force)."""
-    incus = connect(load_config(args))
+    incus = connect(args)
     if not args.force and incus.state(args.name).get("status") == "Running":
         raise UsageError(f"{args.name} is running: stop it first or pass --force")
     from coi.launch import executor
@@ -73,13 +71,13 @@ def delete(args: argparse.Namespace) -> int:
 
 def exists(args: argparse.Namespace) -> int:
     """Exit 0 when the instance exists, 1 when not."""
-    return 0 if connect(load_config(args)).has_instance(args.name) else 1
+    return 0 if connect(args).has_instance(args.name) else 1
 
 
 def running(args: argparse.Namespace) -> int:
     """Exit 0 when the instance is running, 1 otherwise."""
     try:
-        status = connect(load_config(args)).state(args.name).get("status")
+        status = connect(args).state(args.name).get("status")
     except NotFound:
         return 1
     return 0 if status == "Running" else 1
@@ -102,7 +100,7 @@ def exec_(args: argparse.Namespace) -> int:
     command = list(args.cmd)
     if not command:
         raise UsageError("no command given: coi container exec NAME -- CMD ...")
-    incus = connect(load_config(args))
+    incus = connect(args)
     live = not args.capture
     result = incus.execute(
         args.name,
@@ -139,7 +137,7 @@ def mount(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.source} does not exist: pass an existing host path")
     from coi.launch import executor
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     device = {"type": "disk", "source": str(source), "path": args.path}
     if args.shift:
         device["shift"] = "true"

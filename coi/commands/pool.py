@@ -23,7 +23,7 @@ def status(args: argparse.Namespace) -> int:
     from coi.sessions import pool
 
     cfg = load_config(args)
-    incus = connect(cfg)
+    incus = connect(args, cfg)
     listing = incus.instances()
     members = pool.members(listing, slots.prefix())
     here = slots.workspace_id(workspace_of(args))
@@ -64,7 +64,7 @@ def drain(args: argparse.Namespace) -> int:
     """Remove this workspace's pooled containers (--all: every workspace's)."""
     from coi.sessions import lifecycle
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     workspace = None if args.all else workspace_of(args)
     removed = lifecycle.drain_pool(incus, workspace, output.info)
     if not removed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from coi.commands.cli import Command
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.core import output
 from coi.core.errors import NotFound, UsageError
 
@@ -21,7 +21,7 @@ def add(args: argparse.Namespace) -> int:
     from coi.network import ports
 
     port = ports.parse(args.host, args.container_port, args.protocol)
-    incus = connect(load_config(args))
+    incus = connect(args)
     with executor.changing(incus, args.name) as record:
         devices = dict(record.get("devices") or {})
         taken = {p.host_port for p in ports.from_devices(devices) if p.protocol == port.protocol}
@@ -42,7 +42,7 @@ def list_(args: argparse.Namespace) -> int:
     from coi.commands.session.manage import is_coi
     from coi.network import ports
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     if args.name:
         instances = [{"name": args.name, **incus.instance(args.name)}]
     else:
@@ -66,7 +66,7 @@ def remove(args: argparse.Namespace) -> int:
     from coi.launch import executor
     from coi.network import ports
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     with executor.changing(incus, args.name) as record:
         forwards = ports.from_devices(record.get("devices") or {})
         if args.port != "all":

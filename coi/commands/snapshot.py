@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from coi.commands.cli import Command
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.core import labels, output
 from coi.core.errors import NotFound, UsageError
 
@@ -26,7 +26,7 @@ SNAP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 def _persistent(args: argparse.Namespace) -> IncusAPI:
     """The connection, once NAME is known to be a persistent coi container."""
-    incus = connect(load_config(args))
+    incus = connect(args)
     config = incus.instance(args.name).get("config") or {}
     if config.get(labels.PERSISTENT) != "true":
         raise UsageError(
@@ -56,7 +56,7 @@ def create(args: argparse.Namespace) -> int:
 
 def list_(args: argparse.Namespace) -> int:
     """A container's snapshots, oldest first."""
-    incus = connect(load_config(args))
+    incus = connect(args)
     rows = [
         {"name": s["name"], "created": s.get("created_at", "")} for s in incus.snapshots(args.name)
     ]
@@ -93,7 +93,7 @@ def restore(args: argparse.Namespace) -> int:
 
 def delete(args: argparse.Namespace) -> int:
     """Delete a snapshot."""
-    incus = connect(load_config(args))
+    incus = connect(args)
     if args.snapshot is None:
         raise UsageError(f"name the snapshot to delete: `coi snapshot list {args.name}`")
     incus.delete_snapshot(args.name, _existing(incus, args.name, args.snapshot))

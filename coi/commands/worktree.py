@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coi.commands.cli import Command
-from coi.commands.common import connect, load_config, workspace_of
+from coi.commands.common import connect, workspace_of
 from coi.core import labels, output
 from coi.core.errors import UsageError
 
@@ -40,7 +40,7 @@ def list_(args: argparse.Namespace) -> int:
     from coi.workspace import worktree
 
     workspace = workspace_of(args)
-    users = _users(connect(load_config(args)), workspace)
+    users = _users(connect(args), workspace)
     rows = []
     for tree in worktree.all_of(workspace):
         container, status = users.get(tree.branch, ("", ""))
@@ -57,7 +57,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Worktree, dict[str, Any]]:
     """(workspace, worktree, the config of the container using it or {}) for NAME."""
     from coi.workspace import worktree
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     listing = incus.instances()
     named = {i["name"]: (i.get("config") or {}) for i in listing}
     if BRANCH_KEY in named.get(args.name, {}):
@@ -89,7 +89,7 @@ def merge(args: argparse.Namespace) -> int:
     from coi.workspace import worktree
 
     workspace, tree, _ = _resolve(args)
-    with freeze.frozen(connect(load_config(args)), workspace):
+    with freeze.frozen(connect(args), workspace):
         head = worktree.merge(workspace, tree.branch)
     output.info(f"merged {tree.branch} into {workspace} (HEAD {head[:12]})")
     return 0
@@ -108,7 +108,7 @@ def discard(args: argparse.Namespace) -> int:
         )
     from coi.sessions import freeze
 
-    with freeze.frozen(connect(load_config(args)), workspace):
+    with freeze.frozen(connect(args), workspace):
         worktree.discard(workspace, tree)
     output.info(f"discarded worktree {tree.branch} ({tree.path}) and its branch")
     return 0

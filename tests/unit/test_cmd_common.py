@@ -18,7 +18,7 @@ def test_a_command_connects_in_the_configured_project(
 ) -> None:
     user_file.write_text('[incus]\nproject = "mine"\n')
     args = argparse.Namespace(workspace=str(workspace))
-    assert common.connect(common.load_config(args)) is fake_incus
+    assert common.connect(args) is fake_incus
     assert fake_incus.connected[-1]["project"] == "mine"
     assert fake_incus.connected[-1]["endpoint"].is_local
 

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     recipe = recipe_for(args, cfg)
-    incus = connect(cfg)
+    incus = connect(args, cfg)
     executor.prepare(incus, cfg.incus.storage_pool, cfg.incus.network)
     result = build.build(
         incus,

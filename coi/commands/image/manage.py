@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.core import output
 from coi.core.errors import CoiError, NotFound, UsageError
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def _incus(args: argparse.Namespace) -> IncusAPI:
-    return connect(load_config(args))
+    return connect(args)
 
 
 def is_coi_image(image: dict[str, Any]) -> bool:

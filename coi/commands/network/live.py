@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.core import output
 
 
@@ -23,7 +23,7 @@ def _change(args: argparse.Namespace, add: bool) -> int:
     from coi.network import live
 
     dest = live.check_entry(args.dest)
-    incus = connect(load_config(args))
+    incus = connect(args)
     added, removed = ([dest], []) if add else ([], [dest])
     with executor.changing(incus, args.name):  # a stopped container's too
         done = live.change(incus, args.name, add=added, remove=removed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.core import output
 
 VERDICTS = ("allowed", "blocked")  # new connections the log rules counted
@@ -14,7 +14,7 @@ def refresh(args: argparse.Namespace) -> int:
     """Resolve NAME's allowlist again and replace its rules and /etc/hosts."""
     from coi.network import enforce
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     done = enforce.refresh(incus, args.name)
     if args.format == "json":
         output.emit_json(
@@ -53,7 +53,7 @@ def clean_orphans(args: argparse.Namespace) -> int:
     """Remove the rules of containers that no longer exist."""
     from coi.network import enforce
 
-    removed = enforce.remove_orphans(connect(load_config(args)))
+    removed = enforce.remove_orphans(connect(args))
     if args.format == "json":
         output.emit_json({"removed": removed})
     for item in removed:

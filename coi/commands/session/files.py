@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.core import output, tarsafe
 from coi.core.errors import CoiError, UsageError
 
@@ -41,7 +41,7 @@ def push(args: argparse.Namespace) -> int:
         raise UsageError(f"{source} does not exist")
     if source.is_dir() and not args.recursive:
         raise UsageError(f"{source} is a folder: pass -r")
-    incus = connect(load_config(args))
+    incus = connect(args)
     uid = _owner(dest)
     if not source.is_dir():
         incus.push_file(
@@ -70,7 +70,7 @@ def pull(args: argparse.Namespace) -> int:
     """Copy a container file (or folder with -r) to the host."""
     name, source = split_remote(args.source)
     dest = Path(args.dest)
-    incus = connect(load_config(args))
+    incus = connect(args)
     base = posixpath.basename(source) or "root"
     if not args.recursive:
         target = dest / base if dest.is_dir() else dest

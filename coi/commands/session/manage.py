@@ -88,7 +88,7 @@ def list_(args: argparse.Namespace) -> int:
     from coi.sessions import journal
 
     cfg = load_config(args)
-    incus = connect(cfg)
+    incus = connect(args, cfg)
     if journal.pending(incus.project):  # `coi run`s still finishing: show where they end
         journal.settle(incus, wait=True)
     listing = incus.instances(state=True)
@@ -293,7 +293,7 @@ def shutdown(args: argparse.Namespace) -> int:
     from coi.launch import executor
 
     cfg = load_config(args)
-    incus = connect(cfg)
+    incus = connect(args, cfg)
     for container in _targets(incus, args, "shut down"):
         name = container["name"]
         if container["status"] == "running":
@@ -315,7 +315,7 @@ def kill(args: argparse.Namespace) -> int:
     """Force-stop and delete at once."""
     from coi.launch import executor
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     for container in _targets(incus, args, "kill"):
         executor.teardown(incus, container["name"])
         output.info(f"{container['name']}: killed")
@@ -328,7 +328,7 @@ def clean(args: argparse.Namespace) -> int:
     from coi.sessions import store
 
     cfg = load_config(args)
-    incus = connect(cfg)
+    incus = connect(args, cfg)
     from coi.sessions import journal, lifecycle
 
     journal.settle(incus, wait=True)
@@ -360,7 +360,7 @@ def persist(args: argparse.Namespace) -> int:
     """Mark containers persistent: kept (not deleted) when their session ends."""
     from coi.launch import executor
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     for container in _targets(incus, args, "persist"):
         with executor.changing(incus, container["name"]) as record:
             config = record.get("config") or {}

@@ -178,7 +178,7 @@ def _say_detached(name: str) -> None:
 def attach(args: argparse.Namespace) -> int:
     """Attach to a running session container (by name, --slot, or the only one)."""
     cfg = load_config(args)
-    incus = connect(cfg)
+    incus = connect(args, cfg)
     name = args.name or _pick(incus, args)
     if incus.state(name).get("status") != "Running":
         raise UsageError(_not_running(name, incus.instance(name).get("config") or {}))

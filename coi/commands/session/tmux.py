@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.commands.session.manage import coi_containers
 from coi.commands.session.run import tmux_name
 from coi.core import output
@@ -15,7 +15,7 @@ LISTING = "#{session_name} #{session_windows}"
 
 
 def _as_code(args: argparse.Namespace, name: str, argv: list[str]) -> str:
-    incus = connect(load_config(args))
+    incus = connect(args)
     result = incus.execute(name, lifecycle.as_code(argv), env=lifecycle.code_env())
     if result.exit_code != 0:
         raise CoiError(f"tmux in {name}: {result.stderr.strip() or 'no session'}")
@@ -24,7 +24,7 @@ def _as_code(args: argparse.Namespace, name: str, argv: list[str]) -> str:
 
 def list_(args: argparse.Namespace) -> int:
     """Every tmux session in running coi containers."""
-    incus = connect(load_config(args))
+    incus = connect(args)
     for container in coi_containers(incus):
         if container["status"] != "running":
             continue
