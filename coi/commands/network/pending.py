@@ -20,7 +20,7 @@ def pending(args: argparse.Namespace) -> int:
     container of the project)."""
     from coi.commands.network import approval
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     names = [args.name] if args.name else approval.fenced(incus)
     found = {n: approval.listing(incus, n) for n in names}
     if args.format == "json":
@@ -65,7 +65,7 @@ def approve(args: argparse.Namespace) -> int:
     own config file too)."""
     from coi.commands.network import approval
 
-    incus = connect(load_config(args))
+    incus = connect(args)
     done = approval.approve(incus, args.name, args.id, save=args.save)
     if done.opened:
         output.info(f"{args.name}: approved {done.entry}; open now: {' '.join(done.opened)}")
@@ -80,7 +80,7 @@ def reject(args: argparse.Namespace) -> int:
     """Keep pending request ID of NAME shut and take it off the list."""
     from coi.commands.network import approval
 
-    item = approval.reject(connect(load_config(args)), args.name, args.id)
+    item = approval.reject(connect(args), args.name, args.id)
     output.info(f"{args.name}: rejected {item.dest}; it stays blocked")
     return 0
 
@@ -96,9 +96,11 @@ def check(args: argparse.Namespace) -> int:
     name = args.name if args.dest is not None else None
     cfg = load_config(args)
     if name:
-        mode, decisions = approval.live_decisions(connect(cfg), name, dest, args.proto)
+        mode, decisions = approval.live_decisions(connect(args, cfg), name, dest, args.proto)
     else:
-        mode, decisions = approval.config_decisions(cfg, _incus_or_none(cfg), dest, args.proto)
+        mode, decisions = approval.config_decisions(
+            cfg, _incus_or_none(args, cfg), dest, args.proto
+        )
     if args.format == "json":
         output.emit_json(
             {
@@ -117,8 +119,8 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _incus_or_none(cfg: Config) -> IncusAPI | None:
+def _incus_or_none(args: argparse.Namespace, cfg: Config) -> IncusAPI | None:
     try:
-        return connect(cfg)
+        return connect(args, cfg)
     except CoiError:  # no Incus here: the rules are checked against a stand-in bridge
         return None
