@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from coi.commands.common import connect, load_config
+from coi.commands.common import connect
 from coi.commands.session.manage import shown_left, time_left
 from coi.core import labels, output
 from coi.core.errors import UsageError
@@ -126,7 +126,7 @@ def top(args: argparse.Namespace) -> int:
     interval = args.interval
     if not MIN_INTERVAL <= interval <= 3600:
         raise UsageError(f"--interval {interval:g} is out of range: use 1 to 3600 seconds")
-    incus = connect(load_config(args))
+    incus = connect(args)
     if args.format == "json" or not sys.stdout.isatty():
         at, first = _sample(incus)
         time.sleep(ONE_SHOT_SPAN)
