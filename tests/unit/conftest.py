@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,21 @@ def no_network_rules(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def fake_incus(monkeypatch: pytest.MonkeyPatch) -> Any:
+def fake_incus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The one fake Incus (tests/unit/fakeplus.py), answering every connection coi opens;
     coi finds it may neither change network rules nor build locked views, so nothing it
-    does reaches nft or mounts anything on the host."""
+    does reaches nft or mounts anything on the host. What the sessions it opened hold in
+    this process (watch locks, credential brokers) ends with the test."""
     from tests.unit import fakeplus
 
-    return fakeplus.install(monkeypatch, fakeplus.FakePlus())
+    with fakeplus.sessions_ended(monkeypatch):
+        yield fakeplus.install(monkeypatch, fakeplus.FakePlus())
+
+
+@pytest.fixture
+def view_helper(fake_incus: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """coi's view helper, standing in (tests/unit/fakeplus.py): a session's workspace is
+    mounted as its locked view."""
+    from tests.unit import fakeplus
+
+    return fakeplus.ViewHelper(tmp_path / "views").install(monkeypatch)

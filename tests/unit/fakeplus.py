@@ -8,11 +8,12 @@ boundary (coi.commands.cli.main), as a user does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
 import tarfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,6 +49,15 @@ class FakePlus(FakeIncus):
         words = argv[argv.index("--") + 1 :] if argv[:1] == ["runuser"] and "--" in argv else argv
         answer = self.answers.get(words[0] if words else "")
         return ExecResult(0, "", "") if answer is None else answer(name, words, options)
+
+    def state(self, name: str) -> Json:
+        """A running instance has an address on eth0 (DHCP done), as Incus reports it."""
+        found = super().state(name)
+        if found["status"] == "Running":
+            slot = sorted(self.instances_by_name).index(name) + 2
+            address = {"family": "inet", "address": f"10.99.0.{slot}"}
+            found["network"] = {"eth0": {"addresses": [address]}}
+        return found
 
     def add_tarball(
         self, alias: str | None, data: bytes, properties: Mapping[str, str] | None = None
@@ -102,6 +112,32 @@ def tar_answer(data: bytes) -> Answer:
     return answer
 
 
+class Setups:
+    """Answers a setup exec (`sh -c SCRIPT` with an archive on stdin): keeps the files of
+    each archive it was sent, in `archives`."""
+
+    def __init__(self) -> None:
+        self.archives: list[dict[str, bytes]] = []
+
+    def __call__(self, name: str, argv: list[str], options: dict[str, Any]) -> ExecResult:
+        stdin = options.get("stdin")
+        if stdin is not None:
+            data = stdin if isinstance(stdin, bytes) else stdin.read()
+            self.archives.append(members(data))
+        return ExecResult(0, "", "")
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    """Every member of the archives in data, one after the other (as `tar -i` reads
+    them): path -> its bytes (b"" for a folder)."""
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:", ignore_zeros=True) as archive:
+        for member in archive.getmembers():
+            extracted = archive.extractfile(member) if member.isfile() else None
+            found[member.name] = extracted.read() if extracted else b""
+    return found
+
+
 @dataclass
 class RootHelper:
     """Stands in for coi's root network helper (coi/network/nft_cli.py: the only code that
@@ -150,12 +186,73 @@ class RootHelper:
         return self
 
 
+@dataclass
+class ViewHelper:
+    """Stands in for coi's view helper (coi-view, which mounts a workspace's locked view
+    as root): a view is a folder under `root` standing for the mount; `views` maps each
+    staged instance to its workspace and protected list. Every helper command is in `ran`."""
+
+    root: Path
+    views: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    ran: list[tuple[str, ...]] = field(default_factory=list)
+
+    def run(self, *args: str) -> Any:
+        self.ran.append(args)
+        verb, rest = args[0], args[1:]
+        if verb == "stage":
+            self.views[rest[0]] = (rest[1], tuple(rest[2:]))
+            (self.root / rest[0]).mkdir(parents=True, exist_ok=True)
+            return {"view": str(self.root / rest[0])}
+        if verb == "release":
+            self.views.pop(rest[0], None)
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / rest[0]).rmdir()
+            return {}
+        return {"made": [], "mounted": []}  # held: nothing mounted in the workspace
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> ViewHelper:
+        """coi may build locked views now, through this stand-in."""
+        from coi.boundary import protect, protect_host
+
+        monkeypatch.setattr(protect, "VIEW_ROOT", self.root)
+        monkeypatch.setattr(protect_host, "RECORDS", self.root.parent / "records")
+        monkeypatch.setattr(protect_host, "can_stage", lambda: True)
+        monkeypatch.setattr(protect_host, "_by_helper", lambda: True)
+        monkeypatch.setattr(protect_host, "through_helper", self.run)
+        return self
+
+
+@contextlib.contextmanager
+def sessions_ended(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What sessions opened in a test hold in this process ends with it: the profiles
+    made current (executor.prepare) are forgotten, the watch locks taken are let go and
+    the credential brokers started (processes of their own) are stopped."""
+    from coi.broker import process
+    from coi.launch import executor
+    from coi.sessions import watch
+
+    monkeypatch.setattr(executor, "_prepared", set())
+    before = set(watch._HELD)  # changed in place: finish.py holds the same dicts
+    try:
+        yield
+    finally:
+        for name in process.running():  # this test's COI_HOME: its own brokers only
+            process.stop(name)
+        for name in set(watch._HELD) - before:
+            watch._HELD.pop(name).close()
+            watch._HELD_FD.pop(name, None)
+
+
 def install(monkeypatch: pytest.MonkeyPatch, fake: FakeIncus) -> FakeIncus:
     """Every Incus connection coi opens during the test is `fake` (whatever project,
     endpoint or remote it names): the one place connections are made is patched. The
     host's privileged sides are off: coi may neither change network rules (nft) nor
-    build locked views (mounts), as a user without coi's helpers."""
-    from coi.boundary import protect_host
+    build locked views (mounts), as a user without coi's helpers; the host maps this
+    user's uid into containers (the /etc/subuid line `coi setup` writes), whoever runs the
+    tests."""
+    import os
+
+    from coi.boundary import idmap, protect_host
     from coi.incus import adapter
     from coi.network import enforce
 
@@ -169,6 +266,7 @@ def install(monkeypatch: pytest.MonkeyPatch, fake: FakeIncus) -> FakeIncus:
     monkeypatch.setattr(enforce, "HELPER", NO_HELPER)  # whatever this host has installed
     monkeypatch.setattr(protect_host, "can_stage", lambda: False)
     monkeypatch.setattr(protect_host, "VIEW_HELPER", NO_HELPER)
+    monkeypatch.setattr(idmap, "subid_lines", lambda: (f"root:{os.getuid()}:1",))
     return fake
 
 
