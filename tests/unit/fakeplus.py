@@ -12,6 +12,7 @@ import contextlib
 import copy
 import hashlib
 import io
+import subprocess
 import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,11 +234,16 @@ def sessions_ended(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(executor, "_prepared", set())
     before = set(watch._HELD)  # changed in place: finish.py holds the same dicts
+    children = set(process._children)
     try:
         yield
     finally:
         for name in process.running():  # this test's COI_HOME: its own brokers only
             process.stop(name)
+        for pid in set(process._children) - children:  # stop leaves a fast death unreaped
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process._children[pid].wait(timeout=10)
+                process._children.pop(pid)
         for name in set(watch._HELD) - before:
             watch._HELD.pop(name).close()
             watch._HELD_FD.pop(name, None)
