@@ -11,7 +11,6 @@ import pytest
 from coi.commands import doctor
 from coi.core import labels
 from coi.host import check
-from coi.host import doctor as host_doctor
 from coi.launch import profiles
 from tests.unit.fakeplus import FakePlus, coi
 
@@ -25,9 +24,8 @@ HOST_PROBES = (
 def host(fake_incus: FakePlus, monkeypatch: pytest.MonkeyPatch) -> FakePlus:
     """A host whose own probes pass (they run incus, nft and sudo, which tests may not)."""
     for probe in HOST_PROBES:
-        monkeypatch.setattr(
-            host_doctor, probe, lambda *args, p=probe: check.Check(p, check.OK, "given")
-        )
+        given = check.Check(probe, check.OK, "given")
+        monkeypatch.setattr(f"coi.host.doctor.{probe}", lambda *args, found=given: found)
     return fake_incus
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from coi.commands import setup
 from coi.host import netrules
-from coi.host import setup as host_setup
+from coi.host.setup import HostFacts
 from coi.launch import profiles
 from tests.unit.fakeplus import FakePlus, coi, one_error
 
@@ -20,10 +20,10 @@ from tests.unit.fakeplus import FakePlus, coi, one_error
 def host(fake_incus: FakePlus, monkeypatch: pytest.MonkeyPatch, user_file: Path) -> FakePlus:
     """A root host with Incus installed and running, coi's helpers and idmap lines in
     place, not run through sudo; the base image a remote one (nothing to build)."""
-    facts = host_setup.HostFacts("debian", "12", (), False, True, True)
-    monkeypatch.setattr(host_setup, "survey_host", lambda: facts)
+    facts = HostFacts("debian", "12", (), False, True, True)
+    monkeypatch.setattr("coi.host.setup.survey_host", lambda: facts)
     monkeypatch.setattr(netrules, "plan", lambda group: [])
-    monkeypatch.setattr(host_setup, "needed_subid_lines", lambda *args: ())
+    monkeypatch.setattr("coi.host.setup.needed_subid_lines", lambda *args: ())
     for name in ("SUDO_USER", "SUDO_UID"):  # else setup would add that user to a group
         monkeypatch.delenv(name, raising=False)
     user_file.write_text('[build]\nbase = "images:debian/12"\n')
@@ -56,8 +56,8 @@ def test_setup_makes_them_and_a_second_run_has_nothing_to_change(
 def test_a_non_root_user_is_told_to_use_sudo(
     host: FakePlus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    facts = host_setup.HostFacts("debian", "12", ("incus",), False, False, False)
-    monkeypatch.setattr(host_setup, "survey_host", lambda: facts)
+    facts = HostFacts("debian", "12", ("incus",), False, False, False)
+    monkeypatch.setattr("coi.host.setup.survey_host", lambda: facts)
     assert coi(["setup"]) == 1
     assert "run it as root (sudo coi setup)" in one_error(capsys.readouterr().err)
     assert host.connected == []  # refused before the daemon is asked anything
