@@ -222,4 +222,6 @@ def placeholder(rel: str) -> bytes:
         return b".\n"  # "this git dir is its own common dir": an empty one makes git die
     if name.endswith((".json", ".jsonc")):
         return b"{}\n"
+    if name.endswith((".yml", ".yaml")):
+        return b"{}\n"  # an empty mapping: aider stops at an empty .aider.conf.yml (a null)
     return b""

@@ -428,7 +428,8 @@ def _remove_one(workspace: Path, rel: str, kind: str) -> bool:
                 info, data = os.fstat(fd), os.read(fd, 64)
             finally:
                 os.close(fd)
-            if stat.S_ISREG(info.st_mode) and data == protect.placeholder(rel):
+            # b"": the stand-in of a .yml an earlier coi made (a session it left running)
+            if stat.S_ISREG(info.st_mode) and data in (protect.placeholder(rel), b""):
                 os.unlink(leaf, dir_fd=dfd)
                 return True
             return False

@@ -198,6 +198,19 @@ def test_only_unchanged_placeholders_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in ws.iterdir()) == [".envrc", ".vscode"]
 
 
+def test_a_yaml_placeholder_of_an_earlier_coi_is_removed_too(tmp_path: Path) -> None:
+    """Before `{}` an earlier coi made .aider.conf.yml empty: a session it left running and
+    this coi releases must not leave that empty file (host aider refuses it)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / ".aider.conf.yml").write_bytes(b"")
+    (ws / "lefthook.yml").write_bytes(b"{}\n")
+    (ws / ".pre-commit-config.yaml").write_text("repos: []\n")  # the user's, meanwhile
+    created = [(".aider.conf.yml", FILE), ("lefthook.yml", FILE), (".pre-commit-config.yaml", FILE)]
+    assert protect_host.remove_placeholders(ws, created) == [".pre-commit-config.yaml"]
+    assert [p.name for p in ws.iterdir()] == [".pre-commit-config.yaml"]
+
+
 def test_the_workspace_disk_is_the_locked_view_when_coi_can_build_it() -> None:
     spec = LaunchSpec(name="c1", image="coi", workspace=Path("/w"), locked_view=True)
     disk = instance_config(spec)["devices"]["workspace"]
@@ -218,3 +231,16 @@ def test_without_root_or_the_view_helper_coi_refuses_the_start(tmp_path: Path) -
         executor.protect_workspace(spec)
     assert "\n" not in str(refused.value)
     assert list(ws.iterdir()) == []  # nothing created in the workspace
+
+
+def test_a_missing_config_file_gets_an_empty_mapping_its_tool_can_read() -> None:
+    """aider refuses an empty .aider.conf.yml (YAML null, not a mapping): the stand-in of
+    a missing YAML or JSON config is an empty mapping, of any other file nothing."""
+    import json
+
+    import yaml
+
+    for rel in (".aider.conf.yml", ".pre-commit-config.yaml", "opencode.json", "x.jsonc"):
+        text = protect.placeholder(rel).decode()
+        assert (yaml.safe_load(text) if "yml" in rel or "yaml" in rel else json.loads(text)) == {}
+    assert protect.placeholder(".envrc") == b""
