@@ -52,13 +52,15 @@ class _BoundedInfo(tarfile.TarInfo):
 
 
 def safe_members(archive: tarfile.TarFile, top: str | None = None) -> Iterator[tarfile.TarInfo]:
-    """Regular files and folders (under `top` when given); links, devices, FIFOs and any
-    path that is absolute or climbs out are dropped; sparse members are refused."""
+    """Regular files and folders (under `top` when given, which may be nested, as
+    .local/share/opencode); links, devices, FIFOs and any path that is absolute or climbs
+    out are dropped; sparse members are refused."""
+    head = () if top is None else relative_parts(top)
     for member in archive:
         if member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
             raise UnsafeArchive(f"refusing sparse member {member.name!r} in a saved state")
         parts = relative_parts(member.name)
-        if parts is None or (top is not None and parts[0] != top):
+        if parts is None or head is None or parts[: len(head)] != head:
             continue
         if member.isfile() or member.isdir():
             yield member

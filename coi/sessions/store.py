@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from coi.core import faults, paths, tarsafe
@@ -344,7 +344,10 @@ def _members(folder: Path, state_dir: str) -> Iterator[str]:
     """The folders and regular files of folder/state_dir, relative to folder, parents
     first, each folder's files (sorted) before its folders (sorted); links and anything
     else are left out, as add_state does. Names as strings and types from the folder
-    entries: pathlib and an lstat per file were most of a 5,000-file restore's CPU."""
+    entries: pathlib and an lstat per file were most of a 5,000-file restore's CPU. A
+    nested state_dir (.local/share/opencode) brings its parents first, so that inside they
+    are made owned by the container user rather than by root."""
+    yield from _parents(state_dir)
     base = os.fspath(folder)
     stack = [os.path.normpath(state_dir)]
     while stack:
@@ -412,7 +415,14 @@ def add_state(
         info.uname = info.gname = ""
         return info
 
+    for parent in _parents(state_dir):
+        archive.add(folder / parent, arcname=f"{prefix}{parent}", recursive=False, filter=owned)
     archive.add(source, arcname=f"{prefix}{state_dir}", filter=owned)
+
+
+def _parents(state_dir: str) -> list[str]:
+    """The folders above a nested state_dir, outermost first (none for .claude)."""
+    return [p.as_posix() for p in reversed(PurePosixPath(state_dir).parents) if p.parts]
 
 
 def now() -> str:

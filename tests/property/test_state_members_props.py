@@ -1,5 +1,6 @@
 """store._members lists what os.walk and pathlib listed, in the same order, for any tree
-of folders, files and links (it reads folder entries instead, for speed)."""
+of folders, files and links (it reads folder entries instead, for speed), after the
+folders above a nested state folder."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ TREES = st.recursive(
 
 
 def _reference(folder: Path, state_dir: str) -> Iterator[str]:
+    if "/" in state_dir.strip("/"):
+        yield state_dir.split("/")[0]  # "a/b": its parent "a" first
     for top, dirs, files in os.walk(folder / state_dir):
         here = Path(top)
         yield str(here.relative_to(folder))

@@ -304,3 +304,46 @@ def test_the_state_stream_carries_folders_and_files_owned_inside_after_the_setup
     }
     assert all(rows[n][1] == "1000/1000" for n in rows if n.startswith("home/"))
     assert rows["home/code/.tool/run"][0] == "-rwxr-xr-x"
+
+
+def test_a_nested_state_folder_is_saved_and_goes_back_with_its_parents(tmp_path: Path) -> None:
+    """OpenCode keeps its state in ~/.local/share/opencode: a save keeps that folder (and
+    nothing else of ~/.local), and the way back makes ~/.local and ~/.local/share owned by
+    the container user, not by the root that unpacks."""
+    import subprocess
+
+    home = tmp_path / "home"
+    state = home / ".local" / "share" / "opencode"
+    state.mkdir(parents=True)
+    (state / "opencode.db").write_text("conversation")
+    (home / ".local" / "share" / "other").mkdir()
+    (home / ".local" / "share" / "other" / "secret").write_text("not state")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:  # as `tar -C ~ -c .local/...`
+        archive.add(home / ".local", arcname=".local")
+    fake = FakeIncus(
+        runs=lambda n, a, o: (o["raw_stdout"](buffer.getvalue()), ExecResult(0, "", ""))[1]
+    )
+    folder = store.save(fake, "c", _meta(), ".local/share/opencode", running=True)
+    assert folder is not None
+    assert (folder / ".local/share/opencode/opencode.db").read_text() == "conversation"
+    assert not (folder / ".local/share/other").exists()
+    with store.state_stream(folder, ".local/share/opencode", "home/code/", 1000) as state_tar:
+        assert state_tar is not None
+        data = state_tar.read()
+    listing = subprocess.run(
+        ["tar", "-tvf", "-", "--numeric-owner"], input=data, capture_output=True, check=True
+    ).stdout.decode()
+    owners = {line.split()[-1].rstrip("/"): line.split()[1] for line in listing.splitlines()}
+    assert owners == {
+        "home/code/.local": "1000/1000",
+        "home/code/.local/share": "1000/1000",
+        "home/code/.local/share/opencode": "1000/1000",
+        "home/code/.local/share/opencode/opencode.db": "1000/1000",
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=store.TAR_FORMAT) as archive:
+        store.add_state(archive, folder, ".local/share/opencode", "home/code/", 1000)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as archive:
+        assert {m.name: m.uid for m in archive} == {n: 1000 for n in owners}
