@@ -2,7 +2,8 @@
 test CA made here, recording the credentials it receives.
 
 Endpoints: /v1/messages (a small JSON answer), /sse?n=N&gap=S (N server-sent events, each
-carrying the time it was sent), /oauth/token (a refresh: counted, answers a new token).
+carrying the time it was sent), /oauth/token (a refresh: counted, answers a new token), and
+the OpenAI-style /v1/models, /v1/chat/completions and /v1/responses (tests/fakeopenai.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import json
 import ssl
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests import fakeopenai
 
 
 def make_ca(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
@@ -118,6 +122,8 @@ class Upstream:
                 url = urlsplit(self.path)
                 if url.path == "/sse":
                     return self._sse(parse_qs(url.query))
+                if url.path.endswith("/models"):
+                    return self._json(200, fakeopenai.models())
                 self._json(200, {"ok": True, "path": url.path})
 
             def do_POST(self) -> None:
@@ -138,12 +144,31 @@ class Upstream:
                         },
                     )
                 try:
-                    stream = bool(json.loads(body or b"{}").get("stream"))
+                    request = json.loads(body or b"{}")
+                    stream = bool(request.get("stream"))
                 except (ValueError, AttributeError):
-                    stream = False
+                    request, stream = {}, False
+                path = urlsplit(self.path).path
+                if path.endswith("/responses"):
+                    return self._events(fakeopenai.responses_stream(request))
+                if path.endswith("/chat/completions"):
+                    if stream:
+                        return self._events(fakeopenai.chat_stream(request))
+                    return self._json(200, fakeopenai.chat(request))
                 if stream:
                     return self._message_stream()
                 self._json(200, {"type": "message", "content": [{"type": "text", "text": "hi"}]})
+
+            def _events(self, events: Iterable[bytes]) -> None:
+                """Server-sent events, each sent as it is written; then the close."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for event in events:
+                    self.wfile.write(event)
+                    self.wfile.flush()
+                self.close_connection = True
 
             def _message_stream(self) -> None:
                 """A Messages API stream answering "pong from the fake upstream"."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coi.broker import PLACEHOLDER, PORT, process
+from coi.config.tools import BASE_URL
 from coi.core import labels, output, paths
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def container_files(files: Mapping[str, bytes], tool: Tool) -> dict[str, bytes]:
     """The credential files that enter in broker mode: the tool's token file stays on the
     host; ~/.claude.json loses the host's login and approves the placeholder key instead."""
     spec = tool.broker
-    out = {rel: data for rel, data in files.items() if not spec or rel != spec.oauth_file}
+    kept = {spec.oauth_file, *spec.withheld} if spec else set()
+    out = {rel: data for rel, data in files.items() if rel not in kept}
     if tool.name == "claude" or CLAUDE_JSON in out:
         out[CLAUDE_JSON] = claude_json(out.get(CLAUDE_JSON, b"{}"))
     return out
@@ -78,10 +80,11 @@ def environment(spec: Brokered, git_hosts: tuple[str, ...] = ()) -> dict[str, st
     """The variables that lead the tool to the broker, with the placeholder credential,
     and (when a trusted layer lists git hosts) git's credential helper, set through the
     environment so that nothing is written to disk inside."""
-    env = {
-        spec.base_url_env: f"http://127.0.0.1:{PORT}{spec.base_path}",
-        spec.key_env: PLACEHOLDER,
-    }
+    url = base_url(spec)
+    env = {key: value.replace(BASE_URL, url) for key, value in spec.env}
+    if spec.base_url_env:
+        env[spec.base_url_env] = url
+    env[spec.key_env] = PLACEHOLDER
     if git_hosts:
         env |= {
             "GIT_CONFIG_COUNT": "1",
@@ -89,6 +92,17 @@ def environment(spec: Brokered, git_hosts: tuple[str, ...] = ()) -> dict[str, st
             "GIT_CONFIG_VALUE_0": GIT_HELPER,
         }
     return env
+
+
+def base_url(spec: Brokered) -> str:
+    """The tool's API base URL inside the container: the broker's port on the loopback."""
+    return f"http://127.0.0.1:{PORT}{spec.base_path}"
+
+
+def system_files(spec: Brokered) -> dict[str, bytes]:
+    """The files (absolute paths inside) that lead a tool to the broker through its config."""
+    url = base_url(spec)
+    return {path: text.replace(BASE_URL, url).encode() for path, text in spec.files}
 
 
 def device(name: str) -> dict[str, str]:

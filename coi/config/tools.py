@@ -24,8 +24,12 @@ class Brokered:
     """How a tool reaches its model API through the credential broker (coi/broker).
 
     upstreams are https URLs, the first one the default the base URL leads to; the
-    container gets base_url_env (the broker's URL plus base_path) and a placeholder in
-    key_env; the broker sends the real key in key_header ("authorization": as Bearer).
+    container gets base_url_env (the broker's URL plus base_path; "" none) and a
+    placeholder in key_env; the broker sends the real key in key_header ("authorization":
+    as Bearer). A tool that takes its base URL from its own config gets it through env
+    (variables) or files (absolute paths inside, root-owned, readable), in whose values
+    BASE_URL stands for that URL; withheld names credential files (relative to HOME) that
+    stay on the host in broker mode, as oauth_file does, because they may hold a key.
     The host credential: an API key in the host variable host_key_env, else the OAuth
     token at token_path of oauth_file (relative to HOME), refreshed at token_url when
     expires_path (epoch ms) is near; oauth_headers go with an OAuth token.
@@ -44,8 +48,13 @@ class Brokered:
     token_url: str = ""
     client_id: str = ""
     oauth_headers: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
+    withheld: tuple[str, ...] = ()
 
 
+# Written as is into env values and files, where the broker's URL replaces it.
+BASE_URL = "{coi-broker-base-url}"
 CLAUDE_BROKER = Brokered(
     upstreams=("https://api.anthropic.com",),
     base_url_env="ANTHROPIC_BASE_URL",
@@ -62,6 +71,18 @@ CLAUDE_BROKER = Brokered(
     # the API takes a subscription's OAuth token only with this beta flag
     oauth_headers=(("anthropic-beta", "oauth-2025-04-20"),),
 )
+# Codex 0.171 sends its built-in provider to OpenAI whatever OPENAI_BASE_URL says: a
+# provider of its own, in the system config layer (the user's ~/.codex/config.toml, which
+# may come in as a credential file, stays above it), leads it to the broker.
+CODEX_PROVIDER = f"""# coi: Codex reaches the OpenAI API through this session's credential broker.
+model_provider = "coi-broker"
+
+[model_providers.coi-broker]
+name = "OpenAI (through the coi broker)"
+base_url = "{BASE_URL}"
+env_key = "OPENAI_API_KEY"
+wire_api = "responses"
+"""
 CODEX_BROKER = Brokered(
     upstreams=("https://api.openai.com",),
     base_url_env="OPENAI_BASE_URL",
@@ -72,7 +93,65 @@ CODEX_BROKER = Brokered(
     oauth_file=".codex/auth.json",
     token_path=("tokens", "access_token"),
     refresh_path=("tokens", "refresh_token"),
+    files=(("/etc/codex/config.toml", CODEX_PROVIDER),),
 )
+# OpenCode's OpenAI provider, its base URL set through the config it reads from the
+# environment (merged over the user's own config files). Its auth.json holds the keys it
+# was given (`opencode auth login`): {"openai": {"type": "api", "key": ...}}.
+OPENCODE_BROKER = Brokered(
+    upstreams=("https://api.openai.com",),
+    base_url_env="",
+    base_path="/v1",
+    key_env="OPENAI_API_KEY",
+    key_header="authorization",
+    host_key_env="OPENAI_API_KEY",
+    oauth_file=".local/share/opencode/auth.json",
+    token_path=("openai", "key"),
+    env=(
+        (
+            "OPENCODE_CONFIG_CONTENT",
+            '{"provider": {"openai": {"options": {"baseURL": "' + BASE_URL + '"}}}}',
+        ),
+    ),
+)
+# Aider (through litellm) reads OPENAI_API_BASE; its ~/.aider.conf.yml may hold keys.
+AIDER_BROKER = Brokered(
+    upstreams=("https://api.openai.com",),
+    base_url_env="OPENAI_API_BASE",
+    base_path="/v1",
+    key_env="OPENAI_API_KEY",
+    key_header="authorization",
+    host_key_env="OPENAI_API_KEY",
+    withheld=(".aider.conf.yml",),
+)
+# OpenCode writes into every config folder it finds (.gitignore, package.json): in coi's
+# read-only .opencode (a protected path) that write stops it at start. There it reads no
+# project config; a .opencode a trusted layer made writable works as on the host.
+OPENCODE_WRAPPER = r"""real=$(readlink -f /usr/local/bin/opencode)
+rm -f /usr/local/bin/opencode
+cat > /usr/local/bin/opencode <<WRAP
+#!/bin/sh
+# coi: OpenCode, without the project config when coi keeps /workspace/.opencode read-only.
+if [ -d /workspace/.opencode ] && ! [ -w /workspace/.opencode ]; then
+    export OPENCODE_DISABLE_PROJECT_CONFIG="\${OPENCODE_DISABLE_PROJECT_CONFIG:-true}"
+fi
+exec "$real" "\$@"
+WRAP
+chmod 0755 /usr/local/bin/opencode"""
+# aider keeps its chat and input history at the git root (in the workspace) by default:
+# under ~/.aider they are the session's state, saved and resumed with it. No analytics
+# question (a headless --yes would answer it) and no update check at each start.
+AIDER_WRAPPER = r"""cat > /usr/local/bin/aider <<'WRAP'
+#!/bin/sh
+# coi: aider from its own virtual environment, its histories under ~/.aider.
+: "${AIDER_CHAT_HISTORY_FILE:=$HOME/.aider/chat.history.md}"
+: "${AIDER_INPUT_HISTORY_FILE:=$HOME/.aider/input.history}"
+: "${AIDER_ANALYTICS_DISABLE:=true}" "${AIDER_CHECK_UPDATE:=false}"
+export AIDER_CHAT_HISTORY_FILE AIDER_INPUT_HISTORY_FILE AIDER_ANALYTICS_DISABLE AIDER_CHECK_UPDATE
+mkdir -p "$HOME/.aider"
+exec /opt/aider/bin/aider "$@"
+WRAP
+chmod 0755 /usr/local/bin/aider"""
 
 
 @dataclass(frozen=True)
@@ -131,7 +210,8 @@ BUILTIN: dict[str, Tool] = {
         args=(),
         resume_args=("--continue",),
         version_command=("opencode", "--version"),
-        install=(_NPM.format(package="opencode-ai"),),
+        install=(_NPM.format(package="opencode-ai"), OPENCODE_WRAPPER),
+        broker=OPENCODE_BROKER,
     ),
     "aider": Tool(
         name="aider",
@@ -147,8 +227,9 @@ BUILTIN: dict[str, Tool] = {
             "apt-get install -y -q --no-install-recommends python3-venv",
             "python3 -m venv /opt/aider",
             '/opt/aider/bin/pip install --no-cache-dir -q "aider-chat==$COI_TOOL_VERSION"',
-            "ln -sf /opt/aider/bin/aider /usr/local/bin/aider",
+            AIDER_WRAPPER,
         ),
+        broker=AIDER_BROKER,
     ),
     "shell": Tool(
         name="shell",

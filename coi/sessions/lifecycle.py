@@ -134,7 +134,7 @@ def _worktree_flag(request: Request, cfg: Config) -> str | None:
 def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[str, bytes]:
     """The credential files that enter; in broker mode (coi/broker) the session's broker
     starts and the container gets a placeholder instead of the token."""
-    from coi.broker.session import attach, container_files, mode_for
+    from coi.broker.session import attach, container_files, mode_for, system_files
     from coi.sessions import credentials
 
     cfg, tool, workspace = session.cfg, session.tool, session.workspace
@@ -152,6 +152,8 @@ def _credentials(session: Session, flag: str | None, runs_tool: bool) -> dict[st
         given=mode == "broker",
         fresh=session.how != "reused",
     )
+    if brokered and tool.broker is not None:
+        session.files = system_files(tool.broker)
     if mode == "none":
         return {}
     files = credentials.read(tool, Path.home(), workspace, cfg.credentials.claude_mcp_env)

@@ -38,6 +38,7 @@ class Session:
     env: dict[str, str] = field(default_factory=dict)
     finished: bool = False
     credentials: dict[str, bytes] = field(default_factory=dict, repr=False)
+    files: dict[str, bytes] = field(default_factory=dict)  # the broker's, absolute paths
     announce: bool = True  # say where the session was saved (coi run: only once, or --verbose)
     how: str = "new"  # new, warm (from the pool: booted, with its address) or reused
 

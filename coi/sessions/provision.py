@@ -57,7 +57,7 @@ def _prepare(session: Session, resumed: Path | None, log: Callable[[str], None])
     incus, name = session.incus, session.name
     faults.point("prepare")
     faults.point("credentials")
-    if session.how == "warm" and resumed is None and not session.credentials:
+    if session.how == "warm" and resumed is None and not (session.credentials or session.files):
         # A pooled container has the static files, the CAs and its address: one write.
         incus.push_file(name, "/etc/coi/session.env", _session_env(session))
         faults.point("restore")
@@ -157,6 +157,8 @@ def _setup_tar(
         for path, data, mode in _static_files():
             _add(archive, path, data, mode)
         _add(archive, "etc/coi/session.env", _session_env(session) if session else b"", 0o644)
+        for path, data in (session.files if session else {}).items():
+            _add(archive, path.lstrip("/"), data, 0o644)  # the broker's: root's, readable
         if session is not None and resumed is None:
             _add_credentials(archive, session)
         archive.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import replace
 
 from hypothesis import given
@@ -16,7 +17,7 @@ CLAUDE = tools.BUILTIN["claude"]
 
 def test_broker_mode_falls_back_to_copy_for_a_tool_without_a_broker() -> None:
     assert session.mode_for("broker", CLAUDE) == "broker"
-    assert session.mode_for("broker", tools.BUILTIN["aider"]) == "copy"
+    assert session.mode_for("broker", tools.BUILTIN["shell"]) == "copy"
     assert session.mode_for("copy", CLAUDE) == "copy"
     assert session.mode_for("none", CLAUDE) == "none"
 
@@ -80,3 +81,50 @@ def test_a_trusted_layer_can_point_the_broker_at_other_upstreams() -> None:
     assert tools.with_upstreams(CLAUDE, ("https://x",), None) == CLAUDE
     shell = replace(tools.BUILTIN["shell"])
     assert tools.with_upstreams(shell, ("https://x",), "file").broker is None
+
+
+BROKER_URL = f"http://127.0.0.1:{PORT}/v1"
+
+
+def test_codex_gets_a_provider_of_its_own_that_leads_to_the_broker() -> None:
+    """Codex sends its built-in provider to OpenAI whatever the environment says: the
+    system config layer names a provider whose base URL is the broker."""
+    files = session.system_files(tools.CODEX_BROKER)
+    assert set(files) == {"/etc/codex/config.toml"}
+    config = tomllib.loads(files["/etc/codex/config.toml"].decode())
+    provider = config["model_providers"][config["model_provider"]]
+    assert provider["base_url"] == BROKER_URL and provider["env_key"] == "OPENAI_API_KEY"
+    assert session.environment(tools.CODEX_BROKER)["OPENAI_API_KEY"] == PLACEHOLDER
+
+
+def test_opencode_gets_the_broker_as_the_base_url_of_its_openai_provider() -> None:
+    env = session.environment(tools.OPENCODE_BROKER)
+    config = json.loads(env["OPENCODE_CONFIG_CONTENT"])
+    assert config == {"provider": {"openai": {"options": {"baseURL": BROKER_URL}}}}
+    assert env["OPENAI_API_KEY"] == PLACEHOLDER
+    assert session.system_files(tools.OPENCODE_BROKER) == {}
+
+
+def test_aider_gets_the_broker_as_its_openai_api_base() -> None:
+    env = session.environment(tools.AIDER_BROKER)
+    assert env == {"OPENAI_API_BASE": BROKER_URL, "OPENAI_API_KEY": PLACEHOLDER}
+
+
+def test_every_built_in_tool_with_an_api_has_a_broker_and_no_url_is_left_unfilled() -> None:
+    for name in ("claude", "codex", "opencode", "aider"):
+        spec = tools.BUILTIN[name].broker
+        assert spec is not None, name
+        env = session.environment(spec)
+        texts = [*env.values(), *(d.decode() for d in session.system_files(spec).values())]
+        assert not any(tools.BASE_URL in text for text in texts), name
+        assert any(f"127.0.0.1:{PORT}" in text for text in texts), name
+
+
+def test_files_that_may_hold_a_key_stay_on_the_host_in_broker_mode() -> None:
+    """opencode's auth.json (its keys) and aider's ~/.aider.conf.yml (openai-api-key:)
+    do not enter; the broker holds the key."""
+    opencode, aider = tools.BUILTIN["opencode"], tools.BUILTIN["aider"]
+    auth = {".local/share/opencode/auth.json": b'{"openai": {"type": "api", "key": "sk"}}'}
+    assert session.container_files(auth, opencode) == {}
+    conf = {".aider.conf.yml": b"openai-api-key: sk-real\n"}
+    assert session.container_files(conf, aider) == {}

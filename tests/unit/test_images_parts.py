@@ -18,6 +18,7 @@ from coi.config import tools
 from coi.config.load import Config, load
 from coi.core.errors import CoiError, ConfigError, UsageError
 from coi.images import certs, export
+from coi.images.build import BuildResult
 from coi.images.manifest import (
     age_line,
     compose,
@@ -221,6 +222,44 @@ def test_build_alone_is_the_coi_image(tmp_path: Path) -> None:
     assert [t.name for t in recipe.tools] == ["claude"]
     recipe = build.recipe_for(parse("build", "--alias", "coitest-x"), config(tmp_path))
     assert recipe.alias == "coitest-x"
+
+
+def test_coi_build_reports_the_version_each_installed_tool_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, '[build]\ntools = ["claude", "codex", "opencode", "aider"]\n')
+    recipe = build.recipe_for(parse("build"), cfg)
+    assert [t.name for t in recipe.tools] == ["claude", "codex", "opencode", "aider"]
+    reported = {"claude": "2.1.332 (Claude Code)", "codex": "codex-cli 0.171.0", "shell": "x"}
+    manifest = compose(
+        {"dpkg": {}, "tools": reported, "npm": {}, "node": "v22"},
+        alias="coi",
+        kind="coi",
+        inputs="abc",
+        base="b",
+        base_fingerprint="f",
+        pins=None,
+        coi_version="0",
+        built="now",
+    )
+    incus = FakeIncus()
+    fingerprint = incus.add_image("coi", {"coi.manifest": json.dumps(manifest)})
+    versions = build.tool_versions(incus, fingerprint, recipe)
+    assert versions == {
+        "claude": "2.1.332 (Claude Code)",
+        "codex": "codex-cli 0.171.0",
+        "opencode": "not reported",
+        "aider": "not reported",
+    }
+    result = BuildResult(alias="coi", fingerprint=fingerprint, inputs="abc", up_to_date=True)
+    build.show(result, "text", versions)
+    shown = capsys.readouterr().err
+    assert "up to date" in shown and "codex: codex-cli 0.171.0" in shown
+    assert "shell" not in shown  # a tool the recipe does not install is not reported
+    build.show(result, "json", versions)
+    assert json.loads(capsys.readouterr().out)["tools"] == versions
+    other = incus.add_image("plain", {})
+    assert build.tool_versions(incus, other, recipe) == {}  # not one of coi's builds
 
 
 def test_build_custom_needs_name_and_script(tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         network_timeout=args.network_timeout,
         log=output.info,
     )
-    show(result, args.format)
+    versions = tool_versions(incus, result.fingerprint, recipe)
+    show(result, args.format, versions)
     if result.up_to_date and args.format != "json":
         _report_age(incus, result.fingerprint)
     return 0
@@ -90,19 +91,34 @@ def coi_recipe(cfg: Config, alias: str) -> Recipe:
     )
 
 
-def show(result: BuildResult, fmt: str) -> None:
-    """The result: JSON on stdout, or one line for people."""
+def tool_versions(incus: IncusAPI, fingerprint: str, recipe: Recipe) -> dict[str, str]:
+    """What each tool the recipe installs reported in the image's manifest (its first line)."""
+    from coi.images.manifest import from_image
+
+    if not recipe.tools:
+        return {}
+    try:
+        reported = from_image(incus.image(fingerprint)).get("tools") or {}
+    except CoiError:
+        return {}  # not one of coi's builds: nothing recorded
+    return {t.name: str(reported.get(t.name) or "not reported") for t in recipe.tools}
+
+
+def show(result: BuildResult, fmt: str, versions: dict[str, str] | None = None) -> None:
+    """The result: JSON on stdout, or a line for people, then one per tool with its version."""
     if fmt == "json":
-        output.emit_json(result.to_dict())
+        output.emit_json(result.to_dict() | {"tools": versions or {}})
         return
     if result.up_to_date:
         output.info(
             f"image {result.alias} is up to date ({result.fingerprint[:12]}, same inputs); "
             "--force rebuilds it"
         )
-        return
-    size = result.size / 2**20
-    output.info(
-        f"built image {result.alias} = {result.dated_alias} ({result.fingerprint[:12]}, "
-        f"{size:.0f} MiB) in {result.seconds:.0f} s"
-    )
+    else:
+        size = result.size / 2**20
+        output.info(
+            f"built image {result.alias} = {result.dated_alias} ({result.fingerprint[:12]}, "
+            f"{size:.0f} MiB) in {result.seconds:.0f} s"
+        )
+    for name, version in (versions or {}).items():
+        output.info(f"  {name}: {version}")
