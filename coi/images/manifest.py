@@ -181,6 +181,15 @@ def age_line(manifest: Mapping[str, Any], now: float) -> str:
         return f"its tools' age is unknown (built {built!r})"
     days = max(0, int((now - stamp) // 86400))
     tools = manifest.get("tools") or {}
-    names = ", ".join(f"{n} {str(v).split()[0]}" for n, v in tools.items() if n != "shell")
+    names = ", ".join(f"{n} {_version_in(str(v))}" for n, v in tools.items() if v and n != "shell")
     when = "today" if days == 0 else f"{days} day{'s' if days != 1 else ''} ago"
     return f"its tools ({names or 'none'}) were installed {when}, on {built[:10]}"
+
+
+def _version_in(line: str) -> str:
+    """The version number a version line names ("codex-cli 0.171.0": 0.171.0), else its
+    first word."""
+    import re
+
+    found = re.search(r"(?<![\w.])\d+(?:\.\d+)+\S*", line)
+    return found.group(0) if found else (line.split() or ["?"])[0]

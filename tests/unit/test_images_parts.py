@@ -400,3 +400,16 @@ def test_age_line_names_the_tools_and_the_days_since_the_build() -> None:
     assert line == "its tools (claude 2.1.332) were installed 10 days ago, on 2026-11-20"
     assert "today" in age_line(manifest, now - 9.5 * 86400)
     assert "unknown" in age_line({"built": "?"}, now)
+    four = {
+        "built": manifest["built"],
+        "tools": {
+            "claude": "2.1.332 (Claude Code)",
+            "codex": "codex-cli 0.171.0",
+            "opencode": "1.18.33",
+            "aider": "aider 0.86.2",
+            "mine": "",  # not installed: reported nothing
+        },
+    }
+    assert age_line(four, now).startswith(
+        "its tools (claude 2.1.332, codex 0.171.0, opencode 1.18.33, aider 0.86.2) were"
+    )
