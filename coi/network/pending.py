@@ -47,7 +47,7 @@ def inert(text: object, limit: int = MAX_REASON) -> str:
         for ch in raw
         if ch.isspace() or unicodedata.category(ch)[0] not in ("C",)
     )
-    return " ".join(kept.split())[:limit]
+    return " ".join(kept.split())[:limit].rstrip()  # a cut may end on the space
 
 
 def parse_dest(text: str) -> tuple[str, int | None]:
