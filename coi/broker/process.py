@@ -147,15 +147,9 @@ def status(name: str) -> dict[str, Any] | None:
 
 def is_broker(pid: int, name: str) -> bool:
     """Whether pid is a live broker of container name (not a reused pid)."""
-    if pid <= 0:
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    wanted = str(settings_path(name)).encode()
-    return state != "Z" and b"coi.broker" in argv and wanted in argv
+    from coi.core import proc
+
+    return proc.runs(pid, b"coi.broker", str(settings_path(name)).encode())
 
 
 def stop(name: str) -> bool:

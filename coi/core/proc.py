@@ -73,3 +73,16 @@ def run_bytes(
         raise CommandFailed(list(argv), done.returncode, out, err)
     stdout: bytes = done.stdout
     return stdout
+
+
+def runs(pid: object, *words: bytes) -> bool:
+    """Whether pid is a live process (not a zombie) whose command line holds each of words:
+    a pid a record kept is checked to still be the process it named, not a reused pid."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and all(word in argv for word in words)

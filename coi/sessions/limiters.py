@@ -72,15 +72,9 @@ def plan_of(record: dict[str, Any]) -> lifespan.Plan:
 
 def is_limiter(pid: object, name: str) -> bool:
     """Whether pid is a live limiter of container name (not a reused pid)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    ours = str(record_path(name)).encode()
-    return state != "Z" and b"coi.sessions.limiter" in argv and ours in argv
+    from coi.core import proc
+
+    return proc.runs(pid, b"coi.sessions.limiter", str(record_path(name)).encode())
 
 
 def status(name: str) -> dict[str, Any] | None:
