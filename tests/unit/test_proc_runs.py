@@ -11,8 +11,10 @@ from coi.core import proc
 
 
 def test_a_live_process_with_its_words_runs() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "coi-mark"])
+    code = "import time; print('up', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code, "coi-mark"], stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"  # exec'd
         assert proc.runs(child.pid, b"coi-mark")
         assert proc.runs(child.pid, b"coi-mark", b"-c")
         assert not proc.runs(child.pid, b"coi-mark", b"another-mark")  # every word, or no
