@@ -20,7 +20,7 @@ def test_a_live_process_with_its_words_runs() -> None:
         assert not proc.runs(child.pid, b"coi-mark", b"another-mark")  # every word, or no
     finally:
         child.kill()
-        child.wait()
+        child.communicate()
 
 
 def test_a_zombie_does_not_run() -> None:
