@@ -4,7 +4,6 @@ make (netfixtures.py): a "private" one on 10.x and "public" ones on TEST-NET-2."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -19,44 +18,20 @@ from pathlib import Path
 import pytest
 
 from coi.core import paths
-from coi.core.errors import CoiError
 from coi.incus.adapter import Incus
-from coi.launch import executor
-from coi.launch.spec import LaunchSpec
 from coi.network import pending, pending_store, policy
 from coi.network.pending_store import requests_name
 from tests.fakeupstream import Upstream
+from tests.integration import test_egress
 from tests.integration.helpers import coi
-from tests.integration.netfixtures import Lab, make_lab, sh, tcp, wait_address
+from tests.integration.netfixtures import Lab, sh, tcp
 from tests.integration.test_egress import this_helper  # noqa: F401 (an autouse fixture)
 
 Launch = Callable[..., str]
+# The egress tests' lab and launches: the same fixtures here, not a copy of them.
+lab = test_egress.lab
+launched = test_egress.launched
 ASSET = Path(__file__).parents[2] / "coi" / "assets" / "images" / "coi" / "45-request.sh"
-
-
-@pytest.fixture(scope="module")
-def lab(session_incus: Incus, base_image: str) -> Iterator[Lab]:
-    with make_lab(session_incus, base_image) as built:
-        yield built
-
-
-@pytest.fixture
-def launched(incus: Incus, base_image: str) -> Iterator[Launch]:
-    """coi containers through the one launch path, torn down afterwards."""
-    names: list[str] = []
-
-    def make(mode: str, extra: dict[str, str] | None = None) -> str:
-        name = f"tp-{mode[:4]}-{uuid.uuid4().hex[:6]}"
-        spec = LaunchSpec(name=name, image=base_image, network_mode=mode, extra_config=extra or {})
-        names.append(name)
-        executor.create(incus, spec)
-        wait_address(incus, name)
-        return name
-
-    yield make
-    for name in names:
-        with contextlib.suppress(CoiError):
-            executor.teardown(incus, name)
 
 
 def listed(name: str | None = None) -> list[dict[str, object]]:
