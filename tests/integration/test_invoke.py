@@ -62,7 +62,7 @@ def test_invoke_shell_opens_a_session_that_list_and_kill_see(workspace: Path, in
         assert ours[0] in listed.stdout
         assert incus.state(ours[0])["status"] == "Running"
     finally:
-        killed = invoke("kill", "--name", ours[0], "--force", cwd=workspace) if ours else None
+        killed = invoke("kill", "--names", ours[0], "--force", cwd=workspace) if ours else None
     assert killed is not None and killed.returncode == 0, killed and killed.stderr
     assert not [n for n in incus.instance_names() if n.startswith(prefix)]
     assert coi("list", "--format", "json").returncode == 0
