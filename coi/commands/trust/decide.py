@@ -71,9 +71,10 @@ def _already(path: Path, raw: bytes) -> bool:
     return False
 
 
-def _say(lines: list[str]) -> None:
+def _say(lines: list[str], nothing: str = "it turns on nothing coi reads") -> None:
+    """What approving a file turns on, a line each; `nothing` when it turns on nothing."""
     if not lines:
-        output.info("it turns on nothing coi reads")
+        output.info(nothing)
         return
     output.info("approving it turns on:")
     for line in lines:
@@ -88,12 +89,7 @@ def _review(cfg: Config) -> None:
     lines = [f"  {i.key} = {render(i.value)}  ({i.reason})" for i in cfg.ignored]
     if "tool.name" in cfg.untrusted_keys:
         lines.append(f'  tool.name = "{cfg.tool.name}"  (that tool gets its credential files)')
-    if not lines:
-        output.info("it turns on nothing beyond what applies untrusted")
-        return
-    output.info("approving it turns on:")
-    for line in lines:
-        output.info(line)
+    _say(lines, "it turns on nothing beyond what applies untrusted")
 
 
 def _confirmed() -> bool:
