@@ -3,9 +3,11 @@ touch them (https://linuxcontainers.org/incus/docs/main/rest-api-spec/#/instance
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from coi.core.errors import NotFound
+from coi.incus import freezer
 from coi.incus.rest import Json, Rest
 
 # What a PUT of an instance takes back (the rest of a GET is read-only or derived).
@@ -67,7 +69,24 @@ class Instances(Rest):
     def set_state(self, name: str, action: str, *, force: bool = False, timeout: int = -1) -> None:
         """start, stop, restart, freeze or unfreeze an instance and wait."""
         body = {"action": action, "force": force, "timeout": timeout}
-        self.call("PUT", f"instances/{name}/state", body, f"{action} of instance {name}")
+        pid = self._prefrozen(name) if action == "freeze" else 0
+        try:
+            self.call("PUT", f"instances/{name}/state", body, f"{action} of instance {name}")
+        except BaseException:
+            if pid:
+                freezer.thaw(pid, self.project, name)
+            raise
+
+    def _prefrozen(self, name: str) -> int:
+        """A local container frozen through its freezer first (coi/incus/freezer.py): its
+        init's pid, or 0 when that was not done (a remote, not root, no v1 freezer)."""
+        if self.lean is None or os.geteuid() != 0 or not freezer.FREEZER.is_dir():
+            return 0
+        now = self.state(name)
+        if now.get("status") != "Running":  # frozen already, or stopped: Incus says what
+            return 0
+        pid = int(now.get("pid") or 0)
+        return pid if freezer.prefreeze(pid, self.project, name) else 0
 
     def state(self, name: str) -> Json:
         """The runtime state: status, network addresses, processes."""

@@ -96,3 +96,25 @@ def test_an_interrupted_run_is_finished_before_coi_exits(env: dict[str, str], in
     done = coi("run", "--", "true", env={**env, "COI_FAULT_SIGNAL": "SIGTERM@exec"})
     assert done.returncode == 143, done.stderr
     assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == {}
+
+
+def test_nothing_in_the_container_runs_once_the_exit_code_is_out(
+    env: dict[str, str], incus: Incus
+) -> None:
+    """A writer the command leaves behind is still from the moment coi returns (as root coi
+    freezes through the cgroup first, coi/incus/freezer.py; Incus's freeze follows)."""
+    killed = {**env, "COI_FAULT_SIGNAL": "SIGKILL@finisher"}  # keep the container to look at
+    writer = "(while :; do echo x >> /workspace/tick; sleep 0.02; done) >/dev/null 2>&1 &"
+    done = coi("run", "--", "sh", "-c", f"{writer} sleep 0.3", env=killed)
+    assert done.returncode == 0, done.stderr
+    (name,) = _ours(incus, env["COI_CONTAINER_PREFIX"])
+    assert _lock_free(name)
+    tick = Path.cwd() / "tick"
+    before = tick.stat().st_size
+    assert before > 0  # the writer did run while the command did
+    time.sleep(0.5)
+    assert tick.stat().st_size == before  # and not since
+    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == {name: "Frozen"}
+    listed = coi("list", "--format", "json")  # finishes the dead finisher's work
+    assert listed.returncode == 0, listed.stderr
+    assert _ours(incus, env["COI_CONTAINER_PREFIX"]) == {}
