@@ -16,6 +16,7 @@ from pathlib import Path
 
 from coi.core import proc
 from coi.core.errors import CoiError
+from coi.host import lxchooks
 from coi.host.steps import Step
 
 INCUSD = "/usr/libexec/incus/incusd"
@@ -76,6 +77,7 @@ def do_start(step: Step, log: Callable[[str], None]) -> None:
             stderr=logfile,
             start_new_session=True,
             close_fds=True,
+            env=lxchooks.daemon_env(),  # containers stop without lxcfs's reboot sleep
         )
     _STARTED.append(daemon)  # it outlives us: keep the handle so it is never reaped early
     wait_ready(60, daemon)

@@ -22,7 +22,7 @@ from typing import Any
 from coi.boundary.idmap import add_subid_lines, has_root_range, subid_lines
 from coi.core import labels, output, proc
 from coi.core.errors import CoiError
-from coi.host import daemon
+from coi.host import daemon, lxchooks
 from coi.host.steps import Step
 
 # dnsmasq-base serves DHCP and DNS on Incus bridges; incus-base only recommends it.
@@ -50,6 +50,7 @@ class HostFacts:
     daemon_ready: bool
     is_root: bool
     has_subid_range: bool = True
+    lxc_current: bool = True  # coi's lxc template folder in place and in the daemon's use
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,23 @@ def plan_host(facts: HostFacts, group: str = "incus-admin") -> list[Step]:
                 },
             )
         )
+    restart_for = []
+    if not facts.lxc_current:
+        what = f"keep lxcfs's half-second post-stop sleep to reboots ({lxchooks.OURS})"
+        steps.append(Step("lxc-template", what))
+        restart_for.append("its containers stop without that sleep")
     if not facts.has_subid_range:
         # Incus reads root's range when it starts: without one it has no idmap at all.
         steps.append(Step("subid-range", f"add {SUBID_RANGE} to /etc/subuid and /etc/subgid"))
-        if facts.daemon_ready:
-            steps.append(
-                Step(
-                    "restart",
-                    "restart the Incus daemon so it sees the idmap range",
-                    {"systemd": facts.systemd, "group": group},
-                )
+        restart_for.append("it sees the idmap range")
+    if restart_for and facts.daemon_ready:
+        steps.append(
+            Step(
+                "restart",
+                f"restart the Incus daemon so {' and '.join(restart_for)}",
+                {"systemd": facts.systemd, "group": group},
             )
+        )
     if not facts.daemon_ready:
         how = (
             "systemd"
@@ -189,8 +196,13 @@ def survey_host() -> HostFacts:
     ready = shutil.which("incus") is not None and proc.ok(
         ["incus", "admin", "waitready", "--timeout=1"], timeout=10
     )
+    root = os.geteuid() == 0
+    lxc_current = True  # a daemon systemd starts is the admin's; a non-root survey cannot tell
+    if root and not systemd and lxchooks.sleeps(lxchooks.host_files()):
+        running = daemon.daemon_pids() if ready else []
+        lxc_current = lxchooks.current() and (not ready or lxchooks.daemon_uses_ours(running))
     return HostFacts(
-        os_id, version, missing, systemd, ready, os.geteuid() == 0, has_root_range(subid_lines())
+        os_id, version, missing, systemd, ready, root, has_root_range(subid_lines()), lxc_current
     )
 
 
@@ -421,6 +433,7 @@ HOST_STEPS: dict[str, Callable[[Step, Callable[[str], None]], None]] = {
     "backports": do_backports,
     "install": do_install,
     "subid-range": do_subid_range,
+    "lxc-template": lambda _step, _log: lxchooks.install(),
     "restart": daemon.do_restart,
     "start": daemon.do_start,
 }

@@ -121,3 +121,13 @@ def test_owner_1000_needs_its_idmap_line_too_and_root_never_gets_one() -> None:
     assert setup.needed_subid_lines(1000, 1000) == ("root:1000:1",)
     assert setup.needed_subid_lines(0, 1000) == ()
     assert setup.needed_subid_lines(None, 1000) == ()
+
+
+def test_lxc_template_goes_in_before_the_daemon_starts_or_restarts() -> None:
+    fresh = setup.HostFacts("debian", "12", (), False, False, True, lxc_current=False)
+    assert [s.kind for s in setup.plan_host(fresh)] == ["lxc-template", "start"]
+    running = setup.HostFacts("debian", "12", (), False, True, True, lxc_current=False)
+    assert [s.kind for s in setup.plan_host(running)] == ["lxc-template", "restart"]
+    both = setup.HostFacts("debian", "12", (), False, True, True, False, lxc_current=False)
+    kinds = [s.kind for s in setup.plan_host(both)]
+    assert kinds == ["lxc-template", "subid-range", "restart"]  # one restart for both
