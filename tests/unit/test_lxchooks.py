@@ -18,9 +18,9 @@ DEBIAN = (
     "lxc.hook.post-stop = /usr/share/lxcfs/lxc.reboot.hook\n"
 )
 OTHER_LINES = st.lists(
-    st.text(
-        st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=60
-    ).filter(lambda line: lxchooks.LXCFS_HOOK not in line),
+    st.text(st.characters(codec="utf-8", exclude_characters="\n\r"), max_size=60).filter(
+        lambda line: lxchooks.LXCFS_HOOK not in line
+    ),
     max_size=8,
 )
 
