@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from coi.incus.api import IncusAPI
 
 
+def is_remote(section: IncusSection) -> bool:
+    """True when the config points at an HTTPS server (a name or a URL), not this host."""
+    return not endpoint(section)[0].is_local
+
+
 def endpoint(section: IncusSection) -> tuple[Endpoint, str]:
     """Where the config points, and the project to use there."""
     from coi.config import remotes

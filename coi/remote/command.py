@@ -34,13 +34,6 @@ CODE_ENV = {
 }
 
 
-def is_remote(cfg: Config) -> bool:
-    """True when the config points at an HTTPS server (a name or a URL), not this host."""
-    from coi.config.endpoint import endpoint
-
-    return not endpoint(cfg.incus)[0].is_local
-
-
 def _writer(stream: Any) -> Callable[[bytes], None]:
     def write(data: bytes) -> None:
         stream.write(data)
@@ -208,9 +201,9 @@ def shell(
 
 def sync(cfg: Config, name: str) -> int:
     """A running remote session's workspace back now (branch or files)."""
-    from coi.config.endpoint import connect
+    from coi.config.endpoint import connect, is_remote
 
-    if not is_remote(cfg):
+    if not is_remote(cfg.incus):
         raise UsageError("coi sync is for remote sessions: pass --remote NAME")
     fetched = session.sync(connect(cfg), name)
     if fetched.branch:

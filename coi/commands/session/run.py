@@ -62,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _remote(args: argparse.Namespace) -> bool:
-    """The endpoint is a remote: its sessions work on a copy (coi/remote/command.py)."""
-    from coi.remote import command
+    """The endpoint is a remote: its sessions work on a copy (coi/remote/command.py, which
+    a local session never imports)."""
+    from coi.config.endpoint import is_remote
 
-    return command.is_remote(load_config(args, quiet=True))
+    return is_remote(load_config(args, quiet=True).incus)
 
 
 def _remote_args(args: argparse.Namespace) -> dict[str, Any]:
