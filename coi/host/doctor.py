@@ -157,6 +157,24 @@ def check_subid() -> Check:
     )
 
 
+def check_stop_hook() -> Check:
+    """Whether container stops wait out lxcfs's post-stop sleep (coi/host/lxchooks.py)."""
+    from coi.host import daemon, lxchooks
+
+    name = "container stop"
+    if not lxchooks.sleeps(lxchooks.host_files()):
+        return Check(name, OK, "no post-stop sleep in the host's lxc config")
+    if os.geteuid() != 0:
+        return Check(name, OK, "the daemon's environment is not readable without root")
+    if lxchooks.daemon_uses_ours(daemon.daemon_pids()) and lxchooks.current():
+        return Check(name, OK, f"lxcfs's post-stop sleep kept to reboots ({lxchooks.OURS})")
+    found = f"every stop waits 0.5 s in {lxchooks.LXCFS_HOOK}"
+    if os.path.isdir("/run/systemd/system"):  # the admin's daemon: said, never changed
+        fix = f"start incusd with {lxchooks.ENV} set to a copy without it (docs/performance.md)"
+        return Check(name, WARN, found, fix)
+    return Check(name, WARN, found, "run `sudo coi setup`")
+
+
 def check_protected(group: str) -> Check:
     """For whoever runs coi: whether protected paths are enforced (root builds the locked
     view itself; anyone else through coi's view helper, or sessions are refused)."""
@@ -284,6 +302,7 @@ def run_checks(cfg: Config) -> list[Check]:
         check_network,
         check_rules,
         check_subid,
+        check_stop_hook,
         lambda: check_protected(cfg.incus.group),
         lambda: check_profiles(incus, cfg.incus.storage_pool, cfg.incus.network),
         lambda: check_image(incus, cfg.defaults.image),

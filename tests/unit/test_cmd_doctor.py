@@ -16,7 +16,7 @@ from tests.unit.fakeplus import FakePlus, coi
 
 HOST_PROBES = (
     "check_installed", "check_group", "check_forward", "check_network", "check_rules",
-    "check_subid", "check_protected",
+    "check_subid", "check_protected", "check_stop_hook",
 )  # fmt: skip
 
 

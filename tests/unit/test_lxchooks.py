@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coi.host import lxchooks
+from coi.host.check import OK, WARN
 
 DEBIAN = (
     "lxc.hook.mount = /usr/share/lxcfs/lxc.mount.hook\n"
@@ -85,3 +86,24 @@ def test_the_daemons_environment_is_read_from_proc(tmp_path: Path) -> None:
     assert not lxchooks.daemon_uses_ours([1, 2], ours, tmp_path)
     assert not lxchooks.daemon_uses_ours([], ours, tmp_path)
     assert not lxchooks.daemon_uses_ours([3], ours, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("sleeps", "ours", "systemd", "status"),
+    [(False, False, False, OK), (True, True, False, OK), (True, False, False, WARN),
+     (True, False, True, WARN)],
+)  # fmt: skip
+def test_doctor_says_when_stops_sleep(monkeypatch: pytest.MonkeyPatch, sleeps: bool, ours: bool,
+                                      systemd: bool, status: str) -> None:  # fmt: skip
+    from coi.host import daemon, doctor
+
+    monkeypatch.setattr(lxchooks, "sleeps", lambda files: sleeps)
+    monkeypatch.setattr(lxchooks, "daemon_uses_ours", lambda pids: ours)
+    monkeypatch.setattr(lxchooks, "current", lambda: True)
+    monkeypatch.setattr(daemon, "daemon_pids", lambda: [1])
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os.path, "isdir", lambda path: systemd)
+    found = doctor.check_stop_hook()
+    assert found.status == status
+    if status == WARN:
+        assert ("coi setup" in (found.fix or "")) is not systemd
