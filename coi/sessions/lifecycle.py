@@ -199,14 +199,14 @@ def _claim(
     slot's own), the slot then works in its worktree. Returns (name, slot, how): how is
     warm (taken from the pool), reused (a persistent container started again) or new."""
     from coi.launch import worktrees
-    from coi.network import enforce
+    from coi.network import enforce, healing
     from coi.sessions import journal, pool
 
     prefix = slots.prefix()
     limit = cfg.defaults.max_slots
     # Containers that lost their rules get them back, or stop: no slot decision hangs on
     # it, so not under the slot lock that parallel sessions of this workspace wait for.
-    enforce.heal(incus)
+    healing.heal_when_needed(incus)
     journal.settle(incus)  # what killed finishers of `coi run` left, torn down
     lock = paths.locks_dir() / f"workspace-{slots.workspace_id(workspace)}.lock"
     with file_lock(lock, what=f"the slot lock of {workspace}"):

@@ -70,17 +70,10 @@ def reapable(inst: dict[str, Any]) -> bool:
 
 
 def _heal(incus: IncusAPI) -> None:
-    """Give running restricted containers of any project that lost their rules (a flush,
-    a reboot) them back; the nft listing is paid only when such a container runs."""
-    from coi.network import nft_guard
+    """Rules back for running restricted containers that lost them (coi/network/healing.py)."""
+    from coi.network import healing
 
-    if incus.endpoint.is_local:  # pylxd scopes every request to one project
-        everywhere = incus.instances(all_projects=True)
-        if not any(nft_guard.needs_rules(i) for i in everywhere):
-            return  # nothing to heal: the network package is not even imported
-    from coi.network import enforce
-
-    enforce.heal(incus)
+    healing.heal_when_needed(incus)
 
 
 def list_(args: argparse.Namespace) -> int:
