@@ -156,6 +156,8 @@ def stop(name: str) -> bool:
     """Stop the broker of container name (SIGTERM, then SIGKILL) and wait, bounded, until
     it is gone; True when one ran. Its processes are found by their command line too, so
     a broker whose state file is missing or names another pid is not left behind."""
+    for pid in list(_children):  # one that died on its own is a zombie no pid scan finds
+        _reap(pid)
     state = status(name)
     pids = set(_pids_of(name))
     if state and state["alive"]:

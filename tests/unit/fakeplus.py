@@ -240,7 +240,7 @@ def sessions_ended(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     finally:
         for name in process.running():  # this test's COI_HOME: its own brokers only
             process.stop(name)
-        for pid in set(process._children) - children:  # stop leaves a fast death unreaped
+        for pid in set(process._children) - children:  # one that died after the stops
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process._children[pid].wait(timeout=10)
                 process._children.pop(pid)
