@@ -20,12 +20,14 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coi.boundary import protect, protect_host, protect_survey
 from coi.core import labels
 from coi.core.errors import UsageError
-from coi.workspace import worktree
+
+if TYPE_CHECKING:  # imported where a worktree is asked for: most sessions have none
+    from coi.workspace import worktree
 
 GIT_DEVICE = "worktree-git"
 LABEL = labels.PREFIX
@@ -59,6 +61,10 @@ def for_slot(
             f"{name} is kept (persistent) with {had}: pass another --slot, or "
             f"`coi kill {name}` first"
         )
+    if flag is None and not kept:
+        return None
+    from coi.workspace import worktree
+
     branch = kept or worktree.wanted_branch(flag, False, slot)
     if branch is None:
         return None
@@ -74,6 +80,8 @@ def apply(spec: Any, tree: worktree.Worktree | None) -> Any:
     shared git dir; the labels still name the workspace, and say the branch."""
     if tree is None:
         return spec
+    from coi.workspace import worktree
+
     labels = {
         WORKSPACE_KEY: str(spec.workspace),
         FOLDER_KEY: str(tree.path),
