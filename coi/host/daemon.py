@@ -69,6 +69,8 @@ def do_start(step: Step, log: Callable[[str], None]) -> None:
     DAEMON_LOG.parent.mkdir(parents=True, exist_ok=True)
     group = step.params["group"]
     ensure_group(group)  # incusd refuses to start when its socket group is missing
+    if not lxchooks.current():  # on a fresh host the packages just brought lxcfs's hook
+        lxchooks.install()
     with open(DAEMON_LOG, "ab") as logfile:
         daemon = subprocess.Popen(  # detached: it must outlive coi
             [INCUSD, "--group", group, "--logfile", str(DAEMON_LOG)],
