@@ -8,8 +8,9 @@ kernel says FROZEN; Incus's own freeze, which still follows and stays the author
 the container's state, then finds it frozen at its first look.
 
 The freezer is found from the container's init process as Incus reports it, and used
-only when that process's cgroup is the one liblxc names for this instance: a daemon in
-another pid namespace, or a container that moved its init, gets Incus's freeze alone.
+only when the top of that process's cgroup is the one liblxc names for this instance: a
+daemon in another pid namespace or a reused pid gets Incus's freeze alone; a container
+that moved its init into a cgroup below its own still has its own top one frozen.
 """
 
 from __future__ import annotations
