@@ -62,12 +62,12 @@ def host_files(base: Path = HOST_DIR) -> dict[str, str]:
     return found
 
 
-def wanted(base: Path = HOST_DIR, ours: Path = OURS) -> dict[str, tuple[str, int]]:
-    """What our template folder should hold: relative path -> (text, mode)."""
+def wanted(host: dict[str, str], ours: Path = OURS) -> dict[str, tuple[str, int]]:
+    """What our template folder should hold for these host files: relative path -> (text,
+    mode) (pure)."""
     wrapper = ours / REBOOT_ONLY
     files = {
-        f"common.conf.d/{name}": (rewrite(text, str(wrapper)), 0o644)
-        for name, text in host_files(base).items()
+        f"common.conf.d/{name}": (rewrite(text, str(wrapper)), 0o644) for name, text in host.items()
     }
     files[REBOOT_ONLY] = (WRAPPER, 0o755)
     return files
@@ -76,9 +76,10 @@ def wanted(base: Path = HOST_DIR, ours: Path = OURS) -> dict[str, tuple[str, int
 def current(base: Path = HOST_DIR, ours: Path = OURS) -> bool:
     """Whether our template folder holds what it should (root-owned, nothing else in
     common.conf.d); a host without lxcfs's sleep needs none and is current."""
-    if not sleeps(host_files(base)):
+    host = host_files(base)
+    if not sleeps(host):
         return True
-    for rel, (text, mode) in wanted(base, ours).items():
+    for rel, (text, mode) in wanted(host, ours).items():
         path = ours / rel
         try:
             info = path.lstat()
@@ -89,7 +90,7 @@ def current(base: Path = HOST_DIR, ours: Path = OURS) -> bool:
         except OSError:
             return False
     try:
-        extra = set(os.listdir(ours / "common.conf.d")) - set(host_files(base))
+        extra = set(os.listdir(ours / "common.conf.d")) - set(host)
     except OSError:
         return False
     return not extra
@@ -97,11 +98,11 @@ def current(base: Path = HOST_DIR, ours: Path = OURS) -> bool:
 
 def install(base: Path = HOST_DIR, ours: Path = OURS) -> None:
     """Write our template folder (as root), each file replaced whole."""
-    files = wanted(base, ours)
+    host = host_files(base)
+    files = wanted(host, ours)
     (ours / "common.conf.d").mkdir(parents=True, exist_ok=True, mode=0o755)
-    keep = {rel.split("/", 1)[1] for rel in files if rel.startswith("common.conf.d/")}
     for name in os.listdir(ours / "common.conf.d"):
-        if name not in keep:
+        if name not in host:
             (ours / "common.conf.d" / name).unlink()
     with safefs.folder(ours) as fd:
         for rel, (text, mode) in files.items():
