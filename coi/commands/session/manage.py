@@ -69,13 +69,6 @@ def reapable(inst: dict[str, Any]) -> bool:
     )
 
 
-def _heal(incus: IncusAPI) -> None:
-    """Rules back for running restricted containers that lost them (coi/network/healing.py)."""
-    from coi.network import healing
-
-    healing.heal_when_needed(incus)
-
-
 def list_(args: argparse.Namespace) -> int:
     """List coi containers (and, with --all, saved sessions)."""
     from coi.sessions import journal
@@ -90,7 +83,9 @@ def list_(args: argparse.Namespace) -> int:
 
         gone = set(lifecycle.reap(incus, cfg, instances=listing))
         listing = [i for i in listing if i["name"] not in gone]
-    _heal(incus)
+    from coi.network import healing
+
+    healing.heal_when_needed(incus)  # rules back for restricted containers that lost them
     _release_orphaned_views(incus, listing)
     containers = coi_containers(incus, listing)
     _brokers(containers)
